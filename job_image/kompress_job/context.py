@@ -1,0 +1,63 @@
+"""What the stages share: the job, the scratch folder, the progress reporter, and each stage's result.
+
+Owns: one typed record passed through the pipeline. Each stage reads what earlier stages left and
+fills its own fields; nothing else is global.
+Must not: do I/O.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kompress_api.v1alpha1 import CompressionJob, EvaluationMetrics
+
+from kompress_job.progress import ProgressReporter
+
+
+@dataclass
+class RunContext:
+    job: CompressionJob
+    workdir: Path
+    progress: ProgressReporter
+    # Where credentials come from (os.environ in a pod). Read by the I/O stages only, never logged.
+    env: Mapping[str, str]
+    log: logging.Logger = field(default_factory=lambda: logging.getLogger("kompress"))
+    # Number of accelerators to use; 0 runs on the CPU.
+    devices: int = 0
+
+    # preflight
+    output_checked: bool = False
+    # plan: kompress_job.plan's Plan
+    plan: Any = None
+    # fetch-model
+    model_dir: Path | None = None
+    resolved_revision: str | None = None
+    source_bytes: int | None = None
+    # calibration: tokenized datasets.Dataset for calibration, and held-out rows for evaluation
+    calibration: Any = None
+    holdout: Any = None
+    # load-model
+    model: Any = None
+    tokenizer: Any = None
+    # baseline: the original model's figures on the held-out rows, kept so both models never share memory
+    baseline: Any = None
+    # compress: the resolved recipe (module groups, modifiers) that ran
+    recipe: Any = None
+    # save
+    checkpoint_dir: Path | None = None
+    checkpoint_bytes: int | None = None
+    # verify
+    verification: Any = None
+    # evaluate
+    metrics: EvaluationMetrics | None = None
+    gate_failures: list[str] = field(default_factory=list)
+    # publish
+    output_uri: str | None = None
+    manifest_uri: str | None = None
+    rejected_uri: str | None = None
+
+    timings: dict[str, float] = field(default_factory=dict)

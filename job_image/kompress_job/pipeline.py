@@ -1,0 +1,100 @@
+"""The worker's lifecycle: plain stages, in order, over one progress reporter.
+
+    preflight    parse the job, check the destination (exists? credentials?) before any work
+    plan         config.json only: resolve the recipe, refuse on errors (kompress_job.plan)
+    fetch-model  Hub / S3 / volume -> scratch, resumable, verified
+    calibration  data -> tokenized calibration rows + held-out evaluation rows
+    load-model   weights into host RAM (llm-compressor onloads one layer at a time)
+    baseline     the original's loss and next-token distributions on held-out rows
+    compress     llm-compressor oneshot with the resolved recipe (DDP over >1 GPU)
+    save         compressed-tensors checkpoint, tokenizer, readable recipe, group record
+    verify       reload as users do; every module has what the recipe said
+    evaluate     compare with the baseline; apply the quality gate
+    publish      upload with checksums, manifest last (or to the rejected prefix)
+
+Each stage module exposes `run(ctx) -> None` and fills its fields of RunContext. Stage modules are
+imported when their turn comes, so `kompress plan` never pays for importing llm-compressor.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from collections.abc import Callable
+
+from kompress_api.exit_codes import ExitCode
+from kompress_api.worker_protocol import WorkerResult
+
+from kompress_job.context import RunContext
+from kompress_job.errors import KompressError
+
+STAGES: list[str] = [
+    "preflight",
+    "plan",
+    "fetch-model",
+    "calibration",
+    "load-model",
+    "baseline",
+    "compress",
+    "save",
+    "verify",
+    "evaluate",
+    "publish",
+]
+
+
+def stage_function(name: str) -> Callable[[RunContext], None]:
+    module = importlib.import_module(f"kompress_job.stages.{name.replace('-', '_')}")
+    return module.run
+
+
+def stages_for(ctx: RunContext) -> list[str]:
+    """The stages this job runs: without evaluation there is no baseline to record or compare."""
+    if not ctx.job.spec.evaluation.enabled:
+        return [s for s in STAGES if s not in ("baseline", "evaluate")]
+    return list(STAGES)
+
+
+def run(ctx: RunContext) -> WorkerResult:
+    """Run every stage; turn the outcome into the result the operator reads."""
+    current = None
+    try:
+        for name in ctx.progress.stages:
+            current = name
+            started = time.monotonic()
+            with ctx.progress.stage(name):
+                ctx.log.info("stage %s: start", name, extra={"stage": name})
+                stage_function(name)(ctx)
+            ctx.timings[name] = round(time.monotonic() - started, 3)
+            ctx.log.info("stage %s: done in %.1fs", name, ctx.timings[name], extra={"stage": name})
+    except KompressError as err:
+        err.stage = err.stage or current
+        ctx.log.error("stage %s failed: %s: %s", err.stage, err.reason, err.message, extra={"stage": err.stage})
+        return result_of(ctx, err.exit, err.message, stage=err.stage)
+    except Exception as err:  # noqa: BLE001 - anything unexpected is an internal, retriable failure
+        ctx.log.exception("stage %s failed unexpectedly", current, extra={"stage": current})
+        return result_of(ctx, ExitCode.INTERNAL, f"{type(err).__name__}: {err}", stage=current)
+    ctx.progress.finish()
+    return result_of(ctx, ExitCode.OK, f"published to {ctx.output_uri}")
+
+
+def result_of(ctx: RunContext, exit_code: ExitCode, message: str, *, stage: str | None = None) -> WorkerResult:
+    bf16_bytes = None
+    if ctx.plan is not None:
+        bf16_bytes = getattr(ctx.plan, "bf16_bytes", None)
+    ratio = round(bf16_bytes / ctx.checkpoint_bytes, 3) if bf16_bytes and ctx.checkpoint_bytes else None
+    return WorkerResult(
+        ok=exit_code is ExitCode.OK,
+        exit_code=exit_code.code,
+        reason=exit_code.reason,
+        message=message,
+        stage=stage,
+        output_uri=ctx.output_uri,
+        manifest_uri=ctx.manifest_uri,
+        rejected_uri=ctx.rejected_uri,
+        resolved_revision=ctx.resolved_revision,
+        checkpoint_bytes=ctx.checkpoint_bytes,
+        original_bytes=ctx.source_bytes,
+        compression_ratio=ratio,
+        metrics=ctx.metrics,
+    )
