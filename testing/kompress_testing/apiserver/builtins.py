@@ -1,0 +1,75 @@
+"""The few behaviours of built-in kinds' registry strategies that clients of this project notice.
+
+Owns: Secret (`stringData` folded into base64 `data`, `type` defaulted to Opaque and immutable), Job
+(the selector and the `controller-uid`/`job-name` labels the server adds, API defaults for
+backoffLimit, completions, parallelism, completionMode, suspend; restartPolicy must be Never or
+OnFailure; `spec.selector` and `spec.template` immutable), Pod (status phase Pending on create). Must not: grow into a copy of kube-apiserver's registries;
+add a behaviour only when a test of ours depends on it.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from kompress_testing.apiserver.errors import FieldError, invalid
+
+
+def prepare_create(group: str, plural: str, obj: dict[str, Any]) -> list[FieldError]:
+    """Defaults and checks of a new object; returns field errors (422)."""
+    if (group, plural) == ("", "secrets"):
+        _fold_string_data(obj)
+        obj.setdefault("type", "Opaque")
+    elif (group, plural) == ("batch", "jobs"):
+        _default_job(obj)
+        policy = obj["spec"]["template"]["spec"].get("restartPolicy")
+        if policy not in ("Never", "OnFailure"):
+            return [FieldError("Required", "spec.template.spec.restartPolicy", 'valid values: "OnFailure", "Never"')] if policy is None \
+                else [FieldError("NotSupported", "spec.template.spec.restartPolicy", 'supported values: "OnFailure", "Never"', policy)]
+    elif (group, plural) == ("", "pods"):
+        obj["status"] = {"phase": "Pending", "qosClass": "BestEffort"}
+    return []
+
+
+def prepare_update(group: str, plural: str, obj: dict[str, Any], old: dict[str, Any]) -> list[FieldError]:
+    if (group, plural) == ("", "secrets"):
+        _fold_string_data(obj)
+        obj.setdefault("type", old.get("type", "Opaque"))
+        if old.get("type") != obj.get("type"):
+            return [invalid("type", obj.get("type"), "field is immutable")]
+    elif (group, plural) == ("batch", "jobs"):
+        _default_job(obj, uid=old["metadata"]["uid"])
+        problems = []
+        for field in ("selector", "template"):
+            if (obj.get("spec") or {}).get(field) != (old.get("spec") or {}).get(field):
+                problems.append(invalid(f"spec.{field}", (obj.get("spec") or {}).get(field), "field is immutable"))
+        return problems
+    return []
+
+
+def _fold_string_data(obj: dict[str, Any]) -> None:
+    string_data = obj.pop("stringData", None) or {}
+    if string_data:
+        data = obj.setdefault("data", {}) or {}
+        for key, value in string_data.items():
+            data[key] = base64.b64encode(str(value).encode()).decode()
+        obj["data"] = data
+
+
+def _default_job(obj: dict[str, Any], uid: str | None = None) -> None:
+    spec = obj.setdefault("spec", {})
+    uid = uid or obj["metadata"]["uid"]
+    name = obj["metadata"].get("name", "")
+    spec.setdefault("backoffLimit", 6)
+    spec.setdefault("completions", 1)
+    spec.setdefault("parallelism", 1)
+    spec.setdefault("completionMode", "NonIndexed")
+    spec.setdefault("suspend", False)
+    if "selector" not in spec:
+        spec["selector"] = {"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}
+    template = spec.setdefault("template", {})
+    labels = template.setdefault("metadata", {}).setdefault("labels", {})
+    for key, value in (("batch.kubernetes.io/controller-uid", uid), ("batch.kubernetes.io/job-name", name),
+                       ("controller-uid", uid), ("job-name", name)):
+        labels.setdefault(key, value)
+    template.setdefault("spec", {})
