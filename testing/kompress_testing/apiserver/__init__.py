@@ -3,9 +3,25 @@
     from kompress_testing.apiserver import ServerThread, KubeClient
     with ServerThread() as api:
         client = KubeClient(api.url)
+
+Names are loaded lazily, so `kompress_testing.crdschema` can use `apiserver.errors` without
+importing the server.
 """
 
-from kompress_testing.apiserver.runner import ApiStatusError, KubeClient, ServerThread, kubeconfig, write_kubeconfig
-from kompress_testing.apiserver.server import ADMIN_TOKEN, ApiServer
+from __future__ import annotations
 
-__all__ = ["ADMIN_TOKEN", "ApiServer", "ApiStatusError", "KubeClient", "ServerThread", "kubeconfig", "write_kubeconfig"]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "ADMIN_TOKEN": "server", "ApiServer": "server",
+    "ApiStatusError": "runner", "KubeClient": "runner", "ServerThread": "runner", "kubeconfig": "runner",
+    "write_kubeconfig": "runner",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"kompress_testing.apiserver.{_EXPORTS[name]}"), name)
+    raise AttributeError(name)

@@ -48,7 +48,7 @@ def write_kubeconfig(path: str | pathlib.Path, url: str, token: str = ADMIN_TOKE
 
 async def serve(server: ApiServer, host: str = "127.0.0.1", port: int = 0) -> tuple[aiohttp.web.BaseRunner, str]:
     """Start serving `server` (already entered) and return the runner and its URL."""
-    low_level = aiohttp.web.Server(server, handler_cancellation=True)
+    low_level = aiohttp.web.Server(server, handler_cancellation=True, access_log=None)
     runner = aiohttp.web.ServerRunner(low_level, shutdown_timeout=0.5)
     await runner.setup()
     site = aiohttp.web.TCPSite(runner, host, port, shutdown_timeout=0.5)
