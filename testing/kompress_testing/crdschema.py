@@ -386,7 +386,7 @@ def _run_rules(value: Any, old: Any, has_old: bool, schema: dict[str, Any], path
         if rule.get("messageExpression"):
             try:
                 computed = compile_rule(rule["messageExpression"]).evaluate(activation)
-                if isinstance(computed, celtypes.StringType) and str(computed).strip():
+                if isinstance(computed, str) and computed.strip():
                     message = str(computed).strip()
             except Exception:  # noqa: BLE001 - Kubernetes falls back to message on a failed messageExpression
                 pass

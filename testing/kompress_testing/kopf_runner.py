@@ -35,7 +35,11 @@ class KopfThread:
 
         @kopf.on.login(registry=registry)
         def _login(**_: Any) -> kopf.ConnectionInfo:
-            return kopf.ConnectionInfo(server=self.url, scheme="Bearer", token=self.token, default_namespace="default")
+            from kompress_testing.apiserver.tls import certificates
+
+            ca_path = str(certificates().ca_path) if self.url.startswith("https://") else None
+            return kopf.ConnectionInfo(server=self.url, scheme="Bearer", token=self.token, ca_path=ca_path,
+                                       default_namespace="default")
 
         @kopf.on.startup(registry=registry)
         def _configure(settings: kopf.OperatorSettings, **_: Any) -> None:

@@ -25,6 +25,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--crd", action="append", default=[], type=pathlib.Path, help="a CRD YAML to install (repeatable)")
     parser.add_argument("--kubeconfig", type=pathlib.Path, help="write an admin kubeconfig here")
     parser.add_argument("--rbac", action="store_true", help="enforce RBAC for every token but the admin's")
+    parser.add_argument("--plain-http", action="store_true", help="serve HTTP, not HTTPS (kubectl then sends no tokens)")
     return parser.parse_args(argv)
 
 
@@ -38,7 +39,7 @@ async def main(args: argparse.Namespace) -> None:
             for document in yaml.safe_load_all(path.read_text()):
                 if document:
                     server.install_crd(document)
-        runner, url = await serve(server, args.host, args.port)
+        runner, url = await serve(server, args.host, args.port, tls=not args.plain_http)
         if args.kubeconfig:
             write_kubeconfig(args.kubeconfig, url, ADMIN_TOKEN)
         print(f"emulated Kubernetes API server at {url} (admin token: {ADMIN_TOKEN})", flush=True)

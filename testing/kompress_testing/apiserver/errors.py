@@ -30,8 +30,14 @@ _FIELD_ERROR_TYPES = {
 _REASON_TO_TYPE = {reason: kind for kind, (reason, _) in _FIELD_ERROR_TYPES.items()}
 
 
+class GoLiteral(str):
+    """A value Go prints verbatim with %#v (e.g. `0x0` for a uint64 zero)."""
+
+
 def go_value(value: Any) -> str:
     """A value as Go's field.Error prints it: strings quoted, simple types plain, the rest in Go syntax."""
+    if isinstance(value, GoLiteral):
+        return str(value)
     if value is None:
         return '"null"'
     if isinstance(value, bool):

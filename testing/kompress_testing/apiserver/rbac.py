@@ -7,9 +7,10 @@ RoleBinding vs ClusterRoleBinding, aggregated ClusterRoles), its reason strings
 (`RBAC: allowed by RoleBinding "b/ns" of Role "r" to ServiceAccount "sa/ns"`), and its 403 message.
 Must not: read storage directly; the server hands it the Roles and bindings.
 
-Approximations: discovery, /version, /openapi and health endpoints are open to every authenticated
-user (a real cluster grants them via the bootstrap `system:discovery` and `system:public-info-viewer`
-bindings); there are no bootstrap ClusterRoles (`admin`, `edit`, `view`) unless a test creates them.
+Approximations: discovery, /version, /openapi and health endpoints are open to everyone, and
+self-subject access/rules reviews to every authenticated user (a real cluster grants them via the
+bootstrap `system:discovery`, `system:public-info-viewer` and `system:basic-user` bindings); there
+are no other bootstrap ClusterRoles (`admin`, `edit`, `view`) unless a test creates them.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from typing import Any
 
 ADMIN_GROUP = "system:masters"
 OPEN_PATH_PREFIXES = ("/api", "/apis", "/version", "/openapi", "/healthz", "/livez", "/readyz")
+SELF_REVIEWS = {("authorization.k8s.io", "selfsubjectaccessreviews"), ("authorization.k8s.io", "selfsubjectrulesreviews"),
+                ("authentication.k8s.io", "selfsubjectreviews")}
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Running the emulated API server: in a background thread (tests) or in the foreground (the CLI).
 
 Owns: the event loop and aiohttp server around `ApiServer` on 127.0.0.1 (a random free port unless
-told), kubeconfig files for kubectl, Kopf and the kubernetes client, and a small synchronous admin
+told; HTTPS with a throwaway CA unless told otherwise), kubeconfig files for kubectl, Kopf and the kubernetes client, and a small synchronous admin
 client for tests. Must not: add API behaviour; that is server.py's.
 
 We serve with aiohttp directly rather than with `kmock.Server`: the latter patches aiohttp's DNS
@@ -12,6 +12,7 @@ threads and with Kopf's own aiohttp client in the same process.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import pathlib
 import threading
@@ -24,15 +25,19 @@ import requests
 import yaml
 
 from kompress_testing.apiserver.server import ADMIN_TOKEN, ApiServer
+from kompress_testing.apiserver.tls import certificates
 
 T = TypeVar("T")
 
 
 def kubeconfig(url: str, token: str = ADMIN_TOKEN, namespace: str = "default", user: str = "admin") -> dict[str, Any]:
+    cluster: dict[str, Any] = {"server": url}
+    if url.startswith("https://"):
+        cluster["certificate-authority-data"] = base64.b64encode(certificates().ca_pem).decode()
     return {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": "emulated", "cluster": {"server": url}}],
+        "clusters": [{"name": "emulated", "cluster": cluster}],
         "users": [{"name": user, "user": {"token": token}}],
         "contexts": [{"name": "emulated", "context": {"cluster": "emulated", "user": user, "namespace": namespace}}],
         "current-context": "emulated",
@@ -46,17 +51,20 @@ def write_kubeconfig(path: str | pathlib.Path, url: str, token: str = ADMIN_TOKE
     return path
 
 
-async def serve(server: ApiServer, host: str = "127.0.0.1", port: int = 0) -> tuple[aiohttp.web.BaseRunner, str]:
-    """Start serving `server` (already entered) and return the runner and its URL."""
+async def serve(server: ApiServer, host: str = "127.0.0.1", port: int = 0, tls: bool = True) -> tuple[aiohttp.web.BaseRunner, str]:
+    """Start serving `server` (already entered) and return the runner and its URL.
+
+    TLS by default, as a real API server: kubectl sends bearer tokens only over HTTPS.
+    """
     low_level = aiohttp.web.Server(server, handler_cancellation=True, access_log=None)
     runner = aiohttp.web.ServerRunner(low_level, shutdown_timeout=0.5)
     await runner.setup()
-    site = aiohttp.web.TCPSite(runner, host, port, shutdown_timeout=0.5)
+    site = aiohttp.web.TCPSite(runner, host, port, shutdown_timeout=0.5, ssl_context=certificates().server_context() if tls else None)
     await site.start()
     sockets = getattr(site._server, "sockets", None) or []  # noqa: SLF001 - aiohttp exposes the port only here
     actual_port = sockets[0].getsockname()[1] if sockets else port
     server.address = f"{host}:{actual_port}"
-    return runner, f"http://{host}:{actual_port}"
+    return runner, f"{'https' if tls else 'http'}://{host}:{actual_port}"
 
 
 class ServerThread:
@@ -98,8 +106,9 @@ class ServerThread:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         port = int(self.options.pop("port", 0))
+        tls = bool(self.options.pop("tls", True))
         async with ApiServer(**self.options) as server:
-            runner, self.url = await serve(server, port=port)
+            runner, self.url = await serve(server, port=port, tls=tls)
             self.server = server
             self._ready.set()
             try:
@@ -124,6 +133,8 @@ class KubeClient:
     def __init__(self, url: str, token: str | None = ADMIN_TOKEN) -> None:
         self.url = url.rstrip("/")
         self.session = requests.Session()
+        self.session.trust_env = False  # else REQUESTS_CA_BUNDLE overrides our CA, and proxies apply to 127.0.0.1
+        self.session.verify = str(certificates().ca_path)
         if token:
             self.session.headers["Authorization"] = f"Bearer {token}"
 
