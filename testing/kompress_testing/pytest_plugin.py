@@ -107,6 +107,9 @@ def apiserver(request: pytest.FixtureRequest, tmp_path: pathlib.Path, kompress_c
         if install_crd:
             cluster.apply_crd(kompress_crd)
         yield cluster
+        crashes = cluster.call(lambda: cluster.server.internal_errors)
+        if crashes:
+            pytest.fail(f"the emulated API server failed while serving this test (answered 500): {crashes!r}")
 
 
 def pytest_configure(config: pytest.Config) -> None:

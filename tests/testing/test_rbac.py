@@ -163,3 +163,13 @@ def test_kubectl_with_a_service_account_token_and_auth_can_i(apiserver, operator
     assert apiserver.kubectl("auth", "can-i", "list", "compressionjobs", "-n", "ml", *as_operator).stdout.strip() == "yes"
     assert apiserver.kubectl("auth", "can-i", "delete", "compressionjobs", "-n", "ml", *as_operator, check=False).stdout.strip() == "no"
     assert apiserver.kubectl("auth", "can-i", "list", "compressionjobs", "-n", "ml", token=token).stdout.strip() == "yes"
+
+
+def test_the_server_says_which_binding_would_allow_a_request(apiserver, operator):
+    grant(apiserver, role("status", {"apiGroups": ["kompress.dev"], "resources": ["compressionjobs/status"], "verbs": ["patch", "update"]}),
+          binding("status", "Role", "status"))
+    sa = "system:serviceaccount:ml:operator"
+    allowed = apiserver.call(lambda: apiserver.server.check(sa, "patch", "compressionjobs", "kompress.dev", "ml", subresource="status"))
+    assert allowed.allowed and allowed.reason == 'RBAC: allowed by RoleBinding "status/ml" of Role "status" to ServiceAccount "operator/ml"'
+    denied = apiserver.call(lambda: apiserver.server.check(sa, "patch", "compressionjobs", "kompress.dev", "default", subresource="status"))
+    assert not denied.allowed and 'cannot patch resource "compressionjobs/status"' in denied.reason

@@ -3,7 +3,8 @@
 Owns: Secret (`stringData` folded into base64 `data`, `type` defaulted to Opaque and immutable), Job
 (the selector and the `controller-uid`/`job-name` labels the server adds, API defaults for
 backoffLimit, completions, parallelism, completionMode, suspend; restartPolicy must be Never or
-OnFailure; `spec.selector` and `spec.template` immutable), Pod (status phase Pending on create). Must not: grow into a copy of kube-apiserver's registries;
+OnFailure; `spec.selector` and `spec.template` immutable), Pod (status phase Pending on create), events.k8s.io/v1 Events as a second shape of core/v1 Events.
+Must not: grow into a copy of kube-apiserver's registries;
 add a behaviour only when a test of ours depends on it.
 """
 
@@ -73,3 +74,24 @@ def _default_job(obj: dict[str, Any], uid: str | None = None) -> None:
                        ("controller-uid", uid), ("job-name", name)):
         labels.setdefault(key, value)
     template.setdefault("spec", {})
+
+
+# events.k8s.io/v1 Events are a view of core/v1 Events (one storage, two shapes), as on a real server.
+_EVENT_FIELDS = [("involvedObject", "regarding"), ("message", "note"), ("reportingComponent", "reportingController"),
+                 ("source", "deprecatedSource"), ("firstTimestamp", "deprecatedFirstTimestamp"),
+                 ("lastTimestamp", "deprecatedLastTimestamp"), ("count", "deprecatedCount")]
+_EVENT_SHARED = ["metadata", "eventTime", "series", "reportingInstance", "action", "reason", "related", "type"]
+
+
+def core_event_to_v1(obj: dict[str, Any]) -> dict[str, Any]:
+    out = {"apiVersion": "events.k8s.io/v1", "kind": "Event"}
+    out.update({k: obj[k] for k in _EVENT_SHARED if k in obj})
+    out.update({new: obj[old] for old, new in _EVENT_FIELDS if old in obj})
+    return out
+
+
+def v1_event_to_core(obj: dict[str, Any]) -> dict[str, Any]:
+    out = {"apiVersion": "v1", "kind": "Event"}
+    out.update({k: obj[k] for k in _EVENT_SHARED if k in obj})
+    out.update({old: obj[new] for old, new in _EVENT_FIELDS if new in obj})
+    return out

@@ -205,12 +205,12 @@ def unprocessable(message: str) -> ApiError:
 
 
 def method_not_allowed(verb: str, resource: str, group: str) -> ApiError:
-    return ApiError(405, "MethodNotAllowed", f"the server does not allow this method on the requested resource",
+    return ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource",
                     _details("", group, resource))
 
 
 def unsupported_media_type(content_type: str, accepted: list[str]) -> ApiError:
-    message = (f"the body of the request was in an unknown format - accepted media types include: "
+    message = ("the body of the request was in an unknown format - accepted media types include: "
                + ", ".join(accepted))
     return ApiError(415, "UnsupportedMediaType", message, {"causes": [{"reason": "UnsupportedMediaType", "message": content_type}]})
 

@@ -245,7 +245,7 @@ def crd_problems(crd: dict[str, Any]) -> list[tuple[str, Any, str]]:
     if not names.get("kind"):
         problems.append(("spec.names.kind", "", "Required value"))
     if group and plural and name != f"{plural}.{group}":
-        problems.append(("metadata.name", name, f"must be spec.names.plural+\".\"+spec.group"))
+        problems.append(("metadata.name", name, 'must be spec.names.plural+"."+spec.group'))
     if spec.get("scope") not in ("Namespaced", "Cluster"):
         problems.append(("spec.scope", spec.get("scope"), 'supported values: "Cluster", "Namespaced"'))
     versions = spec.get("versions") or []

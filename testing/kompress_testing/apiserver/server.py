@@ -17,7 +17,6 @@ install KubernetesScaffold's own fallback reactions: this class answers everythi
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import copy
 import datetime as dt
@@ -26,8 +25,6 @@ import random
 import re
 import traceback
 import uuid
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp.web
@@ -36,10 +33,12 @@ import kmock
 from kmock._internal import rendering
 
 from kompress_testing.apiserver import errors as E
-from kompress_testing.apiserver import builtins, openapi, patching, protobuf, rbac, selectors, tables
+from kompress_testing.apiserver import builtins, openapi, patching, rbac, request_info, selectors, tables, watch
+from kompress_testing.apiserver.controllers import CRD_CLEANUP, FOREGROUND, ORPHAN, Controllers
+from kompress_testing.apiserver.request_info import Call
 from kompress_testing.apiserver.resources import (Registry, ResourceType, crd_problems, crd_resource_types,
                                                   crd_status, schema_hash)
-from kompress_testing.apiserver.store import Event, Key, Store
+from kompress_testing.apiserver.store import Key, Store
 
 VERSION_INFO = {
     "major": "1", "minor": "32", "gitVersion": "v1.32.0", "gitCommit": "kompress-testing-emulated-apiserver",
@@ -53,105 +52,11 @@ DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
-NAMESPACE_SUBRESOURCES = {"status", "finalize"}
-FOREGROUND, ORPHAN = "foregroundDeletion", "orphan"
-CRD_CLEANUP = "customresourcecleanup.apiextensions.k8s.io"
 RBAC_GROUP = "rbac.authorization.k8s.io"
 
 
 def now_iso() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-@dataclass
-class RequestInfo:
-    """apiserver's RequestInfo: what a URL and method ask for."""
-
-    path: str
-    verb: str
-    resource_request: bool = False
-    group: str = ""
-    version: str = ""
-    resource: str = ""
-    subresource: str = ""
-    namespace: str | None = None
-    name: str | None = None
-    parts: list[str] = field(default_factory=list)
-
-
-def parse_request_info(method: str, path: str, query: dict[str, str]) -> RequestInfo:
-    parts = [p for p in path.strip("/").split("/") if p]
-    watch = query.get("watch") in ("true", "1")
-    lower = method.lower()
-    if len(parts) < 2 or parts[0] not in ("api", "apis") or (parts[0] == "apis" and len(parts) < 3):
-        return RequestInfo(path=path, verb={"get": "get", "post": "post", "put": "put", "patch": "patch", "delete": "delete"}.get(lower, lower), parts=parts)
-    if parts[0] == "api":
-        group, version, rest = "", parts[1], parts[2:]
-    else:
-        group, version, rest = parts[1], parts[2], parts[3:]
-    info = RequestInfo(path=path, verb="", group=group, version=version, parts=parts)
-    if not rest:
-        info.verb = lower
-        return info
-    if rest[0] == "watch":
-        watch, rest = True, rest[1:]
-    info.resource_request = True
-    if rest and rest[0] == "namespaces" and len(rest) > 1:
-        info.namespace = rest[1]
-        if len(rest) > 2 and rest[2] not in NAMESPACE_SUBRESOURCES:
-            rest = rest[2:]
-    if rest:
-        info.resource = rest[0]
-    if len(rest) > 1:
-        info.name = rest[1]
-    if len(rest) > 2:
-        info.subresource = rest[2]
-    if info.resource == "namespaces":
-        info.name, info.namespace = (info.namespace, None) if len(rest) >= 2 else (None, None)
-    if watch and lower == "get":
-        info.verb = "watch"
-    elif lower == "get":
-        info.verb = "get" if info.name else "list"
-    elif lower == "post":
-        info.verb = "create"
-    elif lower == "put":
-        info.verb = "update"
-    elif lower == "patch":
-        info.verb = "patch"
-    elif lower == "delete":
-        info.verb = "delete" if info.name else "deletecollection"
-    else:
-        info.verb = lower
-    return info
-
-
-@dataclass
-class Call:
-    """One request on its way through the server."""
-
-    raw: aiohttp.web.BaseRequest
-    request: rendering.Request
-    info: RequestInfo
-    params: dict[str, str]
-    body: bytes
-    user: rbac.Identity = rbac.ANONYMOUS
-    warnings: list[str] = field(default_factory=list)
-
-    @property
-    def content_type(self) -> str:
-        return (self.raw.headers.get("Content-Type") or "").split(";")[0].strip().lower()
-
-    def json_body(self) -> Any:
-        if self.content_type == "application/vnd.kubernetes.protobuf":
-            try:
-                return protobuf.decode(self.body)
-            except protobuf.ProtobufError as exc:
-                raise E.unsupported_media_type(self.content_type, ["application/json"]) if "not understood" in str(exc) \
-                    else E.bad_request(str(exc)) from exc
-        try:
-            return json.loads(self.body.decode("utf-8") or "null")
-        except ValueError as exc:
-            raise E.bad_request(f"couldn't get version/kind; json parse error: {exc}") from exc
 
 
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> aiohttp.web.Response:
@@ -171,30 +76,6 @@ def _random_suffix() -> str:
     return "".join(random.choice(GENERATE_NAME_ALPHABET) for _ in range(5))
 
 
-# --------------------------------------------------------------------------------------------------
-# events.k8s.io/v1 Events are a view of core/v1 Events (one storage, two shapes), as on a real server.
-# --------------------------------------------------------------------------------------------------
-
-_EVENT_FIELDS = [("involvedObject", "regarding"), ("message", "note"), ("reportingComponent", "reportingController"),
-                 ("source", "deprecatedSource"), ("firstTimestamp", "deprecatedFirstTimestamp"),
-                 ("lastTimestamp", "deprecatedLastTimestamp"), ("count", "deprecatedCount")]
-_EVENT_SHARED = ["metadata", "eventTime", "series", "reportingInstance", "action", "reason", "related", "type"]
-
-
-def core_event_to_v1(obj: dict[str, Any]) -> dict[str, Any]:
-    out = {"apiVersion": "events.k8s.io/v1", "kind": "Event"}
-    out.update({k: obj[k] for k in _EVENT_SHARED if k in obj})
-    out.update({new: obj[old] for old, new in _EVENT_FIELDS if old in obj})
-    return out
-
-
-def v1_event_to_core(obj: dict[str, Any]) -> dict[str, Any]:
-    out = {"apiVersion": "v1", "kind": "Event"}
-    out.update({k: obj[k] for k in _EVENT_SHARED if k in obj})
-    out.update({old: obj[new] for old, new in _EVENT_FIELDS if new in obj})
-    return out
-
-
 @attrs.define(kw_only=True)
 class ApiServer(kmock.KubernetesScaffold):
     """A kube-apiserver for tests. Run it with `kompress_testing.apiserver.runner.run_server()`."""
@@ -210,13 +91,14 @@ class ApiServer(kmock.KubernetesScaffold):
     store: Store = attrs.field(init=False)
     authenticator: rbac.Authenticator = attrs.field(factory=rbac.Authenticator, init=False)
     decisions: list[rbac.Decision] = attrs.field(factory=list, init=False)
-    _gc_handle: asyncio.TimerHandle | None = attrs.field(default=None, init=False)
+    controllers: Controllers = attrs.field(init=False)
     _openapi_cache: dict[Any, Any] = attrs.field(factory=dict, init=False)
 
     def __attrs_post_init__(self) -> None:
         # Deliberately not calling KubernetesScaffold's: its fallback reactions would answer discovery
         # and unknown URLs in KMock's way. User reactions still take precedence (see _handle).
         self.store = Store(self.event_log_size)
+        self.controllers = Controllers(self)
         self.authenticator.tokens[ADMIN_TOKEN] = rbac.ADMIN
         namespaces = self.registry.get("", "v1", "namespaces")
         assert namespaces is not None
@@ -246,8 +128,24 @@ class ApiServer(kmock.KubernetesScaffold):
                               rbac.Identity.service_account(namespace, name))
 
     @property
+    def internal_errors(self) -> list[Exception]:
+        """Exceptions the emulator raised while serving (bugs: each was answered with a 500)."""
+        return list(self._errors[-1]) if self._errors else []
+
+    @property
     def denied(self) -> list[rbac.Decision]:
         return [d for d in self.decisions if not d.allowed]
+
+    def check(self, user: rbac.Identity | str, verb: str, resource: str, group: str = "", namespace: str = "",
+              name: str = "", subresource: str = "") -> rbac.Decision:
+        """Would RBAC allow this? The decision carries the binding and role that allow it, or the 403 text.
+        A string user may be `system:serviceaccount:NS:NAME`."""
+        if isinstance(user, str):
+            match = re.fullmatch(r"system:serviceaccount:([^:]+):([^:]+)", user)
+            user = rbac.Identity.service_account(*match.groups()) if match else rbac.Identity(user, ("system:authenticated",))
+        attributes = rbac.Attributes(user, verb, True, api_group=group, resource=resource, subresource=subresource,
+                                     namespace=namespace, name=name)
+        return self.policy().authorize(attributes)
 
     def policy(self) -> rbac.Policy:
         def of(plural: str) -> list[dict[str, Any]]:
@@ -268,7 +166,7 @@ class ApiServer(kmock.KubernetesScaffold):
     async def __call__(self, raw: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
         body = await raw.read()
         params = dict(raw.query)
-        info = parse_request_info(raw.method, raw.path, params)
+        info = request_info.parse(raw.method, raw.path, params)
         try:
             data = json.loads(body.decode("utf-8")) if body else None
         except ValueError:
@@ -378,7 +276,7 @@ class ApiServer(kmock.KubernetesScaffold):
             return self._access_review(call, rtype)
         verb = info.verb
         if verb == "watch":
-            return await self._watch(call, rtype)
+            return await watch.serve(self, call, rtype)
         if verb == "list":
             return self._list(call, rtype)
         if verb == "get":
@@ -470,17 +368,17 @@ class ApiServer(kmock.KubernetesScaffold):
             raise E.not_found(rtype.plural, rtype.group, name)
         return obj
 
-    def _present(self, rtype: ResourceType, obj: dict[str, Any]) -> dict[str, Any]:
+    def present(self, rtype: ResourceType, obj: dict[str, Any]) -> dict[str, Any]:
         """A stored object in the shape of the requested group/version."""
         if rtype.group == "events.k8s.io":
-            return core_event_to_v1(obj)
+            return builtins.core_event_to_v1(obj)
         obj["apiVersion"] = rtype.api_version
         obj["kind"] = rtype.kind
         return obj
 
     def _object_response(self, call: Call, rtype: ResourceType, obj: dict[str, Any], status: int = 200,
                          headers: dict[str, str] | None = None) -> aiohttp.web.StreamResponse:
-        obj = self._present(rtype, obj)
+        obj = self.present(rtype, obj)
         accept = call.raw.headers.get("Accept")
         if tables.wants_table(accept) and status == 200:
             table = tables.table(rtype, [obj], obj["metadata"].get("resourceVersion", ""),
@@ -508,7 +406,7 @@ class ApiServer(kmock.KubernetesScaffold):
         page = objs[start:start + limit] if limit else objs[start:]
         more = bool(limit) and start + limit < len(objs)
         continue_token = base64.b64encode(json.dumps({"rv": self.store.rv, "start": start + limit}).encode()).decode() if more else None
-        items = [self._present(rtype, o) for o in page]
+        items = [self.present(rtype, o) for o in page]
         accept = call.raw.headers.get("Accept")
         if tables.wants_table(accept):
             return _json(tables.table(rtype, items, str(self.store.rv), call.params.get("includeObject", "Metadata"),
@@ -521,118 +419,6 @@ class ApiServer(kmock.KubernetesScaffold):
             metadata["continue"] = continue_token
             metadata["remainingItemCount"] = len(objs) - start - limit
         return _json({"apiVersion": rtype.api_version, "kind": rtype.list_kind, "metadata": metadata, "items": items})
-
-    # ----------------------------------------------------------------------------------------------
-    # Watching
-    # ----------------------------------------------------------------------------------------------
-
-    async def _watch(self, call: Call, rtype: ResourceType) -> aiohttp.web.StreamResponse:
-        params = call.params
-        match = selectors.matcher(params.get("labelSelector"), params.get("fieldSelector"), rtype.plural, rtype.custom)
-        namespace = call.info.namespace if rtype.namespaced else None
-        name = call.info.name
-
-        def visible(obj: dict[str, Any] | None) -> bool:
-            if obj is None:
-                return False
-            meta = obj.get("metadata", {})
-            return (namespace is None or meta.get("namespace") == namespace) and (name is None or meta.get("name") == name) and match(obj)
-
-        timeout = float(params["timeoutSeconds"]) if params.get("timeoutSeconds") else None
-        bookmarks = params.get("allowWatchBookmarks") in ("true", "1")
-        initial_events = params.get("sendInitialEvents") in ("true", "1")
-        since = params.get("resourceVersion") or ""
-
-        # Subscribe and take the replay in one synchronous step: nothing can happen in between.
-        queue = self.store.subscribe(rtype.storage)
-        try:
-            replay: list[tuple[str, dict[str, Any]]] = []
-            error: dict[str, Any] | None = None
-            if initial_events or since in ("", "0"):
-                replay = [("ADDED", obj) for _, obj in self.store.items(rtype.storage, namespace) if visible(obj)]
-            else:
-                try:
-                    since_rv = int(since)
-                except ValueError as exc:
-                    raise E.bad_request(f"invalid resource version: {since!r}") from exc
-                events = self.store.events_since(rtype.storage, since_rv)
-                if events is None:
-                    error = E.gone(f"too old resource version: {since_rv} ({self.store.compacted + 1})").status()
-                else:
-                    replay = [converted for event in events if (converted := self._watch_event(event, visible))]
-            current_rv = self.store.rv
-
-            accept = call.raw.headers.get("Accept")
-            as_table = tables.wants_table(accept)
-            include = params.get("includeObject", "Metadata")
-            headers_sent = False
-            response = aiohttp.web.StreamResponse(status=200, headers={"Content-Type": "application/json", "Cache-Control": "no-cache, private"})
-            await response.prepare(call.raw)
-
-            async def send(event_type: str, obj: dict[str, Any]) -> None:
-                nonlocal headers_sent
-                if as_table and event_type != "BOOKMARK" and event_type != "ERROR":
-                    obj = tables.table(rtype, [self._present(rtype, obj)], obj["metadata"].get("resourceVersion", ""),
-                                       include, headers=not headers_sent, version=tables.table_version(accept))
-                    headers_sent = True
-                elif event_type not in ("ERROR",):
-                    obj = self._present(rtype, obj)
-                await response.write(json.dumps({"type": event_type, "object": obj}, separators=(",", ":")).encode() + b"\n")
-
-            def bookmark(rv: int, initial_end: bool = False) -> dict[str, Any]:
-                meta: dict[str, Any] = {"resourceVersion": str(rv)}
-                if initial_end:
-                    meta["annotations"] = {"k8s.io/initial-events-end": "true"}
-                return {"apiVersion": rtype.api_version, "kind": rtype.kind, "metadata": meta}
-
-            try:
-                if error is not None:
-                    await send("ERROR", error)
-                    await response.write_eof()
-                    return response
-                for event_type, obj in replay:
-                    await send(event_type, obj)
-                if initial_events and bookmarks:
-                    await send("BOOKMARK", bookmark(current_rv, initial_end=True))
-                loop = asyncio.get_running_loop()
-                deadline = loop.time() + timeout if timeout is not None else None
-                while True:
-                    wait = self.bookmark_interval if bookmarks else None
-                    if deadline is not None:
-                        remaining = deadline - loop.time()
-                        if remaining <= 0:
-                            break
-                        wait = min(wait, remaining) if wait is not None else remaining
-                    try:
-                        event = await asyncio.wait_for(queue.get(), wait) if wait is not None else await queue.get()
-                    except TimeoutError:
-                        if bookmarks and (deadline is None or loop.time() < deadline):
-                            await send("BOOKMARK", bookmark(self.store.rv))
-                        continue
-                    converted = self._watch_event(event, visible)
-                    if converted:
-                        await send(*converted)
-                await response.write_eof()
-            except ConnectionError:
-                pass  # the client went away; a cancelled handler (client disconnect) unwinds through finally
-            return response
-        finally:
-            self.store.unsubscribe(rtype.storage, queue)
-
-    @staticmethod
-    def _watch_event(event: Event, visible: Any) -> tuple[str, dict[str, Any]] | None:
-        """An event as a selector-filtered watch sees it: objects entering or leaving the selection
-        appear as ADDED or DELETED, as the watch cache reports them."""
-        now, before = visible(event.object), visible(event.old)
-        if event.type == "DELETED":
-            return ("DELETED", copy.deepcopy(event.object)) if before or now else None
-        if now and not before:
-            return ("ADDED", copy.deepcopy(event.object))
-        if now and before:
-            return (event.type, copy.deepcopy(event.object))
-        if before and not now:
-            return ("DELETED", copy.deepcopy(event.object))
-        return None
 
     # ----------------------------------------------------------------------------------------------
     # Writing: shared pieces
@@ -678,14 +464,14 @@ class ApiServer(kmock.KubernetesScaffold):
         for key, value in (meta.get("labels") or {}).items():
             label_name = key.rsplit("/", 1)[-1]
             if not isinstance(value, str) or len(value) > 63 or not LABEL_VALUE.match(value):
-                problems.append(E.invalid(f"metadata.labels", value, "a valid label must be an empty string or consist of alphanumeric "
+                problems.append(E.invalid("metadata.labels", value, "a valid label must be an empty string or consist of alphanumeric "
                                           "characters, '-', '_' or '.', and must start and end with an alphanumeric character"))
             if len(label_name) > 63 or not LABEL_NAME.match(label_name):
                 problems.append(E.invalid("metadata.labels", key, "name part must consist of alphanumeric characters, '-', '_' or '.', "
                                           "and must start and end with an alphanumeric character"))
         for key, value in (meta.get("annotations") or {}).items():
             if not isinstance(value, str):
-                problems.append(E.FieldError("TypeInvalid", f"metadata.annotations", f"must be a string", value))
+                problems.append(E.FieldError("TypeInvalid", "metadata.annotations", "must be a string", value))
         return problems
 
     def _admit(self, rtype: ResourceType, obj: dict[str, Any], old: dict[str, Any] | None, params: dict[str, str],
@@ -727,7 +513,7 @@ class ApiServer(kmock.KubernetesScaffold):
     def _create(self, rtype: ResourceType, namespace: str | None, obj: dict[str, Any], params: dict[str, str],
                 call: Call | None = None) -> dict[str, Any]:
         if rtype.group == "events.k8s.io":
-            obj = v1_event_to_core(obj)
+            obj = builtins.v1_event_to_core(obj)
         meta = _meta(obj)
         if not isinstance(meta, dict):
             raise E.bad_request("metadata must be an object")
@@ -790,7 +576,7 @@ class ApiServer(kmock.KubernetesScaffold):
         if not isinstance(body, dict):
             raise E.bad_request("the body of the request must be a JSON object")
         if rtype.group == "events.k8s.io":
-            body = v1_event_to_core(body)
+            body = builtins.v1_event_to_core(body)
         meta = _meta(body)
         if meta.get("name") and meta["name"] != name:
             raise E.bad_request(f"the name of the object ({meta['name']}) does not match the name on the URL ({name})")
@@ -818,12 +604,12 @@ class ApiServer(kmock.KubernetesScaffold):
                 return self._create(rtype, namespace, patch, call.params, call=call), True
             raise E.not_found(rtype.plural, rtype.group, name)
         old = existing
-        target = core_event_to_v1(old) if rtype.group == "events.k8s.io" else old
+        target = builtins.core_event_to_v1(old) if rtype.group == "events.k8s.io" else old
         patched = patching.apply(content_type, target, patch)
         if not isinstance(patched, dict):
             raise E.bad_request("the patched object must be a JSON object")
         if rtype.group == "events.k8s.io":
-            patched = v1_event_to_core(patched)
+            patched = builtins.v1_event_to_core(patched)
         patched_rv = (patched.get("metadata") or {}).get("resourceVersion")
         if patched_rv and patched_rv != old["metadata"]["resourceVersion"]:
             raise E.conflict(rtype.plural, rtype.group, name, E.STALE)
@@ -887,14 +673,14 @@ class ApiServer(kmock.KubernetesScaffold):
             return new
         key = self._key(rtype, old["metadata"].get("namespace"), name)
         if new["metadata"].get("deletionTimestamp") and not new["metadata"].get("finalizers"):
-            self._remove(rtype, key)
+            self.remove(rtype, key)
             return new
         stored = self.store.write(key, new, "MODIFIED")
         if (rtype.group, rtype.plural) == ("apiextensions.k8s.io", "customresourcedefinitions"):
             self.registry.remove_crd(name)
             for new_type in crd_resource_types(stored):
                 self.registry.add(new_type)
-        self._schedule_gc()
+        self.controllers.schedule()
         return stored
 
     # ----------------------------------------------------------------------------------------------
@@ -912,14 +698,14 @@ class ApiServer(kmock.KubernetesScaffold):
         return options
 
     def _delete(self, call: Call, rtype: ResourceType) -> aiohttp.web.StreamResponse:
-        result, deleted_now = self._delete_one(rtype, call.info.namespace, call.info.name or "", self._delete_options(call))
+        result, deleted_now = self.delete_one(rtype, call.info.namespace, call.info.name or "", self._delete_options(call))
         if deleted_now:
             return _json({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
                           "details": {"name": result["metadata"]["name"], "group": rtype.group, "kind": rtype.plural,
                                       "uid": result["metadata"]["uid"]}})
         return self._object_response(call, rtype, result)
 
-    def _delete_one(self, rtype: ResourceType, namespace: str | None, name: str, options: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    def delete_one(self, rtype: ResourceType, namespace: str | None, name: str, options: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         old = self._current(rtype, namespace, name)
         meta = old["metadata"]
         preconditions = options.get("preconditions") or {}
@@ -948,7 +734,7 @@ class ApiServer(kmock.KubernetesScaffold):
         if not finalizers and not namespace_spec_finalizers:
             if dry_run:
                 return old, True
-            return self._remove(rtype, self._key(rtype, namespace, name)), True
+            return self.remove(rtype, self._key(rtype, namespace, name)), True
         new = copy.deepcopy(old)
         if finalizers:
             new["metadata"]["finalizers"] = finalizers
@@ -962,150 +748,24 @@ class ApiServer(kmock.KubernetesScaffold):
         if new == old or dry_run:
             return new, False
         stored = self.store.write(self._key(rtype, namespace, name), new, "MODIFIED")
-        self._schedule_gc()
+        self.controllers.schedule()
         return stored, False
 
     def _delete_collection(self, call: Call, rtype: ResourceType) -> aiohttp.web.StreamResponse:
         options = self._delete_options(call)
         deleted = []
         for obj in self._matching(call, rtype):
-            result, _ = self._delete_one(rtype, obj["metadata"].get("namespace"), obj["metadata"]["name"], options)
-            deleted.append(self._present(rtype, result))
+            result, _ = self.delete_one(rtype, obj["metadata"].get("namespace"), obj["metadata"]["name"], options)
+            deleted.append(self.present(rtype, result))
         return _json({"apiVersion": rtype.api_version, "kind": rtype.list_kind,
                       "metadata": {"resourceVersion": str(self.store.rv)}, "items": deleted})
 
-    def _remove(self, rtype: ResourceType, key: Key) -> dict[str, Any]:
+    def remove(self, rtype: ResourceType, key: Key) -> dict[str, Any]:
         last = self.store.delete(key)
         if (rtype.group, rtype.plural) == ("apiextensions.k8s.io", "customresourcedefinitions"):
             self.registry.remove_crd(key[2])
-        self._schedule_gc()
+        self.controllers.schedule()
         return last
-
-    # ----------------------------------------------------------------------------------------------
-    # Controllers: garbage collector, namespace lifecycle, CRD cleanup
-    # ----------------------------------------------------------------------------------------------
-
-    def _schedule_gc(self) -> None:
-        if self._gc_handle is None:
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:
-                return
-            self._gc_handle = loop.call_later(self.gc_delay, self._run_gc)
-
-    def _run_gc(self) -> None:
-        self._gc_handle = None
-        for _ in range(50):  # cascades settle in a few passes; bounded so a bug cannot spin forever
-            if not self._gc_pass():
-                break
-
-    def _type_of(self, storage: tuple[str, str]) -> ResourceType | None:
-        candidates = [t for t in self.registry.all() if t.storage == storage and t.group == storage[0]]
-        return candidates[0] if candidates else None
-
-    def _gc_pass(self) -> bool:
-        """One pass of the controllers. Returns whether anything changed."""
-        changed = False
-        everything = list(self.store.items())
-        uids = {obj["metadata"]["uid"]: (key, obj) for key, obj in everything}
-        dependents: dict[str, list[tuple[Key, dict[str, Any]]]] = {}
-        for key, obj in everything:
-            for ref in obj["metadata"].get("ownerReferences") or []:
-                dependents.setdefault(ref.get("uid", ""), []).append((key, obj))
-
-        for key, obj in everything:
-            if self.store.get(*key) is None:
-                continue
-            rtype = self._type_of(key[0])
-            if rtype is None:
-                continue
-            meta = obj["metadata"]
-            finalizers = list(meta.get("finalizers") or [])
-            deleting = bool(meta.get("deletionTimestamp"))
-            uid = meta["uid"]
-
-            # Orphan: detach dependents, then let the owner go.
-            if deleting and ORPHAN in finalizers:
-                for dep_key, dep in dependents.get(uid, []):
-                    fresh = self.store.get(*dep_key)
-                    if fresh is None:
-                        continue
-                    refs = [r for r in fresh["metadata"].get("ownerReferences") or [] if r.get("uid") != uid]
-                    self._controller_patch(dep_key, fresh, lambda o, refs=refs: _set_or_drop(o["metadata"], "ownerReferences", refs))
-                self._controller_patch(key, obj, lambda o: _drop_finalizer(o, ORPHAN))
-                changed = True
-                continue
-
-            # Foreground: delete dependents first; the owner goes when none is left.
-            if deleting and FOREGROUND in finalizers:
-                live = [(k, d) for k, d in dependents.get(uid, []) if self.store.get(*k) is not None]
-                for dep_key, dep in live:
-                    dep_type = self._type_of(dep_key[0])
-                    if dep_type and not dep["metadata"].get("deletionTimestamp"):
-                        self._delete_one(dep_type, dep_key[1], dep_key[2], {"propagationPolicy": "Foreground"})
-                        changed = True
-                if not live:
-                    self._controller_patch(key, obj, lambda o: _drop_finalizer(o, FOREGROUND))
-                    changed = True
-                continue
-
-            # Namespace termination: delete the content, then the namespace.
-            if deleting and rtype.plural == "namespaces" and not rtype.group:
-                content = [(k, o) for k, o in everything if k[1] == meta["name"] and self.store.get(*k) is not None]
-                for content_key, content_obj in content:
-                    content_type = self._type_of(content_key[0])
-                    if content_type and not content_obj["metadata"].get("deletionTimestamp"):
-                        self._delete_one(content_type, content_key[1], content_key[2], {"propagationPolicy": "Background"})
-                        changed = True
-                if not content and (obj.get("spec") or {}).get("finalizers"):
-                    self._controller_patch(key, obj, lambda o: o["spec"].pop("finalizers", None))
-                    changed = True
-                continue
-
-            # CRD deletion: remove every custom resource of it, then the CRD.
-            if deleting and CRD_CLEANUP in finalizers and rtype.plural == "customresourcedefinitions":
-                storage = (obj["spec"]["group"], obj["spec"]["names"]["plural"])
-                instances = [(k, o) for k, o in everything if k[0] == storage and self.store.get(*k) is not None]
-                cr_type = self._type_of(storage)
-                for instance_key, instance in instances:
-                    if cr_type and not instance["metadata"].get("deletionTimestamp"):
-                        self._delete_one(cr_type, instance_key[1], instance_key[2], {})
-                        changed = True
-                if not instances:
-                    self._controller_patch(key, obj, lambda o: _drop_finalizer(o, CRD_CLEANUP))
-                    changed = True
-                continue
-
-            # Background: a dependent whose owners are all gone is deleted; dangling references are dropped.
-            refs = meta.get("ownerReferences") or []
-            if refs and not deleting:
-                alive = [r for r in refs if r.get("uid") in uids and self.store.get(*uids[r["uid"]][0]) is not None
-                         and not _is_being_foreground_deleted(self.store.get(*uids[r["uid"]][0]))]
-                gone = [r for r in refs if r.get("uid") not in uids or self.store.get(*uids[r["uid"]][0]) is None]
-                if not alive and gone and len(gone) == len(refs):
-                    self._delete_one(rtype, key[1], key[2], {"propagationPolicy": "Background"})
-                    changed = True
-                elif gone and alive:
-                    self._controller_patch(key, obj, lambda o, alive=alive: _set_or_drop(o["metadata"], "ownerReferences", alive))
-                    changed = True
-        return changed
-
-    def _controller_patch(self, key: Key, obj: dict[str, Any], change: Any) -> None:
-        """A controller's write: bypasses admission, keeps finalizer/deletion semantics."""
-        fresh = self.store.get(*key)
-        if fresh is None:
-            return
-        new = copy.deepcopy(fresh)
-        change(new)
-        if new == fresh:
-            return
-        namespace_finalizers = key[0] == ("", "namespaces") and (new.get("spec") or {}).get("finalizers")
-        if new["metadata"].get("deletionTimestamp") and not new["metadata"].get("finalizers") and not namespace_finalizers:
-            rtype = self._type_of(key[0])
-            if rtype is not None:
-                self._remove(rtype, key)
-                return
-        self.store.write(key, new, "MODIFIED")
 
     # ----------------------------------------------------------------------------------------------
     # Access reviews (kubectl auth can-i)
@@ -1143,26 +803,3 @@ class ApiServer(kmock.KubernetesScaffold):
 
 def _dry_run(params: dict[str, str]) -> list[str]:
     return [params["dryRun"]] if params.get("dryRun") else []
-
-
-def _drop_finalizer(obj: dict[str, Any], finalizer: str) -> None:
-    finalizers = [f for f in obj["metadata"].get("finalizers") or [] if f != finalizer]
-    _set_or_drop(obj["metadata"], "finalizers", finalizers)
-
-
-def _set_or_drop(mapping: dict[str, Any], key: str, value: list[Any]) -> None:
-    if value:
-        mapping[key] = value
-    else:
-        mapping.pop(key, None)
-
-
-def _is_being_foreground_deleted(obj: dict[str, Any] | None) -> bool:
-    return bool(obj) and FOREGROUND in (obj["metadata"].get("finalizers") or []) and bool(obj["metadata"].get("deletionTimestamp"))  # type: ignore[index]
-
-
-async def stream_lines(response: aiohttp.ClientResponse) -> AsyncIterator[dict[str, Any]]:
-    """Watch events from a response (a helper for async tests)."""
-    async for line in response.content:
-        if line.strip():
-            yield json.loads(line)
