@@ -224,3 +224,25 @@ def test_jobs_get_a_selector_and_need_a_restart_policy(apiserver):
     assert created["spec"]["selector"] == {"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}
     assert created["spec"]["template"]["metadata"]["labels"]["batch.kubernetes.io/job-name"] == "j"
     assert created["spec"]["backoffLimit"] == 6
+
+
+def test_kmock_reactions_answer_first_for_fault_injection(apiserver):
+    import kmock
+
+    apiserver.client.post(JOBS, tiny_job())
+    jobs = kmock.resource("kompress.dev", "v1alpha1", "compressionjobs")
+    apiserver.call(lambda: apiserver.server["patch", jobs][:1] << 503)
+    with pytest.raises(ApiStatusError) as failed:
+        apiserver.client.patch(f"{JOBS}/tiny-laptop", {"metadata": {"labels": {"a": "b"}}})
+    assert failed.value.code == 503
+    assert "labels" not in apiserver.client.get(f"{JOBS}/tiny-laptop")["metadata"]  # the emulator never saw it
+    assert apiserver.client.patch(f"{JOBS}/tiny-laptop", {"metadata": {"labels": {"a": "b"}}})["metadata"]["labels"] == {"a": "b"}
+
+
+def test_unknown_fields_warn_by_default_and_are_pruned(apiserver):
+    job = tiny_job()
+    job["spec"]["colour"] = "blue"
+    response = apiserver.client.session.post(apiserver.url + JOBS, json=job)
+    assert response.status_code == 201
+    assert response.headers["Warning"] == '299 - "unknown field \\"spec.colour\\""'
+    assert "colour" not in response.json()["spec"]
