@@ -565,6 +565,8 @@ class ApiServer(kmock.KubernetesScaffold):
         if (rtype.group, rtype.plural) == ("apiextensions.k8s.io", "customresourcedefinitions"):
             for new_type in crd_resource_types(stored):
                 self.registry.add(new_type)
+        if _matters_to_controllers(stored, None):
+            self.controllers.schedule()  # a dependent of an owner that is already gone is collected too
         return stored
 
     # ----------------------------------------------------------------------------------------------
@@ -680,7 +682,8 @@ class ApiServer(kmock.KubernetesScaffold):
             self.registry.remove_crd(name)
             for new_type in crd_resource_types(stored):
                 self.registry.add(new_type)
-        self.controllers.schedule()
+        if _matters_to_controllers(new, old):
+            self.controllers.schedule()
         return stored
 
     # ----------------------------------------------------------------------------------------------
@@ -799,6 +802,13 @@ class ApiServer(kmock.KubernetesScaffold):
         body.setdefault("metadata", {})["creationTimestamp"] = None
         body["apiVersion"], body["kind"] = rtype.api_version, rtype.kind
         return _json(body, 201)
+
+
+def _matters_to_controllers(new: dict[str, Any], old: dict[str, Any] | None) -> bool:
+    """Whether a write may give the garbage collector or the namespace/CRD controllers work."""
+    meta, before = new["metadata"], (old or {}).get("metadata", {})
+    return bool(meta.get("deletionTimestamp") or meta.get("ownerReferences") != before.get("ownerReferences")
+                or meta.get("finalizers") != before.get("finalizers"))
 
 
 def _dry_run(params: dict[str, str]) -> list[str]:
