@@ -174,3 +174,14 @@ def test_the_server_says_which_binding_would_allow_a_request(apiserver, operator
     assert allowed.allowed and allowed.reason == 'RBAC: allowed by RoleBinding "status/ml" of Role "status" to ServiceAccount "operator/ml"'
     denied = apiserver.call(lambda: apiserver.server.check(sa, "patch", "compressionjobs", "kompress.dev", "default", subresource="status"))
     assert not denied.allowed and 'cannot patch resource "compressionjobs/status"' in denied.reason
+
+
+def test_auth_can_i_list_shows_what_a_service_account_may_do(apiserver, operator):
+    grant(apiserver, role("status", {"apiGroups": ["kompress.dev"], "resources": ["compressionjobs/status"], "verbs": ["patch"]}),
+          binding("status", "Role", "status"))
+    listed = apiserver.kubectl("auth", "can-i", "--list", "-n", "ml", "--as=system:serviceaccount:ml:operator").stdout
+    rows = [line.split() for line in listed.splitlines()]
+    assert ["compressionjobs.kompress.dev/status", "[]", "[]", "[patch]"] in rows
+    assert not any(row and row[0] == "*.*" for row in rows)
+    elsewhere = apiserver.kubectl("auth", "can-i", "--list", "-n", "default", "--as=system:serviceaccount:ml:operator").stdout
+    assert "compressionjobs" not in elsewhere

@@ -16,6 +16,15 @@ from typing import Any
 from kompress_testing.apiserver.errors import FieldError, invalid
 
 
+def drop_nulls(value: Any) -> Any:
+    """What decoding into a Go struct does to JSON nulls in a built-in object: they disappear."""
+    if isinstance(value, dict):
+        return {k: drop_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [drop_nulls(v) for v in value]
+    return value
+
+
 def prepare_create(group: str, plural: str, obj: dict[str, Any]) -> list[FieldError]:
     """Defaults and checks of a new object; returns field errors (422)."""
     if (group, plural) == ("", "secrets"):

@@ -62,6 +62,8 @@ KINDS: dict[tuple[str, str], Schema] = {
                                                              3: ("roleRef", ROLE_REF, False)},
     ("authorization.k8s.io/v1", "SelfSubjectAccessReview"): {1: ("metadata", OBJECT_META, False), 2: ("spec", ACCESS_REVIEW_SPEC, False)},
     ("authorization.k8s.io/v1", "SubjectAccessReview"): {1: ("metadata", OBJECT_META, False), 2: ("spec", ACCESS_REVIEW_SPEC, False)},
+    ("authorization.k8s.io/v1", "SelfSubjectRulesReview"): {1: ("metadata", OBJECT_META, False),
+                                                            2: ("spec", {1: ("namespace", "string", False)}, False)},
 }
 ENVELOPE: Schema = {1: ("typeMeta", {1: ("apiVersion", "string", False), 2: ("kind", "string", False)}, False),
                     2: ("raw", "bytes", False), 3: ("contentEncoding", "string", False), 4: ("contentType", "string", False)}

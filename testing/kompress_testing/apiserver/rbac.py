@@ -41,6 +41,13 @@ class Identity:
 
 
 ANONYMOUS = Identity("system:anonymous", ("system:unauthenticated",))
+# What the bootstrap roles we treat as open grant (see the module docstring), as rules.
+OPEN_RULES = [
+    {"verbs": ["create"], "apiGroups": ["authorization.k8s.io"], "resources": ["selfsubjectaccessreviews", "selfsubjectrulesreviews"]},
+    {"verbs": ["create"], "apiGroups": ["authentication.k8s.io"], "resources": ["selfsubjectreviews"]},
+    {"verbs": ["get"], "nonResourceURLs": ["/api", "/api/*", "/apis", "/apis/*", "/healthz", "/livez", "/openapi", "/openapi/*",
+                                           "/readyz", "/version", "/version/"]},
+]
 ADMIN = Identity("kubernetes-admin", (ADMIN_GROUP, "system:authenticated"))
 
 
@@ -176,6 +183,20 @@ class Policy:
     def _role_rules(self, namespace: str, name: str) -> list[dict[str, Any]]:
         role = next((r for r in self.roles if r["metadata"]["name"] == name and r["metadata"].get("namespace") == namespace), None)
         return list(role.get("rules") or []) if role else []
+
+    def rules_for(self, user: Identity, namespace: str) -> list[dict[str, Any]]:
+        """Every rule that applies to the user in a namespace (what SelfSubjectRulesReview lists)."""
+        rules: list[dict[str, Any]] = []
+        for binding in self.cluster_role_bindings:
+            if any(_subject_matches(s, user, "") for s in binding.get("subjects") or []):
+                rules.extend(self._cluster_role_rules((binding.get("roleRef") or {}).get("name", "")))
+        for binding in self.role_bindings:
+            bound_namespace = binding["metadata"].get("namespace", "")
+            if bound_namespace == namespace and any(_subject_matches(s, user, bound_namespace) for s in binding.get("subjects") or []):
+                ref = binding.get("roleRef") or {}
+                rules.extend(self._cluster_role_rules(ref.get("name", "")) if ref.get("kind") == "ClusterRole"
+                             else self._role_rules(bound_namespace, ref.get("name", "")))
+        return rules
 
     def authorize(self, attrs: Attributes) -> Decision:
         for binding in self.cluster_role_bindings:

@@ -274,6 +274,8 @@ class ApiServer(kmock.KubernetesScaffold):
         if (rtype.group, rtype.plural) in (("authorization.k8s.io", "selfsubjectaccessreviews"),
                                            ("authorization.k8s.io", "subjectaccessreviews")) and info.verb == "create":
             return self._access_review(call, rtype)
+        if (rtype.group, rtype.plural) == ("authorization.k8s.io", "selfsubjectrulesreviews") and info.verb == "create":
+            return self._rules_review(call, rtype)
         verb = info.verb
         if verb == "watch":
             return await watch.serve(self, call, rtype)
@@ -543,6 +545,8 @@ class ApiServer(kmock.KubernetesScaffold):
             obj["spec"] = {"finalizers": ["kubernetes"]}
             obj["status"] = {"phase": "Active"}
             meta.setdefault("labels", {})["kubernetes.io/metadata.name"] = name
+        if not rtype.custom:
+            obj = builtins.drop_nulls(obj)
         problems = builtins.prepare_create(rtype.group, rtype.plural, obj)
         if problems:
             raise E.invalid_object(rtype.kind, rtype.group, name, problems)
@@ -656,6 +660,8 @@ class ApiServer(kmock.KubernetesScaffold):
                 raise E.invalid_object(rtype.kind, rtype.group, name, [E.forbidden(
                     "metadata.finalizers", "no new finalizers can be added if the object is being deleted, found new finalizers "
                     "[]string{" + ", ".join(json.dumps(f) for f in added) + "}")])
+        if not rtype.custom:
+            new = builtins.drop_nulls(new)
         if subresource != "status":
             problems = builtins.prepare_update(rtype.group, rtype.plural, new, old)
             if problems:
@@ -802,6 +808,25 @@ class ApiServer(kmock.KubernetesScaffold):
         body.setdefault("metadata", {})["creationTimestamp"] = None
         body["apiVersion"], body["kind"] = rtype.api_version, rtype.kind
         return _json(body, 201)
+
+
+    def _rules_review(self, call: Call, rtype: ResourceType) -> aiohttp.web.StreamResponse:
+        body = call.json_body() or {}
+        namespace = (body.get("spec") or {}).get("namespace", "")
+        if call.user.is_admin or not self.rbac_enforced:
+            rules = [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}, {"verbs": ["*"], "nonResourceURLs": ["*"]}]
+        else:
+            rules = self.policy().rules_for(call.user, namespace) + rbac.OPEN_RULES
+        body["status"] = _split_rules(rules)
+        body.setdefault("metadata", {})["creationTimestamp"] = None
+        body["apiVersion"], body["kind"] = rtype.api_version, rtype.kind
+        return _json(body, 201)
+
+def _split_rules(rules: list[dict[str, Any]]) -> dict[str, Any]:
+    resource_rules = [{k: r[k] for k in ("verbs", "apiGroups", "resources", "resourceNames") if r.get(k)}
+                      for r in rules if r.get("resources")]
+    non_resource_rules = [{k: r[k] for k in ("verbs", "nonResourceURLs") if r.get(k)} for r in rules if r.get("nonResourceURLs")]
+    return {"resourceRules": resource_rules, "nonResourceRules": non_resource_rules, "incomplete": False}
 
 
 def _matters_to_controllers(new: dict[str, Any], old: dict[str, Any] | None) -> bool:
