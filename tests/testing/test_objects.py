@@ -246,3 +246,12 @@ def test_unknown_fields_warn_by_default_and_are_pruned(apiserver):
     assert response.status_code == 201
     assert response.headers["Warning"] == '299 - "unknown field \\"spec.colour\\""'
     assert "colour" not in response.json()["spec"]
+
+
+def test_objects_keep_their_history_for_kmock_style_assertions(apiserver):
+    apiserver.client.post(JOBS, tiny_job())
+    apiserver.client.patch(f"{JOBS}/tiny-laptop", {"metadata": {"labels": {"a": "b"}}})
+    apiserver.client.delete(f"{JOBS}/tiny-laptop")
+    history = apiserver.call(lambda: list(apiserver.server.objects["kompress.dev/v1alpha1/compressionjobs", "default", "tiny-laptop"].history))
+    assert len(history) == 3 and history[-1] is None  # created, labelled, deleted
+    assert history[1] >= {"metadata": {"labels": {"a": "b"}}}

@@ -164,6 +164,12 @@ class Registry:
     def versions_of(self, group: str, plural: str) -> list[ResourceType]:
         return [t for t in self._types.values() if t.group == group and t.plural == plural]
 
+    def storage_version(self, storage: tuple[str, str]) -> str:
+        """The version objects of a storage are kept in: the group's preferred one that serves it."""
+        group, plural = storage
+        serving = {t.version for t in self._types.values() if t.group == group and t.plural == plural}
+        return next((v for v in self.groups().get(group, []) if v in serving), "")
+
     def groups(self) -> dict[str, list[str]]:
         found: dict[str, list[str]] = {}
         for rtype in self._types.values():

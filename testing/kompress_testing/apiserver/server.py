@@ -78,7 +78,7 @@ def _random_suffix() -> str:
 
 @attrs.define(kw_only=True)
 class ApiServer(kmock.KubernetesScaffold):
-    """A kube-apiserver for tests. Run it with `kompress_testing.apiserver.runner.run_server()`."""
+    """A kube-apiserver for tests. Serve it with `runner.ServerThread` (tests) or `runner.serve()` (in a loop)."""
 
     rbac_enforced: bool = False
     bookmark_interval: float = 60.0
@@ -96,8 +96,8 @@ class ApiServer(kmock.KubernetesScaffold):
 
     def __attrs_post_init__(self) -> None:
         # Deliberately not calling KubernetesScaffold's: its fallback reactions would answer discovery
-        # and unknown URLs in KMock's way. User reactions still take precedence (see _handle).
-        self.store = Store(self.event_log_size)
+        # and unknown URLs in KMock's way. User reactions still take precedence (see _serve).
+        self.store = Store(self.event_log_size, self.registry.storage_version)
         self.controllers = Controllers(self)
         self.authenticator.tokens[ADMIN_TOKEN] = rbac.ADMIN
         namespaces = self.registry.get("", "v1", "namespaces")
@@ -115,7 +115,7 @@ class ApiServer(kmock.KubernetesScaffold):
 
     @property
     def objects(self) -> kmock.ObjectsArray:
-        """Every object's versions, keyed as in KMock: `server.objects['kompress.dev//compressionjobs', 'ns', 'x']`."""
+        """Every object's versions, as in KMock: `server.objects['kompress.dev/v1alpha1/compressionjobs', 'ns', 'x'].history`."""
         return self.store.objects
 
     def add_token(self, token: str, identity: rbac.Identity) -> str:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import copy
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,8 +35,9 @@ class Event:
 
 
 class Store:
-    def __init__(self, log_size: int = 10000) -> None:
+    def __init__(self, log_size: int = 10000, version_of: Callable[[Storage], str] = lambda storage: "") -> None:
         self.objects = kmock.ObjectsArray()
+        self._version_of = version_of
         self.rv = 1
         self.log: collections.deque[Event] = collections.deque(maxlen=log_size)
         self.compacted = 0  # events at or below this resourceVersion may be gone from the log
@@ -44,10 +45,9 @@ class Store:
         self.uids: dict[str, Key] = {}
         self._current: dict[Key, dict[str, Any]] = {}
 
-    @staticmethod
-    def _resource(storage: Storage) -> kmock.resource:
-        # KMock keys objects by resource; version "" marks "all versions" of the storage.
-        return kmock.resource(storage[0], "", storage[1])
+    def _resource(self, storage: Storage) -> kmock.resource:
+        # KMock keys objects by resource: the storage version's, e.g. kompress.dev/v1alpha1/compressionjobs.
+        return kmock.resource(storage[0], self._version_of(storage), storage[1])
 
     def get(self, storage: Storage, namespace: str | None, name: str) -> dict[str, Any] | None:
         found = self._current.get((storage, namespace, name))
