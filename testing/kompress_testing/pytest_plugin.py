@@ -13,6 +13,7 @@ API behaviour (apiserver/) or product logic.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pathlib
 import subprocess
@@ -94,22 +95,37 @@ def kompress_crd() -> dict[str, Any]:
     return load_kompress_crd()
 
 
+@contextlib.contextmanager
+def running_cluster(workdir: pathlib.Path, crd: dict[str, Any] | None, **options: Any) -> Iterator[Cluster]:
+    """A started emulated API server (with `crd` installed if given), stopped on exit."""
+    rbac = options.pop("rbac", False)
+    with ServerThread(rbac_enforced=rbac, **options) as thread:
+        kubeconfig = write_kubeconfig(workdir / "kubeconfig", thread.url, ADMIN_TOKEN)
+        cluster = Cluster(thread=thread, url=thread.url, kubeconfig=kubeconfig, client=KubeClient(thread.url), workdir=workdir)
+        if crd is not None:
+            cluster.apply_crd(crd)
+        yield cluster
+        crashes = cluster.call(lambda: cluster.server.internal_errors)
+        if crashes:
+            pytest.fail(f"the emulated API server failed while serving these tests (answered 500): {crashes!r}")
+
+
 @pytest.fixture
 def apiserver(request: pytest.FixtureRequest, tmp_path: pathlib.Path, kompress_crd: dict[str, Any]) -> Iterator[Cluster]:
     """A fresh emulated API server with the CompressionJob CRD installed, its URL, kubeconfig, admin client."""
     marker = request.node.get_closest_marker("apiserver")
     options = dict(marker.kwargs) if marker else {}
     install_crd = options.pop("crd", True)
-    rbac = options.pop("rbac", False)
-    with ServerThread(rbac_enforced=rbac, **options) as thread:
-        kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", thread.url, ADMIN_TOKEN)
-        cluster = Cluster(thread=thread, url=thread.url, kubeconfig=kubeconfig, client=KubeClient(thread.url), workdir=tmp_path)
-        if install_crd:
-            cluster.apply_crd(kompress_crd)
+    with running_cluster(tmp_path, kompress_crd if install_crd else None, **options) as cluster:
         yield cluster
-        crashes = cluster.call(lambda: cluster.server.internal_errors)
-        if crashes:
-            pytest.fail(f"the emulated API server failed while serving this test (answered 500): {crashes!r}")
+
+
+@pytest.fixture(scope="module")
+def module_apiserver(tmp_path_factory: pytest.TempPathFactory, kompress_crd: dict[str, Any]) -> Iterator[Cluster]:
+    """One server for a whole module, for tests that leave nothing behind (e.g. requests that are refused);
+    kubectl's discovery cache is shared too, so each kubectl call is quicker."""
+    with running_cluster(tmp_path_factory.mktemp("apiserver"), kompress_crd) as cluster:
+        yield cluster
 
 
 def pytest_configure(config: pytest.Config) -> None:

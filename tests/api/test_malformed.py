@@ -111,11 +111,11 @@ def test_typed_model_refuses_the_same_spec(case):
 
 @pytest.mark.integration
 @pytest.mark.parametrize("case", [c for c in CASES if c.kubectl], ids=[c.id for c in CASES if c.kubectl])
-def test_kubectl_apply_is_refused_by_the_api_server(apiserver, case):
-    result = apiserver.kubectl("apply", "-f", "-", input=yaml.safe_dump(case.job()), check=False)
+def test_kubectl_apply_is_refused_by_the_api_server(module_apiserver, case):
+    result = module_apiserver.kubectl("apply", "-f", "-", input=yaml.safe_dump(case.job()), check=False)
     assert result.returncode == 1
     assert case.field in result.stderr and case.says in result.stderr, result.stderr
-    assert "NotFound" in apiserver.kubectl("get", "compressionjob", "tiny-laptop", check=False).stderr
+    assert "NotFound" in module_apiserver.kubectl("get", "compressionjob", "tiny-laptop", check=False).stderr
 
 
 # --- Fields that must not change once the job exists (transition rules need the stored object) ---
