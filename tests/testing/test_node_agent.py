@@ -407,6 +407,9 @@ def test_a_container_over_its_memory_limit_is_oom_killed(node: Node) -> None:
     (pod,) = node.pods("hungry")
     terminated = pod["status"]["containerStatuses"][0]["state"]["terminated"]
     assert (terminated["exitCode"], terminated["reason"]) == (137, "OOMKilled")
+    (record,) = [json.loads(line) for line in (node.state_dir / "containers.jsonl").read_text().splitlines()]
+    assert (record["pod"], record["reason"], record["memoryLimitBytes"]) == (pod["metadata"]["name"], "OOMKilled", 100 * 2**20)
+    assert record["peakMemoryBytes"] > 100 * 2**20
 
 
 def test_a_program_that_does_not_exist_fails_to_start(node: Node) -> None:

@@ -76,7 +76,7 @@ class Demo:
         self.doing(f"reading {output_uri} back from S3 and checking every file against the manifest")
         published = flow.read_published(stack, output_uri)
         print(report.listing_report(published, output_uri))
-        print(report.plan_vs_actual(final))
+        print(report.plan_vs_actual(final, flow.container_records(stack)))
         print()
         if published.checksum_problems:
             self.failed("the published checkpoint does not match its manifest", stack, cjob=final)
@@ -95,8 +95,12 @@ class Demo:
                 cjob = None
         if cjob is not None and cjob.get("status"):
             print(report.status_report(cjob), file=sys.stderr)
-        listing = stack.kubectl("get", "jobs,pods", "-o", "wide", check=False)
-        print(f"\n$ kubectl get jobs,pods -o wide\n{listing.stdout}{listing.stderr}", file=sys.stderr)
+        try:
+            jobs = stack.client.get("/apis/batch/v1/namespaces/default/jobs")["items"]
+            pods = stack.client.get("/api/v1/namespaces/default/pods")["items"]
+            print(report.workloads_report(jobs, pods), file=sys.stderr)
+        except Exception as err:  # noqa: BLE001 - diagnostics are best effort
+            print(f"(could not list jobs and pods: {err})", file=sys.stderr)
         for name, text in flow.pod_logs(stack).items():
             print(f"--- the end of pod log {name}:\n{text}", file=sys.stderr)
         for service in stack.services.values():

@@ -206,6 +206,12 @@ def download_checkpoint(stack: Stack, output_uri: str, folder: Path) -> Path:
     return folder
 
 
+def container_records(stack: Stack) -> list[dict[str, Any]]:
+    """The node agent's record of every ended container: exit, run time, peak memory."""
+    path = stack.workdir / "node" / "containers.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
 def pod_logs(stack: Stack, lines: int = 25) -> dict[str, str]:
     """The tail of every pod's log the node agent kept, by file name (<namespace>_<pod>_<container>)."""
     found = {}

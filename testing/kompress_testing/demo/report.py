@@ -54,6 +54,33 @@ def status_report(cjob: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def workloads_report(jobs: list[dict[str, Any]], pods: list[dict[str, Any]]) -> str:
+    """Jobs and pods in a line each: what `kubectl get jobs,pods` would show a real cluster's user."""
+    lines = ["jobs:"]
+    for job in jobs:
+        st = job.get("status") or {}
+        conds = ",".join(f"{c['type']}({c.get('reason', '')})" for c in st.get("conditions") or [] if c.get("status") == "True")
+        lines.append(f"  {job['metadata']['name']:<30} active {st.get('active', 0)} succeeded {st.get('succeeded', 0)} "
+                     f"failed {st.get('failed', 0)} {conds}")
+    lines.append("pods:")
+    for pod in pods:
+        st = pod.get("status") or {}
+        states = []
+        for cs in st.get("containerStatuses") or []:
+            state = cs.get("state") or {}
+            if "terminated" in state:
+                states.append(f"{cs['name']}: exit {state['terminated'].get('exitCode')} ({state['terminated'].get('reason')})")
+            elif "waiting" in state:
+                states.append(f"{cs['name']}: waiting ({state['waiting'].get('reason')}: {state['waiting'].get('message', '')})")
+            else:
+                states.append(f"{cs['name']}: running")
+        scheduled = next((c for c in st.get("conditions") or [] if c["type"] == "PodScheduled" and c["status"] == "False"), None)
+        if scheduled:
+            states.append(f"unschedulable: {scheduled.get('message')}")
+        lines.append(f"  {pod['metadata']['name']:<30} {st.get('phase', 'Pending'):<10} {st.get('podIP', '-'):<16} {'; '.join(states)}")
+    return "\n".join(lines)
+
+
 def listing_report(published: Published, output_uri: str) -> str:
     lines = [f"{output_uri}/"]
     for key, size in sorted(published.objects.items()):
@@ -79,14 +106,20 @@ def listing_report(published: Published, output_uri: str) -> str:
     return "\n".join(lines)
 
 
-def plan_vs_actual(cjob: dict[str, Any]) -> str:
+def plan_vs_actual(cjob: dict[str, Any], containers: list[dict[str, Any]]) -> str:
+    """The plan's figures next to what happened: the checkpoint's size, and the worker's memory (the node agent's record)."""
     status = cjob.get("status") or {}
     plan, result = status.get("plan") or {}, status.get("result") or {}
+    lines = ["plan vs actual:"]
     planned, actual = plan.get("estimatedCheckpointBytes"), result.get("checkpointBytes")
-    if planned is None or actual is None:
-        return f"plan vs actual: planned {human(planned)}, published {human(actual)}"
-    change = (actual - planned) / planned * 100 if planned else 0.0
-    lines = [f"plan vs actual: checkpoint planned {human(planned)}, published {human(actual)} ({change:+.1f}%)"]
-    if plan.get("hostMemoryBytes") is not None:
-        lines.append(f"  the plan also sized the worker pod: host RAM {human(plan['hostMemoryBytes'])}, scratch {human(plan.get('diskBytes'))}")
+    change = f" ({(actual - planned) / planned * 100:+.1f}%)" if planned and actual is not None else ""
+    lines.append(f"  checkpoint      planned {human(planned):>10}   published {human(actual):>10}{change}")
+    worker_pod = (status.get("children") or {}).get("workerPod")
+    runs = [c for c in containers if c.get("pod") == worker_pod] or [c for c in containers if "-worker-" in c.get("pod", "")]
+    if runs:
+        run = runs[-1]
+        memory = plan.get("hostMemoryBytes")
+        limit = f", limit {human(run['memoryLimitBytes'])}" if run.get("memoryLimitBytes") else ""
+        lines.append(f"  worker memory   planned {human(memory):>10}   peak      {human(run['peakMemoryBytes']):>10}{limit}"
+                     f" (ran {run['seconds']:.0f}s, exit {run['exitCode']})")
     return "\n".join(lines)

@@ -20,6 +20,7 @@ import asyncio
 import base64
 import copy
 import ipaddress
+import json
 import logging
 import os
 import shutil
@@ -288,14 +289,26 @@ class Kubelet:
                 argv, env, Path(workdir), self.log_path(pod, state.name), bin_dirs=self.config.bin_dirs,
                 memory_limit=parse_quantity(limit) if (limit and self.config.enforce_memory_limits) else None,
             )
-            state.process.exited.add_done_callback(lambda fut, state=state: self._on_exit(state, fut))
+            state.process.exited.add_done_callback(lambda fut, state=state: self._on_exit(rt, state, fut))
             if state.process.popen is not None:
                 await self.events.emit(pod, "Normal", "Started", f"Started container {state.name}", "kubelet",
                                        field_path=f"spec.containers{{{state.name}}}")
 
-    def _on_exit(self, state: ContainerState, fut: asyncio.Future[runtime.Exit]) -> None:
+    def _on_exit(self, rt: PodRuntime, state: ContainerState, fut: asyncio.Future[runtime.Exit]) -> None:
         state.exit = fut.result()
+        self._record(rt, state)
         self.changed.set()
+
+    def _record(self, rt: PodRuntime, state: ContainerState) -> None:
+        """One JSON line per ended container in <state-dir>/containers.jsonl: what no pod status says (peak memory)."""
+        assert state.exit is not None and state.process is not None
+        line = {"namespace": rt.namespace, "pod": rt.name, "container": state.name, "exitCode": state.exit.code,
+                "reason": state.exit.reason, "seconds": state.process.seconds, "peakMemoryBytes": state.process.peak_rss,
+                "memoryLimitBytes": state.process.memory_limit}
+        with open(self.config.state_dir / "containers.jsonl", "a") as f:
+            f.write(json.dumps(line) + "\n")
+        log.info("container %s of pod %s/%s ended: exit %d (%s), peak memory %.0f MiB", state.name, rt.namespace, rt.name,
+                 state.exit.code, state.exit.reason, state.process.peak_rss / 2**20)
 
     def _base_env(self, pod: dict[str, Any], rt: PodRuntime) -> dict[str, str]:
         """The image's environment: this repository's tools first on PATH, a home and temp folder of the pod's own."""

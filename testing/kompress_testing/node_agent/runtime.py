@@ -2,9 +2,9 @@
 
 Owns: resolving the executable (the image's programs are this repository's `.venv/bin`, then the
 host's PATH), starting the process in its own session with its log file as stdout and stderr,
-noticing its exit at once (pidfd), the memory limit (the process tree's resident memory checked a few
-times a second; over the limit it is killed as the kernel's cgroup OOM killer would, exit 137,
-OOMKilled), graceful stop (SIGTERM to the group, SIGKILL after the grace period), killing what is
+noticing its exit at once (pidfd), memory (the process tree's resident memory sampled five times a
+second: its peak is recorded, and over the limit the group is killed as the kernel's cgroup OOM
+killer would, exit 137, OOMKilled), graceful stop (SIGTERM to the group, SIGKILL after the grace period), killing what is
 left of the group when the main process ends (as a container's PID namespace does), and reading the
 termination message and the log's tail.
 Must not: talk to the API or decide pod phases (kubelet.py does).
@@ -18,6 +18,7 @@ import os
 import shutil
 import signal
 import subprocess
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -71,6 +72,8 @@ class Process:
                  bin_dirs: Sequence[Path], memory_limit: float | None = None, memory_poll_s: float = 0.2) -> None:
         self.argv = list(argv)
         self.started_at = now_iso()
+        self._started = time.monotonic()
+        self.seconds: float | None = None  # how long it ran, once it ended
         self.memory_limit = memory_limit
         self.memory_poll_s = memory_poll_s
         self.peak_rss = 0
@@ -100,6 +103,8 @@ class Process:
         return not self.exited.done()
 
     def _finish(self, result: Exit) -> None:
+        if self.seconds is None:
+            self.seconds = round(time.monotonic() - self._started, 3)
         if not self.exited.done():
             self.exited.set_result(result)
 
@@ -129,14 +134,14 @@ class Process:
             pidfd = None
         try:
             while self.popen.poll() is None:
-                if self.memory_limit:
-                    rss = self._tree_rss()
-                    self.peak_rss = max(self.peak_rss, rss)
-                    if rss > self.memory_limit and not self._oom:
-                        self._oom = True
-                        self._signal_group(signal.SIGKILL)
+                # Memory is sampled whether or not there is a limit: the peak is what a plan is checked against.
+                rss = self._tree_rss()
+                self.peak_rss = max(self.peak_rss, rss)
+                if self.memory_limit and rss > self.memory_limit and not self._oom:
+                    self._oom = True
+                    self._signal_group(signal.SIGKILL)
                 try:
-                    await asyncio.wait_for(exited.wait(), self.memory_poll_s if (self.memory_limit or pidfd is None) else 3600)
+                    await asyncio.wait_for(exited.wait(), self.memory_poll_s)
                 except asyncio.TimeoutError:
                     pass
         finally:
