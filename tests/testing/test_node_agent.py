@@ -343,6 +343,8 @@ def test_a_missing_secret_keeps_the_pod_pending_until_it_exists(node: Node) -> N
     assert pod["status"]["phase"] == "Pending"
     assert pod["status"]["containerStatuses"][0]["state"]["waiting"]["message"] == 'secret "late" not found'
     assert ("Failed", 'Error: secret "late" not found') in node.events(pod["metadata"]["name"])
+    refused = node.api.kubectl("logs", pod["metadata"]["name"], check=False)
+    assert f'container "main" in pod "{pod["metadata"]["name"]}" is waiting to start: CreateContainerConfigError' in refused.stderr
 
     node.client.post("/api/v1/namespaces/default/secrets", {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "late"}, "data": {}})
     wait_for("the missing key to be reported", lambda: node.pod(pod["metadata"]["name"])["status"]["containerStatuses"][0]["state"]
@@ -502,3 +504,21 @@ def test_an_unknown_token_is_refused(apiserver: Any, tmp_path: Path) -> None:
     with pytest.raises(RuntimeError) as failure:
         AgentThread(AgentConfig(kubeconfig=kubeconfig, state_dir=tmp_path / "node")).start()
     assert "401" in str(failure.value.__cause__)
+
+
+def test_kubectl_logs_reads_a_pods_log_through_the_api_server(node: Node) -> None:
+    node.create_job(job_manifest("chatty", script("""
+        import time
+        for i in range(5):
+            print("line", i, flush=True)
+        time.sleep(1.5)
+        print("last line", flush=True)
+    """)))
+    (pod,) = node.wait_pod_phase("chatty", "Running")
+    name = pod["metadata"]["name"]
+    wait_for("the first lines", lambda: "line 4" in node.log(pod))
+    assert node.api.kubectl("logs", name, "--tail=2").stdout == "line 3\nline 4\n"
+    followed = node.api.kubectl("logs", "-f", name, timeout=30).stdout
+    assert followed.splitlines() == [*(f"line {i}" for i in range(5)), "last line"], "-f follows until the container ends"
+    refused = node.api.kubectl("logs", name, "-c", "other", check=False)
+    assert refused.returncode != 0 and f"container other is not valid for pod {name}" in refused.stderr

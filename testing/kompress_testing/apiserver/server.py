@@ -33,7 +33,7 @@ import kmock
 from kmock._internal import rendering
 
 from kompress_testing.apiserver import errors as E
-from kompress_testing.apiserver import builtins, openapi, patching, rbac, request_info, selectors, tables, watch
+from kompress_testing.apiserver import builtins, openapi, patching, podlogs, rbac, request_info, selectors, tables, watch
 from kompress_testing.apiserver.controllers import CRD_CLEANUP, FOREGROUND, ORPHAN, Controllers
 from kompress_testing.apiserver.request_info import Call
 from kompress_testing.apiserver.resources import (Registry, ResourceType, crd_problems, crd_resource_types,
@@ -261,6 +261,8 @@ class ApiServer(kmock.KubernetesScaffold):
         rtype = self.registry.get(info.group, info.version, info.resource)
         if rtype is None:
             raise E.endpoint_not_found()
+        if (rtype.group, rtype.plural, info.subresource, info.verb) == ("", "pods", "log", "get"):
+            return await podlogs.serve(self, call, self._current(rtype, info.namespace, info.name or ""))
         if info.subresource and info.subresource != "status":
             raise E.endpoint_not_found()
         if info.subresource == "status" and not rtype.has_status:

@@ -20,9 +20,10 @@ from kompress_testing.demo.stack import REPO_ROOT, Stack, StackError, port_free,
 
 
 class Demo:
-    def __init__(self, workdir: Path, timeout: float) -> None:
+    def __init__(self, workdir: Path, timeout: float, keep: bool = False) -> None:
         self.workdir = workdir
         self.timeout = timeout
+        self.keep = keep
         self.started = time.monotonic()
         self.step = "starting"
 
@@ -81,7 +82,17 @@ class Demo:
         if published.checksum_problems:
             self.failed("the published checkpoint does not match its manifest", stack, cjob=final)
             return 1
-        self.say("Succeeded: the checkpoint is in S3 and matches its manifest. Stopping everything.")
+        self.say("Succeeded: the checkpoint is in S3 and matches its manifest.")
+        if self.keep:
+            self.say(f"everything keeps running until Ctrl-C; in another shell: export KUBECONFIG={stack.kubeconfig}; "
+                     "kubectl get compressionjobs,jobs,pods; kubectl describe compressionjob demo; kubectl logs <pod>")
+            try:
+                while True:
+                    stack.check_alive()
+                    time.sleep(1)
+            except KeyboardInterrupt:
+                pass
+        self.say("stopping everything the demo started")
         return 0
 
     def failed(self, what: str, stack: Stack | None, cjob: dict[str, Any] | None = None) -> None:
@@ -112,8 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m kompress_testing.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=REPO_ROOT / ".demo", help="logs, kubeconfigs, the model (default .demo)")
     parser.add_argument("--timeout", type=float, default=600, help="seconds the CompressionJob may take (default 600)")
+    parser.add_argument("--keep", action="store_true", help="after a success, keep everything running until Ctrl-C (to look around with kubectl)")
     args = parser.parse_args(argv)
-    demo = Demo(args.workdir.resolve(), args.timeout)
+    demo = Demo(args.workdir.resolve(), args.timeout, args.keep)
     try:
         code = demo.run()
     except StackError as err:

@@ -3,7 +3,7 @@
     agent = NodeAgent(AgentConfig(kubeconfig=..., state_dir=...))
     await agent.run(stop_event)                      # or AgentThread(config).start() ... .stop()
 
-Owns: registering the Node (capacity, Ready), the loop (every controller re-reads Jobs and Pods
+Owns: registering the Node (capacity, Ready, the kubelet's log endpoint for `kubectl logs`), the loop (every controller re-reads Jobs and Pods
 after any watch event, a process exit, a due timer, or `resync_s`: level-triggered, so a restarted
 agent picks up where the cluster is), binding pending pods to the node (scheduler.py decides),
 Events, the RBAC rules its identity needs, and a clean stop (every child process ended, pods
@@ -27,6 +27,7 @@ from kompress_testing.node_agent.api import Api, ApiError, Credentials, path
 from kompress_testing.node_agent.config import AgentConfig
 from kompress_testing.node_agent.jobs import JobController, deleting, iso, name
 from kompress_testing.node_agent.kubelet import Kubelet
+from kompress_testing.node_agent.logserver import LogServer
 
 log = logging.getLogger("kompress.node_agent")
 
@@ -97,6 +98,7 @@ class NodeAgent:
         self.node_ip = str(next(network.hosts()))
         self.wake = asyncio.Event()
         self.kubelet: Kubelet | None = None
+        self.kubelet_port = 0
         self.jobs: JobController | None = None
         # Unexpected exceptions of sync passes (bugs in the agent); AgentThread.stop() raises if any.
         self.errors: list[BaseException] = []
@@ -116,6 +118,7 @@ class NodeAgent:
         return {
             "capacity": dict(self.config.capacity), "allocatable": dict(self.config.capacity), "conditions": [condition],
             "addresses": [{"type": "InternalIP", "address": self.node_ip}, {"type": "Hostname", "address": self.config.node_name}],
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": self.kubelet_port}},
             "nodeInfo": {"kubeletVersion": VERSION, "kubeProxyVersion": VERSION, "operatingSystem": "linux", "architecture": "amd64",
                          "containerRuntimeVersion": "kompress-node-agent://0.1", "osImage": "local processes",
                          "kernelVersion": "", "machineID": "", "systemUUID": "", "bootID": ""},
@@ -164,6 +167,9 @@ class NodeAgent:
             events = Events(api, self.config.node_name)
             self.kubelet = Kubelet(api, self.config, events, self.node_ip)
             self.jobs = JobController(api, events, timedelta(seconds=self.config.backoff_base_s))
+            logs = LogServer(lambda ns, pod, container: self.config.state_dir / "logs" / f"{ns}_{pod}_{container}.log",
+                             self.kubelet.container_running)
+            self.kubelet_port = await logs.start(self.node_ip)
             node = await self._register_node(api)
             await self.kubelet.adopt_leftovers((await api.get(path("v1", "pods")))["items"])
             watched = [path("batch/v1", "jobs"), path("v1", "pods"), path("v1", "secrets"), path("v1", "configmaps")]
@@ -189,6 +195,7 @@ class NodeAgent:
                     task.cancel()
                 await asyncio.gather(*watchers, return_exceptions=True)
                 await self.kubelet.shutdown(min(3.0, self.config.max_grace_s))
+                await logs.stop()
                 try:
                     await asyncio.wait_for(api.merge_patch(path("v1", "nodes", None, self.config.node_name, "status"),
                                                            {"status": {"conditions": self.node_status(ready=False)["conditions"]}}), 5)

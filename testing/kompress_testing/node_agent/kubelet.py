@@ -348,6 +348,13 @@ class Kubelet:
         self._ips_in_use.discard(rt.ip)
         shutil.rmtree(rt.sandbox, ignore_errors=True)
 
+    def container_running(self, namespace: str, pod: str, container: str) -> bool:
+        for rt in self.pods.values():
+            if (rt.namespace, rt.name) == (namespace, pod) and container in rt.containers:
+                state = rt.containers[container]
+                return state.exit is None
+        return False
+
     # -----------------------------------------------------------------------------------------
     # Status
     # -----------------------------------------------------------------------------------------
