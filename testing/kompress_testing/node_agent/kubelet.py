@@ -436,7 +436,7 @@ class Kubelet:
                 if state.exit is None:
                     state.exit = runtime.Exit(137, "ContainerStatusUnknown", rt.started_at, runtime.now_iso(), UNKNOWN_MESSAGE)
             try:
-                pod = await self.api.get_or_none(path("v1", "pods", rt.namespace, rt.name))
+                pod = await asyncio.wait_for(self.api.get_or_none(path("v1", "pods", rt.namespace, rt.name)), 5)
                 if pod is not None and uid(pod) == rt.uid and not terminal(pod):
                     await asyncio.wait_for(self._write_status(pod, self.status(pod, rt)), 5)
             except (ApiError, OSError, asyncio.TimeoutError) as err:
