@@ -15,13 +15,15 @@ from dataclasses import dataclass, fields, replace
 from kompress_api.v1alpha1 import DEFAULT_GPU_RESOURCE
 from kompress_api.worker_protocol import PROGRESS_PORT
 
-ENV_PREFIX = "KOMPRESS_OPERATOR_"
+# The chart (charts/kompress/templates/deployment.yaml) sets these names; every other field is
+# KOMPRESS_<FIELD> without the unit suffix, e.g. KOMPRESS_RESYNC_INTERVAL.
+ENV_PREFIX = "KOMPRESS_"
 
 
 @dataclass(frozen=True)
 class OperatorConfig:
     # Namespaces to watch; empty means every namespace (cluster-wide).
-    namespaces: tuple[str, ...] = ()
+    watch_namespaces: tuple[str, ...] = ()
     # The image of the worker and the planning pod when spec.image is unset.
     worker_image: str = "ghcr.io/kompress/kompress-job:0.1.0"
     image_pull_policy: str = "IfNotPresent"
@@ -37,7 +39,7 @@ class OperatorConfig:
     progress_timeout_s: float = 2.0
     progress_port: int = PROGRESS_PORT
     # Liveness/readiness (Kopf's probe) and Prometheus metrics; 0 turns either off.
-    probe_port: int = 8081
+    health_port: int = 8080
     metrics_port: int = 9090
     # The planning pod is small and short-lived: config.json and a meta-device model.
     plan_cpu: str = "1"
@@ -53,12 +55,12 @@ class OperatorConfig:
 
     @property
     def clusterwide(self) -> bool:
-        return not self.namespaces
+        return not self.watch_namespaces
 
 
 # Flag help per field. The dataclass's defaults are the documented defaults.
 _HELP: dict[str, str] = {
-    "namespaces": "comma-separated namespaces to watch (default: all namespaces)",
+    "watch_namespaces": "comma-separated namespaces to watch (default: all namespaces)",
     "worker_image": "worker and planning image when spec.image is unset",
     "image_pull_policy": "imagePullPolicy of the worker and planning pods",
     "gpu_resource_name": "extended resource name of a GPU when spec.resources.gpuResourceName is unset",
@@ -68,7 +70,7 @@ _HELP: dict[str, str] = {
     "resync_interval_s": "seconds between re-reads of unfinished jobs (progress polling, pending timeouts)",
     "progress_timeout_s": "seconds to wait for a worker's /progress answer",
     "progress_port": "port of the worker's progress endpoint",
-    "probe_port": "port of the liveness/readiness probe /healthz (0: off)",
+    "health_port": "port of the liveness/readiness probe /healthz (0: off)",
     "metrics_port": "port of the Prometheus /metrics endpoint (0: off)",
     "plan_cpu": "CPU of the planning pod",
     "plan_memory": "memory of the planning pod",
@@ -86,7 +88,7 @@ def env_name(field_name: str) -> str:
 
 
 def _convert(name: str, raw: str, default: object) -> object:
-    if name == "namespaces":
+    if name == "watch_namespaces":
         return tuple(ns.strip() for ns in raw.split(",") if ns.strip())
     if isinstance(default, bool):
         if raw.lower() in ("1", "true", "yes", "on"):
@@ -115,7 +117,7 @@ def _validate(config: OperatorConfig) -> OperatorConfig:
 
 
 def from_env(environ: Mapping[str, str]) -> OperatorConfig:
-    """Settings from KOMPRESS_OPERATOR_* variables, e.g. KOMPRESS_OPERATOR_NAMESPACES=ml,research."""
+    """Settings from KOMPRESS_* variables, e.g. KOMPRESS_WATCH_NAMESPACES=ml,research."""
     defaults = OperatorConfig()
     values = {}
     for f in fields(OperatorConfig):

@@ -201,7 +201,7 @@ def _timeout_message(waiting: Waiting, timeout_s: int) -> str:
     if waiting.reason in c.HOPELESS_WAITING:
         return waiting.message
     fix = c.WAITING_PROBLEMS.get(waiting.reason, "")
-    detail = waiting.message.removesuffix(f"; {fix}")
+    detail = waiting.message.removesuffix(f"; {fix}").rstrip(". ")
     return c.PENDING_TIMEOUT_MESSAGE.format(detail=detail, seconds=timeout_s, fix=fix)
 
 
@@ -476,16 +476,17 @@ def _worker(run: _Run) -> None:
         _active(run, job)
 
 
-def _attempts(run: _Run, job: dict[str, Any], running: bool) -> int:
+def _attempts(run: _Run, job: dict[str, Any]) -> int:
+    """Worker pods made so far (the Job controller's counts; a disruption's pod is not counted)."""
     job_status = job.get("status", {})
-    seen = (job_status.get("failed") or 0) + (job_status.get("succeeded") or 0) + (1 if running else 0)
+    seen = sum(job_status.get(key) or 0 for key in ("failed", "succeeded", "active"))
     return max(run.status.get("attempts") or 0, seen)
 
 
 def _active(run: _Run, job: dict[str, Any]) -> None:
     pods = _live(run.obs.worker_pods)
     running = [p for p in pods if _pod_phase(p) == "Running"]
-    attempts = _attempts(run, job, bool(running))
+    attempts = _attempts(run, job)
     limit = run.spec.backoff_limit + 1
     failed = [p for p in _by_creation(run.obs.worker_pods) if _pod_phase(p) == "Failed"]
     last_failure = pod_failure(failed[-1], children.CONTAINER_NAME, WorkerResult, "worker") if failed else None
@@ -529,7 +530,7 @@ def _succeeded(run: _Run, job: dict[str, Any]) -> None:
     result = read_result(WorkerResult, (terminated(done[-1], children.CONTAINER_NAME) or {}).get("message")) if done else None
     if result is not None:
         run.status["result"] = job_result(result)
-    run.status["attempts"] = _attempts(run, job, False)
+    run.status["attempts"] = _attempts(run, job)
     job_status = job.get("status", {})
     run.status.setdefault("startTime", job_status.get("startTime") or iso(run.now))
     run.status.setdefault("completionTime", job_status.get("completionTime") or iso(run.now))
@@ -547,7 +548,7 @@ def _failed(run: _Run, job: dict[str, Any]) -> None:
     if result is not None:
         # A missed quality gate still has figures and a rejected_uri worth showing.
         run.status["result"] = job_result(result)
-    run.status["attempts"] = _attempts(run, job, False)
+    run.status["attempts"] = _attempts(run, job)
     if reason == c.DEADLINE_EXCEEDED.name and (run.status.get("progress") or {}).get("stage"):
         message = c.DEADLINE_EXCEEDED.message(seconds=job.get("spec", {}).get("activeDeadlineSeconds"), where=f" and was stopped in stage {run.status['progress']['stage']}")
     run.fail(reason, message)

@@ -55,7 +55,7 @@ def test_long_names_are_shortened_to_a_valid_job_name_and_stay_distinct():
     assert one != other
     assert one.endswith("-11111-worker") and not one.startswith("-")
     # no trailing dash or dot before the suffix, which would make an invalid name
-    assert children.child_name("x" * 48 + "-.-yyy", "abcde", "plan") == "x" * 48 + "-abcde-plan"
+    assert children.child_name("x" * 50 + "-.yyy", "abcde", "plan") == "x" * 50 + "-abcde-plan"
 
 
 # --- both Jobs -----------------------------------------------------------------------------------
