@@ -167,7 +167,9 @@ class Kube:
     async def write_status(self, cjob: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
         """One merge patch of /status, only valid against the resourceVersion the status was computed from."""
         meta = cjob["metadata"]
-        patch = {"metadata": {"resourceVersion": meta["resourceVersion"]}, "status": merge_patch(cjob.get("status") or {}, status)}
+        patch: dict[str, Any] = {"status": merge_patch(cjob.get("status") or {}, status)}
+        if meta.get("resourceVersion"):
+            patch["metadata"] = {"resourceVersion": meta["resourceVersion"]}
         return await self._request("PATCH", _cjob_path(meta["namespace"], meta["name"]) + "/status", patch, content_type="application/merge-patch+json")
 
     # --- Jobs and pods ---
