@@ -11,6 +11,7 @@ Owns: wiring the runtime and starting Kopf. Must not: hold operator logic.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import sys
 import threading
@@ -66,6 +67,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"kompress-operator: {err}", file=sys.stderr)
         return 2
     kopf.configure(verbose=config.verbose, log_format=kopf.LogFormat.JSON if config.log_format == "json" else kopf.LogFormat.FULL)
+    if not config.verbose:
+        # Kopf says "Handler ... succeeded" for every watch event; our own log says what changed.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     asyncio.run(run(config))
     return 0
 
