@@ -117,8 +117,8 @@ def is_owned_by(child: dict[str, Any], uid: str) -> bool:
 
 
 def bytes_to_quantity(n: int) -> str:
-    """Whole GiB from 10 GiB up (readable in `kubectl describe`), else whole MiB; always rounded up."""
-    if n >= 10 * GIB:
+    """Whole GiB from 10 GiB up or when exact (readable in `kubectl describe`), else whole MiB; rounded up."""
+    if n >= 10 * GIB or (n > 0 and n % GIB == 0):
         return f"{math.ceil(n / GIB)}Gi"
     return f"{max(1, math.ceil(n / MIB))}Mi"
 

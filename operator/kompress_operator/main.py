@@ -15,7 +15,8 @@ import logging
 import os
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from datetime import datetime
 
 import kopf
 from prometheus_client import start_http_server
@@ -26,21 +27,31 @@ from kompress_operator.config import OperatorConfig
 from kompress_operator.kube import Kube
 from kompress_operator.metrics import Metrics
 from kompress_operator.progress_client import ProgressClient
-from kompress_operator.reconciler import Runtime
+from kompress_operator.reconciler import Runtime, utcnow
 
 
-def build_runtime(config: OperatorConfig) -> Runtime:
+def build_runtime(config: OperatorConfig, clock: Callable[[], datetime] | None = None) -> Runtime:
     return Runtime(
         config=config,
         kube=Kube.connect(config),
         progress=ProgressClient(timeout_s=config.progress_timeout_s, default_port=config.progress_port),
         metrics=Metrics(),
+        clock=clock or utcnow,
     )
 
 
-async def run(config: OperatorConfig, *, stop_flag: asyncio.Event | threading.Event | None = None, ready_flag: asyncio.Event | threading.Event | None = None) -> None:
+async def run(
+    config: OperatorConfig,
+    *,
+    stop_flag: asyncio.Event | threading.Event | None = None,
+    ready_flag: asyncio.Event | threading.Event | None = None,
+    clock: Callable[[], datetime] | None = None,
+    on_runtime: Callable[[Runtime], None] | None = None,
+) -> None:
     """Run the operator until stop_flag is set (or forever). Usable from a test's own thread."""
-    runtime = build_runtime(config)
+    runtime = build_runtime(config, clock)
+    if on_runtime is not None:
+        on_runtime(runtime)
     metrics_server = None
     if config.metrics_port:
         metrics_server, _ = start_http_server(config.metrics_port, registry=runtime.metrics.registry)

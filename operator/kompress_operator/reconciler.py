@@ -15,6 +15,7 @@ Owns: that sequence and the runtime it needs. Must not: build manifests or decid
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -29,7 +30,7 @@ from kompress_operator.config import OperatorConfig
 from kompress_operator.kube import Conflict, Kube
 from kompress_operator.metrics import Metrics
 from kompress_operator.progress_client import ProgressClient
-from kompress_operator.status import Observed, StatusUpdate, compute_status, invalid_spec_status, job_outcome, parse_time, terminated
+from kompress_operator.status import Observed, StatusUpdate, compute_status, invalid_spec_status, iso, job_outcome, parse_time, terminated
 
 log = logging.getLogger("kompress.operator")
 
@@ -161,9 +162,11 @@ async def _apply(rt: Runtime, obs: Observed, action: actions.Action, now: dateti
     if isinstance(action, actions.Delete):
         await rt.kube.delete_job(namespace, action.job)
         log.info("%s/%s: deleted Job %s: %s", namespace, meta["name"], action.job, action.why)
-        if obs.worker_job is not None and obs.worker_job["metadata"]["name"] == action.job:
-            return replace(obs, worker_job=None, worker_pods=())
-        return replace(obs, plan_job=None, plan_pods=())
+        # Deletion takes effect later; until then the Job is one being deleted, not one that vanished.
+        role = "worker_job" if obs.worker_job is not None and obs.worker_job["metadata"]["name"] == action.job else "plan_job"
+        job = copy.deepcopy(getattr(obs, role))
+        job["metadata"]["deletionTimestamp"] = iso(now)
+        return replace(obs, **{role: job})
     raise TypeError(f"unknown action {action!r}")
 
 

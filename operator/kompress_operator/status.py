@@ -446,7 +446,8 @@ def _plan_failed(run: _Run, reason: str, message: str) -> None:
 def _worker(run: _Run) -> None:
     job = run.obs.worker_job
     kueue = children.uses_kueue(run.spec)
-    if job is None:
+    being_deleted = job is not None and bool(job.get("metadata", {}).get("deletionTimestamp"))
+    if job is None or (being_deleted and run.spec.suspend and kueue):
         recorded = run.kids.get("workerJob")
         if recorded and not (run.spec.suspend and kueue):
             run.fail(c.WORKER_JOB_DELETED.name, c.WORKER_JOB_DELETED.message(job=recorded, output=run.spec.output.uri))

@@ -175,10 +175,10 @@ def test_memory_and_scratch_come_from_the_plan_when_the_spec_is_silent():
 
 
 def test_the_spec_wins_over_the_plan_and_small_figures_stay_readable():
-    plan = api.PlanSummary(host_memory_bytes=50_000_000, disk_bytes=3 * 1024**3)
+    plan = api.PlanSummary(host_memory_bytes=50_000_000, disk_bytes=3 * 1024**3 + 1)
     res = container(worker(make_cjob().with_resources(memory="300Gi", cpu=12), plan=plan))["resources"]
     assert res["limits"]["memory"] == "300Gi" and res["limits"]["cpu"] == "12"
-    assert res["requests"]["ephemeral-storage"] == "3072Mi"
+    assert res["requests"]["ephemeral-storage"] == "3073Mi"
     assert container(worker(make_cjob().with_resources(memory=123456789)))["resources"]["limits"]["memory"] == "123456789"
 
 
@@ -283,5 +283,6 @@ def test_ownership_is_checked_by_uid():
 def test_quantities_round_up():
     assert children.bytes_to_quantity(1) == "1Mi"
     assert children.bytes_to_quantity(1024**2 + 1) == "2Mi"
+    assert children.bytes_to_quantity(8 * 1024**3) == "8Gi"
     assert children.bytes_to_quantity(10 * 1024**3) == "10Gi"
     assert children.bytes_to_quantity(10 * 1024**3 + 1) == "11Gi"
