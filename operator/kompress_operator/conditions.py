@@ -76,6 +76,7 @@ WORKER_JOB_DELETED = Reason(
     "the worker Job {job} was deleted before its end was seen, so its result is unknown; check {output}, then re-create this CompressionJob to run again",
 )
 INVALID_SPEC = Reason("InvalidSpec", "the spec is invalid: {detail}")
+CHILD_NAME_TAKEN = Reason("ChildNameTaken", "{detail}")
 # Where the worker waits for something a person must fix; shown while pending, a failure after spec.pendingTimeoutSeconds.
 WAITING_PROBLEMS = {
     "Unschedulable": "ask for fewer GPUs or less memory, fix nodeSelector/tolerations/affinity, or add nodes",

@@ -27,10 +27,10 @@ from pydantic import ValidationError
 from kompress_operator import actions, children
 from kompress_operator import conditions as c
 from kompress_operator.config import OperatorConfig
-from kompress_operator.kube import Conflict, Kube
+from kompress_operator.kube import Conflict, Kube, NotOurs
 from kompress_operator.metrics import Metrics
 from kompress_operator.progress_client import ProgressClient
-from kompress_operator.status import Observed, StatusUpdate, compute_status, invalid_spec_status, iso, job_outcome, parse_time, terminated
+from kompress_operator.status import Observed, StatusUpdate, compute_status, failed_status, invalid_spec_status, iso, job_outcome, parse_time, terminated
 
 log = logging.getLogger("kompress.operator")
 
@@ -93,8 +93,13 @@ async def _reconcile_once(rt: Runtime, cjob: dict[str, Any], jobs: Index, pods: 
         await _write(rt, cjob, invalid_spec_status(cjob, _validation_message(err), now))
         return
     todo = actions.next_actions(obs, update.status, rt.config)
-    for action in todo:
-        obs = await _apply(rt, obs, action, now)
+    try:
+        for action in todo:
+            obs = await _apply(rt, obs, action, now)
+    except NotOurs as err:
+        # Not transient: someone else's Job holds the name; say so rather than retry forever.
+        await _write(rt, cjob, failed_status(cjob, c.CHILD_NAME_TAKEN.name, str(err), now))
+        return
     if todo:
         update = compute_status(obs, now)
     await _write(rt, cjob, update)
@@ -106,15 +111,16 @@ async def observe(rt: Runtime, cjob: dict[str, Any], jobs: Index, pods: Index, *
     status = cjob.get("status") or {}
     finished = c.is_finished(status.get("conditions") or [])
     kids = status.get("children") or {}
-    by_name = {job["metadata"]["name"]: job for job in jobs.get(uid, ())}
+    # Labels can be copied; the controller ownerReference is what makes a Job ours.
+    by_name = {job["metadata"]["name"]: job for job in jobs.get(uid, ()) if children.is_owned_by(job, uid)}
     plan_name, worker_name = (children.child_name(name, uid, role) for role in (children.ROLE_PLAN, children.ROLE_WORKER))
     plan_job, worker_job = by_name.get(plan_name), by_name.get(worker_name)
 
     # An index is fed by a watch and may not hold our own creation yet: ask before concluding it's gone.
     if not finished and worker_job is None and kids.get("workerJob"):
-        worker_job = await rt.kube.get_job(namespace, worker_name)
+        worker_job = _ours(await rt.kube.get_job(namespace, worker_name), uid)
     if not finished and plan_job is None and kids.get("planJob") and not c.is_planned(status.get("conditions") or []):
-        plan_job = await rt.kube.get_job(namespace, plan_name)
+        plan_job = _ours(await rt.kube.get_job(namespace, plan_name), uid)
 
     pod_list = list(pods.get(uid, ()))
     plan_pods = await _pods_of(rt, plan_job, pod_list, uid, children.ROLE_PLAN, children.PLAN_CONTAINER_NAME, finished)
@@ -138,6 +144,10 @@ async def _pods_of(rt: Runtime, job: dict[str, Any] | None, pods: list[dict[str,
         listed = await rt.kube.list_pods(job["metadata"]["namespace"], {children.LABEL_OWNER_UID: uid, children.LABEL_ROLE: role})
         mine = [p for p in listed if _controlled_by(p, job_uid)]
     return mine
+
+
+def _ours(job: dict[str, Any] | None, uid: str) -> dict[str, Any] | None:
+    return job if job is not None and children.is_owned_by(job, uid) else None
 
 
 def _controlled_by(pod: dict[str, Any], uid: str | None) -> bool:

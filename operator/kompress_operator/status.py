@@ -367,18 +367,24 @@ def compute_status(obs: Observed, now: datetime) -> StatusUpdate:
     return StatusUpdate(status, events, status != old)
 
 
-def invalid_spec_status(cjob: dict[str, Any], error: str, now: datetime) -> StatusUpdate:
-    """A spec the API server let through but the model refuses (an old CRD, a server without CEL)."""
+def failed_status(cjob: dict[str, Any], reason: str, message: str, now: datetime) -> StatusUpdate:
+    """Failed for a reason found outside the children: a spec the model refuses (an old CRD, a server
+    without CEL), or a child's name taken by an object this CompressionJob does not own."""
     old = cjob.get("status") or {}
     status = copy.deepcopy(old)
     conds = Conditions(status.setdefault("conditions", []), now=iso(now), generation=cjob.get("metadata", {}).get("generation"))
     if not conds.finished():
-        conds.set(c.FAILED, TRUE, c.INVALID_SPEC, detail=error)
+        conds.set(c.FAILED, TRUE, reason, message)
+        status.setdefault("completionTime", iso(now))
     _kstatus(conds)
     status["phase"] = conds.phase().value
     status["observedGeneration"] = cjob.get("metadata", {}).get("generation")
     status = _pruned(status)
     return StatusUpdate(status, transition_events(old.get("conditions") or [], status["conditions"]), status != old)
+
+
+def invalid_spec_status(cjob: dict[str, Any], error: str, now: datetime) -> StatusUpdate:
+    return failed_status(cjob, c.INVALID_SPEC.name, c.INVALID_SPEC.message(detail=error), now)
 
 
 def _suspension(run: _Run) -> None:

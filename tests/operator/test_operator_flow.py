@@ -91,7 +91,7 @@ def worker_progress(cluster: Cluster, clock) -> Any:
     """A worker's progress endpoint on 127.0.0.1, and an operator told that workers serve it on that port."""
     port = _free_port()
     server = _Server(("127.0.0.1", port), _Progress)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     op = OperatorThread(cluster.kubeconfig, clock, progress_port=port).start()
     yield _Progress
     op.stop()

@@ -47,7 +47,7 @@ class _Server(ThreadingHTTPServer):
 @pytest.fixture
 def worker_server():
     server = _Server(("127.0.0.1", 0), _Worker)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     yield server
     server.shutdown()
