@@ -51,19 +51,29 @@ class Runtime:
     metrics: Metrics
     clock: Callable[[], datetime] = utcnow
     locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    # uid -> (a resourceVersion our own status write replaced, the object that write returned). A watch
+    # event may still carry the replaced version; reconciling from it would only meet a 409.
+    written: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)
 
     def lock(self, uid: str) -> asyncio.Lock:
         return self.locks.setdefault(uid, asyncio.Lock())
 
     def forget(self, uid: str) -> None:
         self.locks.pop(uid, None)
+        self.written.pop(uid, None)
         self.metrics.forget(uid)
+
+    def freshest(self, cjob: dict[str, Any]) -> dict[str, Any]:
+        """The object our last write returned, if `cjob` is the very version that write replaced."""
+        replaced, newer = self.written.get(cjob["metadata"]["uid"], (None, None))
+        return newer if replaced is not None and replaced == cjob["metadata"].get("resourceVersion") else cjob
 
 
 async def reconcile(rt: Runtime, cjob: dict[str, Any], jobs: Index, pods: Index, *, poll: bool = False) -> None:
     """Bring one CompressionJob's children and status up to date. Safe to call any number of times."""
     meta = cjob["metadata"]
     async with rt.lock(meta["uid"]):
+        cjob = rt.freshest(cjob)
         rt.metrics.reconciles.inc()
         try:
             for _ in range(3):
@@ -183,8 +193,10 @@ async def _apply(rt: Runtime, obs: Observed, action: actions.Action, now: dateti
 async def _write(rt: Runtime, cjob: dict[str, Any], update: StatusUpdate) -> None:
     meta = cjob["metadata"]
     if update.changed:
-        await rt.kube.write_status(cjob, update.status)
+        written = await rt.kube.write_status(cjob, update.status)
         rt.metrics.status_writes.inc()
+        if meta.get("resourceVersion") and written:
+            rt.written[meta["uid"]] = (meta["resourceVersion"], written)
     rt.metrics.record_phase(meta["uid"], update.status.get("phase"))
     for event in update.events:
         try:
