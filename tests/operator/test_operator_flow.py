@@ -307,3 +307,18 @@ def test_delete_removes_the_children_and_never_the_output(cluster, operator, con
     wait_for("a few resyncs", lambda: operator.runtime.metrics.reconciles._value.get() > 0)
     assert cluster.jobs() == []
     assert (output / "kompress.json").read_text() == "{}"
+
+
+def test_an_operator_watching_some_namespaces_leaves_the_others_alone(cluster, clock):
+    cluster.client.post("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "other"}})
+    op = OperatorThread(cluster.kubeconfig, clock, watch_namespaces=("ml",)).start()
+    try:
+        elsewhere = make_cjob("elsewhere", namespace="other").manifest()
+        cluster.client.post("/apis/kompress.dev/v1alpha1/namespaces/other/compressionjobs", elsewhere)
+        cluster.apply(tiny().manifest())
+        one_job(cluster, "plan")
+        wait_for("a few resyncs", lambda: op.runtime.metrics.reconciles._value.get() > 3)
+        assert cluster.client.get("/apis/batch/v1/namespaces/other/jobs")["items"] == []
+        assert "status" not in cluster.client.get("/apis/kompress.dev/v1alpha1/namespaces/other/compressionjobs/elsewhere")
+    finally:
+        op.stop()

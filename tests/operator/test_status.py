@@ -77,6 +77,8 @@ class Scene:
 
     def step(self, now: datetime = NOW) -> st.StatusUpdate:
         update = st.compute_status(self.observed(), now)
+        # every status written must be one the CRD's schema keeps whole (unknown fields would be pruned)
+        api.CompressionJobStatus.model_validate(update.status)
         self.cjob["status"] = update.status
         return update
 
