@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
-import os
 import subprocess
 import threading
 import time
@@ -20,8 +19,6 @@ from typing import Any
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
-CRD = ROOT / "crds" / "kompress.dev_compressionjobs.yaml"
 KUBECTL = "/usr/bin/kubectl"
 NAMESPACE = "ml"
 CJOBS = "/apis/kompress.dev/v1alpha1/namespaces/ml/compressionjobs"
@@ -47,21 +44,27 @@ def wait_for(what: str, probe: Callable[[], Any], timeout: float = 10.0, interva
 
 @dataclass
 class Cluster:
-    """The emulated API server as the tests use it: an admin client, kubectl, and a kubeconfig."""
+    """The emulated API server (the harness's `apiserver` fixture) with the views these tests need."""
 
-    server: Any
-    client: Any
-    kubeconfig: Path
+    api: Any  # kompress_testing.pytest_plugin.Cluster
+    kubeconfig: Path  # admin, default namespace ml
+
+    @property
+    def client(self) -> Any:
+        return self.api.client
+
+    @property
+    def server(self) -> Any:
+        return self.api.server
 
     def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
-        result = subprocess.run([KUBECTL, *args], input=input, env=env, capture_output=True, text=True, timeout=60)
+        result = subprocess.run([KUBECTL, *args], input=input, env=self.api.env(self.kubeconfig), capture_output=True, text=True, timeout=60)
         if check and result.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(args)} failed ({result.returncode}): {result.stderr}")
         return result
 
     def apply(self, manifest: dict[str, Any]) -> subprocess.CompletedProcess[str]:
-        return self.kubectl("apply", "--validate=false", "-f", "-", input=yaml.safe_dump(manifest))
+        return self.kubectl("apply", "-f", "-", input=yaml.safe_dump(manifest))
 
     def cjob(self, name: str) -> dict[str, Any]:
         return self.client.get(f"{CJOBS}/{name}")
@@ -87,15 +90,11 @@ class Cluster:
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    from kompress_testing.apiserver.runner import KubeClient, ServerThread, write_kubeconfig
+def cluster(apiserver: Any, tmp_path: Path) -> Cluster:
+    from kompress_testing.apiserver import ADMIN_TOKEN, write_kubeconfig
 
-    crd = yaml.safe_load(CRD.read_text())
-    with ServerThread() as thread:
-        thread.call(lambda: thread.server.install_crd(crd))
-        client = KubeClient(thread.url)
-        client.post("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
-        yield Cluster(thread.server, client, write_kubeconfig(tmp_path / "kubeconfig", thread.url, namespace=NAMESPACE))
+    apiserver.client.post("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
+    return Cluster(apiserver, write_kubeconfig(tmp_path / "kubeconfig-ml", apiserver.url, ADMIN_TOKEN, namespace=NAMESPACE))
 
 
 @dataclass

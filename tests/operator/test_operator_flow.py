@@ -262,7 +262,7 @@ def test_suspend_stops_the_worker_and_resume_lets_it_run(cluster, operator, cont
 
     cluster.kubectl("patch", "compressionjob", "tiny", "--type=merge", "-p", '{"spec":{"suspend":false}}')
     wait_for("the Job to be resumed", lambda: cluster.job(name)["spec"]["suspend"] is False)
-    assert cluster.condition("tiny", "Suspended")["reason"] == "Resumed"
+    wait_for("Resumed", lambda: cluster.condition("tiny", "Suspended")["reason"] == "Resumed")
     assert {"SuspendedBySpec", "Resumed"} <= set(wait_for("events", lambda: (r := event_reasons(cluster, "tiny")) and "Resumed" in r and r))
     assert len(jobs_of(cluster, "worker")) == 1
 
