@@ -66,7 +66,11 @@ SUSPENDED_BY_SPEC = Reason("SuspendedBySpec", "spec.suspend is true: the worker 
 RESUMED = Reason("Resumed", "spec.suspend is false: the worker may run")
 # The end
 JOB_SUCCEEDED = Reason("Succeeded", "{summary}")
-OOM_KILLED = Reason("OOMKilled", "the worker ran out of memory (limit {limit}); raise spec.resources.memory{plan_hint}")
+OOM_KILLED = Reason("OOMKilled", "the {who} ran out of memory (limit {limit}); {fix}")
+OOM_FIX = {
+    "worker": "raise spec.resources.memory (the default comes from the plan's host RAM estimate)",
+    "planning pod": "raise the operator's planning pod memory (KOMPRESS_PLAN_MEMORY)",
+}
 DEADLINE_EXCEEDED = Reason("DeadlineExceeded", "the worker ran longer than spec.activeDeadlineSeconds ({seconds}s){where}; raise it, or ask for more GPUs")
 BACKOFF_LIMIT_EXCEEDED = Reason("BackoffLimitExceeded", "the worker failed {failed} time(s), spec.backoffLimit is {limit}: {detail}")
 # A waiting problem that outlasted spec.pendingTimeoutSeconds fails the job with the problem's own reason.

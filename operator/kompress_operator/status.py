@@ -148,8 +148,7 @@ def pod_failure(pod: dict[str, Any], container: str, result_model: type[WorkerRe
         return None
     if term.get("reason") == "OOMKilled":
         limit = memory_limit(pod, container) or "unknown"
-        hint = " (the default comes from the plan's host RAM estimate)" if who == "worker" else ""
-        return c.OOM_KILLED.name, c.OOM_KILLED.message(limit=limit, plan_hint=hint)
+        return c.OOM_KILLED.name, c.OOM_KILLED.message(who=who, limit=limit, fix=c.OOM_FIX.get(who, "give it more memory"))
     result = read_result(result_model, term.get("message"))
     if result is not None and not result.ok:
         stage = getattr(result, "stage", None)

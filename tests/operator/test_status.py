@@ -186,6 +186,15 @@ def test_a_planning_pod_that_cannot_find_the_model_fails_with_the_workers_reason
     assert failed["reason"] == "ModelNotFound" and "tokenSecret" in failed["message"]
 
 
+def test_a_planning_pod_out_of_memory_points_at_the_operators_setting_not_the_spec():
+    scene = Scene().plan_running()
+    scene.plan_job = JobWrapper(scene.plan_job).counts(failed=3).failed("BackoffLimitExceeded").obj()
+    scene.plan_pods = [pod_for(scene.plan_job).oom_killed().obj()]
+    failed = cond(scene.step(), "Failed")
+    assert failed["reason"] == "OOMKilled"
+    assert "the planning pod ran out of memory (limit 2Gi); raise the operator's planning pod memory (KOMPRESS_PLAN_MEMORY)" in failed["message"]
+
+
 def test_a_plan_job_that_succeeds_without_a_plan_is_a_failure_not_a_guess():
     scene = Scene().plan_running()
     scene.plan_job = JobWrapper(scene.plan_job).complete().obj()
