@@ -49,7 +49,6 @@ PLAN_SUCCEEDED = Reason("PlanSucceeded", "{summary}")
 PLAN_REJECTED = Reason("PlanRejected", "the plan found {count} error(s); nothing ran and no GPU was asked for. {errors}")
 PLAN_FAILED = Reason("PlanFailed", "the planning pod failed: {detail}")
 # Waiting for the worker
-WORKER_JOB_CREATED = Reason("WorkerJobCreated", "created the worker Job {job}")
 WAITING_FOR_KUEUE = Reason("WaitingForKueueAdmission", "waiting for Kueue to admit the Job in queue {queue}")
 WAITING_FOR_POD = Reason("WaitingForPod", "waiting for the Job controller to start the worker pod")
 POD_PENDING = Reason("PodPending", "the pod {pod} is {state}")
