@@ -18,6 +18,8 @@ from __future__ import annotations
 import base64
 import os
 import re
+import socket
+import urllib.request
 import statistics
 import subprocess
 import sys
@@ -86,6 +88,18 @@ def api_floor_ms(samples: int = 40) -> dict[str, float]:
         return costs
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def scrape(url: str) -> dict[str, float]:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text = response.read().decode()
+    return {name: float(value) for name, value in (line.split(" ", 1) for line in text.splitlines() if line and not line.startswith("#") and "{" not in line)}
+
+
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
@@ -143,7 +157,8 @@ def main(count: int = 500, rate: float = 0.0) -> int:
             watching.wait(5)
 
             env = {**os.environ, "KOMPRESS_LOG_FORMAT": "json"}
-            args = [sys.executable, "-m", "kompress_operator", f"--kubeconfig={kubeconfig}", "--health-port=0", "--metrics-port=0", "--worker-image=registry.example/kompress-job:1.0"]
+            metrics_port = free_port()
+            args = [sys.executable, "-m", "kompress_operator", f"--kubeconfig={kubeconfig}", "--health-port=0", f"--metrics-port={metrics_port}", "--worker-image=registry.example/kompress-job:1.0"]
             operator = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(2.0)  # the operator's start-up (imports, login, initial listings) is not what is measured
             cpu_at_start = cpu_seconds(operator.pid)
@@ -166,6 +181,7 @@ def main(count: int = 500, rate: float = 0.0) -> int:
             total_s = time.monotonic() - started
             rss = peak_rss_mb(operator.pid)
             cpu = cpu_seconds(operator.pid) - cpu_at_start
+            counters = scrape(f"http://127.0.0.1:{metrics_port}/metrics")
         finally:
             for process in (operator, server):
                 if process is not None:
@@ -183,6 +199,8 @@ def main(count: int = 500, rate: float = 0.0) -> int:
     print(f"total to all Planning: {total_s:.2f} s")
     print(f"operator peak RSS: {rss:.0f} MB (goal < {GOAL_RSS_MB:.0f} MB, ratio {rss / GOAL_RSS_MB:.2f})")
     print(f"operator CPU: {cpu:.1f} s ({cpu / count * 1000:.1f} ms per CompressionJob)")
+    for metric in ("kompress_reconciles_total", "kompress_status_writes_total", "kompress_reconcile_errors_total"):
+        print(f"operator {metric}: {counters.get(metric, float('nan')):.0f} ({counters.get(metric, float('nan')) / count:.2f} per CompressionJob)")
     floor = api_floor_ms()
     for what, ms in floor.items():
         print(f"emulated API server alone, {what}: {ms:.1f} ms")
