@@ -181,6 +181,7 @@ def main(count: int = 500, rate: float = 0.0) -> int:
             total_s = time.monotonic() - started
             rss = peak_rss_mb(operator.pid)
             cpu = cpu_seconds(operator.pid) - cpu_at_start
+            time.sleep(1.0)  # the operator may not have read the answers to its last writes yet
             counters = scrape(f"http://127.0.0.1:{metrics_port}/metrics")
         finally:
             for process in (operator, server):
