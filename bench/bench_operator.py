@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 import yaml
-from kompress_testing.apiserver.runner import KubeClient, ServerThread, write_kubeconfig
+from kompress_testing.apiserver.runner import KubeClient, ServerThread
 from kompress_api import v1alpha1
 from kompress_operator import children
 from kompress_operator.config import OperatorConfig

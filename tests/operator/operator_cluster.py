@@ -18,6 +18,9 @@ from typing import Any
 
 import pytest
 import yaml
+from kompress_api import v1alpha1 as api
+from kompress_api.worker_protocol import PlannerResult, WorkerResult
+from kompress_testing.wrappers import make_cjob
 
 KUBECTL = "/usr/bin/kubectl"
 NAMESPACE = "ml"
@@ -213,3 +216,47 @@ def controller(cluster: Cluster) -> JobController:
 
 def result_json(model: Any) -> str:
     return json.dumps(model.wire())
+
+
+# --- what the flow tests share ---------------------------------------------------------------------
+
+GIB = 1024**3
+PLAN = api.PlanSummary(
+    total_parameters=2_000_000,
+    estimated_checkpoint_bytes=3_000_000,
+    compression_ratio=2.6,
+    host_memory_bytes=8 * GIB,
+    gpu_memory_bytes=1 * GIB,
+    disk_bytes=20 * GIB,
+    servable=True,
+    problems=[api.PlanProblem(severity="warning", code="TensorParallelMisaligned", message="TP-4 splits 1408 into 352", fix="serve with TP 1 or 2")],
+)
+RESULT = WorkerResult(ok=True, output_uri="s3://models/tiny", manifest_uri="s3://models/tiny/kompress.json", checkpoint_bytes=3_100_000, compression_ratio=2.5)
+
+
+def tiny(name: str = "tiny") -> Any:
+    return make_cjob(name).with_hub_token("hf-token").with_s3_credentials("output", "s3-creds")
+
+
+def jobs_of(cluster: Cluster, role: str) -> list[dict[str, Any]]:
+    return [j for j in cluster.jobs() if j["metadata"]["labels"].get("kompress.dev/role") == role]
+
+
+def one_job(cluster: Cluster, role: str) -> dict[str, Any]:
+    (job,) = wait_for(f"a {role} Job", lambda: jobs_of(cluster, role))
+    return job
+
+
+def plan(cluster: Cluster, controller: JobController, result: PlannerResult | None = None) -> dict[str, Any]:
+    """Let the planning pod succeed with a plan, and return the worker Job that follows."""
+    job = one_job(cluster, "plan")
+    controller.run_to_end(job["metadata"]["name"], lambda p: p.succeeded(result or PlannerResult(ok=True, plan=PLAN)), lambda j: j.complete())
+    return one_job(cluster, "worker")
+
+
+def container(job: dict[str, Any]) -> dict[str, Any]:
+    return job["spec"]["template"]["spec"]["containers"][0]
+
+
+def event_reasons(cluster: Cluster, name: str) -> list[str]:
+    return [e["reason"] for e in cluster.events(name)]

@@ -9,8 +9,7 @@ import pytest
 import yaml
 from kompress_api.worker_protocol import PlannerResult
 
-from operator_cluster import NAMESPACE, Cluster, JobController, OperatorThread, wait_for
-from test_operator_flow import PLAN, jobs_of, one_job, tiny
+from operator_cluster import NAMESPACE, PLAN, Cluster, JobController, OperatorThread, jobs_of, one_job, tiny, wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -17,8 +17,7 @@ from kompress_testing.wrappers import make_cjob
 
 from kompress_operator import children
 from kompress_operator.config import OperatorConfig
-from operator_cluster import CJOBS, JOBS, OperatorThread, wait_for
-from test_operator_flow import PLAN, jobs_of, one_job, plan
+from operator_cluster import CJOBS, JOBS, PLAN, OperatorThread, jobs_of, plan, wait_for
 
 pytestmark = pytest.mark.integration
 
