@@ -161,9 +161,6 @@ class Kube:
 
     # --- CompressionJobs ---
 
-    async def get_compression_job(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return await self._get(_cjob_path(namespace, name))
-
     async def write_status(self, cjob: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
         """One merge patch of /status, only valid against the resourceVersion the status was computed from."""
         meta = cjob["metadata"]

@@ -119,7 +119,8 @@ class OperatorThread:
     def __init__(self, kubeconfig: Path, clock: Clock, **settings: Any) -> None:
         from kompress_operator.config import OperatorConfig
 
-        self.config = OperatorConfig(kubeconfig=str(kubeconfig), health_port=0, metrics_port=0, resync_interval_s=0.3, worker_image="registry.example/kompress-job:1.0", **settings)
+        settings = {"resync_interval_s": 0.3, "worker_image": "registry.example/kompress-job:1.0", **settings}
+        self.config = OperatorConfig(kubeconfig=str(kubeconfig), health_port=0, metrics_port=0, **settings)
         self.clock = clock
         self.runtime: Any = None
         self._stop = threading.Event()
