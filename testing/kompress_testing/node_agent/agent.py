@@ -22,6 +22,8 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import aiohttp
+
 from kompress_testing.node_agent import scheduler
 from kompress_testing.node_agent.api import Api, ApiError, Credentials, path
 from kompress_testing.node_agent.config import AgentConfig
@@ -183,7 +185,7 @@ class NodeAgent:
                     await self._wait(stop, due)
                     try:
                         due = await self._pass(api, events, node)
-                    except (ApiError, OSError, asyncio.TimeoutError) as err:
+                    except (ApiError, OSError, aiohttp.ClientError, asyncio.TimeoutError) as err:
                         log.warning("sync pass failed (retrying): %s", err)
                         due = datetime.now(timezone.utc) + timedelta(seconds=0.5)
                     except Exception as err:  # noqa: BLE001 - a bug of ours: keep the node up, report it
