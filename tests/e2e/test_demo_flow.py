@@ -6,7 +6,6 @@ the operator, the planner and the worker run their real code, with the chart's s
 
 from __future__ import annotations
 
-import importlib
 import json
 from pathlib import Path
 from typing import Any
@@ -15,36 +14,16 @@ import pytest
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-# Every part the flow runs; while one has not landed in this tree the test says which, instead of failing.
-PARTS = {
-    "the operator": "kompress_operator.main",
-    "the worker's runner": "kompress_job.runner",
-    "the planner": "kompress_job.planner_cli",
-    "the compress stage": "kompress_job.stages.compress",
-    "the evaluate stage": "kompress_job.stages.evaluate",
-    "the moto S3 fixture": "kompress_testing.s3",
-    "the tiny models": "kompress_testing.models",
-}
-
-
-def _missing_parts() -> list[str]:
-    missing = []
-    for part, module in PARTS.items():
-        try:
-            importlib.import_module(module)
-        except ImportError:
-            missing.append(f"{part} ({module})")
-    return missing
-
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """Run the whole flow once; the tests below read what it left."""
-    missing = _missing_parts()
+    from kompress_testing.demo import flow
+    from kompress_testing.demo.stack import missing_parts, running_stack
+
+    missing = missing_parts()
     if missing:
         pytest.skip("not in this tree yet: " + ", ".join(missing))
-    from kompress_testing.demo import flow
-    from kompress_testing.demo.stack import running_stack
 
     workdir = tmp_path_factory.mktemp("demo")
     job = flow.demo_job()

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from kompress_testing.demo import flow, report
-from kompress_testing.demo.stack import KUBECTL, REPO_ROOT, Stack, StackError, port_free, running_stack, tail
+from kompress_testing.demo.stack import KUBECTL, REPO_ROOT, Stack, StackError, missing_parts, port_free, running_stack, tail
 
 
 class Demo:
@@ -37,6 +37,9 @@ class Demo:
     def run(self) -> int:
         if not Path(KUBECTL).exists():
             raise StackError(f"the demo uses kubectl as a user would, and {KUBECTL} is not there: install kubectl (1.28 or later)")
+        missing = missing_parts()
+        if missing:
+            raise StackError("this tree lacks parts the demo runs: " + ", ".join(missing))
         job = flow.demo_job()
         port = flow.s3_port_of(job)
         if not port_free(port):
