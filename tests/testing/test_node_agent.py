@@ -11,7 +11,7 @@ import sys
 import textwrap
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ import psutil
 import pytest
 
 from kompress_testing.node_agent import AGENT_NAMESPACE, AGENT_SERVICE_ACCOUNT, AgentConfig, AgentThread, rbac_manifests
+from kompress_testing.pytest_plugin import start_node_agent
 
 pytestmark = pytest.mark.integration
 
@@ -107,17 +108,12 @@ class Node:
 
 
 def start_agent(apiserver: Any, state_dir: Path, **options: Any) -> AgentThread:
-    token = apiserver.service_account_token(AGENT_NAMESPACE, AGENT_SERVICE_ACCOUNT)
-    config = AgentConfig(kubeconfig=apiserver.kubeconfig_for(token), state_dir=state_dir,
-                         **{"backoff_base_s": 0.1, "max_grace_s": 2.0, "resync_s": 0.5, **options})
-    return AgentThread(config).start()
+    return start_node_agent(apiserver, state_dir, **options)
 
 
 @pytest.fixture
-def node(apiserver: Any, tmp_path: Path) -> Iterator[Node]:
-    thread = start_agent(apiserver, tmp_path / "node")
-    yield Node(apiserver, thread, tmp_path / "node")
-    thread.stop()
+def node(apiserver: Any, node_agent: AgentThread, tmp_path: Path) -> Node:
+    return Node(apiserver, node_agent, tmp_path / "node")
 
 
 # ---------------------------------------------------------------------------------------------
