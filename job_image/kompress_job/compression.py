@@ -106,8 +106,18 @@ def run_oneshot(model: Any, resolved: ResolvedRecipe, *, dataset: Any, tokenizer
             # the calibration stage already shuffled with spec.calibration.seed; keep its order
             shuffle_calibration_samples=False,
         )
-    with layer_progress(model, resolved, samples, report):
+    with layer_progress(model, resolved, _samples_on_this_rank(samples), report):
         oneshot(**kwargs)
+
+
+def _samples_on_this_rank(samples: int) -> int:
+    """llm-compressor gives each DDP rank floor(n*(r+1)/w) - floor(n*r/w) of identical datasets."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return samples
+    rank, world = dist.get_rank(), dist.get_world_size()
+    return samples * (rank + 1) // world - samples * rank // world
 
 
 def planned_vs_applied(model: Any, resolved: ResolvedRecipe) -> list[str]:

@@ -33,6 +33,7 @@ def apply() -> list[str]:
     with _lock:
         if not has_accelerator():
             _apply_once("awq-pinned-memory", _skip_pinning_without_accelerator)
+            _apply_once("awq-distributed-reduce-on-cpu", _reduce_awq_statistics_on_cpu)
         if importlib.util.find_spec("torchvision") is None:
             _apply_once("transformers-apply-patches-without-torchvision", _tolerate_alias_modules_without_torchvision)
         return list(_applied)
@@ -55,6 +56,24 @@ def _skip_pinning_without_accelerator() -> None:
         return None
 
     IntermediatesCache.pin_memory = pin_memory
+
+
+def _reduce_awq_statistics_on_cpu() -> None:
+    # llm-compressor 0.14 awq/base.py `_allreduce_data_sum` (distributed runs only) moves the tensors to
+    # `torch.accelerator.current_accelerator()` before all_reduce; without an accelerator that is None
+    # ("'NoneType' object has no attribute 'type'"). gloo reduces CPU tensors where they are, so the
+    # same sum is computed in place. Only a CPU distributed run (this repo's DDP test) reaches it.
+    import torch.distributed as dist
+    from compressed_tensors.distributed import wait_for_comms
+    from compressed_tensors.offload.dist_utils import as_broadcastable
+    from llmcompressor.modifiers.transform.awq import base as awq_base
+
+    def allreduce_data_sum(data):
+        pending = [dist.all_reduce(as_broadcastable(datum), op=dist.ReduceOp.SUM, async_op=True) for datum in data]
+        wait_for_comms(pending)
+        return data
+
+    awq_base._allreduce_data_sum = allreduce_data_sum
 
 
 def _tolerate_alias_modules_without_torchvision() -> None:

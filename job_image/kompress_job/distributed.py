@@ -214,7 +214,9 @@ def _rank_work(work: Path, rank: int) -> None:
     from kompress_job.recipe import resolve
 
     request = json.loads((work / REQUEST).read_text())
-    model = modelio.load_causal_lm(request["model_dir"], dtype=request["dtype"], trust_remote_code=request["trust_remote_code"], offloaded=True)
+    model = modelio.load_causal_lm(
+        request["model_dir"], dtype=request["dtype"], trust_remote_code=request["trust_remote_code"], offloaded=True, offload_folder=work / "offload"
+    )
     tokenizer = modelio.load_tokenizer(request["model_dir"], trust_remote_code=request["trust_remote_code"])
     resolved = resolve(Recipe.model_validate(request["recipe"]), model)
     if resolved.module_table() != request["modules"]:

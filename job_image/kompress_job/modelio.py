@@ -53,11 +53,12 @@ def _unsupported(folder: Path, err: Exception, trust_remote_code: bool) -> Unsup
     return UnsupportedArchitecture(f"transformers cannot build {what}: {type(err).__name__}: {err}.{hint}")
 
 
-def load_causal_lm(path: Path | str, *, dtype: str = "auto", trust_remote_code: bool = False, offloaded: bool = False) -> Any:
+def load_causal_lm(path: Path | str, *, dtype: str = "auto", trust_remote_code: bool = False, offloaded: bool = False, offload_folder: Path | None = None) -> Any:
     """The model in host memory, MoE experts as per-expert Linear layers (llm-compressor's layout).
 
     offloaded: load through compressed-tensors' offloaded loader (rank 0 reads the weights, other DDP
-    ranks build on meta and receive them), as llm-compressor's distributed examples do.
+    ranks build on meta and receive them), as llm-compressor's distributed examples do; what does not
+    fit in host memory goes to `offload_folder` on disk.
     """
     from kompress_job import cpu_workarounds
 
@@ -74,6 +75,8 @@ def load_causal_lm(path: Path | str, *, dtype: str = "auto", trust_remote_code: 
 
             stack.enter_context(load_offloaded_model())
             kwargs["device_map"] = "auto_offload"
+            if offload_folder is not None:
+                kwargs["offload_folder"] = str(offload_folder)
         try:
             model = AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)
         except (ValueError, KeyError, ImportError) as err:
