@@ -77,6 +77,13 @@ def load_causal_lm(path: Path | str, *, dtype: str = "auto", trust_remote_code: 
             kwargs["device_map"] = "auto_offload"
             if offload_folder is not None:
                 kwargs["offload_folder"] = str(offload_folder)
+            if not cpu_workarounds.has_accelerator():
+                # compressed-tensors budgets a distributed run's host memory as /dev/shm capped by the mmap
+                # limit times the mean tensor size, minus 5 GB: a tiny test model gets a negative budget
+                # and goes to disk. On a CPU there is no device to onload to: keep it all in memory.
+                import psutil
+
+                kwargs["max_memory"] = {"cpu": psutil.virtual_memory().available}
         try:
             model = AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)
         except (ValueError, KeyError, ImportError) as err:
