@@ -146,6 +146,15 @@ def build_config(name: str):
     return config
 
 
+def meta_model(name: str):
+    """The model's structure on the meta device: what the planner sees (no weights)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(build_config(name))
+
+
 def build_model(name: str):
     """The model, fp32, with seeded weights (std 0.02 like a fresh pretrained init, biases nonzero)."""
     import torch
