@@ -37,7 +37,7 @@ tools: $(HELM)
 
 # Generated from api/kompress_api/v1alpha1.py; tests fail when the committed copies drift.
 crds: $(STAMP)
-	$(PY) -m kompress_api.crdgen $(CRD) $(if $(wildcard charts/kompress),$(CHART_CRD))
+	$(PY) -m kompress_api.crdgen $(CRD) $(CHART_CRD)
 
 test: $(STAMP) $(HELM)
 	$(PY) -m pytest $(PYTEST_ARGS)
