@@ -48,22 +48,28 @@ def _has_static_activations(args: dict[str, Any]) -> bool:
 @contextlib.contextmanager
 def layer_progress(model: Any, resolved: ResolvedRecipe, samples: int, report: ProgressFn | None) -> Iterator[None]:
     """Report calibration progress: each pass runs every sample through every decoder layer twice
-    (calibrate, then propagate the compressed output), so forward calls of decoder layers count steps."""
-    if report is None or samples == 0:
+    (calibrate, then propagate the compressed output), so forward calls of decoder layers count steps.
+    A data-free recipe (weights only) is one step."""
+    if report is None:
         yield
+        return
+    if samples == 0:
+        report(0, 1, "quantizing weights (no calibration data needed)")
+        yield
+        report(1, 1, "weights quantized")
         return
     layers = [model.get_submodule(layout.name) for layout in resolved.inventory.layers]
     passes = max(1, calibration_passes(resolved))
-    total = max(1, len(layers) * samples * 2 * passes)
+    per_pass = max(1, len(layers) * samples * 2)
+    total = per_pass * passes
     state = {"done": 0, "last": 0.0}
 
-    def hook(module, args, kwargs=None):  # noqa: ARG001
+    def hook(module, args):  # noqa: ARG001
         state["done"] += 1
         now = time.monotonic()
-        if now - state["last"] >= 0.5 or state["done"] >= total:
+        if now - state["last"] >= 0.5:
             state["last"] = now
             done = min(state["done"], total)
-            per_pass = len(layers) * samples * 2
             report(done, total, f"calibration pass {min(passes, done // per_pass + 1)}/{passes}")
 
     handles = [layer.register_forward_pre_hook(hook) for layer in layers]
@@ -72,6 +78,7 @@ def layer_progress(model: Any, resolved: ResolvedRecipe, samples: int, report: P
     finally:
         for handle in handles:
             handle.remove()
+    report(total, total, f"{passes} calibration pass{'es' if passes > 1 else ''} done")
 
 
 def run_oneshot(model: Any, resolved: ResolvedRecipe, *, dataset: Any, tokenizer: Any, max_seq_length: int, trust_remote_code: bool = False, report: ProgressFn | None = None) -> None:

@@ -89,6 +89,18 @@ FAMILIES: dict[str, tuple[str, dict]] = {
 }
 
 
+# Real models' config.json files (no weights), for planning at full size on the meta device.
+CONFIGS = Path(__file__).parent / "configs"
+
+
+def config_dir(name: str) -> Path:
+    """Folder holding a real model's config.json, e.g. config_dir("glm-4.5-air")."""
+    folder = CONFIGS / name
+    if not (folder / "config.json").is_file():
+        raise KeyError(f"no stored config for {name!r}; known: {sorted(p.name for p in CONFIGS.iterdir())}")
+    return folder
+
+
 def corpus_texts(language: str = "english") -> Iterator[str]:
     """Every utterance of chatterbot-corpus's dialogues in one language, in a stable order."""
     for conversation in corpus_conversations(language):
