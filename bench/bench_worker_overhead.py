@@ -84,24 +84,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--samples", type=int, default=16)
     parser.add_argument("--length", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of both sides (1: stable figures on a shared machine)")
     args = parser.parse_args(argv)
     has_runner = importlib.util.find_spec("kompress_job.runner") is not None
 
     with tempfile.TemporaryDirectory(prefix="kompress-bench-") as tmp:
         root = Path(tmp)
         files = prepare(root, args.samples, args.length)
+        env = {"OMP_NUM_THREADS": str(args.threads)}
         bare: list[tuple[float, float]] = []
         kompress: list[tuple[float, float]] = []
         for run in range(args.runs):
             out = root / f"bare-{run}"
-            bare.append(measure([sys.executable, str(HERE / "bare_llmcompressor.py"), str(files["model"]), str(files["data"]), str(files["recipe"]), str(out), str(args.length)]))
+            bare.append(measure([sys.executable, str(HERE / "bare_llmcompressor.py"), str(files["model"]), str(files["data"]), str(files["recipe"]), str(out), str(args.length)], env))
             if has_runner:
                 work = root / f"work-{run}"
-                kompress.append(measure([sys.executable, "-m", "kompress_job.cli", "run", str(files["job"]), "--workdir", str(work), "--log-format", "json"]))
+                kompress.append(measure([sys.executable, "-m", "kompress_job.cli", "run", str(files["job"]), "--workdir", str(work), "--log-format", "json"], env))
 
     bare_wall, bare_rss = statistics.median(w for w, _ in bare), statistics.median(r for _, r in bare)
     print(f"runs: {args.runs}")
     print(f"calibration: {args.samples}x{args.length} tokens")
+    print(f"threads: {args.threads}")
     print(f"bare_wall_s: {bare_wall:.2f}")
     print(f"bare_peak_rss_mb: {bare_rss:.0f}")
     if not kompress:

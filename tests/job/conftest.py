@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+# One compute thread per process. This machine's 2 cores are shared: with torch's default (a thread per
+# core) OpenMP workers spin against each other and other jobs, and a 5 s compression takes 100 s.
+# Subprocesses (distributed ranks, the planner check) inherit the variable.
+os.environ["OMP_NUM_THREADS"] = "1"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread():
+    import torch
+
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

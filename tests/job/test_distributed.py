@@ -48,3 +48,11 @@ def test_two_ranks_compress_the_founding_preset_and_the_checkpoint_verifies(tiny
     assert ctx.verification["by_group"]["w8a8-int8-static+sparse2:4"] == 10
     relayed = [s for s in snapshots if s.stage == "compress" and s.total_steps]
     assert relayed and relayed[-1].step == relayed[-1].total_steps
+
+
+@pytest.mark.slow
+def test_a_data_free_recipe_runs_in_one_process_even_with_several_devices(tiny_models, tmp_path):
+    ctx = make_ctx(make_job(tiny_models["llama"], preset="fp8-dynamic", gpus=2), tiny_models["llama"], tmp_path, devices=2)
+    run_stages(ctx, "load-model", "compress", "save", "verify")
+    assert not (tmp_path / "distributed").exists()
+    assert ctx.verification["ok"], ctx.verification["failures"]

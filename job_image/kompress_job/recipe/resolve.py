@@ -88,12 +88,6 @@ class ResolvedRecipe:
                     return True
         return any(a.scheme is not None and a.scheme.needs_calibration for a in self.assignment.values())
 
-    def group_of(self, module: str) -> ModuleGroup | None:
-        for group in self.groups:
-            if module in group.modules:
-                return group
-        return None
-
     # -- what runs -----------------------------------------------------------------------------------
     def recipe_yaml(self) -> str:
         """The llm-compressor recipe as YAML (readable back with llmcompressor.recipe.Recipe.create_instance)."""

@@ -2,14 +2,15 @@
 
     1. resolve: groups, fallbacks, warnings, the exact llm-compressor recipe (ctx.recipe)
     2. one accelerator or none: oneshot in this process, on ctx.model
-       several: llm-compressor's distributed oneshot under torchrun (kompress_job.distributed);
-       the ranks also write the checkpoint, which the save stage completes
+       several, and the recipe learns from data: llm-compressor's distributed oneshot under torchrun
+       (kompress_job.distributed); the ranks also write the checkpoint, which the save stage completes.
+       A data-free recipe (fp8-dynamic) has nothing to share out: it loads here and runs in process.
     3. check every module got its planned scheme (in process; the verify stage re-checks on disk)
 """
 
 from __future__ import annotations
 
-from kompress_job import distributed
+from kompress_job import distributed, modelio
 from kompress_job.compression import planned_vs_applied, run_oneshot
 from kompress_job.context import RunContext
 from kompress_job.recipe import resolve
@@ -24,7 +25,7 @@ def run(ctx: RunContext) -> None:
     def report(done: int, total: int, message: str) -> None:
         ctx.progress.set_steps(done, total, message=message)
 
-    if ctx.devices > 1:
+    if ctx.devices > 1 and resolved.needs_calibration:
         plan = distributed.launch_plan(devices=ctx.devices, work=ctx.workdir / "distributed")
         distributed.write_request(
             plan.work,
@@ -40,6 +41,9 @@ def run(ctx: RunContext) -> None:
         ctx.checkpoint_dir = distributed.run(plan, report=report, log=lambda line: ctx.log.info("%s", line, extra={"stage": "compress"}))
         return
 
+    if _on_meta(ctx.model):  # load-model only built the structure, expecting distributed ranks
+        ctx.progress.message("loading the model (a data-free recipe runs in one process)")
+        ctx.model = modelio.load_causal_lm(ctx.model_dir, dtype=spec.model.dtype, trust_remote_code=spec.model.trust_remote_code)
     run_oneshot(
         ctx.model,
         resolved,
@@ -52,6 +56,10 @@ def run(ctx: RunContext) -> None:
     problems = planned_vs_applied(ctx.model, resolved)
     if problems:
         raise RuntimeError("llm-compressor did not apply the planned schemes: " + "; ".join(problems[:10]))
+
+
+def _on_meta(model) -> bool:
+    return any(p.device.type == "meta" for p in model.parameters())
 
 
 def _log_plan(ctx: RunContext) -> None:
