@@ -28,12 +28,9 @@ ProgressFn = Callable[[int, int, str], None]
 
 def calibration_passes(resolved: ResolvedRecipe) -> int:
     passes = 0
-    for group in next(iter(resolved.recipe.values()), {}).values():
-        for modifier_type, args in group.items():
-            if modifier_type in _CALIBRATING:
-                passes += 1
-            elif modifier_type == "QuantizationModifier" and _has_static_activations(args):
-                passes += 1
+    for modifier_type, args in resolved.recipe_modifiers():
+        if modifier_type in _CALIBRATING or (modifier_type == "QuantizationModifier" and _has_static_activations(args)):
+            passes += 1
     return passes
 
 

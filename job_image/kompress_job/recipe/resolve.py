@@ -81,14 +81,22 @@ class ResolvedRecipe:
     @property
     def needs_calibration(self) -> bool:
         """Whether any modifier learns from data (SparseGPT, AWQ, static activation scales)."""
-        stage = next(iter(self.recipe.values()), {}) if self.recipe else {}
-        for group in stage.values():
-            for modifier_type in group:
-                if modifier_type not in ("QuantizationModifier",):
-                    return True
+        if any(modifier_type != "QuantizationModifier" for modifier_type, _ in self.recipe_modifiers()):
+            return True
         return any(a.scheme is not None and a.scheme.needs_calibration for a in self.assignment.values())
 
     # -- what runs -----------------------------------------------------------------------------------
+    def recipe_modifiers(self) -> list[tuple[str, dict[str, Any]]]:
+        """(modifier type, arguments) of every modifier in the recipe, in order, across its stages."""
+        out = []
+        for stage_key, stage in self.recipe.items():
+            if not (stage_key.endswith("_stage") and isinstance(stage, dict)):
+                continue
+            for group_key, group in stage.items():
+                if group_key.endswith("_modifiers") and isinstance(group, dict):
+                    out.extend((modifier_type, args or {}) for modifier_type, args in group.items())
+        return out
+
     def recipe_yaml(self) -> str:
         """The llm-compressor recipe as YAML (readable back with llmcompressor.recipe.Recipe.create_instance)."""
         return yaml.safe_dump(self.recipe, sort_keys=False, width=1000)
