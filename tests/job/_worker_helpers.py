@@ -1,19 +1,58 @@
-"""Helpers for the worker's tests: jobs, run contexts, a stage runner (imported by the tests of tests/job)."""
+"""Helpers for the worker-core tests: tiny models built once per session, jobs, run contexts, a stage runner.
+
+Test modules import what they use, fixtures included (`from _worker_helpers import tiny_models`), so this
+file can sit beside other conftest-based fixtures of tests/job without either overriding the other.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
-from kompress_api.v1alpha1 import CompressionJob
+# One compute thread per process. This machine's 2 cores are shared: with torch's default (a thread per
+# core) OpenMP workers spin against each other and other jobs, and a 5 s compression takes 100 s.
+# Subprocesses (distributed ranks, the planner check) inherit the variable.
+os.environ["OMP_NUM_THREADS"] = "1"
 
-from kompress_job.context import RunContext
-from kompress_job.progress import ProgressReporter
-from kompress_testing.models import meta_model  # noqa: F401 - re-exported for the tests
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from kompress_api.v1alpha1 import CompressionJob  # noqa: E402
+
+torch.set_num_threads(1)
+
+from kompress_job.context import RunContext  # noqa: E402
+from kompress_job.progress import ProgressReporter  # noqa: E402
+from kompress_testing.models import meta_model  # noqa: E402,F401 - re-exported for the tests
 
 CALIBRATION_SAMPLES = 16
 CALIBRATION_LENGTH = 64
+
+
+class _TinyModels(dict):
+    """name -> folder of a saved tiny model, built on first use."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__()
+        self.root = root
+
+    def __missing__(self, name: str) -> Path:
+        from kompress_testing import models
+
+        self[name] = models.write_model(name, self.root / name)
+        return self[name]
+
+
+_built: list[_TinyModels] = []
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> dict[str, Path]:
+    """Tiny models, each built once per session however many test modules import this fixture."""
+    if not _built:
+        _built.append(_TinyModels(tmp_path_factory.mktemp("tiny-models")))
+    return _built[0]
 
 
 def make_job(model_dir: Path | str, *, preset: str | None = "sparse24-w4a16-w8a8", custom: str | None = None, overrides: dict | None = None, gpus: int = 0) -> CompressionJob:

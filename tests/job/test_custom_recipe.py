@@ -4,7 +4,7 @@ silently do something else, and run as given when it is right."""
 from __future__ import annotations
 
 import pytest
-from _worker_helpers import make_ctx, make_job, run_stages
+from _worker_helpers import make_ctx, make_job, run_stages, tiny_models
 from kompress_api.exit_codes import ExitCode
 from kompress_api.v1alpha1 import Recipe
 

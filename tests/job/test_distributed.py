@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from _worker_helpers import make_ctx, make_job, run_stages
+from _worker_helpers import make_ctx, make_job, run_stages, tiny_models
 
 from kompress_job import distributed
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from _worker_helpers import tiny_models  # noqa: F401 - fixture
+
 from kompress_job.recipe.inventory import Role, build_inventory
 from kompress_testing.models import meta_model
 

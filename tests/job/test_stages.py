@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from _worker_helpers import CALIBRATION_LENGTH, make_ctx, make_job, run_stages
+from _worker_helpers import CALIBRATION_LENGTH, make_ctx, make_job, run_stages, tiny_models
 from kompress_api.exit_codes import ExitCode
 
 from kompress_job import pipeline
