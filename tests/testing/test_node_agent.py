@@ -394,6 +394,16 @@ def test_deleting_a_pod_stops_its_process_gracefully_then_it_leaves_the_api(node
     assert node.processes() == []
 
 
+def test_deleting_a_job_deletes_its_pods_and_stops_their_processes(node: Node) -> None:
+    node.create_job(job_manifest("doomed", script("import time; time.sleep(60)")))
+    node.wait_pod_phase("doomed", "Running")
+    assert len(node.processes()) == 1
+    node.api.kubectl("delete", "job", "doomed", "--wait=false")  # kubectl deletes Jobs in the background: the GC takes the pods
+
+    wait_for("the pod to be gone", lambda: node.pods("doomed") == [])
+    wait_for("its process to end", lambda: node.processes() == [])
+
+
 def test_a_container_over_its_memory_limit_is_oom_killed(node: Node) -> None:
     node.create_job(job_manifest("hungry", script("""
         import time
