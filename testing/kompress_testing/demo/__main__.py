@@ -10,6 +10,7 @@ files all match the manifest. Logs of every part stay in .demo/logs/ and .demo/n
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from pathlib import Path
@@ -124,6 +125,10 @@ class Demo:
                   f"{tail(service.log_path, 15)}", file=sys.stderr)
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m kompress_testing.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=REPO_ROOT / ".demo", help="logs, kubeconfigs, the model (default .demo)")
@@ -131,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="after a success, keep everything running until Ctrl-C (to look around with kubectl)")
     args = parser.parse_args(argv)
     demo = Demo(args.workdir.resolve(), args.timeout, args.keep)
+    signal.signal(signal.SIGTERM, _interrupt)  # stopped like Ctrl-C: everything started is stopped
     try:
         code = demo.run()
     except StackError as err:
