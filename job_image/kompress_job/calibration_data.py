@@ -98,7 +98,8 @@ def split_files(paths: Sequence[str], split: str) -> list[str]:
     if chosen or split != "train":
         return chosen
     common = ("train", "test", "validation", "valid", "dev", "eval")
-    return [] if any(belongs(p, s) for p in data for s in common) else data
+    names_splits = any(belongs(p, s) for p in data for s in common) or any(re.search(r"-\d+-of-\d+", p) for p in data)
+    return [] if names_splits else data
 
 
 def _hub_rows(cal: Calibration, workdir: Path, env: Mapping[str, str]) -> Any:
@@ -147,7 +148,7 @@ def _json_rows(path: Path) -> list[Any]:
 def _s3_file(cal: Calibration, workdir: Path, env: Mapping[str, str]) -> Path:
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from kompress_job.s3client import make_client, parse_s3_uri, raise_storage_error
+    from kompress_job.s3client import make_client, missing_object_message, parse_s3_uri, raise_storage_error
     from kompress_job.transfer import DownloadItem, S3Transfer, TransferSettings, head_object
 
     loc = parse_s3_uri(cal.uri)
@@ -156,7 +157,7 @@ def _s3_file(cal: Calibration, workdir: Path, env: Mapping[str, str]) -> Path:
     try:
         remote = head_object(client, loc.bucket, loc.key)
         if remote is None:
-            raise CalibrationNotFound(f"no calibration file at {cal.uri}")
+            raise CalibrationNotFound(missing_object_message(client, cal.uri, "calibration data"))
         dest.parent.mkdir(parents=True, exist_ok=True)
         with S3Transfer(client, TransferSettings(workers=4)) as transfer:
             transfer.download_objects([DownloadItem(loc.bucket, remote, dest, dest.name)])
@@ -200,14 +201,14 @@ def check_source(cal: Calibration, env: Mapping[str, str]) -> None:
     if uri.startswith("s3://"):
         from botocore.exceptions import BotoCoreError, ClientError
 
-        from kompress_job.s3client import make_client, parse_s3_uri, raise_storage_error
+        from kompress_job.s3client import make_client, missing_object_message, parse_s3_uri, raise_storage_error
         from kompress_job.transfer import head_object
 
         loc = parse_s3_uri(uri)
         client = make_client(cal.s3, env, "calibration", max_attempts=2, connect_timeout=5)
         try:
             if head_object(client, loc.bucket, loc.key) is None:
-                raise CalibrationNotFound(f"no calibration file at {uri}")
+                raise CalibrationNotFound(missing_object_message(client, uri, "calibration data"))
         except (ClientError, BotoCoreError) as exc:
             raise_storage_error(exc, what="calibration data", uri=uri, not_found=CalibrationNotFound, endpoint=cal.s3.endpoint if cal.s3 else None)
         return
@@ -270,6 +271,7 @@ def split_counts(usable: int, samples: int, holdout: int) -> tuple[int, int]:
 class Prepared:
     calibration: Any  # datasets.Dataset: input_ids, attention_mask
     holdout: Any  # datasets.Dataset: text, input_ids, attention_mask
+    calibration_texts: list[str]  # the rendered text of each calibration sample, before truncation
     rows_seen: int
     skipped: Counter = field(default_factory=Counter)
 
@@ -329,4 +331,4 @@ def prepare(
     calibration = datasets.Dataset.from_dict(tokenize(texts[:n_cal], cal_len))
     held = texts[n_cal : n_cal + n_held]
     holdout = datasets.Dataset.from_dict({"text": [t.text for t in held], **tokenize(held, eval_len)})
-    return Prepared(calibration=calibration, holdout=holdout, rows_seen=seen, skipped=skipped)
+    return Prepared(calibration=calibration, holdout=holdout, calibration_texts=[t.text for t in texts[:n_cal]], rows_seen=seen, skipped=skipped)

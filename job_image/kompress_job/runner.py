@@ -241,7 +241,11 @@ def main_run(args: Any) -> int:
 
 
 def main_worker() -> int:
-    env = os.environ
+    return worker(os.environ)
+
+
+def worker(env: Mapping[str, str], *, resolve: Callable[[str], Callable[[RunContext], None]] = pipeline.stage_function) -> int:
+    """The Job pod's whole life; `resolve` is for harnesses that stand in for the compute stages."""
     redact = Redactor.from_env(env)
     log = logs.setup(env.get(ENV_LOG_FORMAT) or "json", redact)
     termination = Path(env.get(ENV_TERMINATION_LOG) or TERMINATION_LOG)
@@ -265,6 +269,7 @@ def main_worker() -> int:
         progress_bind=env.get(ENV_PROGRESS_BIND) or DEFAULT_BIND,
         termination_log=termination,
         sinks=[logs.LogProgressSink(log)],
+        resolve=resolve,
     )
     log.info("result: %s", result.reason, extra={"exit_code": result.exit_code, "ok": result.ok})
     return result.exit_code

@@ -181,6 +181,20 @@ def storage_error(
     return None
 
 
+def missing_object_message(client: Any, uri: str, what: str) -> str:
+    """Why a HEAD of an object under `uri` found nothing: the bucket itself may be missing (HEAD can't say)."""
+    from botocore.exceptions import ClientError
+
+    loc = parse_s3_uri(uri)
+    try:
+        client.head_bucket(Bucket=loc.bucket)
+    except ClientError as exc:
+        if error_code(exc) in _NOT_FOUND_CODES | _BUCKET_MISSING_CODES:
+            return f"the bucket '{loc.bucket}' does not exist ({what}: {uri}); create it or fix the URI"
+        raise
+    return f"nothing at {uri} ({what})"
+
+
 def raise_storage_error(exc: BaseException, **kwargs: Any) -> None:
     """Re-raise `exc` as the worker error it means, or unchanged when it means nothing specific."""
     mapped = storage_error(exc, **kwargs)

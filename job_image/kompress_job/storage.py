@@ -40,6 +40,7 @@ class StoredFile:
     sha256: str
     s3_checksum: str | None = None  # the store's own checksum (S3 SHA-256, composite for multipart)
     skipped: bool = False  # already there with the same content
+    sent: int = 0  # bytes that went over the wire (less than size when an interrupted upload was resumed)
 
 
 class Destination(Protocol):
@@ -129,7 +130,7 @@ class S3Destination:
         except (ClientError, BotoCoreError) as exc:
             self._fail(exc)
             raise
-        return [StoredFile(name, r.size, r.sha256, r.s3_checksum, r.skipped) for (_, name), r in zip(files, results)]
+        return [StoredFile(name, r.size, r.sha256, r.s3_checksum, r.skipped, r.bytes_sent) for (_, name), r in zip(files, results)]
 
     def put_text(self, name: str, text: str) -> StoredFile:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -148,7 +149,7 @@ class S3Destination:
             )
         except (ClientError, BotoCoreError) as exc:
             self._fail(exc)
-        return StoredFile(name, len(data), digest.hex(), b64(digest))
+        return StoredFile(name, len(data), digest.hex(), b64(digest), sent=len(data))
 
     def delete(self, names: list[str]) -> None:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -233,7 +234,7 @@ class FolderDestination:
             os.replace(tmp, target)
         finally:
             tmp.unlink(missing_ok=True)
-        return StoredFile(name, size, h.hexdigest(), None, False)
+        return StoredFile(name, size, h.hexdigest(), None, False, size)
 
     def put_text(self, name: str, text: str) -> StoredFile:
         data = text.encode()
@@ -249,7 +250,7 @@ class FolderDestination:
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             raise self._denied(exc) from None
-        return StoredFile(name, len(data), hashlib.sha256(data).hexdigest())
+        return StoredFile(name, len(data), hashlib.sha256(data).hexdigest(), sent=len(data))
 
     def delete(self, names: list[str]) -> None:
         for name in names:

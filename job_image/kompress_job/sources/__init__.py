@@ -90,14 +90,17 @@ def check_model(source: ModelSource, env: Mapping[str, str]) -> str | None:
         from botocore.exceptions import BotoCoreError, ClientError
 
         from kompress_job.errors import ModelNotFound
-        from kompress_job.s3client import make_client, parse_s3_uri, raise_storage_error
+        from kompress_job.s3client import make_client, missing_object_message, parse_s3_uri, raise_storage_error
         from kompress_job.transfer import head_object
 
         loc = parse_s3_uri(source.uri)
         client = make_client(source.s3, env, "model", max_attempts=2, connect_timeout=5)
         try:
             if head_object(client, loc.bucket, loc.child("config.json")) is None:
-                raise ModelNotFound(f"no config.json at {source.uri}: the URI must point at the model's folder (the prefix holding config.json)")
+                reason = missing_object_message(client, source.uri, "model")
+                if reason.startswith("nothing"):
+                    reason = f"no config.json at {source.uri}: the URI must point at the model's folder (the prefix holding config.json)"
+                raise ModelNotFound(reason)
         except (ClientError, BotoCoreError) as exc:
             raise_storage_error(exc, what="model", uri=source.uri, not_found=ModelNotFound, endpoint=source.s3.endpoint if source.s3 else None)
         return None

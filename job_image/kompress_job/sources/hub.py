@@ -183,8 +183,9 @@ def fetch_model(source: ModelSource, dest: Path, env: Mapping[str, str], *, on_b
     api = hub_api(settings)
     call = dict(uri=source.uri, what="model", settings=settings, not_found=ModelNotFound, revision=source.revision)
     commit = hub_call(lambda: resolve_commit(api, repo_id, source.revision), **call)
-    entries = [e for e in hub_call(lambda: list_files(api, repo_id, commit), **call) if wanted(e.path, source.trust_remote_code)]
-    problem = check_complete([e.path for e in entries], f"{source.uri}@{commit}")
+    listing = hub_call(lambda: list_files(api, repo_id, commit), **call)
+    entries = [e for e in listing if wanted(e.path, source.trust_remote_code)]
+    problem = check_complete([e.path for e in entries], f"{source.uri}@{commit}", [e.path for e in listing])
     if problem:
         raise ModelNotFound(problem)
     dest.mkdir(parents=True, exist_ok=True)

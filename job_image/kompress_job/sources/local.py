@@ -24,8 +24,9 @@ def _folder(source: ModelSource) -> Path:
 
 def fetch_model(source: ModelSource) -> FetchedModel:
     folder = _folder(source)
-    files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and wanted(str(p.relative_to(folder)), source.trust_remote_code))
-    problem = check_complete(files, str(folder))
+    everything = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    files = [f for f in everything if wanted(f, source.trust_remote_code)]
+    problem = check_complete(files, str(folder), everything)
     if problem:
         raise ModelNotFound(problem)
     size = sum((folder / f).stat().st_size for f in files)

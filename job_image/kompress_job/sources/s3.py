@@ -37,7 +37,7 @@ def fetch_model(source: ModelSource, dest: Path, env: Mapping[str, str], *, on_b
         listing = list_objects(client, loc.bucket, prefix)
         keys = {obj["Key"][len(prefix):]: obj["Key"] for obj in listing if not obj["Key"].endswith("/")}
         files = sorted(rel for rel in keys if wanted(rel, source.trust_remote_code))
-        problem = check_complete(files, source.uri)
+        problem = check_complete(files, source.uri, list(keys))
         if problem:
             raise ModelNotFound(problem)
         with S3Transfer(client, TransferSettings.from_env(dict(env))) as transfer:

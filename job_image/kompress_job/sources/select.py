@@ -46,13 +46,13 @@ def wanted(path: str, trust_remote_code: bool = False) -> bool:
     return any(fnmatch(name, pattern) for pattern in allow_patterns(trust_remote_code))
 
 
-def check_complete(paths: list[str], where: str) -> str | None:
-    """Why a file list is not a loadable model, or None if it is."""
+def check_complete(paths: list[str], where: str, everything: list[str] | None = None) -> str | None:
+    """Why the wanted files `paths` are not a loadable model, or None if they are. `everything`: all files there, for hints."""
     names = {p.rsplit("/", 1)[-1] for p in paths}
     if "config.json" not in paths:
         return f"no config.json at {where}: the URI must point at the model's folder (the one holding config.json)"
     if not any(n.endswith(".safetensors") for n in names):
-        others = sorted(n for n in names if n.endswith((".bin", ".pt", ".pth", ".gguf")))
+        others = sorted(p.rsplit("/", 1)[-1] for p in (everything or []) if p.endswith((".bin", ".pt", ".pth", ".gguf")))
         hint = f" (found {', '.join(others[:3])}: convert the weights to safetensors first)" if others else ""
         return f"no *.safetensors weights at {where}{hint}"
     return None

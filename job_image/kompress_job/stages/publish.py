@@ -74,8 +74,15 @@ def run(ctx: RunContext) -> None:
     ctx.progress.message(f"uploading {len(files)} files to {uri}")
     stored = destination.upload(files, on_bytes=ctx.progress.transfer)
     skipped = [s for s in stored if s.skipped]
-    if skipped:
-        ctx.log.info("publish: %d files already at %s with the same SHA-256, not sent again", len(skipped), uri)
+    ctx.log.info(
+        "publish: sent %d of %d bytes; %d of %d files were already at %s with the same SHA-256",
+        sum(s.sent for s in stored),
+        sum(s.size for s in stored),
+        len(skipped),
+        len(stored),
+        uri,
+        extra={"bytes_sent": sum(s.sent for s in stored), "files_skipped": len(skipped)},
+    )
     if ctx.checkpoint_bytes is None:
         ctx.checkpoint_bytes = sum(s.size for s in stored)
 
