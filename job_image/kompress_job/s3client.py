@@ -168,7 +168,10 @@ def storage_error(
         code = error_code(exc) or "unknown"
         if bucket_level and code in _NOT_FOUND_CODES:
             code = "NoSuchBucket"
-        if code in _DENIED_CODES:
+        if bucket_level and code == "400":
+            # A HEAD carries no error body: on a bucket this is a malformed auth (bad session token, wrong region).
+            return AccessDenied(f"the S3 store rejected the request for the {what} ({uri}) with HTTP 400; check the credentials (session token) and s3.region")
+        if code in _DENIED_CODES or code in ("InvalidToken", "AuthorizationHeaderMalformed"):
             return AccessDenied(f"the S3 store refused the credentials for the {what} ({uri}): {code}; check the access key, secret and the bucket policy")
         if code in _BUCKET_MISSING_CODES:
             bucket = parse_s3_uri(uri).bucket if uri.startswith("s3://") else uri
