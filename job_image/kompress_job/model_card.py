@@ -45,6 +45,9 @@ def render(manifest: dict[str, Any], *, output_uri: str) -> str:
     hub_id = source["uri"][len("hf://"):] if source["uri"].startswith("hf://") else None
     name = (manifest.get("job") or {}).get("name") or "compressed-model"
     description, servable = PRESETS.get(preset or "", ("a custom llm-compressor recipe (see below)", None))
+    effective = recipe.get("effective") or {}
+    if isinstance(effective.get("servable"), bool):
+        servable = effective["servable"]  # the resolved recipe knows better than the preset's name
 
     lines: list[str] = ["---"]
     if hub_id:
@@ -80,8 +83,16 @@ def render(manifest: dict[str, Any], *, output_uri: str) -> str:
     cal = manifest["calibration"]
     if cal.get("samples"):
         lines += [f"- **Calibration:** {cal['samples']} samples of up to {cal['maxSequenceLength']} tokens from `{cal['uri']}` (seed {cal['seed']})."]
+    kept = effective.get("kept_16bit")
+    if isinstance(kept, dict) and kept.get("of_parameters"):
+        share = 100 * kept.get("parameters", 0) / kept["of_parameters"]
+        lines += [f"- **Kept in 16-bit:** {kept.get('modules', 0)} modules ({share:.1f} % of parameters)."]
+    detailed = [g for g in effective.get("groups") or [] if isinstance(g, dict) and "name" in g]
     groups = manifest.get("groups")
-    if groups:
+    if detailed:
+        lines += ["", "| config group | scheme | sparsity | modules |", "|---|---|---|---:|"]
+        lines += [f"| `{g['name']}` | {g.get('scheme') or '–'} | {g.get('sparsity') or '–'} | {(groups or {}).get(g['name'], '?')} |" for g in detailed]
+    elif groups:
         lines += ["", "| config group | modules |", "|---|---:|"]
         lines += [f"| `{g}` | {n} |" for g, n in groups.items()]
     lines += ["", "## Sizes", "", "| | size |", "|---|---:|"]
@@ -112,10 +123,12 @@ def render(manifest: dict[str, Any], *, output_uri: str) -> str:
 
     lines += ["", "## Use", ""]
     if servable is False:
+        why = effective.get("serving") or (
+            "it removed its 2:4 sparse kernels, and its fused MoE kernels need dynamic per-token INT8 activations on experts"
+        )
         lines += [
-            "vLLM cannot serve this checkpoint today (it removed its 2:4 sparse kernels, and its fused MoE kernels "
-            "need dynamic per-token INT8 activations on experts). Load it with llm-compressor / compressed-tensors "
-            "for research, or use the servable `w4a16-w8a8` preset.",
+            f"vLLM cannot serve this checkpoint today ({why.rstrip('.')}). Load it with llm-compressor / "
+            "compressed-tensors for research, or use the servable `w4a16-w8a8` preset.",
         ]
     else:
         lines += [

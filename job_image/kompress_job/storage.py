@@ -56,7 +56,11 @@ class Destination(Protocol):
 
 
 def rejected_uri(uri: str) -> str:
-    """The sibling prefix a model that missed the quality gate is published to, never the final one."""
+    """The sibling prefix a model that missed the quality gate is published to, never the final one.
+
+    An output at a bucket's root has no sibling: its rejected copy goes to the `kompress.rejected/` folder
+    (the root itself then holds no manifest, so it is still not a finished model).
+    """
     stripped = uri.rstrip("/")
     if stripped.startswith("s3://") and "/" not in stripped[len("s3://"):]:
         return f"{stripped}/kompress{REJECTED_SUFFIX}"

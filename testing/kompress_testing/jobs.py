@@ -103,13 +103,19 @@ def make_job(model_uri: str, output_uri: str, **spec: Any) -> v1alpha1.Compressi
 
 
 class FakeRecipe:
+    """The shape of kompress_job.recipe's ResolvedRecipe.summary(), with made-up figures."""
+
     def summary(self) -> dict[str, Any]:
         return {
+            "source": "preset",
             "preset": "w4a16-w8a8",
             "groups": [
-                {"name": "group_0", "scheme": "W4A16", "modules": ["model.layers.0.self_attn.q_proj", "model.layers.0.self_attn.k_proj"]},
-                {"name": "group_1", "scheme": "W8A8", "modules": 12},
+                {"name": "group_0", "scheme": "W4A16", "sparsity": None, "modules": 2, "parameters": 65536},
+                {"name": "group_1", "scheme": "W8A8", "sparsity": None, "modules": 12, "parameters": 393216},
             ],
+            "kept_16bit": {"modules": 3, "parameters": 150000, "of_parameters": 608752},
+            "servable": True,
+            "serving": "vLLM: Marlin W4A16 on Linear layers, INT8 fused MoE on experts",
         }
 
 

@@ -70,7 +70,7 @@ def test_every_file_is_published_with_its_sha256_and_the_manifest_describes_the_
 
     card = read(s3, bucket, "out/tiny/README.md").decode()
     assert "w4a16-w8a8" in card and "vllm serve" in card and "+5.00 %" in card
-    assert "| `group_1` | 12 |" in card
+    assert "| `group_1` | W8A8 | – | 12 |" in card and "3 modules (24.6 % of parameters)" in card
 
 
 def test_a_killed_upload_leaves_no_manifest_and_a_rerun_sends_only_what_is_missing(s3, bucket, model_folder, tokenizer_files, tmp_path, caplog):
