@@ -47,7 +47,10 @@ def builtin_rows(name: str, *, chat: bool) -> list[dict[str, Any]]:
 
     import yaml
 
-    folder = resources.files("chatterbot_corpus") / "data" / "english"
+    try:
+        folder = resources.files("chatterbot_corpus") / "data" / "english"
+    except ModuleNotFoundError:
+        raise CalibrationNotFound("builtin://chatterbot needs the chatterbot-corpus package, which this installation lacks") from None
     rows: list[dict[str, Any]] = []
     for entry in sorted(folder.iterdir(), key=lambda e: e.name):
         if not entry.name.endswith(".yml"):

@@ -24,7 +24,7 @@ from kompress_job.checksums import file_digests
 from kompress_job.errors import AccessDenied
 from kompress_job.s3client import S3Location, make_client, parse_s3_uri, raise_storage_error
 from kompress_job.sources import local_path
-from kompress_job.transfer import S3Transfer, TransferSettings, UploadItem, head_object
+from kompress_job.transfer import S3Transfer, TransferSettings, UploadItem, abort_stale_uploads, head_object
 
 MANIFEST = "kompress.json"
 MODEL_CARD = "README.md"
@@ -172,7 +172,7 @@ class S3Destination:
 
         prefix = f"{self.location.key}/" if self.location.key else ""
         try:
-            S3Transfer(self.client, TransferSettings(workers=1)).abort_stale_uploads(self.location.bucket, prefix)
+            abort_stale_uploads(self.client, self.location.bucket, prefix)
         except (ClientError, BotoCoreError):
             pass  # housekeeping only
 

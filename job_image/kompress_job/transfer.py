@@ -9,6 +9,8 @@ the strongest checksum the store has (composite or full SHA-256, else the MD5 ET
 Must not: know about jobs, manifests or progress beyond a byte-count callback.
 
 Layout of a download in progress: DEST.partial (sparse, written at offsets) + DEST.partial.json.
+Tuning (env): KOMPRESS_TRANSFER_WORKERS (parts in flight, default 16), KOMPRESS_TRANSFER_PART_MIB
+(smallest part, default 32). Memory: about (workers + 4) x part size during uploads.
 """
 
 from __future__ import annotations
@@ -196,7 +198,6 @@ def same_content(path: Path, remote: RemoteObject | None) -> FileDigests | None:
     return None
 
 
-
 class S3Transfer:
     """Parallel transfers with one S3 client. Use as a context manager; thread pools end with it."""
 
@@ -258,10 +259,13 @@ class S3Transfer:
         meter.add(size)
         return UploadResult(item.key, size, digest.hex(), b64(digest), None, False, size)
 
-    def _put_multipart(self, item: UploadItem, size: int, meter: Meter) -> UploadResult:
+    def _put_multipart(self, item: UploadItem, size: int, meter: Meter, *, resume: bool = True) -> UploadResult:
+        from botocore.exceptions import ClientError
+
         part_size = part_size_for(size, self.settings)
         count = math.ceil(size / part_size)
-        upload_id, existing = self._resumable_upload(item, part_size, count)
+        upload_id, existing = self._resumable_upload(item, part_size, count) if resume else (None, {})
+        resumed = upload_id is not None
         if upload_id is None:
             upload_id = self.client.create_multipart_upload(
                 Bucket=item.bucket, Key=item.key, ChecksumAlgorithm="SHA256", Metadata={META_PART_SIZE: str(part_size)}
@@ -270,9 +274,12 @@ class S3Transfer:
         futures: list[Future] = []
         sent = [0]
         sent_lock = threading.Lock()
+        failed = threading.Event()
 
         def send(number: int, data: bytes) -> dict[str, Any]:
             try:
+                if failed.is_set():
+                    raise TransferError(f"upload of s3://{item.bucket}/{item.key} abandoned after a failed part")
                 digest = hashlib.sha256(data).digest()
                 known = existing.get(number)
                 if known is not None and known == hashlib.md5(data).hexdigest():
@@ -285,12 +292,17 @@ class S3Transfer:
                         sent[0] += len(data)
                 meter.add(len(data))
                 return {"PartNumber": number, "ETag": f'"{etag}"', "ChecksumSHA256": b64(digest), "_digest": digest}
+            except BaseException:
+                failed.set()  # stop reading and sending the rest of this file
+                raise
             finally:
                 self._buffers.release()
 
         try:
             with open(item.path, "rb") as f:
                 for number in range(1, count + 1):
+                    if failed.is_set():
+                        break
                     data = f.read(part_size)
                     whole.update(data)
                     self._buffers.acquire()
@@ -306,7 +318,14 @@ class S3Transfer:
             # The upload is left open on purpose: a re-run resumes it (see _resumable_upload).
             raise
         digests = [p.pop("_digest") for p in parts]
-        self.client.complete_multipart_upload(Bucket=item.bucket, Key=item.key, UploadId=upload_id, MultipartUpload={"Parts": parts})
+        try:
+            self.client.complete_multipart_upload(Bucket=item.bucket, Key=item.key, UploadId=upload_id, MultipartUpload={"Parts": parts})
+        except ClientError:
+            if not resumed:
+                raise
+            # An open upload we could not finish (made by another tool, without SHA-256): start clean.
+            self.client.abort_multipart_upload(Bucket=item.bucket, Key=item.key, UploadId=upload_id)
+            return self._put_multipart(item, size, meter, resume=False)
         return UploadResult(item.key, size, whole.hexdigest(), f"{composite(digests)}-{count}", part_size, False, sent[0])
 
     def _resumable_upload(self, item: UploadItem, part_size: int, count: int) -> tuple[str | None, dict[int, str]]:
@@ -328,15 +347,6 @@ class S3Transfer:
             if compatible:
                 return upload["UploadId"], parts
         return None, {}
-
-    def abort_stale_uploads(self, bucket: str, prefix: str) -> int:
-        """Abort multipart uploads left open under `prefix` by interrupted runs (they cost storage)."""
-        aborted = 0
-        for page in self.client.get_paginator("list_multipart_uploads").paginate(Bucket=bucket, Prefix=prefix):
-            for upload in page.get("Uploads", []):
-                self.client.abort_multipart_upload(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
-                aborted += 1
-        return aborted
 
     # -- download -------------------------------------------------------------------------------
 
@@ -587,6 +597,16 @@ class _FileDownload:
                     h.update(block)
             return h.hexdigest() == r.etag
         return True
+
+
+def abort_stale_uploads(client: Any, bucket: str, prefix: str) -> int:
+    """Abort multipart uploads left open under `prefix` by interrupted runs (they cost storage)."""
+    aborted = 0
+    for page in client.get_paginator("list_multipart_uploads").paginate(Bucket=bucket, Prefix=prefix):
+        for upload in page.get("Uploads", []):
+            client.abort_multipart_upload(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+            aborted += 1
+    return aborted
 
 
 def download_items(client: Any, bucket: str, objects: Iterable[tuple[str, str]], root: Path) -> list[DownloadItem]:

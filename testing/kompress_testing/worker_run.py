@@ -1,12 +1,13 @@
 """Run the worker pod's entry point in a child process with the compute stages stood in for.
 
-    python -m kompress_testing.worker_run CHECKPOINT_DIR [--die-before-part N] [--gate-failure TEXT]
+    python -m kompress_testing.worker_run CHECKPOINT_DIR [--die-before-part N] [--gate-failure TEXT] [--hang-in STAGE]
 
 The environment is the pod's ($KOMPRESS_JOB, credentials, $KOMPRESS_TERMINATION_LOG...). Everything
 but the compute stages is the product's own code: JSON logs, progress server, preflight, fetch,
 calibration, publish, termination message. `--die-before-part N` ends the process the way SIGKILL
 does (no cleanup, no exception handlers) when the Nth multipart part upload is about to be sent: a
-fault at the transport boundary, through botocore's handler registry.
+fault at the transport boundary, through botocore's handler registry. `--hang-in STAGE` makes that
+stand-in stage wait forever (to see what SIGTERM does mid-job).
 Must not: be imported by product code.
 """
 
@@ -40,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("checkpoint", type=Path)
     parser.add_argument("--die-before-part", type=int)
     parser.add_argument("--gate-failure", action="append", default=[])
+    parser.add_argument("--hang-in")
     args = parser.parse_args(argv)
     if args.die_before_part:
         die_before_part(args.die_before_part)
@@ -47,7 +49,14 @@ def main(argv: list[str] | None = None) -> int:
     from kompress_job import runner
     from kompress_testing.jobs import ComputeStandIns
 
-    return runner.worker(os.environ, resolve=ComputeStandIns(args.checkpoint, gate_failures=args.gate_failure).resolve)
+    stand_ins = ComputeStandIns(args.checkpoint, gate_failures=args.gate_failure)
+
+    def resolve(name: str):  # noqa: ANN202
+        if name == args.hang_in:
+            return lambda ctx: threading.Event().wait()
+        return stand_ins.resolve(name)
+
+    return runner.worker(os.environ, resolve=resolve)
 
 
 if __name__ == "__main__":

@@ -127,3 +127,45 @@ def test_the_worker_without_a_job_says_so_in_its_termination_message(tmp_path):
     assert done.returncode == ExitCode.INVALID_SPEC.code
     result = WorkerResult.model_validate(json.loads(termination.read_text()))
     assert result.reason == "InvalidSpec" and "KOMPRESS_JOB" in result.message
+
+
+def test_sigterm_mid_job_leaves_an_honest_termination_message(model_folder, tokenizer_files, tmp_path):
+    import signal
+    import time
+    import urllib.request
+
+    from kompress_testing.jobs import write_checkpoint
+    from kompress_testing.s3 import free_port
+
+    doc = job_doc(str(model_folder), {"uri": f"file://{tmp_path / 'out'}"}, calibration={"samples": 4, "maxSequenceLength": 16}, evaluation={"samples": 2})
+    port = free_port()
+    termination = tmp_path / "termination-log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KOMPRESS_")}
+    env.update(
+        {
+            "KOMPRESS_JOB": json.dumps({"metadata": doc["metadata"], "spec": doc["spec"]}),
+            "KOMPRESS_TERMINATION_LOG": str(termination),
+            "KOMPRESS_PROGRESS_BIND": f"127.0.0.1:{port}",
+            "KOMPRESS_SCRATCH": str(tmp_path / "scratch"),
+        }
+    )
+    checkpoint = write_checkpoint(tmp_path / "checkpoint", tokenizer_files)
+    child = subprocess.Popen([sys.executable, "-m", "kompress_testing.worker_run", str(checkpoint), "--hang-in", "compress"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        stage, deadline = None, time.monotonic() + 120
+        while stage != "compress" and time.monotonic() < deadline:
+            time.sleep(0.2)
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/progress", timeout=2) as response:
+                    stage = json.loads(response.read())["stage"]
+            except OSError:
+                continue
+        assert stage == "compress", "the worker never reached the compress stage"
+        child.send_signal(signal.SIGTERM)
+        _, stderr = child.communicate(timeout=60)
+    finally:
+        child.kill()
+    assert child.returncode == 143, stderr[-2000:]
+    result = WorkerResult.model_validate(json.loads(termination.read_text()))
+    assert (result.ok, result.reason, result.stage) == (False, "Terminated", "compress")
+    assert not (tmp_path / "out" / "kompress.json").exists()
