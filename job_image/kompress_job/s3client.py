@@ -106,7 +106,9 @@ def make_client(
             f"in the worker's environment: the Secret must hold keys AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
         )
     config = Config(
-        s3={"addressing_style": "path" if access.path_style else "auto"},
+        # Bodies are not hashed a second time for the signature: every upload carries an x-amz-checksum-sha256
+        # header, which is signed and which the store checks the body against (over http too).
+        s3={"addressing_style": "path" if access.path_style else "auto", "payload_signing_enabled": False},
         retries={"mode": "standard", "max_attempts": max_attempts},
         connect_timeout=connect_timeout,
         read_timeout=read_timeout,

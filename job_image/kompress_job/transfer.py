@@ -10,7 +10,7 @@ Must not: know about jobs, manifests or progress beyond a byte-count callback.
 
 Layout of a download in progress: DEST.partial (sparse, written at offsets) + DEST.partial.json.
 Tuning (env): KOMPRESS_TRANSFER_WORKERS (parts in flight, default 16), KOMPRESS_TRANSFER_PART_MIB
-(smallest part, default 32). Memory: about (workers + 4) x part size during uploads.
+(smallest part, default 8). Memory: about (workers + 4) x part size during uploads.
 """
 
 from __future__ import annotations
@@ -43,9 +43,10 @@ META_SHA256 = "kompress-sha256"
 @dataclass(frozen=True)
 class TransferSettings:
     workers: int = 16  # part requests in flight
-    part_size: int = 32 * MiB  # grows so an object needs at most 10,000 parts
-    threshold: int = 32 * MiB  # objects up to this size go in one request
+    part_size: int = 8 * MiB  # grows so an object needs at most 10,000 parts
+    threshold: int = 8 * MiB  # objects up to this size go in one request
     file_workers: int = 4  # files read at once on upload (each read sequentially)
+    range_size: int = 64 * MiB  # bytes per ranged GET (a whole number of parts when verifying per part)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "TransferSettings":
@@ -430,20 +431,47 @@ class DownloadResult:
     reused: bool  # already complete and verified before this run
 
 
-def verification_plan(remote: RemoteObject, default_chunk: int) -> tuple[str, int]:
-    """How a download of `remote` will be checked, and the range size that allows it."""
+def verification_plan(remote: RemoteObject) -> tuple[str, int | None]:
+    """How a download of `remote` will be checked, and the part size that check needs (None: whole file)."""
     if remote.multipart:
         if remote.part_size:
             if remote.checksum_sha256:
                 return "composite-sha256", remote.part_size
             if remote.etag and not remote.encrypted_kms:
                 return "multipart-md5", remote.part_size
-        return "size", default_chunk
+        return "size", None
     if remote.checksum_sha256:
-        return "sha256", default_chunk
+        return "sha256", None
     if remote.etag and len(remote.etag) == 32 and not remote.encrypted_kms:
-        return "md5", default_chunk
-    return "size", default_chunk
+        return "md5", None
+    return "size", None
+
+
+class _PartHasher:
+    """Digests of consecutive `part_size` pieces of a stream that starts on a part boundary."""
+
+    def __init__(self, algorithm: Callable[[], Any], part_size: int) -> None:
+        self.algorithm, self.part_size = algorithm, part_size
+        self.digests: list[str] = []
+        self._h = algorithm()
+        self._in = 0
+
+    def update(self, block: bytes | memoryview) -> None:
+        view = memoryview(block)
+        while view:
+            take = min(len(view), self.part_size - self._in)
+            self._h.update(view[:take])
+            self._in += take
+            view = view[take:]
+            if self._in == self.part_size:
+                self.digests.append(self._h.hexdigest())
+                self._h, self._in = self.algorithm(), 0
+
+    def finish(self) -> list[str]:
+        if self._in:
+            self.digests.append(self._h.hexdigest())
+            self._h, self._in = self.algorithm(), 0
+        return self.digests
 
 
 class _FileDownload:
@@ -452,7 +480,10 @@ class _FileDownload:
     def __init__(self, item: DownloadItem, settings: TransferSettings, meter: Meter, *, fresh: bool) -> None:
         self.item = item
         self.meter = meter
-        self.kind, self.chunk = verification_plan(item.remote, part_size_for(item.remote.size, settings))
+        self.kind, self.part = verification_plan(item.remote)
+        # Ranges are a whole number of parts when parts are checked, so each range yields its parts' digests.
+        self.chunk = self.part * max(1, settings.range_size // self.part) if self.part else settings.range_size
+        self._algorithm = {"composite-sha256": hashlib.sha256, "multipart-md5": hashlib.md5}.get(self.kind)
         self.partial = item.dest.with_name(item.dest.name + ".partial")
         self.state_path = item.dest.with_name(item.dest.name + ".partial.json")
         self.count = max(1, math.ceil(item.remote.size / self.chunk))
@@ -519,7 +550,7 @@ class _FileDownload:
         if self.item.remote.etag:
             kwargs["IfMatch"] = f'"{self.item.remote.etag}"'  # the object must not change under us
         body = client.get_object(**kwargs)["Body"]
-        hasher = hashlib.md5() if self.kind == "multipart-md5" else hashlib.sha256() if self.kind == "composite-sha256" else None
+        hasher = _PartHasher(self._algorithm, self.part) if self._algorithm and self.part else None
         offset = start
         try:
             while block := body.read(READ_BLOCK):
@@ -536,7 +567,7 @@ class _FileDownload:
         if offset != end + 1:
             raise TransferError(f"short read of s3://{self.item.bucket}/{self.item.remote.key} at bytes {start}-{end}")
         with self._lock:
-            self.done[index] = hasher.hexdigest() if hasher is not None else ""
+            self.done[index] = ",".join(hasher.finish()) if hasher is not None else ""
         self.save_state(throttle=True)
 
     def save_state(self, *, throttle: bool = False) -> None:
@@ -574,17 +605,16 @@ class _FileDownload:
         r = self.item.remote
         if self.partial.stat().st_size != r.size:
             return False
-        if self.kind in ("composite-sha256", "multipart-md5"):
-            algorithm = hashlib.sha256 if self.kind == "composite-sha256" else hashlib.md5
+        if self._algorithm and self.part:
             with open(self.partial, "rb") as f:
                 for index in self._carried:
                     f.seek(index * self.chunk)
-                    h, left = algorithm(), self._chunk_len(index)
+                    hasher, left = _PartHasher(self._algorithm, self.part), self._chunk_len(index)
                     while left > 0 and (block := f.read(min(left, 8 * MiB))):
-                        h.update(block)
+                        hasher.update(block)
                         left -= len(block)
-                    self.done[index] = h.hexdigest()
-            digests = [bytes.fromhex(self.done[i]) for i in range(self.count)]
+                    self.done[index] = ",".join(hasher.finish())
+            digests = [bytes.fromhex(d) for i in range(self.count) for d in self.done[i].split(",")]
             if self.kind == "composite-sha256":
                 return composite(digests) == strip_parts(r.checksum_sha256)
             return multipart_etag(digests) == r.etag

@@ -69,3 +69,33 @@ def test_text_format_is_masked_too():
         assert SECRET not in stream.getvalue() and "token ***" in stream.getvalue()
     finally:
         logging.getLogger().handlers.clear()
+
+
+def test_terminal_progress_bar_shows_bytes_then_steps():
+    from kompress_job.progress import ProgressReporter
+
+    stream = io.StringIO()
+    bar = logs.TqdmProgressSink(stream)
+    reporter = ProgressReporter(["fetch-model", "compress"], sinks=[bar])
+    with reporter.stage("fetch-model"):
+        reporter.transfer(512 * 1024 * 1024, 1024 * 1024 * 1024)
+    with reporter.stage("compress", total_steps=46):
+        reporter.step(3, message="layer 3")
+    bar.close()
+    text = stream.getvalue()
+    assert "fetch-model" in text and "537M/1.07G" in text
+    assert "compress" in text and "3/46" in text and "layer 3" in text
+
+
+def test_progress_log_lines_are_throttled_but_every_stage_change_is_logged(captured):
+    from kompress_job.progress import ProgressReporter
+
+    log, stream = captured
+    reporter = ProgressReporter(["fetch-model", "publish"], sinks=[logs.LogProgressSink(log, interval=3600)])
+    with reporter.stage("fetch-model"):
+        for done in range(0, 100, 10):
+            reporter.transfer(done, 100)
+    with reporter.stage("publish"):
+        reporter.transfer(5, 10)
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [line["stage"] for line in lines] == ["fetch-model", "publish"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+from dataclasses import replace
 
 import pytest
 
@@ -19,7 +20,7 @@ from kompress_job.transfer import MiB, S3Transfer, TransferSettings, UploadItem,
 
 pytestmark = pytest.mark.integration
 
-SMALL_PARTS = TransferSettings(workers=1, part_size=5 * MiB, threshold=5 * MiB, file_workers=1)
+SMALL_PARTS = TransferSettings(workers=1, part_size=5 * MiB, threshold=5 * MiB, file_workers=1, range_size=5 * MiB)
 
 
 class InjectedFault(Exception):
@@ -104,10 +105,11 @@ def test_an_interrupted_multipart_upload_resumes_without_resending_its_parts(s3,
     assert client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
 
 
-def test_download_verifies_against_the_stores_checksums(client, bucket, big_file, tmp_path):
+@pytest.mark.parametrize("range_mib", [5, 10, 64])  # one part per range, two, all three
+def test_download_verifies_against_the_stores_checksums(client, bucket, big_file, tmp_path, range_mib):
     small = tmp_path / "config.json"
     small.write_text('{"a": 1}')
-    with S3Transfer(client, SMALL_PARTS) as transfer:
+    with S3Transfer(client, replace(SMALL_PARTS, range_size=range_mib * MiB, workers=4)) as transfer:
         transfer.upload_files([UploadItem(big_file, bucket, "m/shard"), UploadItem(small, bucket, "m/config.json")])
         items = download_items(client, bucket, [("m/shard", "shard"), ("m/config.json", "config.json")], tmp_path / "dl")
         results = transfer.download_objects(items)
