@@ -122,3 +122,9 @@ def test_every_package_the_worker_imports_is_installed_by_the_image():
                 if not dists & installed:
                     missing.add(f"{top} ({path.relative_to(ROOT)})")
     assert not missing, f"imported by the worker but not installed by requirements/worker.txt: {sorted(missing)}"
+
+
+def test_the_worker_image_has_no_kubernetes_client():
+    # The pod has no Kubernetes rights and must not try: progress goes out over HTTP, the result in the termination message.
+    installed = _closure(set(pins(ROOT / "requirements" / "worker.txt")))
+    assert not {"kubernetes", "kopf", "kubernetes-asyncio"} & installed

@@ -171,6 +171,9 @@ class TestHub:
         fetched = sources.fetch_model(self.source(hub, revision="v2"), tmp_path / "model", {"HF_TOKEN": self.TOKEN})
         assert fetched.resolved_revision == v2 != repo
         assert '"v": 2' in (tmp_path / "model" / "config.json").read_text()
+        # The planner fetches config.json at the commit preflight pinned, whatever main says by then.
+        planned = sources.fetch_config(self.source(hub), tmp_path / "cfg", {"HF_TOKEN": self.TOKEN}, revision=v2)
+        assert planned.resolved_revision == v2 and '"v": 2' in planned.path.read_text()
 
     def test_config_only_fetch_for_the_planner(self, hub, repo, tmp_path):
         got = sources.fetch_config(self.source(hub), tmp_path / "cfg", {"HF_TOKEN": self.TOKEN})

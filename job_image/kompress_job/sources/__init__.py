@@ -54,7 +54,10 @@ def fetch_model(source: ModelSource, dest: Path, env: Mapping[str, str], *, on_b
     return local.fetch_model(source)
 
 
-def fetch_config(source: ModelSource, dest: Path, env: Mapping[str, str]) -> FetchedConfig:
+def fetch_config(source: ModelSource, dest: Path, env: Mapping[str, str], *, revision: str | None = None) -> FetchedConfig:
+    """config.json alone. `revision`: a Hub commit already resolved (ctx.resolved_revision), so plan and weights agree."""
+    if revision and model_uri_scheme(source.uri) == "hf":
+        source = source.model_copy(update={"revision": revision})
     scheme = model_uri_scheme(source.uri)
     if scheme == "hf":
         from kompress_job.sources import hub
