@@ -2,15 +2,29 @@
 
 Owns: camelCase wire names, forbidding unknown fields, and the small vocabulary of CRD-only
 facts (CEL rules, int-or-string, preserve-unknown-fields, mutability) that the CRD generator reads.
+The model enforces what of that vocabulary it can without an old object, so a manifest the API
+server refuses is refused locally too: field rules of the forms `self.matches('RE')` and
+`self.startsWith('P')` (with the rule's own message), the quantity pattern of int-or-string fields,
+and JSON booleans only (pydantic would otherwise turn "yes" into True).
 Must not: know about any particular field of the API.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic.alias_generators import to_camel
+
+# A Kubernetes resource.Quantity (`16`, `256Gi`, `500m`, `1e3`).
+QUANTITY_RE = r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+_SIMPLE_RULE = re.compile(r"^self\.(matches|startsWith)\('(.*)'\)$", re.DOTALL)
+
+
+def _extra(model: type[BaseModel], name: str | None) -> dict[str, Any]:
+    info = model.model_fields.get(name or "")
+    return info.json_schema_extra if info is not None and isinstance(info.json_schema_extra, dict) else {}
 
 
 class ApiModel(BaseModel):
@@ -22,6 +36,31 @@ class ApiModel(BaseModel):
         extra="forbid",
         validate_default=True,
     )
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _json_booleans_only(cls, value: Any, info: ValidationInfo) -> Any:
+        annotation = cls.model_fields[info.field_name].annotation if info.field_name in cls.model_fields else None
+        if annotation in (bool, bool | None) and value is not None and not isinstance(value, bool):
+            raise ValueError(f"must be a boolean (true or false), not {value!r}")
+        return value
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _crd_field_rules(cls, value: Any, info: ValidationInfo) -> Any:
+        extra = _extra(cls, info.field_name)
+        if isinstance(value, str):
+            for rule, message in extra.get("x-kompress-rules", []):
+                match = _SIMPLE_RULE.match(rule)
+                if match is None:
+                    continue  # other CEL rules are enforced by the API server only
+                kind, argument = match.groups()
+                ok = re.search(argument, value) is not None if kind == "matches" else value.startswith(argument)
+                if not ok:
+                    raise ValueError(message)
+            if extra.get("x-kompress-int-or-string") and not re.match(QUANTITY_RE, value):
+                raise ValueError(f"{value!r} is not a Kubernetes quantity (e.g. 16, 256Gi, 500m)")
+        return value
 
     def wire(self) -> dict[str, Any]:
         """The object as it appears in Kubernetes: camelCase keys, unset optional fields left out."""

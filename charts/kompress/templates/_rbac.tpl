@@ -4,22 +4,25 @@ failing). It never reads Secrets: Secret values reach worker pods only through s
 kubelet resolves. Planning pods and worker pods run under a ServiceAccount with no rights at all.
 */ -}}
 {{- define "kompress.operatorRules" }}
-# Watch CompressionJobs, and patch them: Kopf keeps its handler progress in annotations.
+# Follow CompressionJobs (watch events feed the operator's reconciles). No get: a conflicting status write
+# waits for the newer version's watch event instead of re-reading. No patch: the operator keeps no state in
+# them (no finalizer, no Kopf annotations), so deleting a job never waits for the operator.
 - apiGroups: ["kompress.dev"]
   resources: ["compressionjobs"]
-  verbs: ["get", "list", "watch", "patch"]
-# The operator is the only writer of status.
+  verbs: ["list", "watch"]
+# The operator is the only writer of status (merge patches on the /status subresource).
 - apiGroups: ["kompress.dev"]
   resources: ["compressionjobs/status"]
-  verbs: ["get", "patch"]
-# The planning and worker Jobs: created, followed, suspended/resumed, deleted when a pending pod times out.
+  verbs: ["patch"]
+# The planning and worker Jobs: created (get: find its own Job after a restart), followed, suspended/resumed
+# (patch), deleted when a pod stays pending past spec.pendingTimeoutSeconds or a Kueue job is suspended.
 - apiGroups: ["batch"]
   resources: ["jobs"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
 # Pods are only read: scheduling failures, image pulls, exit codes, termination messages, pod IPs for progress.
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["list", "watch"]
 # Events on CompressionJobs for every transition.
 - apiGroups: [""]
   resources: ["events"]

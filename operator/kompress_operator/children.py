@@ -1,0 +1,423 @@
+"""The objects the operator creates for a CompressionJob: the planning Job and the worker Job.
+
+Owns: their names (deterministic from the parent's name and uid, so a restarted operator finds
+rather than duplicates), labels, ownerReferences, pod specs, sizing from the spec or the plan, the
+podFailurePolicy that turns the worker's exit codes into "fail now" or "retry", Kueue labels.
+Must not: call the API, read a clock or the environment, or touch a Secret's value: credentials
+reach pods only as secretKeyRef / envFrom references.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from kompress_api import v1alpha1 as api
+from kompress_api import worker_protocol as wp
+from kompress_api.exit_codes import non_retriable_codes
+
+from kompress_operator.config import OperatorConfig
+
+# Labels every child carries: the first two are how the operator finds its Jobs and their pods.
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+MANAGED_BY = "kompress-operator"
+LABEL_OWNER_UID = "kompress.dev/compressionjob-uid"
+LABEL_ROLE = "kompress.dev/role"
+LABEL_NAME = "app.kubernetes.io/name"
+LABEL_COMPONENT = "app.kubernetes.io/component"
+# Label values are at most 63 characters and a CompressionJob's name may be 253, so the name goes
+# into an annotation; the uid (36 characters) is the label.
+ANNOTATION_OWNER_NAME = "kompress.dev/compressionjob"
+ROLE_PLAN = "plan"
+ROLE_WORKER = "worker"
+
+KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+KUEUE_PRIORITY_LABEL = "kueue.x-k8s.io/priority-class"
+
+CONTAINER_NAME = "worker"
+PLAN_CONTAINER_NAME = "planner"
+SHM_VOLUME = "dshm"
+SCRATCH_VOLUME = "scratch"
+MODEL_VOLUME = "model"
+OUTPUT_VOLUME = "output"
+
+# A Job's name is copied into a label on its pods (batch.kubernetes.io/job-name), so it has to be a
+# valid label value: 63 characters at most.
+MAX_JOB_NAME = 63
+UID_CHARS = 5
+
+GIB = 1024**3
+MIB = 1024**2
+
+
+# ---------------------------------------------------------------------------------------------
+# Names and metadata
+# ---------------------------------------------------------------------------------------------
+
+
+def child_name(name: str, uid: str, role: str) -> str:
+    """`<name>-<uid5>-<role>`, the name shortened so the whole stays within 63 characters.
+
+    The uid part keeps two long names with the same prefix (or a re-created job of the same name)
+    from colliding; being derived, not random, it lets a restarted operator find what it made.
+    """
+    suffix = f"-{uid.replace('-', '')[:UID_CHARS].lower()}-{role}"
+    base = name[: MAX_JOB_NAME - len(suffix)].rstrip("-.")
+    return base + suffix
+
+
+def plan_job_name(cjob: api.CompressionJob) -> str:
+    return child_name(_meta(cjob).name, _meta(cjob).uid, ROLE_PLAN)
+
+
+def worker_job_name(cjob: api.CompressionJob) -> str:
+    return child_name(_meta(cjob).name, _meta(cjob).uid, ROLE_WORKER)
+
+
+def _meta(cjob: api.CompressionJob) -> api.ObjectMeta:
+    meta = cjob.metadata
+    if not (meta.name and meta.namespace and meta.uid):
+        raise ValueError("a CompressionJob from the API has a name, a namespace and a uid")
+    return meta
+
+
+def owner_reference(cjob: api.CompressionJob) -> dict[str, Any]:
+    """Makes the garbage collector delete the child with its CompressionJob (never the output)."""
+    meta = _meta(cjob)
+    return {
+        "apiVersion": api.API_VERSION,
+        "kind": api.KIND,
+        "name": meta.name,
+        "uid": meta.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def child_labels(cjob: api.CompressionJob, role: str) -> dict[str, str]:
+    return {
+        LABEL_NAME: "kompress",
+        LABEL_COMPONENT: role,
+        LABEL_MANAGED_BY: MANAGED_BY,
+        LABEL_OWNER_UID: _meta(cjob).uid,
+        LABEL_ROLE: role,
+    }
+
+
+def is_owned_by(child: dict[str, Any], uid: str) -> bool:
+    """Whether `child` is controlled by the CompressionJob with this uid (checked after a 409)."""
+    refs = (child.get("metadata") or {}).get("ownerReferences") or []
+    return any(ref.get("uid") == uid and ref.get("controller") for ref in refs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Sizes
+# ---------------------------------------------------------------------------------------------
+
+
+def bytes_to_quantity(n: int) -> str:
+    """Whole GiB from 10 GiB up or when exact (readable in `kubectl describe`), else whole MiB; rounded up."""
+    if n >= 10 * GIB or (n > 0 and n % GIB == 0):
+        return f"{math.ceil(n / GIB)}Gi"
+    return f"{max(1, math.ceil(n / MIB))}Mi"
+
+
+def _quantity(value: api.Quantity | None) -> str | None:
+    # kubernetes client 37 and the API server both want quantities as strings.
+    return None if value is None else str(value)
+
+
+def worker_resources(spec: api.CompressionJobSpec, plan: api.PlanSummary | None, config: OperatorConfig) -> dict[str, str]:
+    """cpu, memory, scratch, shm and GPUs for the worker: the spec's, else the plan's, else defaults."""
+    res = spec.resources
+    plan = plan or api.PlanSummary()
+    gpus = res.gpus
+    return {
+        "gpus": str(gpus),
+        "gpu_resource": res.gpu_resource_name or config.gpu_resource_name,
+        "cpu": _quantity(res.cpu) or str(max(2, 8 * gpus)),
+        "memory": _quantity(res.memory) or (bytes_to_quantity(plan.host_memory_bytes) if plan.host_memory_bytes else config.default_memory),
+        "scratch": _quantity(res.scratch) or (bytes_to_quantity(plan.disk_bytes) if plan.disk_bytes else config.default_scratch),
+        "shm": _quantity(res.shm) or config.default_shm,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# What the pods share: the job document, credentials by reference, the security context
+# ---------------------------------------------------------------------------------------------
+
+
+def job_document(cjob: api.CompressionJob) -> str:
+    """$KOMPRESS_JOB: name, namespace, uid and spec. The spec holds Secret names, never values."""
+    meta = _meta(cjob)
+    doc = {
+        "apiVersion": api.API_VERSION,
+        "kind": api.KIND,
+        "metadata": {"name": meta.name, "namespace": meta.namespace, "uid": meta.uid},
+        "spec": cjob.spec.wire(),
+    }
+    return json.dumps(doc, separators=(",", ":"), sort_keys=True)
+
+
+def _hub_access(spec: api.CompressionJobSpec, locations: tuple[str, ...]) -> list[api.HubAccess]:
+    return [hub for loc in locations if (hub := getattr(spec, loc).hugging_face) is not None]
+
+
+def credential_env(spec: api.CompressionJobSpec, locations: tuple[str, ...]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(env, envFrom) that hand the pod its credentials by reference only.
+
+    The Hub token is one variable (HF_TOKEN): the model's Secret if it names one, else the
+    calibration data's. S3 credentials arrive per location with the prefixes of worker_protocol.
+    """
+    env: list[dict[str, Any]] = []
+    hubs = _hub_access(spec, tuple(loc for loc in locations if loc in ("model", "calibration")))
+    token = next((hub.token_secret for hub in hubs if hub.token_secret is not None), None)
+    if token is not None:
+        env.append({"name": wp.ENV_HF_TOKEN, "valueFrom": {"secretKeyRef": {"name": token.name, "key": token.key}}})
+    endpoint = next((hub.endpoint for hub in hubs if hub.endpoint), None)
+    if endpoint:
+        env.append({"name": wp.ENV_HF_ENDPOINT, "value": endpoint})
+    env_from = []
+    for loc in locations:
+        s3 = getattr(spec, loc).s3
+        if s3 is not None and s3.credentials_secret:
+            env_from.append({"prefix": wp.S3_ENV_PREFIX[loc], "secretRef": {"name": s3.credentials_secret}})
+    return env, env_from
+
+
+def restricted_security_context() -> dict[str, Any]:
+    """The container side of the Pod Security Standard "restricted"."""
+    return {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "runAsNonRoot": True,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def pod_security_context() -> dict[str, Any]:
+    return {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+
+
+def pod_failure_policy(container: str) -> dict[str, Any]:
+    """Disruptions (eviction, preemption, node drain) don't count; bad input fails the Job at once.
+
+    Any other failure (exit 1, 30, OOMKilled's 137, a crash) is retried up to backoffLimit.
+    """
+    return {
+        "rules": [
+            {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+            {"action": "FailJob", "onExitCodes": {"containerName": container, "operator": "In", "values": non_retriable_codes()}},
+        ]
+    }
+
+
+def _volume_mount(ref: api.VolumeRef, volume: str, read_only: bool) -> dict[str, Any]:
+    mount: dict[str, Any] = {"name": volume, "mountPath": ref.mount_path, "readOnly": read_only}
+    if ref.sub_path:
+        mount["subPath"] = ref.sub_path
+    return mount
+
+
+def _pvc_volume(ref: api.VolumeRef, volume: str, read_only: bool) -> dict[str, Any]:
+    return {"name": volume, "persistentVolumeClaim": {"claimName": ref.claim_name, "readOnly": read_only}}
+
+
+def _service_account(spec: api.CompressionJobSpec, config: OperatorConfig) -> dict[str, Any]:
+    name = (spec.scheduling.service_account_name if spec.scheduling else None) or config.worker_service_account
+    return {"serviceAccountName": name} if name else {}
+
+
+def _image_pull_secrets(spec: api.CompressionJobSpec) -> dict[str, Any]:
+    names = spec.scheduling.image_pull_secrets if spec.scheduling else None
+    return {"imagePullSecrets": [{"name": n} for n in names]} if names else {}
+
+
+def _job(cjob: api.CompressionJob, role: str, name: str, pod_spec: dict[str, Any], job_spec: dict[str, Any], extra_labels: dict[str, str]) -> dict[str, Any]:
+    labels = child_labels(cjob, role)
+    annotations = {ANNOTATION_OWNER_NAME: _meta(cjob).name}
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": name,
+            "namespace": _meta(cjob).namespace,
+            "labels": labels | extra_labels,
+            "annotations": annotations,
+            "ownerReferences": [owner_reference(cjob)],
+        },
+        "spec": {
+            "completions": 1,
+            "parallelism": 1,
+            # A replacement pod starts only when the failed one is gone, so two never hold GPUs at once.
+            "podReplacementPolicy": "Failed",
+            **job_spec,
+            "template": {"metadata": {"labels": labels, "annotations": annotations}, "spec": pod_spec},
+        },
+    }
+
+
+def _base_pod_spec(config: OperatorConfig, spec: api.CompressionJobSpec) -> dict[str, Any]:
+    return {
+        # podFailurePolicy requires Never: the Job controller, not the kubelet, decides on retries.
+        "restartPolicy": "Never",
+        # The pods need no Kubernetes API: no token, no service links.
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": pod_security_context(),
+        **_service_account(spec, config),
+        **_image_pull_secrets(spec),
+    }
+
+
+def _container(name: str, image: str, command: list[str], env: list[dict[str, Any]], env_from: list[dict[str, Any]], config: OperatorConfig) -> dict[str, Any]:
+    container: dict[str, Any] = {
+        "name": name,
+        "image": image,
+        "imagePullPolicy": config.image_pull_policy,
+        "command": list(command),
+        "env": env,
+        "securityContext": restricted_security_context(),
+        "terminationMessagePath": wp.TERMINATION_LOG,
+        # A crash before the result is written still leaves the log's tail where the operator reads.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    if env_from:
+        container["envFrom"] = env_from
+    return container
+
+
+def _image(spec: api.CompressionJobSpec, config: OperatorConfig) -> str:
+    return spec.image or config.worker_image
+
+
+# ---------------------------------------------------------------------------------------------
+# The planning Job
+# ---------------------------------------------------------------------------------------------
+
+
+def build_plan_job(cjob: api.CompressionJob, config: OperatorConfig) -> dict[str, Any]:
+    """A CPU-only Job running `kompress plan-pod`: config.json only, with the model's credentials.
+
+    It asks for no GPU and goes to no GPU node (no scheduling pass-through), so a mistake in the
+    recipe costs a minute of CPU. It runs even while spec.suspend is true: a plan is free to see.
+    """
+    spec = cjob.spec
+    credentials, env_from = credential_env(spec, ("model",))
+    env = [
+        {"name": wp.ENV_JOB, "value": job_document(cjob)},
+        {"name": wp.ENV_TERMINATION_LOG, "value": wp.TERMINATION_LOG},
+        {"name": wp.ENV_LOG_FORMAT, "value": "json"},
+        *credentials,
+    ]
+    container = _container(PLAN_CONTAINER_NAME, _image(spec, config), wp.PLANNER_COMMAND, env, env_from, config)
+    quantities = {"cpu": config.plan_cpu, "memory": config.plan_memory}
+    container["resources"] = {"requests": dict(quantities), "limits": dict(quantities)}
+    pod = _base_pod_spec(config, spec) | {"containers": [container]}
+    if spec.model.volume is not None:
+        container["volumeMounts"] = [_volume_mount(spec.model.volume, MODEL_VOLUME, read_only=True)]
+        pod["volumes"] = [_pvc_volume(spec.model.volume, MODEL_VOLUME, read_only=True)]
+    job_spec = {
+        "backoffLimit": 2,
+        "activeDeadlineSeconds": config.plan_active_deadline_seconds,
+        "ttlSecondsAfterFinished": config.plan_ttl_seconds,
+        "podFailurePolicy": pod_failure_policy(PLAN_CONTAINER_NAME),
+    }
+    return _job(cjob, ROLE_PLAN, plan_job_name(cjob), pod, job_spec, {})
+
+
+# ---------------------------------------------------------------------------------------------
+# The worker Job
+# ---------------------------------------------------------------------------------------------
+
+
+def _scratch_volume(spec: api.CompressionJobSpec, size: str) -> dict[str, Any]:
+    storage_class = spec.resources.scratch_storage_class
+    if storage_class is None:
+        return {"name": SCRATCH_VOLUME, "emptyDir": {"sizeLimit": size}}
+    # A generic ephemeral volume: a PVC made with the pod and deleted with it, on the class given.
+    claim = {
+        "accessModes": ["ReadWriteOnce"],
+        "storageClassName": storage_class,
+        "resources": {"requests": {"storage": size}},
+    }
+    return {"name": SCRATCH_VOLUME, "ephemeral": {"volumeClaimTemplate": {"metadata": {"labels": {LABEL_NAME: "kompress"}}, "spec": claim}}}
+
+
+def _scheduling(spec: api.CompressionJobSpec) -> dict[str, Any]:
+    sched = spec.scheduling
+    if sched is None:
+        return {}
+    passed = {
+        "nodeSelector": sched.node_selector,
+        "tolerations": sched.tolerations,
+        "affinity": sched.affinity,
+        "priorityClassName": sched.priority_class_name,
+        "runtimeClassName": sched.runtime_class_name,
+    }
+    return {key: value for key, value in passed.items() if value}
+
+
+def kueue_labels(spec: api.CompressionJobSpec) -> dict[str, str]:
+    sched = spec.scheduling
+    if sched is None or not sched.queue_name:
+        return {}
+    labels = {KUEUE_QUEUE_LABEL: sched.queue_name}
+    if sched.workload_priority_class:
+        labels[KUEUE_PRIORITY_LABEL] = sched.workload_priority_class
+    return labels
+
+
+def uses_kueue(spec: api.CompressionJobSpec) -> bool:
+    return bool(kueue_labels(spec))
+
+
+def build_worker_job(cjob: api.CompressionJob, plan: api.PlanSummary | None, config: OperatorConfig) -> dict[str, Any]:
+    """The GPU Job running `kompress worker`, sized from the spec or, where it is silent, the plan."""
+    spec = cjob.spec
+    sizes = worker_resources(spec, plan, config)
+    credentials, env_from = credential_env(spec, ("model", "calibration", "output"))
+    env = [
+        {"name": wp.ENV_JOB, "value": job_document(cjob)},
+        {"name": wp.ENV_GPUS, "value": sizes["gpus"]},
+        {"name": wp.ENV_SCRATCH_DIR, "value": wp.SCRATCH_DIR},
+        {"name": wp.ENV_PROGRESS_BIND, "value": f"0.0.0.0:{config.progress_port}"},
+        {"name": wp.ENV_TERMINATION_LOG, "value": wp.TERMINATION_LOG},
+        {"name": wp.ENV_LOG_FORMAT, "value": "json"},
+        *credentials,
+    ]
+    container = _container(CONTAINER_NAME, _image(spec, config), wp.WORKER_COMMAND, env, env_from, config)
+    limits = {"cpu": sizes["cpu"], "memory": sizes["memory"]}
+    if spec.resources.gpus > 0:
+        limits[sizes["gpu_resource"]] = sizes["gpus"]
+    requests = {"cpu": sizes["cpu"], "memory": sizes["memory"]}
+    if spec.resources.scratch_storage_class is None:
+        # The emptyDir lives on the node's disk: ask the scheduler for a node that has the room.
+        requests["ephemeral-storage"] = sizes["scratch"]
+    container["resources"] = {"requests": requests, "limits": limits}
+    container["ports"] = [{"name": "progress", "containerPort": config.progress_port, "protocol": "TCP"}]
+
+    mounts = [{"name": SHM_VOLUME, "mountPath": "/dev/shm"}, {"name": SCRATCH_VOLUME, "mountPath": wp.SCRATCH_DIR}]
+    volumes = [{"name": SHM_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": sizes["shm"]}}, _scratch_volume(spec, sizes["scratch"])]
+    if spec.model.volume is not None:
+        mounts.append(_volume_mount(spec.model.volume, MODEL_VOLUME, read_only=spec.model.volume.read_only))
+        volumes.append(_pvc_volume(spec.model.volume, MODEL_VOLUME, read_only=spec.model.volume.read_only))
+    if spec.output.volume is not None:
+        # The output is written, whatever read_only says.
+        mounts.append(_volume_mount(spec.output.volume, OUTPUT_VOLUME, read_only=False))
+        volumes.append(_pvc_volume(spec.output.volume, OUTPUT_VOLUME, read_only=False))
+    container["volumeMounts"] = mounts
+
+    pod = _base_pod_spec(config, spec) | _scheduling(spec) | {"containers": [container], "volumes": volumes}
+    job_spec: dict[str, Any] = {
+        "backoffLimit": spec.backoff_limit,
+        "podFailurePolicy": pod_failure_policy(CONTAINER_NAME),
+        # Kueue admits a Job by un-suspending it; created running, it could start before Kueue sees it.
+        "suspend": spec.suspend or uses_kueue(spec),
+    }
+    if spec.active_deadline_seconds is not None:
+        job_spec["activeDeadlineSeconds"] = spec.active_deadline_seconds
+    if spec.ttl_seconds_after_finished is not None:
+        job_spec["ttlSecondsAfterFinished"] = spec.ttl_seconds_after_finished
+    return _job(cjob, ROLE_WORKER, worker_job_name(cjob), pod, job_spec, kueue_labels(spec))

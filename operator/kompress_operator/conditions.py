@@ -1,0 +1,224 @@
+"""Conditions of a CompressionJob: types, reasons, one setter, predicates, and the derived phase.
+
+Owns: the vocabulary (condition types; reasons paired with their message templates), the one
+function that changes a condition (kueue's SetFinishedCondition / jobset's updateCondition: the clock
+and the generation come in, lastTransitionTime moves only when the status moves, it says whether
+anything changed), and `phase()`, the only place a phase is made: from conditions, never stored on
+its own.
+Must not: read a clock, call the API, or decide what happened (status.py does).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from kompress_api.v1alpha1 import Phase
+
+# Condition types, in the order `kubectl describe` shows them.
+PLANNED = "Planned"  # Unknown while the planning pod runs; True with a plan; False when planning failed
+QUEUED = "Queued"  # True while the worker waits: for Kueue, the scheduler, the image, a retry
+RUNNING = "Running"  # True while a worker pod runs
+SUSPENDED = "Suspended"  # True while spec.suspend keeps the worker stopped
+SUCCEEDED = "Succeeded"  # True once the checkpoint is published: terminal
+FAILED = "Failed"  # True once the job cannot succeed: terminal; the reason says why
+RECONCILING = "Reconciling"  # kstatus: True while the job is in progress
+STALLED = "Stalled"  # kstatus: True once it failed and needs a person
+ORDER = [PLANNED, QUEUED, RUNNING, SUSPENDED, SUCCEEDED, FAILED, RECONCILING, STALLED]
+
+TRUE, FALSE, UNKNOWN = "True", "False", "Unknown"
+# metav1.Condition allows 32768; a message that long helps nobody on a terminal.
+MAX_MESSAGE = 4096
+
+
+@dataclass(frozen=True)
+class Reason:
+    """A CamelCase reason and the message template that goes with it (jobset's constants.go)."""
+
+    name: str
+    template: str = ""
+
+    def message(self, **values: Any) -> str:
+        return self.template.format(**values)
+
+
+# Planning
+PLANNING = Reason("Planning", "planning from the model's config.json in Job {job}: no GPU is asked for until the plan is made")
+PLAN_SUCCEEDED = Reason("PlanSucceeded", "{summary}")
+PLAN_REJECTED = Reason("PlanRejected", "the plan found {count} error(s); nothing ran and no GPU was asked for. {errors}")
+PLAN_FAILED = Reason("PlanFailed", "the planning pod failed: {detail}")
+# Waiting for the worker
+WAITING_FOR_KUEUE = Reason("WaitingForKueueAdmission", "waiting for Kueue to admit the Job in queue {queue}")
+WAITING_FOR_POD = Reason("WaitingForPod", "waiting for the Job controller to start the worker pod")
+POD_PENDING = Reason("PodPending", "the pod {pod} is {state}")
+UNSCHEDULABLE = Reason("Unschedulable", "the pod {pod} cannot be scheduled: {detail}")
+STARTED = Reason("Started", "the worker pod {pod} started")
+# Running
+WORKER_RUNNING = Reason("WorkerRunning", "{detail}")
+PUBLISHING = Reason("Publishing", "{detail}")
+WORKER_RETRYING = Reason("WorkerRetrying", "attempt {attempt} of {limit} failed ({failure}); retrying")
+COMPLETED = Reason("Completed", "the worker finished")
+WORKER_STOPPED = Reason("WorkerStopped", "the worker is not running")
+# Suspension
+SUSPENDED_BY_SPEC = Reason("SuspendedBySpec", "spec.suspend is true: the worker is stopped, or will not start; set it to false to run")
+RESUMED = Reason("Resumed", "spec.suspend is false: the worker may run")
+# The end
+JOB_SUCCEEDED = Reason("Succeeded", "{summary}")
+OOM_KILLED = Reason("OOMKilled", "the {who} ran out of memory (limit {limit}); {fix}")
+OOM_FIX = {
+    "worker": "raise spec.resources.memory (the default comes from the plan's host RAM estimate)",
+    "planning pod": "raise the operator's planning pod memory (KOMPRESS_PLAN_MEMORY)",
+}
+DEADLINE_EXCEEDED = Reason("DeadlineExceeded", "the worker ran longer than spec.activeDeadlineSeconds ({seconds}s){where}; raise it, or ask for more GPUs")
+BACKOFF_LIMIT_EXCEEDED = Reason("BackoffLimitExceeded", "the worker failed {failed} time(s), spec.backoffLimit is {limit}: {detail}")
+# A waiting problem that outlasted spec.pendingTimeoutSeconds fails the job with the problem's own reason.
+PENDING_TIMEOUT_MESSAGE = "{detail}, for more than spec.pendingTimeoutSeconds ({seconds}s); {fix}"
+WORKER_JOB_DELETED = Reason(
+    "WorkerJobDeleted",
+    "the worker Job {job} was deleted before its end was seen, so its result is unknown; check {output}, then re-create this CompressionJob to run again",
+)
+INVALID_SPEC = Reason("InvalidSpec", "the spec is invalid: {detail}")
+CHILD_NAME_TAKEN = Reason("ChildNameTaken", "{detail}")
+# Where the worker waits for something a person must fix; shown while pending, a failure after spec.pendingTimeoutSeconds.
+WAITING_PROBLEMS = {
+    "Unschedulable": "ask for fewer GPUs or less memory, fix nodeSelector/tolerations/affinity, or add nodes",
+    "ImagePullBackOff": "check spec.image (or the operator's default image) and spec.scheduling.imagePullSecrets",
+    "ErrImagePull": "check spec.image (or the operator's default image) and spec.scheduling.imagePullSecrets",
+    "InvalidImageName": "fix spec.image",
+    "CreateContainerConfigError": "create the Secrets the job names (spec.*.s3.credentialsSecret, spec.*.huggingFace.tokenSecret) in its namespace",
+    "CreateContainerError": "check the image and the pod's events (kubectl describe pod)",
+}
+# Waiting reasons that will never clear by themselves: fail at once rather than after the timeout.
+HOPELESS_WAITING = {"InvalidImageName"}
+
+# Reasons shown as Warning Events.
+WARNING_REASONS = {PLAN_REJECTED.name, PLAN_FAILED.name, UNSCHEDULABLE.name, WORKER_RETRYING.name, *WAITING_PROBLEMS}
+
+
+def truncate(message: str, limit: int = MAX_MESSAGE) -> str:
+    return message if len(message) <= limit else message[: limit - 1] + "…"
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+# ---------------------------------------------------------------------------------------------
+
+
+def get(conditions: Iterable[dict[str, Any]], ctype: str) -> dict[str, Any] | None:
+    return next((c for c in conditions if c.get("type") == ctype), None)
+
+
+def status_of(conditions: Iterable[dict[str, Any]], ctype: str) -> str | None:
+    cond = get(conditions, ctype)
+    return None if cond is None else cond.get("status")
+
+
+def is_true(conditions: Iterable[dict[str, Any]], ctype: str) -> bool:
+    return status_of(conditions, ctype) == TRUE
+
+
+def reason_of(conditions: Iterable[dict[str, Any]], ctype: str) -> str | None:
+    cond = get(conditions, ctype)
+    return None if cond is None else cond.get("reason")
+
+
+def is_finished(conditions: Iterable[dict[str, Any]]) -> bool:
+    """Succeeded or Failed: terminal, nothing changes afterwards."""
+    conditions = list(conditions)
+    return is_true(conditions, SUCCEEDED) or is_true(conditions, FAILED)
+
+
+def is_planned(conditions: Iterable[dict[str, Any]]) -> bool:
+    return is_true(conditions, PLANNED)
+
+
+def phase(conditions: Iterable[dict[str, Any]]) -> Phase:
+    """The one-word summary. Terminal conditions win, then suspension, then how far the job got."""
+    conditions = list(conditions)
+    if is_true(conditions, FAILED):
+        return Phase.FAILED
+    if is_true(conditions, SUCCEEDED):
+        return Phase.SUCCEEDED
+    if is_true(conditions, SUSPENDED):
+        return Phase.SUSPENDED
+    if is_true(conditions, RUNNING):
+        return Phase.PUBLISHING if reason_of(conditions, RUNNING) == PUBLISHING.name else Phase.RUNNING
+    if is_true(conditions, QUEUED):
+        return Phase.QUEUED
+    if status_of(conditions, PLANNED) == UNKNOWN:
+        return Phase.PLANNING
+    return Phase.PENDING
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing
+# ---------------------------------------------------------------------------------------------
+
+
+def set_condition(
+    conditions: list[dict[str, Any]],
+    ctype: str,
+    status: str,
+    reason: str,
+    message: str,
+    *,
+    now: str,
+    generation: int | None,
+) -> bool:
+    """Set one condition in place; True if anything about it changed.
+
+    lastTransitionTime moves only when `status` does: a new reason or message is news, not a transition.
+    """
+    if status not in (TRUE, FALSE, UNKNOWN):
+        raise ValueError(f"condition status must be True, False or Unknown, not {status!r}")
+    wanted = {"type": ctype, "status": status, "reason": reason, "message": truncate(message)}
+    if generation is not None:
+        wanted["observedGeneration"] = generation
+    current = get(conditions, ctype)
+    if current is None:
+        conditions.append(wanted | {"lastTransitionTime": now})
+        conditions.sort(key=lambda c: ORDER.index(c["type"]) if c["type"] in ORDER else len(ORDER))
+        return True
+    wanted["lastTransitionTime"] = current.get("lastTransitionTime", now) if current.get("status") == status else now
+    if current == wanted:
+        return False
+    current.clear()
+    current.update(wanted)
+    return True
+
+
+class Conditions:
+    """The conditions of one status, with the clock and generation bound once per reconcile."""
+
+    def __init__(self, conditions: list[dict[str, Any]], *, now: str, generation: int | None) -> None:
+        self.items = conditions
+        self.now = now
+        self.generation = generation
+
+    def set(self, ctype: str, status: str, reason: Reason | str, message: str | None = None, **values: Any) -> bool:
+        name = reason.name if isinstance(reason, Reason) else reason
+        if message is None:
+            message = reason.message(**values) if isinstance(reason, Reason) else ""
+        return set_condition(self.items, ctype, status, name, message, now=self.now, generation=self.generation)
+
+    def clear(self, ctype: str, reason: Reason | str, message: str | None = None, **values: Any) -> bool:
+        """Set False, but only if the condition exists."""
+        if get(self.items, ctype) is None:
+            return False
+        return self.set(ctype, FALSE, reason, message, **values)
+
+    def is_true(self, ctype: str) -> bool:
+        return is_true(self.items, ctype)
+
+    def status(self, ctype: str) -> str | None:
+        return status_of(self.items, ctype)
+
+    def reason(self, ctype: str) -> str | None:
+        return reason_of(self.items, ctype)
+
+    def finished(self) -> bool:
+        return is_finished(self.items)
+
+    def phase(self) -> Phase:
+        return phase(self.items)

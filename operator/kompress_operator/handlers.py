@@ -1,0 +1,132 @@
+"""The Kopf handlers: thin glue from watch events to `reconciler.reconcile`.
+
+    CompressionJob event (create, change, resume after a restart, replay) -> reconcile it
+    Job or Pod event of ours (labels)                                     -> reconcile its owner
+    every resync interval, each unfinished CompressionJob                 -> reconcile, polling progress
+
+Only watch-event handlers and indices are used, never Kopf's change handlers, daemons or timers:
+those keep progress in annotations and (daemons, timers) add a finalizer, so a deletion would hang
+while the operator is down. Here the status is the only memory, and children are found by name.
+Must not: hold logic beyond routing; everything else is in reconciler.py and the pure modules.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+from typing import Any
+
+import kopf
+from kompress_api import v1alpha1 as api
+
+from kompress_operator import children
+from kompress_operator import conditions as c
+from kompress_operator.kube import connection_info
+from kompress_operator.reconciler import Runtime, reconcile
+
+log = logging.getLogger("kompress.operator")
+OURS = {children.LABEL_MANAGED_BY: children.MANAGED_BY}
+
+
+def _snapshot(body: kopf.Body) -> dict[str, Any]:
+    # Kopf's Body is a view of the latest event; indices and reconciles keep plain copies.
+    return copy.deepcopy(dict(body))
+
+
+# --- the operator's life --------------------------------------------------------------------------
+
+
+@kopf.on.login()
+def login(memo: kopf.Memo, **_: Any) -> kopf.ConnectionInfo:
+    # Kopf's watches use the very credentials of our own client (in-cluster, else the kubeconfig).
+    return connection_info(memo.runtime.kube.configuration)
+
+
+@kopf.on.startup()
+async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, compressionjobs: kopf.Index, kompress_jobs: kopf.Index, kompress_pods: kopf.Index, **_: Any) -> None:
+    # 1. We post our own Events (after a successful status write); Kopf's log-as-events would be noise.
+    settings.posting.enabled = False
+    # 2. No CRD/namespace scanning: the chart grants no such rights, and the CRD is installed first.
+    settings.scanning.disabled = True
+    # 3. Resync: poll progress and check pending timeouts, where no watch event would come.
+    memo.resync = asyncio.create_task(resync_forever(memo.runtime, compressionjobs, kompress_jobs, kompress_pods))
+
+
+@kopf.on.cleanup()
+async def stop(memo: kopf.Memo, **_: Any) -> None:
+    if getattr(memo, "resync", None) is not None:
+        memo.resync.cancel()
+    await memo.runtime.progress.close()
+
+
+# --- what is known: indices fed by the watches ---------------------------------------------------
+
+
+@kopf.index(api.GROUP, api.VERSION, api.PLURAL)
+def compressionjobs(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(namespace, name): _snapshot(body)}
+
+
+@kopf.index("batch", "v1", "jobs", labels=OURS)
+def kompress_jobs(labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]] | None:
+    uid = labels.get(children.LABEL_OWNER_UID)
+    return {uid: _snapshot(body)} if uid else None
+
+
+@kopf.index("", "v1", "pods", labels=OURS)
+def kompress_pods(labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]] | None:
+    uid = labels.get(children.LABEL_OWNER_UID)
+    return {uid: _snapshot(body)} if uid else None
+
+
+# --- what happens: reconcile on every event -------------------------------------------------------
+
+
+@kopf.on.event(api.GROUP, api.VERSION, api.PLURAL)
+async def compression_job_changed(type: str | None, body: kopf.Body, memo: kopf.Memo, kompress_jobs: kopf.Index, kompress_pods: kopf.Index, **_: Any) -> None:
+    # 1. Gone: forget it (its children go with it through their ownerReferences).
+    if type == "DELETED":
+        memo.runtime.forget(body.metadata.uid)
+        return
+    # 2. Created, changed, listed after a restart, or replayed: the same reconcile in every case.
+    await reconcile(memo.runtime, _snapshot(body), kompress_jobs, kompress_pods)
+
+
+@kopf.on.event("batch", "v1", "jobs", labels=OURS)
+async def child_job_changed(body: kopf.Body, memo: kopf.Memo, compressionjobs: kopf.Index, kompress_jobs: kopf.Index, kompress_pods: kopf.Index, **_: Any) -> None:
+    await _reconcile_owner(memo.runtime, body, compressionjobs, kompress_jobs, kompress_pods)
+
+
+@kopf.on.event("", "v1", "pods", labels=OURS)
+async def child_pod_changed(body: kopf.Body, memo: kopf.Memo, compressionjobs: kopf.Index, kompress_jobs: kopf.Index, kompress_pods: kopf.Index, **_: Any) -> None:
+    await _reconcile_owner(memo.runtime, body, compressionjobs, kompress_jobs, kompress_pods)
+
+
+async def _reconcile_owner(rt: Runtime, child: kopf.Body, cjobs: kopf.Index, jobs: kopf.Index, pods: kopf.Index) -> None:
+    # 1. The owner: its name is an annotation, its uid a label (a label value can't hold a long name).
+    namespace = child.metadata.namespace
+    name = child.metadata.annotations.get(children.ANNOTATION_OWNER_NAME)
+    uid = child.metadata.labels.get(children.LABEL_OWNER_UID)
+    owner = next(iter(cjobs.get((namespace, name), ())), None)
+    # 2. Only the CompressionJob that made it: a re-created one of the same name has a new uid.
+    if owner is None or owner["metadata"].get("uid") != uid:
+        return
+    await reconcile(rt, owner, jobs, pods)
+
+
+async def resync_forever(rt: Runtime, cjobs: kopf.Index, jobs: kopf.Index, pods: kopf.Index) -> None:
+    """Every resync interval, reconcile each unfinished CompressionJob, polling its worker's progress."""
+    limit = asyncio.Semaphore(32)
+
+    async def one(cjob: dict[str, Any]) -> None:
+        async with limit:
+            try:
+                await reconcile(rt, cjob, jobs, pods, poll=True)
+            except Exception as err:  # noqa: BLE001 - logged, counted, retried next round
+                log.warning("%s/%s: resync failed: %s", cjob["metadata"]["namespace"], cjob["metadata"]["name"], err)
+
+    while True:
+        await asyncio.sleep(rt.config.resync_interval_s)
+        unfinished = [cjob for store in list(cjobs.values()) for cjob in store if not c.is_finished((cjob.get("status") or {}).get("conditions") or [])]
+        await asyncio.gather(*(one(cjob) for cjob in unfinished))

@@ -1,0 +1,229 @@
+"""The only module that talks to the Kubernetes API.
+
+Owns: the connection (in-cluster, else a kubeconfig; the same credentials are handed to Kopf), and
+the handful of calls the operator makes: read a CompressionJob, create-or-adopt a child Job (a 409
+reads the existing one and checks it is ours), flip a Job's suspend, delete a Job, list a job's
+pods (only when the watch-fed indices may lag), write status through the /status subresource with
+the resourceVersion as a precondition, post an Event.
+It uses the kubernetes client's transport (auth, TLS, token refresh) and plain JSON bodies: no
+client models, quantities as strings. Calls run in a small thread pool so the event loop never blocks.
+Must not: decide anything. Never reads a Secret.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import kopf
+import kubernetes.client
+import kubernetes.config
+from kompress_api import v1alpha1 as api
+
+from kompress_operator import children
+from kompress_operator.config import OperatorConfig
+from kompress_operator.status import Event
+
+COMPONENT = "kompress-operator"
+# core/v1 Event messages are cut at 1 KiB by some API servers; say the essential first.
+EVENT_MESSAGE_LIMIT = 1024
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, method: str, path: str, body: str) -> None:
+        reason = body
+        try:
+            reason = json.loads(body).get("message", body)
+        except (ValueError, AttributeError):
+            pass
+        super().__init__(f"{method} {path}: HTTP {status}: {reason}")
+        self.status = status
+
+
+class Conflict(ApiError):
+    """The object changed since it was read (stale resourceVersion): read again and recompute."""
+
+
+class NotOurs(Exception):
+    """A Job with a child's name exists but another object controls it: refuse to adopt it."""
+
+
+def load_client_configuration(config: OperatorConfig) -> kubernetes.client.Configuration:
+    """In-cluster service account, else the kubeconfig named by the settings or $KUBECONFIG (read now, not at import)."""
+    cfg = kubernetes.client.Configuration()
+    if config.kubeconfig:
+        kubernetes.config.load_kube_config(config_file=config.kubeconfig, client_configuration=cfg, persist_config=False)
+        return cfg
+    try:
+        kubernetes.config.load_incluster_config(client_configuration=cfg)
+    except kubernetes.config.ConfigException:
+        kubernetes.config.load_kube_config(config_file=os.environ.get("KUBECONFIG") or None, client_configuration=cfg, persist_config=False)
+    return cfg
+
+
+def connection_info(cfg: kubernetes.client.Configuration) -> kopf.ConnectionInfo:
+    """The same credentials for Kopf's own watches (as kopf.login_via_client does)."""
+    header = cfg.get_api_key_with_prefix("BearerToken") or cfg.get_api_key_with_prefix("authorization")
+    parts = header.split(" ", 1) if header else []
+    scheme, token = (None, None) if not parts else (None, parts[0]) if len(parts) == 1 else (parts[0], parts[1])
+    return kopf.ConnectionInfo(
+        server=cfg.host,
+        ca_path=cfg.ssl_ca_cert,
+        insecure=not cfg.verify_ssl,
+        username=cfg.username or None,
+        password=cfg.password or None,
+        scheme=scheme,
+        token=token,
+        certificate_path=cfg.cert_file,
+        private_key_path=cfg.key_file,
+    )
+
+
+def merge_patch(old: Any, new: Any) -> Any:
+    """An RFC 7386 merge patch turning `old` into `new`: removed keys become null, lists are replaced."""
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return new
+    patch = {key: None for key in old if key not in new}
+    for key, value in new.items():
+        if key not in old:
+            patch[key] = value
+        elif old[key] != value:
+            patch[key] = merge_patch(old[key], value)
+    return patch
+
+
+def _cjob_path(namespace: str, name: str) -> str:
+    return f"/apis/{api.GROUP}/{api.VERSION}/namespaces/{quote(namespace)}/{api.PLURAL}/{quote(name)}"
+
+
+def _jobs_path(namespace: str, name: str | None = None) -> str:
+    path = f"/apis/batch/v1/namespaces/{quote(namespace)}/jobs"
+    return f"{path}/{quote(name)}" if name else path
+
+
+class Kube:
+    def __init__(self, cfg: kubernetes.client.Configuration, *, timeout_s: float = 15.0, workers: int = 16) -> None:
+        cfg.connection_pool_maxsize = max(cfg.connection_pool_maxsize or 0, workers)
+        self.configuration = cfg
+        self._client = kubernetes.client.ApiClient(cfg)
+        self._timeout = timeout_s
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kube")
+        self._instance = os.environ.get("HOSTNAME") or socket.gethostname()
+
+    @classmethod
+    def connect(cls, config: OperatorConfig) -> Kube:
+        return cls(load_client_configuration(config))
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._client.close()
+
+    # --- transport ---
+
+    def _request_sync(self, method: str, path: str, body: Any, query: dict[str, str] | None, content_type: str) -> tuple[int, Any, str]:
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = content_type
+        url_path = path + ("?" + urlencode(query) if query else "")
+        method, url, headers, body, post = self._client.param_serialize(method=method, resource_path=url_path, header_params=headers, body=body, auth_settings=["BearerToken"])
+        response = self._client.call_api(method, url, headers, body, post, _request_timeout=self._timeout)
+        raw = response.read() or b""
+        text = raw.decode("utf-8", "replace")
+        try:
+            doc = json.loads(text) if text else None
+        except ValueError:
+            doc = None
+        return response.status, doc, text
+
+    async def _request(self, method: str, path: str, body: Any = None, *, query: dict[str, str] | None = None, content_type: str = "application/json", ok: tuple[int, ...] = (200, 201)) -> Any:
+        loop = asyncio.get_running_loop()
+        status, doc, text = await loop.run_in_executor(self._pool, self._request_sync, method, path, body, query, content_type)
+        if status in ok:
+            return doc
+        if status == 409:
+            raise Conflict(status, method, path, text)
+        raise ApiError(status, method, path, text)
+
+    async def _get(self, path: str) -> dict[str, Any] | None:
+        try:
+            return await self._request("GET", path)
+        except ApiError as err:
+            if err.status == 404:
+                return None
+            raise
+
+    # --- CompressionJobs ---
+
+    async def write_status(self, cjob: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
+        """One merge patch of /status, only valid against the resourceVersion the status was computed from."""
+        meta = cjob["metadata"]
+        patch: dict[str, Any] = {"status": merge_patch(cjob.get("status") or {}, status)}
+        if meta.get("resourceVersion"):
+            patch["metadata"] = {"resourceVersion": meta["resourceVersion"]}
+        return await self._request("PATCH", _cjob_path(meta["namespace"], meta["name"]) + "/status", patch, content_type="application/merge-patch+json")
+
+    # --- Jobs and pods ---
+
+    async def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return await self._get(_jobs_path(namespace, name))
+
+    async def create_job(self, manifest: dict[str, Any], owner_uid: str) -> tuple[dict[str, Any], bool]:
+        """(the Job, created?). A name taken by our own Job is adopted: that is how a restart finds its work."""
+        namespace, name = manifest["metadata"]["namespace"], manifest["metadata"]["name"]
+        try:
+            return await self._request("POST", _jobs_path(namespace), manifest, ok=(201, 200)), True
+        except Conflict:
+            existing = await self.get_job(namespace, name)
+            if existing is None:  # deleted in between: the next reconcile creates it
+                raise
+            if not children.is_owned_by(existing, owner_uid):
+                raise NotOurs(f"Job {namespace}/{name} exists and is not controlled by CompressionJob uid {owner_uid}; delete or rename it") from None
+            return existing, False
+
+    async def set_job_suspend(self, namespace: str, name: str, suspend: bool) -> dict[str, Any]:
+        return await self._request("PATCH", _jobs_path(namespace, name), {"spec": {"suspend": suspend}}, content_type="application/merge-patch+json")
+
+    async def delete_job(self, namespace: str, name: str) -> None:
+        # Background: the Job goes now, its pods right after (the GPU is freed without waiting on us).
+        body = {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": "Background"}
+        try:
+            await self._request("DELETE", _jobs_path(namespace, name), body, ok=(200, 202))
+        except ApiError as err:
+            if err.status != 404:
+                raise
+
+    async def list_pods(self, namespace: str, selector: dict[str, str]) -> list[dict[str, Any]]:
+        query = {"labelSelector": ",".join(f"{k}={v}" for k, v in selector.items())}
+        doc = await self._request("GET", f"/api/v1/namespaces/{quote(namespace)}/pods", query=query)
+        return list((doc or {}).get("items") or [])
+
+    # --- Events ---
+
+    async def post_event(self, cjob: dict[str, Any], event: Event) -> None:
+        meta = cjob["metadata"]
+        now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        message = event.message if len(event.message) <= EVENT_MESSAGE_LIMIT else event.message[: EVENT_MESSAGE_LIMIT - 1] + "…"
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            # client-go names events <object>.<unique hex>; no generateName round trip needed
+            "metadata": {"name": f"{meta['name'][:200]}.{time.time_ns():x}", "namespace": meta["namespace"]},
+            "involvedObject": {"apiVersion": api.API_VERSION, "kind": api.KIND, "name": meta["name"], "namespace": meta["namespace"], "uid": meta["uid"]},
+            "reason": event.reason,
+            "message": message,
+            "type": event.type,
+            "source": {"component": COMPONENT},
+            "reportingComponent": COMPONENT,
+            "reportingInstance": self._instance,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        await self._request("POST", f"/api/v1/namespaces/{quote(meta['namespace'])}/events", body, ok=(201, 200))

@@ -1,0 +1,208 @@
+"""One reconcile of one CompressionJob: observe, compute the status, act on children, write once.
+
+    observe   the children from the watch-fed indices (asking the API only where an index may lag:
+              a child we recorded but the index lacks, a finished Job whose pods it lacks)
+    compute   status.compute_status (pure)
+    act       actions.next_actions (pure) -> create / suspend / delete, each idempotent
+    write     one /status merge patch with the resourceVersion as precondition, only if changed;
+              then the Events, only after the write succeeded (jobset's updateJobSetStatus)
+
+Reconciles of one CompressionJob never overlap (a lock per uid), and a 409 on the status write
+means "read again and recompute", so stale or replayed watch events change nothing.
+Owns: that sequence and the runtime it needs. Must not: build manifests or decide a status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from typing import Any
+
+from pydantic import ValidationError
+
+from kompress_operator import actions, children
+from kompress_operator import conditions as c
+from kompress_operator.config import OperatorConfig
+from kompress_operator.kube import Conflict, Kube, NotOurs
+from kompress_operator.metrics import Metrics
+from kompress_operator.progress_client import ProgressClient
+from kompress_operator.status import Observed, StatusUpdate, compute_status, failed_status, invalid_spec_status, iso, job_outcome, parse_time, terminated
+
+log = logging.getLogger("kompress.operator")
+
+Index = Mapping[str, Iterable[dict[str, Any]]]
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass
+class Runtime:
+    """What every handler shares: settings, the API, the progress poller, metrics, per-job locks."""
+
+    config: OperatorConfig
+    kube: Kube
+    progress: ProgressClient
+    metrics: Metrics
+    clock: Callable[[], datetime] = utcnow
+    locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    # uid -> (a resourceVersion our own status write replaced, the object that write returned). A watch
+    # event may still carry the replaced version; reconciling from it would only meet a 409.
+    written: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)
+
+    def lock(self, uid: str) -> asyncio.Lock:
+        return self.locks.setdefault(uid, asyncio.Lock())
+
+    def forget(self, uid: str) -> None:
+        self.locks.pop(uid, None)
+        self.written.pop(uid, None)
+        self.metrics.forget(uid)
+
+    def freshest(self, cjob: dict[str, Any]) -> dict[str, Any]:
+        """The object our last write returned, if `cjob` is the very version that write replaced."""
+        replaced, newer = self.written.get(cjob["metadata"]["uid"], (None, None))
+        return newer if replaced is not None and replaced == cjob["metadata"].get("resourceVersion") else cjob
+
+
+async def reconcile(rt: Runtime, cjob: dict[str, Any], jobs: Index, pods: Index, *, poll: bool = False) -> None:
+    """Bring one CompressionJob's children and status up to date. Safe to call any number of times."""
+    meta = cjob["metadata"]
+    async with rt.lock(meta["uid"]):
+        cjob = rt.freshest(cjob)
+        rt.metrics.reconciles.inc()
+        try:
+            await _reconcile_once(rt, cjob, jobs, pods, poll)
+        except Conflict:
+            # Our copy was stale: the object changed after the version we computed from. That newer version
+            # comes to us as a watch event (or at the next resync) and is reconciled then; no extra read (and
+            # no `get` right) is needed. Children created meanwhile are found by name, never duplicated.
+            log.debug("%s/%s: status write conflicted; the newer version will be reconciled", meta["namespace"], meta["name"])
+        except Exception:
+            rt.metrics.reconcile_errors.inc()
+            raise
+
+
+async def _reconcile_once(rt: Runtime, cjob: dict[str, Any], jobs: Index, pods: Index, poll: bool) -> None:
+    if cjob["metadata"].get("deletionTimestamp"):
+        return  # the garbage collector removes the children; the output is never touched
+    now = rt.clock()
+    obs = await observe(rt, cjob, jobs, pods, poll=poll)
+    try:
+        update = compute_status(obs, now)
+    except ValidationError as err:
+        await _write(rt, cjob, invalid_spec_status(cjob, _validation_message(err), now))
+        return
+    todo = actions.next_actions(obs, update.status, rt.config)
+    try:
+        for action in todo:
+            obs = await _apply(rt, obs, action, now)
+    except NotOurs as err:
+        # Not transient: someone else's Job holds the name; say so rather than retry forever.
+        await _write(rt, cjob, failed_status(cjob, c.CHILD_NAME_TAKEN.name, str(err), now))
+        return
+    if todo:
+        update = compute_status(obs, now)
+    await _write(rt, cjob, update)
+
+
+async def observe(rt: Runtime, cjob: dict[str, Any], jobs: Index, pods: Index, *, poll: bool) -> Observed:
+    meta = cjob["metadata"]
+    namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
+    status = cjob.get("status") or {}
+    finished = c.is_finished(status.get("conditions") or [])
+    kids = status.get("children") or {}
+    # Labels can be copied; the controller ownerReference is what makes a Job ours.
+    by_name = {job["metadata"]["name"]: job for job in jobs.get(uid, ()) if children.is_owned_by(job, uid)}
+    plan_name, worker_name = (children.child_name(name, uid, role) for role in (children.ROLE_PLAN, children.ROLE_WORKER))
+    plan_job, worker_job = by_name.get(plan_name), by_name.get(worker_name)
+
+    # An index is fed by a watch and may not hold our own creation yet: ask before concluding it's gone.
+    if not finished and worker_job is None and kids.get("workerJob"):
+        worker_job = _ours(await rt.kube.get_job(namespace, worker_name), uid)
+    if not finished and plan_job is None and kids.get("planJob") and not c.is_planned(status.get("conditions") or []):
+        plan_job = _ours(await rt.kube.get_job(namespace, plan_name), uid)
+
+    pod_list = list(pods.get(uid, ()))
+    plan_pods = await _pods_of(rt, plan_job, pod_list, uid, children.ROLE_PLAN, children.PLAN_CONTAINER_NAME, finished)
+    worker_pods = await _pods_of(rt, worker_job, pod_list, uid, children.ROLE_WORKER, children.CONTAINER_NAME, finished)
+
+    progress = None
+    if poll and worker_job is not None and not finished:
+        running = [p for p in worker_pods if p.get("status", {}).get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")]
+        if running:
+            progress = await rt.progress.poll(running[-1])
+    return Observed(cjob, plan_job, plan_pods, worker_job, worker_pods, progress)
+
+
+async def _pods_of(rt: Runtime, job: dict[str, Any] | None, pods: list[dict[str, Any]], uid: str, role: str, container: str, finished: bool) -> list[dict[str, Any]]:
+    if job is None:
+        return []
+    job_uid = job["metadata"].get("uid")
+    mine = [p for p in pods if _controlled_by(p, job_uid)]
+    # A finished Job's result is in its last pod's termination message; the pod watch may lag the Job watch.
+    if not finished and job_outcome(job)[0] is not None and not any(terminated(p, container) for p in mine):
+        listed = await rt.kube.list_pods(job["metadata"]["namespace"], {children.LABEL_OWNER_UID: uid, children.LABEL_ROLE: role})
+        mine = [p for p in listed if _controlled_by(p, job_uid)]
+    return mine
+
+
+def _ours(job: dict[str, Any] | None, uid: str) -> dict[str, Any] | None:
+    return job if job is not None and children.is_owned_by(job, uid) else None
+
+
+def _controlled_by(pod: dict[str, Any], uid: str | None) -> bool:
+    refs = pod.get("metadata", {}).get("ownerReferences") or []
+    return any(ref.get("uid") == uid and ref.get("controller") for ref in refs)
+
+
+async def _apply(rt: Runtime, obs: Observed, action: actions.Action, now: datetime) -> Observed:
+    meta = obs.cjob["metadata"]
+    namespace = meta["namespace"]
+    if isinstance(action, actions.Create):
+        job, created = await rt.kube.create_job(action.manifest, meta["uid"])
+        if created:
+            log.info("%s/%s: created %s Job %s", namespace, meta["name"], action.role, job["metadata"]["name"])
+            if action.role == children.ROLE_PLAN and (born := parse_time(meta.get("creationTimestamp"))):
+                rt.metrics.time_to_first_child.observe(max(0.0, (now - born).total_seconds()))
+        return replace(obs, **{"plan_job" if action.role == children.ROLE_PLAN else "worker_job": job})
+    if isinstance(action, actions.SetSuspend):
+        job = await rt.kube.set_job_suspend(namespace, action.job, action.suspend)
+        log.info("%s/%s: %s Job %s", namespace, meta["name"], "suspended" if action.suspend else "resumed", action.job)
+        return replace(obs, worker_job=job)
+    if isinstance(action, actions.Delete):
+        await rt.kube.delete_job(namespace, action.job)
+        log.info("%s/%s: deleted Job %s: %s", namespace, meta["name"], action.job, action.why)
+        # Deletion takes effect later; until then the Job is one being deleted, not one that vanished.
+        role = "worker_job" if obs.worker_job is not None and obs.worker_job["metadata"]["name"] == action.job else "plan_job"
+        job = copy.deepcopy(getattr(obs, role))
+        job["metadata"]["deletionTimestamp"] = iso(now)
+        return replace(obs, **{role: job})
+    raise TypeError(f"unknown action {action!r}")
+
+
+async def _write(rt: Runtime, cjob: dict[str, Any], update: StatusUpdate) -> None:
+    meta = cjob["metadata"]
+    if update.changed:
+        written = await rt.kube.write_status(cjob, update.status)
+        rt.metrics.status_writes.inc()
+        if meta.get("resourceVersion") and written:
+            rt.written[meta["uid"]] = (meta["resourceVersion"], written)
+    rt.metrics.record_phase(meta["uid"], update.status.get("phase"))
+    for event in update.events:
+        try:
+            await rt.kube.post_event(cjob, event)
+        except Exception as err:  # noqa: BLE001 - an Event lost is not worth a failed reconcile
+            log.warning("%s/%s: could not post Event %s: %s", meta["namespace"], meta["name"], event.reason, err)
+
+
+def _validation_message(err: ValidationError) -> str:
+    parts = []
+    for item in err.errors()[:5]:
+        where = ".".join(str(p) for p in item.get("loc", ()))
+        parts.append(f"{where}: {item.get('msg')}" if where else str(item.get("msg")))
+    return "; ".join(parts)

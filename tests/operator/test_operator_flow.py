@@ -1,0 +1,282 @@
+"""The operator end to end over real HTTP: real Kopf against the emulated API server, kubectl where a user
+would type it, and the test itself playing the Job controller and the kubelet (Job and Pod status)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from kompress_api import v1alpha1 as api
+from kompress_api.exit_codes import non_retriable_codes
+from kompress_api.worker_protocol import PlannerResult, WorkerResult
+from kompress_testing.wrappers import make_cjob
+
+from operator_cluster import GIB, JOBS, PLAN, RESULT, Cluster, OperatorThread, container, event_reasons, jobs_of, one_job, plan, tiny, wait_for
+
+pytestmark = pytest.mark.integration
+
+class _Progress(BaseHTTPRequestHandler):
+    doc: dict[str, Any] = {}
+
+    def do_GET(self):  # noqa: N802
+        body = json.dumps(type(self).doc).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def worker_progress(cluster: Cluster, clock) -> Any:
+    """A worker's progress endpoint on 127.0.0.1, and an operator told that workers serve it on that port."""
+    port = _free_port()
+    server = _Server(("127.0.0.1", port), _Progress)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    op = OperatorThread(cluster.kubeconfig, clock, progress_port=port).start()
+    yield _Progress
+    op.stop()
+    server.shutdown()
+    server.server_close()
+
+
+# --- the flow ------------------------------------------------------------------------------------------
+
+
+def test_apply_plans_first_then_creates_exactly_one_worker_job(cluster, operator, controller):
+    cluster.apply(tiny().manifest())
+    plan_job = one_job(cluster, "plan")
+    # nothing asks for a GPU before the plan exists
+    assert jobs_of(cluster, "worker") == []
+    assert container(plan_job)["command"] == ["kompress", "plan-pod"]
+    assert cluster.wait_phase("tiny", "Planning")
+
+    worker = plan(cluster, controller)
+    cjob = cluster.cjob("tiny")
+    assert worker["metadata"]["ownerReferences"][0]["uid"] == cjob["metadata"]["uid"]
+    res = container(worker)["resources"]
+    # four GPUs by default; memory and scratch from the plan, since the spec gave none
+    assert res["limits"]["nvidia.com/gpu"] == "4" and res["limits"]["memory"] == "8Gi" and res["requests"]["ephemeral-storage"] == "20Gi"
+    env = {e["name"]: e for e in container(worker)["env"]}
+    assert env["HF_TOKEN"]["valueFrom"] == {"secretKeyRef": {"name": "hf-token", "key": "token"}}
+    assert {"prefix": "KOMPRESS_OUTPUT_S3_", "secretRef": {"name": "s3-creds"}} in container(worker)["envFrom"]
+    assert worker["spec"]["podFailurePolicy"]["rules"][1]["onExitCodes"]["values"] == non_retriable_codes()
+
+    status = cluster.wait_phase("tiny", "Queued")
+    assert status["plan"]["hostMemoryBytes"] == 8 * GIB and status["children"]["workerJob"] == worker["metadata"]["name"]
+    # resyncs and the events our own writes cause never make a second Job
+    wait_for("a few resyncs", lambda: operator.runtime.metrics.reconciles._value.get() > 10)
+    assert len(jobs_of(cluster, "plan")) == 1 and len(jobs_of(cluster, "worker")) == 1
+    reasons = wait_for("events", lambda: (r := event_reasons(cluster, "tiny")) and "PlanSucceeded" in r and r)
+    assert {"Planning", "PlanSucceeded", "PlanWarning"} <= set(reasons)
+    assert reasons.count("PlanSucceeded") == 1
+    # what a user sees: the CRD's printer columns, served as a table
+    table = cluster.kubectl("get", "compressionjobs").stdout
+    assert "PHASE" in table and "Queued" in table and "hf://org/tiny-moe" in table
+
+
+def test_the_status_follows_the_worker_to_success(cluster, controller, worker_progress):
+    cluster.apply(tiny().manifest())
+    worker = plan(cluster, controller)
+    name = worker["metadata"]["name"]
+    pod = controller.start_pod(name)
+    controller.job_status(name, lambda j: j.started())
+    controller.pod_status(pod["metadata"]["name"], lambda p: p.waiting("ContainerCreating"))
+    assert cluster.wait_phase("tiny", "Queued")
+
+    worker_progress.doc = {"stage": "compress", "stageIndex": 7, "stageCount": 11, "percent": 42, "message": "layer 12 of 46"}
+    controller.pod_status(pod["metadata"]["name"], lambda p: p.running(ip="127.0.0.1"))
+    status = wait_for("progress", lambda: (s := cluster.status("tiny")).get("progress", {}).get("percent") == 42 and s)
+    assert status["phase"] == "Running" and status["progress"]["message"] == "layer 12 of 46"
+    assert "stage compress (7/11)" in cluster.kubectl("describe", "compressionjob", "tiny").stdout
+
+    worker_progress.doc = {"stage": "publish", "percent": 95}
+    cluster.wait_phase("tiny", "Publishing")
+
+    controller.pod_status(pod["metadata"]["name"], lambda p: p.succeeded(RESULT))
+    controller.job_status(name, lambda j: j.complete())
+    status = cluster.wait_phase("tiny", "Succeeded")
+    assert status["result"]["outputUri"] == "s3://models/tiny" and status["result"]["checkpointBytes"] == 3_100_000
+    assert status["completionTime"] and status["progress"]["percent"] == 100
+    succeeded = cluster.condition("tiny", "Succeeded")
+    assert succeeded["message"].startswith("published 3.1 MB to s3://models/tiny")
+    reasons = wait_for("the Succeeded event", lambda: (r := event_reasons(cluster, "tiny")) and "Succeeded" in r and r)
+    assert {"WorkerRunning", "Publishing", "Succeeded"} <= set(reasons)
+    assert "Succeeded" in cluster.kubectl("get", "cjob", "tiny").stdout
+
+
+@pytest.mark.parametrize(
+    ("pod_state", "job_state", "reason", "words"),
+    [
+        (
+            lambda p: p.failed(11, WorkerResult(ok=False, exit_code=11, reason="ModelNotFound", stage="fetch-model", message="hf://org/tiny-moe: 404")),
+            lambda j: j.counts(failed=1).failed("PodFailurePolicy", "Container worker for pod ml/x failed with exit code 11 matching FailJob rule at index 1"),
+            "ModelNotFound",
+            "stage fetch-model: hf://org/tiny-moe: 404",
+        ),
+        (lambda p: p.oom_killed(), lambda j: j.counts(failed=3).failed("BackoffLimitExceeded"), "OOMKilled", "ran out of memory (limit 8Gi)"),
+        (lambda p: p.running(), lambda j: j.failed("DeadlineExceeded", "Job was active longer than specified deadline"), "DeadlineExceeded", "spec.activeDeadlineSeconds"),
+    ],
+    ids=["worker-exit-code", "oom-killed", "deadline"],
+)
+def test_each_failure_class_ends_failed_with_its_reason(cluster, operator, controller, pod_state, job_state, reason, words):
+    cluster.apply(tiny().with_spec(activeDeadlineSeconds=3600).manifest())
+    worker = plan(cluster, controller)
+    controller.run_to_end(worker["metadata"]["name"], pod_state, job_state)
+    status = cluster.wait_phase("tiny", "Failed")
+    failed = cluster.condition("tiny", "Failed")
+    assert failed["reason"] == reason and words in failed["message"]
+    assert cluster.condition("tiny", "Stalled")["status"] == "True"
+    assert status["completionTime"]
+    wait_for(f"a Warning Event {reason}", lambda: any(e["reason"] == reason and e["type"] == "Warning" for e in cluster.events("tiny")))
+
+
+@pytest.mark.parametrize(
+    ("state", "reason", "words"),
+    [
+        (lambda p: p.unschedulable("0/3 nodes are available: 3 Insufficient nvidia.com/gpu."), "Unschedulable", "3 Insufficient nvidia.com/gpu"),
+        (lambda p: p.waiting("ImagePullBackOff", 'Back-off pulling image "registry.example/kompress-job:1.0"'), "ImagePullBackOff", "Back-off pulling image"),
+    ],
+    ids=["unschedulable", "image-pull"],
+)
+def test_a_stuck_pod_is_explained_then_fails_after_the_pending_timeout(cluster, operator, controller, clock, state, reason, words):
+    cluster.apply(tiny().with_spec(pendingTimeoutSeconds=600).manifest())
+    worker = plan(cluster, controller)
+    pod = controller.start_pod(worker["metadata"]["name"])
+    controller.pod_status(pod["metadata"]["name"], state)
+    queued = wait_for("the waiting reason", lambda: (c := cluster.condition("tiny", "Queued")) and c["reason"] == reason and c)
+    assert words in queued["message"] and cluster.status("tiny")["phase"] == "Queued"
+
+    clock.advance(601)  # the next resync sees the pod pending for longer than spec.pendingTimeoutSeconds
+    cluster.wait_phase("tiny", "Failed")
+    failed = cluster.condition("tiny", "Failed")
+    assert failed["reason"] == reason and words in failed["message"] and "(600s)" in failed["message"]
+    # the stuck Job is removed, so it can't take GPUs later
+    wait_for("the worker Job to be deleted", lambda: jobs_of(cluster, "worker") == [])
+
+
+def test_planning_errors_reach_the_user_before_any_worker_job(cluster, operator, controller):
+    cluster.apply(tiny().with_preset("sparse24-w4a16-w8a8").manifest())
+    plan_job = one_job(cluster, "plan")
+    rejected = api.PlanSummary(problems=[api.PlanProblem(severity="error", code="GroupSizeMismatch", message="model.layers.0.mlp.down_proj in_features 10944 is not a multiple of 128", fix="set spec.recipe.overrides.groupSize to 64")])
+    controller.run_to_end(
+        plan_job["metadata"]["name"],
+        lambda p: p.failed(20, PlannerResult(ok=False, exit_code=20, reason="PlanRejected", message="1 error", plan=rejected)),
+        lambda j: j.counts(failed=1).failed("PodFailurePolicy"),
+    )
+    cluster.wait_phase("tiny", "Failed")
+    failed = cluster.condition("tiny", "Failed")
+    assert failed["reason"] == "PlanRejected" and "GroupSizeMismatch" in failed["message"] and "groupSize to 64" in failed["message"]
+    assert cluster.condition("tiny", "Planned")["status"] == "False"
+    event = wait_for("the PlanRejected event", lambda: next((e for e in cluster.events("tiny") if e["reason"] == "PlanRejected"), None))
+    assert event["type"] == "Warning" and "GroupSizeMismatch" in event["message"]
+    assert "PlanRejected" in cluster.kubectl("describe", "cjob", "tiny").stdout
+    wait_for("a few resyncs", lambda: operator.runtime.metrics.reconciles._value.get() > 6)
+    assert jobs_of(cluster, "worker") == []
+
+
+def test_invalid_spec_is_refused_by_the_crd_before_any_job(cluster, operator):
+    bad = tiny().manifest()
+    bad["spec"]["recipe"] = {"preset": "w4a16", "custom": "quant_stage: {}"}
+    result = cluster.kubectl("apply", "--validate=false", "-f", "-", input=json.dumps(bad), check=False)
+    assert result.returncode != 0 and "exactly one of preset or custom" in result.stderr
+    bad_uri = tiny().with_model("ftp://example/model").manifest()
+    result = cluster.kubectl("apply", "--validate=false", "-f", "-", input=json.dumps(bad_uri), check=False)
+    assert result.returncode != 0 and "spec.model.uri must be" in result.stderr
+    assert cluster.client.get("/apis/kompress.dev/v1alpha1/namespaces/ml/compressionjobs")["items"] == []
+    assert cluster.jobs() == []
+
+
+# --- suspend, Kueue, delete ---------------------------------------------------------------------------------
+
+
+def test_suspend_stops_the_worker_and_resume_lets_it_run(cluster, operator, controller):
+    cluster.apply(tiny().manifest())
+    worker = plan(cluster, controller)
+    name = worker["metadata"]["name"]
+    assert worker["spec"]["suspend"] is False
+
+    cluster.kubectl("patch", "compressionjob", "tiny", "--type=merge", "-p", '{"spec":{"suspend":true}}')
+    wait_for("the Job to be suspended", lambda: cluster.job(name)["spec"]["suspend"] is True)
+    status = cluster.wait_phase("tiny", "Suspended")
+    assert status["observedGeneration"] == cluster.cjob("tiny")["metadata"]["generation"]
+
+    cluster.kubectl("patch", "compressionjob", "tiny", "--type=merge", "-p", '{"spec":{"suspend":false}}')
+    wait_for("the Job to be resumed", lambda: cluster.job(name)["spec"]["suspend"] is False)
+    wait_for("Resumed", lambda: cluster.condition("tiny", "Suspended")["reason"] == "Resumed")
+    assert {"SuspendedBySpec", "Resumed"} <= set(wait_for("events", lambda: (r := event_reasons(cluster, "tiny")) and "Resumed" in r and r))
+    assert len(jobs_of(cluster, "worker")) == 1
+
+
+def test_a_job_created_suspended_is_planned_but_gets_no_worker_until_resumed(cluster, operator, controller):
+    cluster.apply(tiny().suspended().manifest())
+    plan_job = one_job(cluster, "plan")
+    controller.run_to_end(plan_job["metadata"]["name"], lambda p: p.succeeded(PlannerResult(ok=True, plan=PLAN)), lambda j: j.complete())
+    status = wait_for("the plan", lambda: (s := cluster.status("tiny")).get("plan") and s)
+    assert status["phase"] == "Suspended" and jobs_of(cluster, "worker") == []
+    cluster.kubectl("patch", "cjob", "tiny", "--type=merge", "-p", '{"spec":{"suspend":false}}')
+    one_job(cluster, "worker")
+
+
+def test_kueue_labels_the_job_and_queued_is_distinct_from_running(cluster, operator, controller):
+    cluster.apply(tiny().with_queue("gpu-batch", priority="research").manifest())
+    worker = plan(cluster, controller)
+    name = worker["metadata"]["name"]
+    assert worker["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu-batch"
+    assert worker["metadata"]["labels"]["kueue.x-k8s.io/priority-class"] == "research"
+    assert worker["spec"]["suspend"] is True
+    cluster.wait_phase("tiny", "Queued")
+    assert cluster.condition("tiny", "Queued")["reason"] == "WaitingForKueueAdmission"
+
+    # Kueue admits it: un-suspends the Job; the operator must not suspend it again
+    cluster.client.patch(f"{JOBS}/{name}", {"spec": {"suspend": False}})
+    pod = controller.start_pod(name)
+    controller.job_status(name, lambda j: j.started())
+    controller.pod_status(pod["metadata"]["name"], lambda p: p.running())
+    cluster.wait_phase("tiny", "Running")
+    assert cluster.job(name)["spec"]["suspend"] is False
+
+
+def test_delete_removes_the_children_and_never_the_output(cluster, operator, controller, tmp_path):
+    output = tmp_path / "published"
+    output.mkdir()
+    (output / "kompress.json").write_text("{}")
+    cluster.apply(tiny().with_output(f"file://{output}").manifest())
+    plan(cluster, controller)
+    cluster.kubectl("delete", "compressionjob", "tiny", "--wait=true", "--timeout=20s")
+    wait_for("the garbage collector to remove the Jobs", lambda: cluster.jobs() == [])
+    wait_for("a few resyncs", lambda: operator.runtime.metrics.reconciles._value.get() > 0)
+    assert cluster.jobs() == []
+    assert (output / "kompress.json").read_text() == "{}"
+
+
+def test_an_operator_watching_some_namespaces_leaves_the_others_alone(cluster, clock):
+    cluster.client.post("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "other"}})
+    op = OperatorThread(cluster.kubeconfig, clock, watch_namespaces=("ml",)).start()
+    try:
+        elsewhere = make_cjob("elsewhere", namespace="other").manifest()
+        cluster.client.post("/apis/kompress.dev/v1alpha1/namespaces/other/compressionjobs", elsewhere)
+        cluster.apply(tiny().manifest())
+        one_job(cluster, "plan")
+        wait_for("a few resyncs", lambda: op.runtime.metrics.reconciles._value.get() > 3)
+        assert cluster.client.get("/apis/batch/v1/namespaces/other/jobs")["items"] == []
+        assert "status" not in cluster.client.get("/apis/kompress.dev/v1alpha1/namespaces/other/compressionjobs/elsewhere")
+    finally:
+        op.stop()
