@@ -97,7 +97,7 @@ def test_an_invalid_manifest_names_the_field(tmp_path):
     path = write_job(tmp_path, job_doc("ftp://nowhere", {"uri": "file:///tmp/out"}))
     done = kompress("run", path)
     assert done.returncode == ExitCode.INVALID_SPEC.code
-    assert "spec.model.uri" in done.stderr or "model.uri" in done.stderr
+    assert "Failed (InvalidSpec, exit 10)" in done.stdout and "spec.model.uri must be hf://ORG/NAME" in done.stdout
 
 
 def test_the_worker_reports_through_json_logs_and_the_termination_message(s3, s3_output, model_folder, tmp_path):
