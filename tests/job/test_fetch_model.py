@@ -74,9 +74,11 @@ def test_s3_prefix_is_downloaded_verified_and_pinned_to_its_etags(s3, bucket, mo
 
     (model_folder / "config.json").write_text('{"model_type": "changed"}')
     upload_folder(s3, bucket, model_folder, "models/tiny")
+    s3.client().delete_object(Bucket=bucket, Key="models/tiny/tokenizer.json")
     changed = sources.fetch_model(source, tmp_path / "model", s3.env("model"))
     assert changed.resolved_revision != fetched.resolved_revision
     assert (tmp_path / "model" / "config.json").read_text() == '{"model_type": "changed"}'
+    assert files_in(tmp_path / "model") == WANTED - {"tokenizer.json"}  # nothing stale from the earlier version
 
 
 def test_s3_prefix_without_config_or_weights_is_model_not_found(s3, bucket, model_folder, tmp_path):

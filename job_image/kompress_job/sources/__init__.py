@@ -39,6 +39,19 @@ def local_path(uri: str) -> Path:
     return Path(uri[len("file://"):] if uri.startswith("file://") else uri)
 
 
+def prune_extras(dest: Path, keep: list[str]) -> list[str]:
+    """Delete files in our own download folder that the source no longer has (a re-run after the model changed),
+    so a loader globbing *.safetensors never sees a stale shard. Returns what was deleted."""
+    wanted = set(keep)
+    removed = []
+    for path in sorted(dest.rglob("*")):
+        rel = path.relative_to(dest).as_posix()
+        if path.is_file() and rel not in wanted and not rel.startswith((".cache/", ".kompress/")) and not rel.endswith((".partial", ".partial.json")):
+            path.unlink()
+            removed.append(rel)
+    return removed
+
+
 def fetch_model(source: ModelSource, dest: Path, env: Mapping[str, str], *, on_bytes: ByteCallback | None = None) -> FetchedModel:
     scheme = model_uri_scheme(source.uri)
     if scheme == "hf":

@@ -22,7 +22,7 @@ from kompress_api.worker_protocol import ENV_HF_ENDPOINT, ENV_HF_TOKEN
 
 from kompress_job.checksums import VerifiedFiles, git_blob_id, sha256_file
 from kompress_job.errors import AccessDenied, KompressError, ModelNotFound, StorageUnreachable
-from kompress_job.sources import ByteCallback, FetchedConfig, FetchedModel
+from kompress_job.sources import ByteCallback, FetchedConfig, FetchedModel, prune_extras
 from kompress_job.sources.select import check_complete, wanted
 
 DOWNLOAD_WORKERS = 8
@@ -220,6 +220,7 @@ def fetch_model(source: ModelSource, dest: Path, env: Mapping[str, str], *, on_b
 
     with _DiskMeter(dest, total, on_bytes), ThreadPoolExecutor(DOWNLOAD_WORKERS, thread_name_prefix="hub") as pool:
         reused = sum(pool.map(fetch_one, entries))
+    prune_extras(dest, [e.path for e in entries])
     if on_bytes is not None:
         on_bytes(total, total)
     return FetchedModel(model_dir=dest, resolved_revision=commit, bytes=total, files=[e.path for e in entries], reused_bytes=reused)

@@ -16,7 +16,7 @@ from kompress_api.v1alpha1 import ModelSource
 from kompress_job.checksums import VerifiedFiles
 from kompress_job.errors import ModelNotFound
 from kompress_job.s3client import make_client, parse_s3_uri, raise_storage_error
-from kompress_job.sources import ByteCallback, FetchedConfig, FetchedModel
+from kompress_job.sources import ByteCallback, FetchedConfig, FetchedModel, prune_extras
 from kompress_job.sources.select import check_complete, wanted
 from kompress_job.transfer import DownloadItem, S3Transfer, TransferSettings, head_object, list_objects
 
@@ -52,6 +52,7 @@ def fetch_model(source: ModelSource, dest: Path, env: Mapping[str, str], *, on_b
     except (ClientError, BotoCoreError) as exc:
         raise_storage_error(exc, what="model", uri=source.uri, not_found=ModelNotFound, endpoint=source.s3.endpoint if source.s3 else None)
         raise  # unreachable: raise_storage_error always raises
+    prune_extras(dest, files)
     revision = etag_revision([(item.rel, item.remote.etag or "") for item in items])
     return FetchedModel(
         model_dir=dest,
