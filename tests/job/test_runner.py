@@ -169,3 +169,26 @@ def test_sigterm_mid_job_leaves_an_honest_termination_message(model_folder, toke
     result = WorkerResult.model_validate(json.loads(termination.read_text()))
     assert (result.ok, result.reason, result.stage) == (False, "Terminated", "compress")
     assert not (tmp_path / "out" / "kompress.json").exists()
+
+
+@pytest.mark.unit
+def test_the_run_summary_says_where_the_model_went_and_what_it_is_worth():
+    from kompress_api.v1alpha1 import EvaluationMetrics
+    from kompress_job.runner import summary
+
+    ok = WorkerResult(
+        ok=True,
+        message="published to s3://models/glm/w4a16",
+        manifest_uri="s3://models/glm/w4a16/kompress.json",
+        resolved_revision="6b371e2a",
+        checkpoint_bytes=105_000_000_000,
+        original_bytes=214_000_000_000,
+        compression_ratio=2.04,
+        metrics=EvaluationMetrics(perplexity_increase=0.031, kl_divergence=0.0123, top1_agreement=0.912),
+    )
+    text = summary(ok)
+    assert text.startswith("Succeeded: published to s3://models/glm/w4a16")
+    for part in ("s3://models/glm/w4a16/kompress.json", "105.000 GB", "2.04x vs bf16", "perplexity +3.10%", "KL 0.0123", "top-1 0.912"):
+        assert part in text
+    failed = WorkerResult(ok=False, exit_code=17, reason="QualityGateFailed", message="missed", stage="publish", rejected_uri="s3://m/x.rejected")
+    assert summary(failed) == "Failed (QualityGateFailed, exit 17) in stage publish: missed\n  rejected checkpoint kept at s3://m/x.rejected"
