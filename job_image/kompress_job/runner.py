@@ -162,8 +162,12 @@ def execute(
     server = None
     if progress_bind:
         labels = {"job": job.metadata.name or "", "namespace": job.metadata.namespace or ""}
-        server = ProgressServer(ctx.progress, progress_bind, timings=ctx.timings, labels={k: v for k, v in labels.items() if v}).start()
-        log.info("progress at %s/progress", server.url)
+        try:
+            server = ProgressServer(ctx.progress, progress_bind, timings=ctx.timings, labels={k: v for k, v in labels.items() if v}).start()
+            log.info("progress at %s/progress", server.url)
+        except (OSError, ValueError) as exc:
+            # Progress is for watching; the job itself can still succeed without it.
+            log.error("cannot serve progress on %s (%s); running without it", progress_bind, exc)
     try:
         result = pipeline.run(ctx, resolve=resolve)
     except Terminated:
@@ -261,16 +265,21 @@ def worker(env: Mapping[str, str], *, resolve: Callable[[str], Callable[[RunCont
     requested = int(env[ENV_GPUS]) if env.get(ENV_GPUS, "").isdigit() else job.spec.resources.gpus
     devices = available_devices(requested, log)
     signal.signal(signal.SIGTERM, _on_sigterm)
-    result = execute(
-        job,
-        env,
-        workdir=scratch / "work",
-        devices=devices,
-        log=log,
-        progress_bind=env.get(ENV_PROGRESS_BIND) or DEFAULT_BIND,
-        termination_log=termination,
-        sinks=[logs.LogProgressSink(log)],
-        resolve=resolve,
-    )
+    try:
+        result = execute(
+            job,
+            env,
+            workdir=scratch / "work",
+            devices=devices,
+            log=log,
+            progress_bind=env.get(ENV_PROGRESS_BIND) or DEFAULT_BIND,
+            termination_log=termination,
+            sinks=[logs.LogProgressSink(log)],
+            resolve=resolve,
+        )
+    except Exception as exc:  # noqa: BLE001 - outside the pipeline (scratch unwritable...): still leave a result
+        log.exception("the worker failed outside its stages")
+        result = WorkerResult(ok=False, exit_code=ExitCode.INTERNAL.code, reason=ExitCode.INTERNAL.reason, message=f"{type(exc).__name__}: {exc}")
+        write_termination(termination, result, redact, log)
     log.info("result: %s", result.reason, extra={"exit_code": result.exit_code, "ok": result.ok})
     return result.exit_code
