@@ -40,17 +40,18 @@ class RunContext:
     # calibration: tokenized datasets.Dataset for calibration, and held-out rows for evaluation
     calibration: Any = None
     holdout: Any = None
-    # load-model
+    # load-model (a meta-device model when distributed ranks load the weights; verify replaces it with the
+    # checkpoint reloaded as users load it, for the evaluate stage)
     model: Any = None
     tokenizer: Any = None
     # baseline: the original model's figures on the held-out rows, kept so both models never share memory
     baseline: Any = None
-    # compress: the resolved recipe (module groups, modifiers) that ran
+    # compress: the resolved recipe (kompress_job.recipe.ResolvedRecipe: groups, modifiers, summary())
     recipe: Any = None
     # save
     checkpoint_dir: Path | None = None
     checkpoint_bytes: int | None = None
-    # verify
+    # verify: kompress_job.verification.VerificationReport.summary(), a JSON-able dict
     verification: Any = None
     # evaluate
     metrics: EvaluationMetrics | None = None

@@ -50,17 +50,23 @@ class Controllers:
     def _pass(self) -> bool:
         """One pass of the controllers. Returns whether anything changed."""
         changed = False
-        everything = list(self.server.store.items())
+        # Read-only view: objects are copied only when a controller writes them (_patch, delete_one).
+        everything = self.server.store.peek_items()
+        types: dict[tuple[str, str], ResourceType | None] = {}
         uids = {obj["metadata"]["uid"]: (key, obj) for key, obj in everything}
         dependents: dict[str, list[tuple[Key, dict[str, Any]]]] = {}
         for key, obj in everything:
             for ref in obj["metadata"].get("ownerReferences") or []:
                 dependents.setdefault(ref.get("uid", ""), []).append((key, obj))
 
-        for key, obj in everything:
-            if self.server.store.get(*key) is None:
+        for key, _ in everything:
+            # The current version: an earlier step of this pass may have changed or removed it.
+            obj = self.server.store.peek(*key)
+            if obj is None:
                 continue
-            rtype = self._type_of(key[0])
+            if key[0] not in types:
+                types[key[0]] = self._type_of(key[0])
+            rtype = types[key[0]]
             if rtype is None:
                 continue
             meta = obj["metadata"]
@@ -71,7 +77,7 @@ class Controllers:
             # Orphan: detach dependents, then let the owner go.
             if deleting and ORPHAN in finalizers:
                 for dep_key, dep in dependents.get(uid, []):
-                    fresh = self.server.store.get(*dep_key)
+                    fresh = self.server.store.peek(*dep_key)
                     if fresh is None:
                         continue
                     refs = [r for r in fresh["metadata"].get("ownerReferences") or [] if r.get("uid") != uid]
@@ -82,7 +88,7 @@ class Controllers:
 
             # Foreground: delete dependents first; the owner goes when none is left.
             if deleting and FOREGROUND in finalizers:
-                live = [(k, d) for k, d in dependents.get(uid, []) if self.server.store.get(*k) is not None]
+                live = [(k, d) for k, d in dependents.get(uid, []) if self.server.store.peek(*k) is not None]
                 for dep_key, dep in live:
                     dep_type = self._type_of(dep_key[0])
                     if dep_type and not dep["metadata"].get("deletionTimestamp"):
@@ -95,7 +101,7 @@ class Controllers:
 
             # Namespace termination: delete the content, then the namespace.
             if deleting and rtype.plural == "namespaces" and not rtype.group:
-                content = [(k, o) for k, o in everything if k[1] == meta["name"] and self.server.store.get(*k) is not None]
+                content = [(k, o) for k, o in everything if k[1] == meta["name"] and self.server.store.peek(*k) is not None]
                 for content_key, content_obj in content:
                     content_type = self._type_of(content_key[0])
                     if content_type and not content_obj["metadata"].get("deletionTimestamp"):
@@ -109,7 +115,7 @@ class Controllers:
             # CRD deletion: remove every custom resource of it, then the CRD.
             if deleting and CRD_CLEANUP in finalizers and rtype.plural == "customresourcedefinitions":
                 storage = (obj["spec"]["group"], obj["spec"]["names"]["plural"])
-                instances = [(k, o) for k, o in everything if k[0] == storage and self.server.store.get(*k) is not None]
+                instances = [(k, o) for k, o in everything if k[0] == storage and self.server.store.peek(*k) is not None]
                 cr_type = self._type_of(storage)
                 for instance_key, instance in instances:
                     if cr_type and not instance["metadata"].get("deletionTimestamp"):
@@ -123,9 +129,9 @@ class Controllers:
             # Background: a dependent whose owners are all gone is deleted; dangling references are dropped.
             refs = meta.get("ownerReferences") or []
             if refs and not deleting:
-                alive = [r for r in refs if r.get("uid") in uids and self.server.store.get(*uids[r["uid"]][0]) is not None
-                         and not _is_being_foreground_deleted(self.server.store.get(*uids[r["uid"]][0]))]
-                gone = [r for r in refs if r.get("uid") not in uids or self.server.store.get(*uids[r["uid"]][0]) is None]
+                alive = [r for r in refs if r.get("uid") in uids and self.server.store.peek(*uids[r["uid"]][0]) is not None
+                         and not _is_being_foreground_deleted(self.server.store.peek(*uids[r["uid"]][0]))]
+                gone = [r for r in refs if r.get("uid") not in uids or self.server.store.peek(*uids[r["uid"]][0]) is None]
                 if not alive and gone and len(gone) == len(refs):
                     self.server.delete_one(rtype, key[1], key[2], {"propagationPolicy": "Background"})
                     changed = True

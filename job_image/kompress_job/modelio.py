@@ -1,0 +1,114 @@
+"""Loading models the ways the worker needs: for compression, on the meta device, and back from a checkpoint.
+
+Owns: the one place that calls `from_pretrained` on a causal LM, with llm-compressor's MoE loader so
+fused 3-D experts arrive as per-expert Linear layers (what recipes target and what checkpoints store),
+and the errors a user sees when the folder is not a model.
+Must not: know about recipes or stages.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+from typing import Any
+
+from kompress_job.errors import ModelNotFound, UnsupportedArchitecture
+
+DTYPES = {"bfloat16", "float16", "float32"}
+
+
+def torch_dtype(name: str) -> Any:
+    """spec.model.dtype -> what from_pretrained takes ('auto' or a torch dtype)."""
+    if name == "auto":
+        return "auto"
+    if name not in DTYPES:
+        raise ValueError(f"unknown dtype {name}")
+    import torch
+
+    return getattr(torch, name)
+
+
+def check_model_dir(path: Path | str | None) -> Path:
+    """The model folder, or ModelNotFound saying what is missing."""
+    if path is None:
+        raise ModelNotFound("no model folder: the fetch-model stage did not provide one")
+    folder = Path(path)
+    if not folder.is_dir():
+        raise ModelNotFound(f"model folder {folder} does not exist; check spec.model.uri (and the volume it is on)")
+    if not (folder / "config.json").is_file():
+        raise ModelNotFound(f"{folder} has no config.json: spec.model.uri must point at a Hugging Face style model folder")
+    if not any(folder.glob("*.safetensors")) and not any(folder.glob("*.bin")):
+        raise ModelNotFound(f"{folder} has a config.json but no weights (*.safetensors)")
+    return folder
+
+
+def _unsupported(folder: Path, err: Exception, trust_remote_code: bool) -> UnsupportedArchitecture:
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        config = {}
+    what = config.get("architectures") or config.get("model_type") or "this model"
+    hint = "" if trust_remote_code else " If the model ships its own code, set spec.model.trustRemoteCode: true."
+    return UnsupportedArchitecture(f"transformers cannot build {what}: {type(err).__name__}: {err}.{hint}")
+
+
+def load_causal_lm(path: Path | str, *, dtype: str = "auto", trust_remote_code: bool = False, offloaded: bool = False, offload_folder: Path | None = None) -> Any:
+    """The model in host memory, MoE experts as per-expert Linear layers (llm-compressor's layout).
+
+    offloaded: load through compressed-tensors' offloaded loader (rank 0 reads the weights, other DDP
+    ranks build on meta and receive them), as llm-compressor's distributed examples do; what does not
+    fit in host memory goes to `offload_folder` on disk.
+    """
+    from kompress_job import cpu_workarounds
+
+    folder = check_model_dir(path)
+    cpu_workarounds.apply()
+    from llmcompressor.modeling.moe.linearize import load_quantizable_moe
+    from transformers import AutoModelForCausalLM
+
+    kwargs: dict[str, Any] = {"dtype": torch_dtype(dtype), "trust_remote_code": trust_remote_code}
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(load_quantizable_moe())
+        if offloaded:
+            from compressed_tensors.offload import load_offloaded_model
+
+            stack.enter_context(load_offloaded_model())
+            kwargs["device_map"] = "auto_offload"
+            if offload_folder is not None:
+                kwargs["offload_folder"] = str(offload_folder)
+            if not cpu_workarounds.has_accelerator():
+                # compressed-tensors budgets a distributed run's host memory as /dev/shm capped by the mmap
+                # limit times the mean tensor size, minus 5 GB: a tiny test model gets a negative budget
+                # and goes to disk. On a CPU there is no device to onload to: keep it all in memory.
+                import psutil
+
+                kwargs["max_memory"] = {"cpu": psutil.virtual_memory().available}
+        try:
+            model = AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)
+        except (ValueError, KeyError, ImportError) as err:
+            if "does not recognize this architecture" in str(err) or "trust_remote_code" in str(err) or isinstance(err, KeyError):
+                raise _unsupported(folder, err, trust_remote_code) from None
+            raise
+    model.eval()
+    return model
+
+
+def load_tokenizer(path: Path | str, *, trust_remote_code: bool = False) -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+
+
+def meta_model(path: Path | str, *, trust_remote_code: bool = False) -> Any:
+    """The model's structure on the meta device, from config.json alone (no weights read)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    folder = Path(path)
+    try:
+        config = AutoConfig.from_pretrained(str(folder), trust_remote_code=trust_remote_code)
+        with torch.device("meta"):
+            return AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+    except (ValueError, KeyError, ImportError) as err:
+        raise _unsupported(folder, err, trust_remote_code) from None

@@ -1,0 +1,220 @@
+"""The named recipes (spec.recipe.preset): which module roles get what, and the llm-compressor recipe that
+does it. docs/presets.md is the user-facing description of the same table.
+
+    preset                 attention  dense MLP  shared experts  routed experts  gate_proj*  router, lm_head
+    sparse24-w4a16-w8a8    2:4+W4A16  2:4+W4A16  2:4+W8A8 static 2:4+W8A8 static 16-bit      16-bit
+    w4a16-w8a8             W4A16      W4A16      W8A8 dynamic    W8A8 dynamic    as its MLP  16-bit
+    w4a16                  W4A16      W4A16      W4A16           W4A16           as its MLP  16-bit
+    fp8-dynamic            FP8        FP8        FP8             FP8             as its MLP  16-bit
+
+    * the gating projection of every MLP and expert. The founding preset keeps it 16-bit, as its
+      recipe said; the others treat it like its MLP, because vLLM fuses gate and up into one layer that
+      must share one scheme.
+
+W4A16 is INT4 symmetric, group 128 (spec.recipe.overrides.groupSize), with the documented fallback for
+input widths the group size does not divide. The two expert presets need a Mixture-of-Experts model.
+
+Owns: preset -> per-module assignment (pure), and the recipe dict (llm-compressor's YAML form) that
+carries it out. Must not: import llm-compressor (the planner resolves presets without it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from kompress_api.v1alpha1 import Preset, RecipeOverrides
+
+from kompress_job.errors import UnsupportedArchitecture
+from kompress_job.recipe.awq import derive_mappings
+from kompress_job.recipe.inventory import ModuleInventory, Role, WeightModule
+from kompress_job.recipe.patterns import exact_patterns
+from kompress_job.recipe.schemes import FP8_DYNAMIC, W8A8_DYNAMIC, W8A8_STATIC, Scheme, w4a16
+
+DEFAULT_GROUP_SIZE = 128
+FALLBACK_GROUP_SIZES = (64, 32)
+SPARSE_24 = "2:4"
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """What a preset does to one module. scheme None and sparsity None: kept 16-bit, untouched."""
+
+    scheme: Scheme | None
+    sparsity: str | None
+
+    @property
+    def group(self) -> str:
+        base = self.scheme.name if self.scheme is not None else "16bit"
+        return f"{base}+sparse{self.sparsity}" if self.sparsity else base
+
+
+@dataclass(frozen=True)
+class Fallback:
+    module: str
+    in_features: int
+    requested: str
+    applied: str
+    reason: str
+
+    def summary(self) -> dict[str, Any]:
+        return {"module": self.module, "in_features": self.in_features, "requested": self.requested, "applied": self.applied, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class PresetRule:
+    """The assignment of each role. `gate_proj` None: as the MLP it belongs to."""
+
+    roles: dict[Role, Scheme | None]
+    gate_proj: Scheme | None | str
+    sparsity: str | None
+    awq: bool
+    needs_moe: bool
+    servable: bool
+    serving: str
+
+
+_KEEP = None
+_AS_MLP = "as-mlp"
+
+
+def rule_for(preset: Preset, group_size: int) -> PresetRule:
+    int4 = w4a16(group_size)
+    if preset is Preset.SPARSE24_W4A16_W8A8:
+        return PresetRule(
+            roles={Role.ATTENTION: int4, Role.DENSE_MLP: int4, Role.SHARED_EXPERTS: W8A8_STATIC, Role.ROUTED_EXPERTS: W8A8_STATIC},
+            gate_proj=_KEEP,
+            sparsity=SPARSE_24,
+            awq=True,
+            needs_moe=True,
+            servable=False,
+            serving="not servable by vLLM today: its 2:4 sparse kernels were removed, and its fused MoE needs dynamic per-token activations for INT8 experts (these have static scales)",
+        )
+    if preset is Preset.W4A16_W8A8:
+        return PresetRule(
+            roles={Role.ATTENTION: int4, Role.DENSE_MLP: int4, Role.SHARED_EXPERTS: W8A8_DYNAMIC, Role.ROUTED_EXPERTS: W8A8_DYNAMIC},
+            gate_proj=_AS_MLP,
+            sparsity=None,
+            awq=True,
+            needs_moe=True,
+            servable=True,
+            serving="vLLM: INT4 W4A16 (Marlin, compute capability >= 8.0) and INT8 W8A8 channel/per-token experts (fused MoE; not on Blackwell)",
+        )
+    if preset is Preset.W4A16:
+        return PresetRule(
+            roles={Role.ATTENTION: int4, Role.DENSE_MLP: int4, Role.SHARED_EXPERTS: int4, Role.ROUTED_EXPERTS: int4},
+            gate_proj=_AS_MLP,
+            sparsity=None,
+            awq=True,
+            needs_moe=False,
+            servable=True,
+            serving="vLLM: INT4 W4A16 (Marlin, dense and fused MoE; compute capability >= 8.0)",
+        )
+    if preset is Preset.FP8_DYNAMIC:
+        return PresetRule(
+            roles={Role.ATTENTION: FP8_DYNAMIC, Role.DENSE_MLP: FP8_DYNAMIC, Role.SHARED_EXPERTS: FP8_DYNAMIC, Role.ROUTED_EXPERTS: FP8_DYNAMIC},
+            gate_proj=_AS_MLP,
+            sparsity=None,
+            awq=False,
+            needs_moe=False,
+            servable=True,
+            serving="vLLM: FP8 W8A8 on compute capability >= 8.9 (Ada, Hopper, Blackwell); Ampere runs it as W8A16",
+        )
+    raise ValueError(f"unknown preset {preset}")
+
+
+def group_size_fallback(in_features: int, group_size: int) -> int | None:
+    """The group size a 4-bit layer of this input width gets: the requested one if it divides the width,
+    else the largest of 64 and 32 (below the requested size) that does, else None (per-channel)."""
+    if in_features % group_size == 0:
+        return group_size
+    for candidate in FALLBACK_GROUP_SIZES:
+        if candidate < group_size and in_features % candidate == 0:
+            return candidate
+    return None
+
+
+def assign(preset: Preset, inventory: ModuleInventory, overrides: RecipeOverrides | None, ignored: set[str]) -> tuple[dict[str, Assignment], list[Fallback], PresetRule]:
+    """Per-module assignment of a preset. Pure: no model, no llm-compressor."""
+    group_size = (overrides.group_size if overrides and overrides.group_size else None) or DEFAULT_GROUP_SIZE
+    rule = rule_for(preset, group_size)
+    if rule.needs_moe and not inventory.is_moe:
+        raise UnsupportedArchitecture(
+            f"preset {preset.value} quantizes Mixture-of-Experts experts, but {inventory.architecture} has no routed experts "
+            f"(none detected from its structure). Use preset w4a16 or fp8-dynamic, or set spec.recipe.overrides.experts "
+            f"to a regex of the expert modules."
+        )
+    if not any(m.is_linear and m.role in rule.roles for m in inventory.modules):
+        raise UnsupportedArchitecture(f"preset {preset.value}: {inventory.architecture} has no attention or MLP Linear layers inside recognisable decoder layers")
+
+    out: dict[str, Assignment] = {}
+    fallbacks: list[Fallback] = []
+    for m in inventory.modules:
+        scheme = _scheme_for(rule, m)
+        if m.name in ignored or not m.is_linear:
+            scheme = None
+        sparsity = rule.sparsity if scheme is not None else None
+        if scheme is not None and scheme.weights.strategy == "group":
+            applied = group_size_fallback(m.in_features, scheme.weights.group_size or group_size)
+            if applied != scheme.weights.group_size:
+                new = scheme.with_group_size(applied)
+                fallbacks.append(
+                    Fallback(
+                        m.name,
+                        m.in_features,
+                        requested=f"group {scheme.weights.group_size}",
+                        applied=f"group {applied}" if applied else "channel",
+                        reason=f"input width {m.in_features} is not a multiple of {scheme.weights.group_size}",
+                    )
+                )
+                scheme = new
+        if sparsity == SPARSE_24 and m.in_features % 4 != 0:
+            fallbacks.append(Fallback(m.name, m.in_features, requested="sparse 2:4", applied="dense", reason=f"input width {m.in_features} is not a multiple of 4"))
+            sparsity = None
+        out[m.name] = Assignment(scheme, sparsity)
+    return out, fallbacks, rule
+
+
+def _scheme_for(rule: PresetRule, m: WeightModule) -> Scheme | None:
+    if m.role not in rule.roles:
+        return None
+    if m.is_gate_proj and rule.gate_proj is not _AS_MLP:
+        return rule.gate_proj  # type: ignore[return-value]
+    return rule.roles[m.role]
+
+
+def build_recipe(preset: Preset, inventory: ModuleInventory, assignment: dict[str, Assignment], rule: PresetRule) -> tuple[dict[str, Any], list[str]]:
+    """The llm-compressor recipe (its YAML form, as a dict) that carries out an assignment, and warnings.
+
+    Targets are exact: regexes compiled from the assigned module names and checked against the model's
+    module list, so no tutorial-style string can silently match nothing or too much.
+    """
+    warnings: list[str] = []
+    universe = inventory.names
+    stage: dict[str, Any] = {}
+
+    pruned = [name for name, a in assignment.items() if a.sparsity == SPARSE_24]
+    if pruned:
+        # SparseGPT prunes the Linear layers its targets select. Targets here are those exact layers,
+        # so no ignore list is needed (its ignore entries are matched against names with a trailing
+        # dot when targets select Linear layers directly: see recipe.custom).
+        stage["sparsity_modifiers"] = {
+            "SparseGPTModifier": {"sparsity": 0.5, "mask_structure": SPARSE_24, "targets": exact_patterns(pruned, universe)}
+        }
+
+    schemes: dict[str, tuple[Scheme, list[str]]] = {}
+    for name, a in assignment.items():
+        if a.scheme is not None:
+            schemes.setdefault(a.scheme.name, (a.scheme, []))[1].append(name)
+    if rule.awq:
+        four_bit = {n for _, (s, names) in schemes.items() if s.weights.bits == 4 and s.weights.type == "int" for n in names}
+        mappings, awq_warnings = derive_mappings(inventory, four_bit)
+        warnings.extend(awq_warnings)
+        if mappings:
+            stage["smoothing_modifiers"] = {"AWQModifier": {"mappings": mappings}}
+    if schemes:
+        config_groups = {
+            scheme_name: scheme.to_ct(exact_patterns(names, universe)) for scheme_name, (scheme, names) in sorted(schemes.items())
+        }
+        stage["quantization_modifiers"] = {"QuantizationModifier": {"config_groups": config_groups}}
+    return {"kompress_stage": stage}, warnings

@@ -1,0 +1,111 @@
+"""Quantization schemes as plain data: what a config group does to weights and activations.
+
+Owns: the few schemes the presets use, in a form that needs no compressed-tensors import (the planner
+resolves recipes without paying ~5 s to import it), their conversion to compressed-tensors'
+`QuantizationScheme` fields (as a dict, so a recipe can be written as YAML), and the reverse, to
+summarise any scheme a custom recipe declares.
+Must not: import torch, llm-compressor or compressed-tensors at module import.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+
+@dataclass(frozen=True)
+class QuantArgs:
+    """One tensor's quantization: compressed-tensors' QuantizationArgs, the fields that matter here."""
+
+    bits: int
+    type: str  # "int" | "float"
+    strategy: str  # "group" | "channel" | "tensor" | "token" | "tensor_group" | "block"
+    symmetric: bool = True
+    group_size: int | None = None
+    dynamic: bool = False
+
+    def to_ct(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"num_bits": self.bits, "type": self.type, "strategy": self.strategy, "symmetric": self.symmetric, "dynamic": self.dynamic}
+        if self.group_size is not None:
+            out["group_size"] = self.group_size
+        return out
+
+    def summary(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Scheme:
+    """Weights and (optional) input activations of a config group."""
+
+    name: str
+    weights: QuantArgs
+    activations: QuantArgs | None = None
+
+    def to_ct(self, targets: list[str]) -> dict[str, Any]:
+        """compressed-tensors QuantizationScheme fields (a config group of QuantizationModifier)."""
+        group: dict[str, Any] = {"targets": list(targets), "weights": self.weights.to_ct()}
+        if self.activations is not None:
+            group["input_activations"] = self.activations.to_ct()
+        return group
+
+    def with_group_size(self, group_size: int | None) -> "Scheme":
+        """The same scheme with another weight group size; None means per-channel."""
+        if group_size is None:
+            return replace(self, name=f"{self.name}-channel", weights=replace(self.weights, strategy="channel", group_size=None))
+        return replace(self, name=f"{self.name.split('-g')[0]}-g{group_size}", weights=replace(self.weights, strategy="group", group_size=group_size))
+
+    @property
+    def needs_calibration(self) -> bool:
+        """Static activation scales are learned from data; everything else is data-free (weights only)."""
+        return self.activations is not None and not self.activations.dynamic
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "scheme": self.name,
+            "weights": self.weights.summary(),
+            "activations": self.activations.summary() if self.activations else None,
+        }
+
+
+def w4a16(group_size: int = 128) -> Scheme:
+    """INT4 symmetric weights in groups along the input; 16-bit activations (vLLM: Marlin, dense and MoE)."""
+    return Scheme(f"w4a16-g{group_size}", QuantArgs(4, "int", "group", True, group_size))
+
+
+# INT8 channel weights with INT8 activations scaled per tensor from calibration data. vLLM runs it on
+# Linear layers, not on fused MoE experts (which need dynamic per-token activations).
+W8A8_STATIC = Scheme("w8a8-int8-static", QuantArgs(8, "int", "channel", True), QuantArgs(8, "int", "tensor", True, dynamic=False))
+# INT8 channel weights, INT8 activations quantized per token at run time: what vLLM's fused MoE loads.
+W8A8_DYNAMIC = Scheme("w8a8-int8-dynamic", QuantArgs(8, "int", "channel", True), QuantArgs(8, "int", "token", True, dynamic=True))
+# compressed-tensors' FP8_DYNAMIC preset: FP8 E4M3 channel weights, FP8 per-token dynamic activations.
+FP8_DYNAMIC = Scheme("fp8-dynamic", QuantArgs(8, "float", "channel", True), QuantArgs(8, "float", "token", True, dynamic=True))
+
+
+def args_from_ct(args: Any) -> QuantArgs | None:
+    """A compressed-tensors QuantizationArgs (object or dict) as QuantArgs."""
+    if args is None:
+        return None
+    get = args.get if isinstance(args, dict) else (lambda k, d=None: getattr(args, k, d))
+
+    def plain(value: Any) -> Any:
+        return getattr(value, "value", value)
+
+    strategy = plain(get("strategy")) or ("group" if get("group_size") else "tensor")
+    return QuantArgs(
+        bits=int(get("num_bits", 8)),
+        type=str(plain(get("type", "int"))),
+        strategy=str(strategy),
+        symmetric=bool(get("symmetric", True)),
+        group_size=get("group_size"),
+        dynamic=bool(plain(get("dynamic", False)) not in (False, None, "false")),
+    )
+
+
+def scheme_from_ct(name: str, scheme: Any) -> Scheme | None:
+    """A compressed-tensors QuantizationScheme (object or dict) as Scheme; None when it quantizes no weights."""
+    get = scheme.get if isinstance(scheme, dict) else (lambda k, d=None: getattr(scheme, k, d))
+    weights = args_from_ct(get("weights"))
+    if weights is None:
+        return None
+    return Scheme(name, weights, args_from_ct(get("input_activations")))

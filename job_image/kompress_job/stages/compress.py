@@ -1,0 +1,74 @@
+"""compress: resolve spec.recipe against the loaded model, refuse what cannot be right, run llm-compressor.
+
+    1. resolve: groups, fallbacks, warnings, the exact llm-compressor recipe (ctx.recipe)
+    2. one accelerator or none: oneshot in this process, on ctx.model
+       several, and the recipe learns from data: llm-compressor's distributed oneshot under torchrun
+       (kompress_job.distributed); the ranks also write the checkpoint, which the save stage completes.
+       A data-free recipe (fp8-dynamic) has nothing to share out: it loads here and runs in process.
+    3. check every module got its planned scheme (in process; the verify stage re-checks on disk)
+"""
+
+from __future__ import annotations
+
+from kompress_job import distributed, modelio
+from kompress_job.compression import planned_vs_applied, run_oneshot
+from kompress_job.context import RunContext
+from kompress_job.recipe import resolve
+
+
+def run(ctx: RunContext) -> None:
+    spec = ctx.job.spec
+    resolved = resolve(spec.recipe, ctx.model)
+    ctx.recipe = resolved
+    _log_plan(ctx)
+
+    def report(done: int, total: int, message: str) -> None:
+        ctx.progress.set_steps(done, total, message=message)
+
+    if ctx.devices > 1 and resolved.needs_calibration:
+        plan = distributed.launch_plan(devices=ctx.devices, work=ctx.workdir / "distributed")
+        distributed.write_request(
+            plan.work,
+            model_dir=ctx.model_dir,
+            dtype=spec.model.dtype,
+            trust_remote_code=spec.model.trust_remote_code,
+            recipe=spec.recipe.wire(),
+            max_seq_length=spec.calibration.max_sequence_length,
+            modules=resolved.module_table(),
+            calibration=ctx.calibration if resolved.needs_calibration else None,
+        )
+        ctx.progress.message(f"distributed oneshot on {ctx.devices} devices")
+        ctx.checkpoint_dir = distributed.run(plan, report=report, log=lambda line: ctx.log.info("%s", line, extra={"stage": "compress"}))
+        return
+
+    if _on_meta(ctx.model):  # load-model only built the structure, expecting distributed ranks
+        ctx.progress.message("loading the model (a data-free recipe runs in one process)")
+        ctx.model = modelio.load_causal_lm(ctx.model_dir, dtype=spec.model.dtype, trust_remote_code=spec.model.trust_remote_code)
+    run_oneshot(
+        ctx.model,
+        resolved,
+        dataset=ctx.calibration,
+        tokenizer=ctx.tokenizer,
+        max_seq_length=spec.calibration.max_sequence_length,
+        trust_remote_code=spec.model.trust_remote_code,
+        report=report,
+    )
+    problems = planned_vs_applied(ctx.model, resolved)
+    if problems:
+        raise RuntimeError("llm-compressor did not apply the planned schemes: " + "; ".join(problems[:10]))
+
+
+def _on_meta(model) -> bool:
+    return any(p.device.type == "meta" for p in model.parameters())
+
+
+def _log_plan(ctx: RunContext) -> None:
+    summary = ctx.recipe.summary()
+    for group in summary["groups"]:
+        ctx.log.info(
+            "group %s: %d modules, %s", group["name"], group["modules"], ", ".join(f"{k} {v}" for k, v in group["roles"].items()), extra={"stage": "compress"}
+        )
+    for fallback in summary["fallbacks"]:
+        ctx.log.warning("fallback: %s: %s -> %s (%s)", fallback["module"], fallback["requested"], fallback["applied"], fallback["reason"], extra={"stage": "compress"})
+    for warning in summary["warnings"]:
+        ctx.log.warning("%s", warning, extra={"stage": "compress"})

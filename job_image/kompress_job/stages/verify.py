@@ -1,0 +1,34 @@
+"""verify: load the saved checkpoint back the way users will and check it against the resolved recipe
+(kompress_job.verification says what is checked). Any mismatch fails the job with VerificationFailed:
+a checkpoint that is not what the recipe said is never published.
+
+The compressed in-memory model is released first (a second copy of a 100 B model does not fit), and the
+reloaded one is left in ctx.model for the evaluation stage. Fills ctx.verification (JSON-able dict).
+"""
+
+from __future__ import annotations
+
+import gc
+
+from kompress_job import modelio
+from kompress_job.context import RunContext
+from kompress_job.errors import VerificationFailed
+from kompress_job.verification import failure_message, verify_checkpoint
+
+
+def run(ctx: RunContext) -> None:
+    spec = ctx.job.spec.model
+    ctx.model = None
+    gc.collect()
+    ctx.progress.message("reloading the checkpoint as users load it")
+
+    def load(folder):
+        return modelio.load_causal_lm(folder, dtype="auto", trust_remote_code=spec.trust_remote_code)
+
+    report, model = verify_checkpoint(ctx.checkpoint_dir, ctx.recipe, load=load, tokenizer=ctx.tokenizer)
+    ctx.verification = report.summary()
+    for failure in report.failures[:50]:
+        ctx.log.error("verify: %s", failure, extra={"stage": "verify"})
+    if not report.ok:
+        raise VerificationFailed(failure_message(report))
+    ctx.model = model

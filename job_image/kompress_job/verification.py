@@ -1,0 +1,284 @@
+"""Does the saved checkpoint hold what the resolved recipe said? Checked on the files and on the model
+loaded back the way users load it.
+
+    files     for every weight-bearing module, its tensors in the safetensors shards:
+              quantized -> packed/int8/fp8 weights, a scale whose shape fits the strategy and group size,
+                           values inside the integer range, an input scale (finite, > 0) when activations
+                           are static (so every expert was calibrated)
+              16-bit    -> a plain float weight, no scale
+              2:4       -> at least 2 zeros in every 4 consecutive input weights where sparsity was
+                           asked, and NOT so in 16-bit modules (no stray mask)
+    reload    llm-compressor's MoE loader + AutoModelForCausalLM.from_pretrained (plain from_pretrained
+              cannot load per-expert checkpoints of fused-expert models); every module is where the
+              plan put it, with the planned bits, type, strategy, group size, symmetry, activations
+    run       a forward pass gives finite logits; greedy generation produces new tokens
+
+Owns: these checks and the report. Must not: modify the checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kompress_job.recipe.resolve import ResolvedRecipe
+from kompress_job.recipe.schemes import QuantArgs
+
+PROMPT = "Hello, how are you today?"
+MAX_FAILURES_SHOWN = 20
+
+
+@dataclass
+class VerificationReport:
+    checkpoint: str
+    modules_checked: int = 0
+    by_group: dict[str, int] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+    logits_finite: bool | None = None
+    generated_tokens: int | None = None
+    sample: str | None = None
+    seconds: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "checkpoint": self.checkpoint,
+            "modules_checked": self.modules_checked,
+            "by_group": dict(sorted(self.by_group.items())),
+            "failures": self.failures[:MAX_FAILURES_SHOWN],
+            "failure_count": len(self.failures),
+            "logits_finite": self.logits_finite,
+            "generated_tokens": self.generated_tokens,
+            "sample": self.sample,
+            "seconds": self.seconds,
+        }
+
+
+# ------------------------------------------------------------------------------------------------
+# Files
+# ------------------------------------------------------------------------------------------------
+
+
+class _Shards:
+    """Tensor name -> shard file, reading one tensor at a time."""
+
+    def __init__(self, folder: Path) -> None:
+        from safetensors import safe_open
+
+        self._open = safe_open
+        self.where: dict[str, Path] = {}
+        for path in sorted(folder.glob("*.safetensors")):
+            with safe_open(str(path), framework="pt") as handle:
+                for key in handle.keys():
+                    self.where[key] = path
+
+    def has(self, key: str) -> bool:
+        return key in self.where
+
+    def get(self, key: str):
+        with self._open(str(self.where[key]), framework="pt") as handle:
+            return handle.get_tensor(key)
+
+    def keys_of(self, module: str) -> set[str]:
+        prefix = module + "."
+        return {k[len(prefix) :] for k in self.where if k.startswith(prefix) and "." not in k[len(prefix) :]}
+
+
+def holds_n_m(weight, n: int = 2, m: int = 4) -> bool:
+    """At least n zeros in every m consecutive weights along the input dimension."""
+    import torch
+
+    rows, cols = weight.shape
+    if cols % m:
+        return False
+    zeros = (weight.reshape(rows, cols // m, m) == 0).sum(dim=-1)
+    return bool(torch.all(zeros >= n))
+
+
+def _integer_weight(shards: _Shards, module: str, weights: QuantArgs, out_features: int, in_features: int, failures: list[str]):
+    """The stored integer (or fp8) weight of a quantized module, checking its storage on the way."""
+    import torch
+
+    keys = shards.keys_of(module)
+    if "weight_packed" in keys:
+        from compressed_tensors.compressors.pack_quantized.helpers import unpack_from_int32
+
+        packed = shards.get(f"{module}.weight_packed")
+        values = unpack_from_int32(packed, weights.bits, torch.Size([out_features, in_features]))
+        low, high = -(2 ** (weights.bits - 1)), 2 ** (weights.bits - 1) - 1
+        if values.min() < low or values.max() > high:
+            failures.append(f"{module}: stored values outside the {weights.bits}-bit range")
+        return values
+    if "weight" not in keys:
+        failures.append(f"{module}: no weight in the checkpoint")
+        return None
+    weight = shards.get(f"{module}.weight")
+    expected_dtype = {("int", 8): torch.int8, ("float", 8): torch.float8_e4m3fn}.get((weights.type, weights.bits))
+    if expected_dtype is None:
+        failures.append(f"{module}: cannot check storage of {weights.type}{weights.bits}")
+        return None
+    if weight.dtype != expected_dtype:
+        failures.append(f"{module}: stored as {weight.dtype}, expected {expected_dtype} for {weights.type}{weights.bits}")
+        return None
+    return weight.float() if weight.dtype != torch.int8 else weight
+
+
+def _expected_scale_shape(weights: QuantArgs, out_features: int, in_features: int) -> tuple[int, ...] | None:
+    if weights.strategy == "group" and weights.group_size:
+        return (out_features, in_features // weights.group_size)
+    if weights.strategy == "channel":
+        return (out_features, 1)
+    if weights.strategy == "tensor":
+        return (1,)
+    return None
+
+
+def check_files(folder: Path, resolved: ResolvedRecipe, report: VerificationReport) -> None:
+    import torch
+
+    shards = _Shards(folder)
+    by_name = resolved.inventory.by_name()
+    for name, assignment in resolved.assignment.items():
+        module = by_name[name]
+        report.modules_checked += 1
+        report.by_group[assignment.group] = report.by_group.get(assignment.group, 0) + 1
+        keys = shards.keys_of(name)
+        if not keys:
+            report.failures.append(f"{name}: not in the checkpoint")
+            continue
+        scheme = assignment.scheme
+        if scheme is None:
+            if keys & {"weight_scale", "weight_packed", "input_scale", "weight_zero_point"}:
+                report.failures.append(f"{name}: planned 16-bit but stored with quantization tensors {sorted(keys)}")
+                continue
+            weight = shards.get(f"{name}.weight")
+            if not weight.dtype.is_floating_point or weight.element_size() < 2:
+                report.failures.append(f"{name}: planned 16-bit but stored as {weight.dtype}")
+            elif assignment.sparsity is not None:
+                _check_sparsity(name, weight, assignment.sparsity, report)
+            elif weight.ndim == 2 and weight.shape[1] % 4 == 0 and holds_n_m(weight):
+                report.failures.append(f"{name}: planned untouched but carries a 2:4 sparsity mask")
+            continue
+        values = _integer_weight(shards, name, scheme.weights, module.out_features, module.in_features, report.failures)
+        expected_scale = _expected_scale_shape(scheme.weights, module.out_features, module.in_features)
+        if "weight_scale" not in keys:
+            report.failures.append(f"{name}: quantized ({scheme.name}) but has no weight_scale")
+        elif expected_scale is not None:
+            scale = shards.get(f"{name}.weight_scale")
+            if tuple(scale.shape) != expected_scale:
+                report.failures.append(f"{name}: weight_scale shape {tuple(scale.shape)}, expected {expected_scale} for {scheme.weights.strategy} {scheme.weights.group_size or ''}".rstrip())
+        if scheme.activations is not None and not scheme.activations.dynamic:
+            if "input_scale" not in keys:
+                report.failures.append(f"{name}: static activations planned but no input_scale stored")
+            else:
+                input_scale = shards.get(f"{name}.input_scale").float()
+                if not bool(torch.isfinite(input_scale).all()) or not bool((input_scale > 0).all()):
+                    report.failures.append(f"{name}: input_scale {input_scale.flatten()[:4].tolist()} is not a calibrated scale (finite, > 0)")
+        if values is not None and assignment.sparsity is not None:
+            _check_sparsity(name, values, assignment.sparsity, report)
+
+
+def _check_sparsity(name: str, weight, sparsity: str, report: VerificationReport) -> None:
+    if ":" not in sparsity:
+        return  # unstructured: the fraction is what the modifier aimed at, not a pattern to verify
+    n, m = (int(x) for x in sparsity.split(":"))
+    if not holds_n_m(weight, n, m):
+        report.failures.append(f"{name}: {sparsity} sparsity planned but not present in the stored weights")
+
+
+# ------------------------------------------------------------------------------------------------
+# Reload, as users do
+# ------------------------------------------------------------------------------------------------
+
+
+def _same(planned: QuantArgs | None, actual: Any) -> str | None:
+    from kompress_job.recipe.schemes import args_from_ct
+
+    got = args_from_ct(actual)
+    if planned is None and got is None:
+        return None
+    if planned is None or got is None:
+        return f"planned {planned and _describe(planned)}, loaded {got and _describe(got)}"
+    fields = ("bits", "type", "strategy", "symmetric", "group_size", "dynamic")
+    diffs = [f"{f} {getattr(planned, f)} != {getattr(got, f)}" for f in fields if getattr(planned, f) != getattr(got, f)]
+    return ", ".join(diffs) or None
+
+
+def _describe(args: QuantArgs) -> str:
+    group = f" g{args.group_size}" if args.group_size else ""
+    return f"{args.type}{args.bits} {args.strategy}{group}{' dynamic' if args.dynamic else ''}"
+
+
+def check_reloaded(model: Any, resolved: ResolvedRecipe, report: VerificationReport) -> None:
+    reloaded = {name for name, _ in model.named_modules()}
+    missing = [n for n in resolved.assignment if n not in reloaded]
+    if missing:
+        report.failures.append(f"{len(missing)} planned module(s) absent after reload (layout lost?), e.g. {', '.join(missing[:3])}")
+    for name, assignment in resolved.assignment.items():
+        if name in missing:
+            continue
+        scheme = getattr(model.get_submodule(name), "quantization_scheme", None)
+        if assignment.scheme is None:
+            if scheme is not None and getattr(scheme, "weights", None) is not None:
+                report.failures.append(f"{name}: planned 16-bit but loads with a quantization scheme")
+            continue
+        if scheme is None:
+            report.failures.append(f"{name}: planned {assignment.scheme.name} but loads without quantization")
+            continue
+        for what, planned, actual in (
+            ("weights", assignment.scheme.weights, scheme.weights),
+            ("activations", assignment.scheme.activations, scheme.input_activations),
+        ):
+            diff = _same(planned, actual)
+            if diff:
+                report.failures.append(f"{name}: {what} {diff}")
+
+
+def check_runs(model: Any, tokenizer: Any, report: VerificationReport, max_new_tokens: int = 8) -> None:
+    import torch
+
+    inputs = tokenizer(PROMPT, return_tensors="pt")
+    device = next((p.device for p in model.parameters() if p.device.type != "meta"), torch.device("cpu"))
+    inputs = {k: v.to(device) for k, v in inputs.items()}
+    with torch.no_grad():
+        logits = model(**inputs).logits
+        report.logits_finite = bool(torch.isfinite(logits).all())
+        if not report.logits_finite:
+            report.failures.append("forward pass produced NaN or infinite logits")
+            return
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        out = model.generate(**inputs, max_new_tokens=max_new_tokens, min_new_tokens=1, do_sample=False, pad_token_id=pad)
+    new = out[0, inputs["input_ids"].shape[1] :]
+    report.generated_tokens = int(new.numel())
+    report.sample = tokenizer.decode(new, skip_special_tokens=False)[:200]
+    if report.generated_tokens == 0:
+        report.failures.append("generation produced no tokens")
+
+
+def verify_checkpoint(folder: Path, resolved: ResolvedRecipe, *, load: Any, tokenizer: Any) -> tuple[VerificationReport, Any]:
+    """Run every check; returns the report and the reloaded model (for the evaluation stage)."""
+    started = time.monotonic()
+    report = VerificationReport(checkpoint=str(folder))
+    config = json.loads((folder / "config.json").read_text())
+    quantized = any(a.scheme is not None for a in resolved.assignment.values())
+    if quantized and "quantization_config" not in config:
+        report.failures.append("config.json has no quantization_config")
+    check_files(folder, resolved, report)
+    model = load(folder)
+    check_reloaded(model, resolved, report)
+    check_runs(model, tokenizer, report)
+    report.seconds = round(time.monotonic() - started, 3)
+    return report, model
+
+
+def failure_message(report: VerificationReport) -> str:
+    shown = "; ".join(report.failures[:8])
+    more = f" (and {len(report.failures) - 8} more)" if len(report.failures) > 8 else ""
+    return f"the saved checkpoint does not match the recipe: {shown}{more}"

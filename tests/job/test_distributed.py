@@ -1,0 +1,58 @@
+"""More than one device: llm-compressor's distributed oneshot under torchrun. The launch is a pure function;
+the real run is tested on this CPU with 2 ranks over gloo (the GPU path differs only in init_dist/NCCL)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from _worker_helpers import make_ctx, make_job, run_stages, tiny_models
+
+from kompress_job import distributed
+
+
+@pytest.mark.unit
+def test_launch_plan_runs_one_rank_per_device_with_torchrun():
+    plan = distributed.launch_plan(devices=4, work=Path("/scratch/distributed"), python="/usr/bin/python3", cpu_threads=64)
+    assert plan.argv == [
+        "/usr/bin/python3", "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=4",
+        "-m", "kompress_job.distributed", "--work", "/scratch/distributed",
+    ]
+    assert plan.env["OMP_NUM_THREADS"] == "16"
+    assert plan.checkpoint == Path("/scratch/distributed/checkpoint")
+    with pytest.raises(ValueError):
+        distributed.launch_plan(devices=1, work=Path("/x"))
+
+
+@pytest.mark.unit
+def test_a_ranks_error_becomes_the_same_kompress_error_in_the_parent(tmp_path):
+    from kompress_job.errors import NoCalibrationSamples
+
+    (tmp_path / distributed.RESULT).write_text('{"ok": false, "exit_code": 13, "reason": "NoCalibrationSamples", "message": "no rows"}')
+    plan = distributed.LaunchPlan(argv=[sys.executable, "-c", "raise SystemExit(1)"], env={}, work=tmp_path)
+    with pytest.raises(NoCalibrationSamples, match="no rows"):
+        distributed.run(plan)
+
+
+@pytest.mark.slow
+def test_two_ranks_compress_the_founding_preset_and_the_checkpoint_verifies(tiny_models, tmp_path):
+    ctx = make_ctx(make_job(tiny_models["glm4-moe"], gpus=2), tiny_models["glm4-moe"], tmp_path, devices=2)
+    snapshots = []
+    ctx.progress.add_sink(snapshots.append)
+    run_stages(ctx, "load-model")
+    assert next(ctx.model.parameters()).device.type == "meta"  # the parent never holds the weights
+    run_stages(ctx, "compress", "save", "verify")
+    assert ctx.checkpoint_dir == tmp_path / "distributed" / "checkpoint"
+    assert ctx.verification["ok"], ctx.verification["failures"]
+    assert ctx.verification["by_group"]["w8a8-int8-static+sparse2:4"] == 10
+    relayed = [s for s in snapshots if s.stage == "compress" and s.total_steps]
+    assert relayed and relayed[-1].step == relayed[-1].total_steps
+
+
+@pytest.mark.slow
+def test_a_data_free_recipe_runs_in_one_process_even_with_several_devices(tiny_models, tmp_path):
+    ctx = make_ctx(make_job(tiny_models["llama"], preset="fp8-dynamic", gpus=2), tiny_models["llama"], tmp_path, devices=2)
+    run_stages(ctx, "load-model", "compress", "save", "verify")
+    assert not (tmp_path / "distributed").exists()
+    assert ctx.verification["ok"], ctx.verification["failures"]
