@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import threading
 import time
@@ -84,6 +85,60 @@ class _TqdmStream:
 
     def flush(self) -> None:
         self.stream.flush()
+
+
+class _LinesToLog:
+    """A text stream that turns each complete line written to it into a log record.
+
+    In a pod, libraries that print (llm-compressor's loguru sink on stdout, progress bars, stray prints)
+    would break the JSON lines and bypass the redaction filter; their lines go through logging instead.
+    A carriage return (a progress bar redrawing itself) keeps only the text after it.
+    """
+
+    def __init__(self, logger: logging.Logger, level: int = logging.INFO) -> None:
+        self.logger, self.level = logger, level
+        self._buffer = ""
+        self._lock = threading.Lock()
+
+    def write(self, text: str) -> int:
+        with self._lock:
+            self._buffer += text
+            *lines, self._buffer = self._buffer.split("\n")
+        for line in lines:
+            line = line.rsplit("\r", 1)[-1].rstrip()
+            if line:
+                self.logger.log(self.level, "%s", line)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
+
+    @property
+    def encoding(self) -> str:
+        return "utf-8"
+
+
+# The process's own stdout before setup() took it over: where `kompress run` prints its result.
+RESULT_STREAM: IO[str] = sys.stdout
+
+
+def take_over_stdio(fmt: str, log_stream: IO[str]) -> None:
+    """Route what libraries print: into JSON log records (json), or to the log stream (text), so that
+    stdout carries only the command's result. Progress bars of libraries are switched off in json."""
+    global RESULT_STREAM
+    if isinstance(sys.stdout, _LinesToLog) or sys.stdout is log_stream:
+        return
+    RESULT_STREAM = sys.stdout
+    if fmt == "json":
+        os.environ.setdefault("TQDM_DISABLE", "1")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        sys.stdout = _LinesToLog(logging.getLogger("kompress.stdout"))  # type: ignore[assignment]
+        sys.stderr = _LinesToLog(logging.getLogger("kompress.stderr"), logging.WARNING)  # type: ignore[assignment]
+    else:
+        sys.stdout = log_stream  # type: ignore[assignment]
 
 
 def default_format(stream: IO[str] = sys.stderr) -> str:

@@ -218,14 +218,15 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 def main_run(args: Any) -> int:
     env = os.environ
     redact = Redactor.from_env(env)
-    log = logs.setup(args.log_format or env.get(ENV_LOG_FORMAT), redact)
+    fmt = args.log_format or env.get(ENV_LOG_FORMAT) or logs.default_format()
+    log = logs.setup(fmt, redact)
+    logs.take_over_stdio(fmt, sys.stderr)
     try:
         job = load_job_file(args.job)
     except InvalidSpec as err:
         log.error("%s", err.message)
-        print(redact(f"Failed (InvalidSpec, exit {err.exit.code}): {err.message}"))
+        print(redact(f"Failed (InvalidSpec, exit {err.exit.code}): {err.message}"), file=logs.RESULT_STREAM)
         return err.exit.code
-    fmt = args.log_format or env.get(ENV_LOG_FORMAT) or logs.default_format()
     sinks: list[Sink] = [logs.TqdmProgressSink()] if fmt == "text" and sys.stderr.isatty() else [logs.LogProgressSink(log)]
     temporary = args.workdir is None
     workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="kompress-"))
@@ -241,7 +242,7 @@ def main_run(args: Any) -> int:
                 sink.close()
         if temporary:
             shutil.rmtree(workdir, ignore_errors=True)
-    print(redact(json.dumps(result.wire(), indent=2) if args.json else summary(result)))
+    print(redact(json.dumps(result.wire(), indent=2) if args.json else summary(result)), file=logs.RESULT_STREAM)
     return result.exit_code
 
 
@@ -252,7 +253,9 @@ def main_worker() -> int:
 def worker(env: Mapping[str, str], *, resolve: Callable[[str], Callable[[RunContext], None]] = pipeline.stage_function) -> int:
     """The Job pod's whole life; `resolve` is for harnesses that stand in for the compute stages."""
     redact = Redactor.from_env(env)
-    log = logs.setup(env.get(ENV_LOG_FORMAT) or "json", redact)
+    fmt = env.get(ENV_LOG_FORMAT) or "json"
+    log = logs.setup(fmt, redact)
+    logs.take_over_stdio(fmt, sys.stderr)
     termination = Path(env.get(ENV_TERMINATION_LOG) or TERMINATION_LOG)
     try:
         job = job_from_env(env)

@@ -99,3 +99,13 @@ def test_progress_log_lines_are_throttled_but_every_stage_change_is_logged(captu
         reporter.transfer(5, 10)
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert [line["stage"] for line in lines] == ["fetch-model", "publish"]
+
+
+def test_what_libraries_print_becomes_log_records_and_is_masked(captured):
+    log, stream = captured
+    lines = logs._LinesToLog(logging.getLogger("kompress.stdout"))
+    lines.write("2026-11-26 | oneshot | INFO - calibrating\npartial")
+    lines.write(f" line with {SECRET}\nbar  10%\rbar 100%\n")
+    records = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [r["message"] for r in records] == ["2026-11-26 | oneshot | INFO - calibrating", "partial line with ***", "bar 100%"]
+    assert {r["logger"] for r in records} == {"kompress.stdout"}

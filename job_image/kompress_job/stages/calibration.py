@@ -7,7 +7,7 @@ Must not: load the model's weights.
 
 from __future__ import annotations
 
-from kompress_job import calibration_data
+from kompress_job import calibration_data, modelio
 from kompress_job.context import RunContext
 from kompress_job.errors import KompressError
 
@@ -17,14 +17,13 @@ def load_tokenizer(ctx: RunContext):  # noqa: ANN201 - a transformers tokenizer
         return ctx.tokenizer
     if ctx.model_dir is None:
         raise KompressError("the calibration stage needs the fetched model's tokenizer, but fetch-model left no model_dir")
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(str(ctx.model_dir), trust_remote_code=ctx.job.spec.model.trust_remote_code)
+    return modelio.load_tokenizer(ctx.model_dir, trust_remote_code=ctx.job.spec.model.trust_remote_code)
 
 
 def run(ctx: RunContext) -> None:
     spec = ctx.job.spec
     tokenizer = load_tokenizer(ctx)
+    ctx.tokenizer = tokenizer  # load-model keeps it: the samples and the model share one tokenizer
     has_template = bool(getattr(tokenizer, "chat_template", None))
     ctx.progress.message(f"reading {spec.calibration.uri}")
     rows, unreadable = calibration_data.load_rows(spec.calibration, ctx.workdir / "calibration", ctx.env, chat=has_template)
