@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
+# Published beside the checkpoint by the evaluate stage (kompress_job.stages.evaluate); linked when present.
+PLOT = "fidelity.png"
+REPORT = "fidelity.json"
 # What each preset is, in one line, and whether vLLM serves it (docs/presets.md has the details).
 PRESETS: dict[str, tuple[str, bool]] = {
     "sparse24-w4a16-w8a8": ("SparseGPT 2:4 sparsity, AWQ smoothing, INT4 weights (W4A16) on attention and dense MLP, INT8 W8A8 (static activations) on experts; router, gate_proj and lm_head kept in 16-bit", False),
@@ -118,6 +121,16 @@ def render(manifest: dict[str, Any], *, output_uri: str) -> str:
         if gate:
             verdict = "passed" if manifest["evaluation"].get("gatePassed") else "**missed**"
             lines += ["", f"Quality gate `{gate}`: {verdict}."]
+        published = {f["path"] for f in manifest.get("files", [])}
+        if PLOT in published:
+            lines += [
+                "",
+                "Where the compressed model drifts from the original, layer by layer (relative error of each block's output on the same tokens):",
+                "",
+                f"![Relative error per layer of the attention, MLP and layer outputs]({PLOT})",
+            ]
+        if REPORT in published:
+            lines += ["", f"Every figure, per layer, and how each is computed (the KL divergence uses the original's top-k tokens): [`{REPORT}`]({REPORT})."]
     else:
         lines += ["Not evaluated (spec.evaluation.enabled was false, or evaluation did not run)."]
 
