@@ -106,7 +106,6 @@ def main(argv: list[str] | None = None) -> int:
     provenance = json.loads((trained_model.folder() / trained_model.PROVENANCE).read_text())
     parameters = provenance["model"]["parameters"]
     original_bytes = weights_bytes(trained_model.folder())
-    bf16_bytes = 2 * parameters
     with tempfile.TemporaryDirectory(prefix="kompress-bench-presets-") as tmp:
         root = Path(tmp)
         rows = [run(p, {"preset": p}, root) for p in PRESETS]
@@ -115,12 +114,12 @@ def main(argv: list[str] | None = None) -> int:
         magnitude = magnitude_reference(sparsegpt["ctx"])
         rtn = run("w4a16-rtn", {"custom": rtn_recipe(by_name["w4a16"]["ctx"])}, root)
 
-    print(f"model: {trained_model.NAME}, {parameters:,} parameters, fp32 {original_bytes / 1e6:.2f} MB, bf16 {bf16_bytes / 1e6:.2f} MB")
+    print(f"model: {trained_model.NAME}, {parameters:,} parameters, fp32 {original_bytes / 1e6:.2f} MB")
     print(f"held_out_perplexity_original: {rows[0]['ppl_original']:.3f}")
     for r in rows:
         key = r["name"]
         print(f"{key}_checkpoint_mb: {r['bytes'] / 1e6:.3f}")
-        print(f"{key}_smaller_than_bf16: {bf16_bytes / r['bytes']:.2f}x")
+        print(f"{key}_smaller_than_original: {original_bytes / r['bytes']:.2f}x")
         print(f"{key}_perplexity_increase: {r['increase']:+.4%}")
         print(f"{key}_kl_divergence: {r['kl']:.5f}")
         print(f"{key}_top1_agreement: {r['top1']:.4f}")
@@ -138,12 +137,12 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.markdown:
         print()
-        print("| preset | weights | vs bf16 | perplexity | increase | KL (nats) | top-1 agreement | compress | evaluate |")
+        print("| preset | weights | smaller | perplexity | increase | KL (nats) | top-1 agreement | compress | evaluate |")
         print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
         print(f"| original (fp32) | {original_bytes / 1e6:.2f} MB | | {rows[0]['ppl_original']:.2f} | | | | | |")
         for r in rows:
             print(
-                f"| `{r['name']}` | {r['bytes'] / 1e6:.2f} MB | {bf16_bytes / r['bytes']:.2f}x | {r['ppl']:.2f} | {r['increase']:+.1%} | "
+                f"| `{r['name']}` | {r['bytes'] / 1e6:.2f} MB | {original_bytes / r['bytes']:.2f}x | {r['ppl']:.2f} | {r['increase']:+.1%} | "
                 f"{r['kl']:.4f} | {r['top1']:.1%} | {r['compress_s']:.1f} s | {r['evaluation_s']:.1f} s |"
             )
         print()

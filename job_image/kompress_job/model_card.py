@@ -40,6 +40,22 @@ def _fmt(value: Any, pct: bool = False) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
+def _share(value: Any) -> str:
+    return "–" if value is None else f"{value:.1%}"
+
+
+def _gate(gate: dict[str, Any]) -> str:
+    """spec.evaluation.gate in words: 'perplexity increase at most +5.0 %, top-1 agreement at least 90.0 %'."""
+    limits = []
+    if gate.get("maxPerplexityIncrease") is not None:
+        limits.append(f"perplexity increase at most {gate['maxPerplexityIncrease'] * 100:+.1f} %")
+    if gate.get("maxKlDivergence") is not None:
+        limits.append(f"KL divergence at most {gate['maxKlDivergence']:.4g} nats")
+    if gate.get("minTop1Agreement") is not None:
+        limits.append(f"top-1 agreement at least {gate['minTop1Agreement'] * 100:.1f} %")
+    return ", ".join(limits) or "no limits set"
+
+
 def render(manifest: dict[str, Any], *, output_uri: str) -> str:
     source = manifest["source"]
     recipe = manifest["recipe"]
@@ -115,12 +131,12 @@ def render(manifest: dict[str, Any], *, output_uri: str) -> str:
             f"| perplexity, compressed | {_fmt(metrics.get('perplexityCompressed'))} |",
             f"| perplexity increase | {_fmt(metrics.get('perplexityIncrease'), pct=True)} |",
             f"| KL divergence (nats) | {_fmt(metrics.get('klDivergence'))} |",
-            f"| top-1 agreement | {_fmt(metrics.get('top1Agreement'))} |",
+            f"| top-1 agreement | {_share(metrics.get('top1Agreement'))} |",
         ]
         gate = manifest["evaluation"].get("gate")
         if gate:
             verdict = "passed" if manifest["evaluation"].get("gatePassed") else "**missed**"
-            lines += ["", f"Quality gate `{gate}`: {verdict}."]
+            lines += ["", f"Quality gate ({_gate(gate)}): {verdict}."]
         published = {f["path"] for f in manifest.get("files", [])}
         if PLOT in published:
             lines += [

@@ -211,6 +211,10 @@ def test_the_model_card_shows_the_picture_and_links_the_report_when_published():
     assert "[`fidelity.json`](fidelity.json)" in card
     without = model_card.render(build(job), output_uri="s3://models/glm")
     assert "fidelity.png" not in without
+    gated = make_job("hf://zai-org/GLM-4.5-Air", "s3://models/glm", evaluation={"gate": {"maxPerplexityIncrease": 0.05, "minTop1Agreement": 0.9}})
+    card = model_card.render(build(gated, status="rejected", gate_failures=["top-1 agreement 85.0% < limit 90.0%"]), output_uri="s3://models/glm.rejected")
+    assert "Quality gate (perplexity increase at most +5.0 %, top-1 agreement at least 90.0 %): **missed**." in card
+    assert "| top-1 agreement | 91.0% |" in card
 
 
 # ---------------------------------------------------------------------------------------------

@@ -41,4 +41,4 @@ def test_a_missed_gate_fails_the_job_with_the_figures_in_its_status(cluster, ope
     assert f"kept for inspection at file://{out}.rejected" in failed["message"]
     assert status["result"]["rejectedUri"] == f"file://{out}.rejected"
     assert status["result"]["metrics"]["gatePassed"] is False and status["result"]["metrics"]["top1Agreement"] == top1
-    assert not out.exists() and (out.parent / "chat.rejected" / "kompress.json").is_file()
+    assert not any(p.is_file() for p in out.rglob("*")) and (out.parent / "chat.rejected" / "kompress.json").is_file()
