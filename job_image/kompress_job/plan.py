@@ -120,6 +120,7 @@ class Plan:
     roles: dict[str, dict[str, Any]] = field(default_factory=dict)  # role -> modules, parameters, groups
     tensor_parallel: dict[str, Any] = field(default_factory=dict)  # serving.tensor_parallel_summary
     resolved: Any = None  # the ResolvedRecipe (None when the recipe was refused)
+    layout: Any = None  # planning.checkpoint.CheckpointLayout: every tensor the checkpoint will hold
 
     # -- figures -------------------------------------------------------------------------------------------
     @property
@@ -232,7 +233,7 @@ def make_plan(job: CompressionJob, config: Mapping[str, Any], *, devices: int | 
     groups: list[GroupPlan] = []
     other_parameters = other_bytes = overhead = tensors = 0
     shards = 1
-    estimated = None
+    estimated = lay = None
     if resolved is not None:
         lay = ckpt.layout(model, resolved, ckpt.safetensors_dtype(dtype))
         by_group = lay.bytes_by_group()
@@ -283,6 +284,7 @@ def make_plan(job: CompressionJob, config: Mapping[str, Any], *, devices: int | 
         roles=_roles(resolved) if resolved is not None else {},
         tensor_parallel=serving.tensor_parallel_summary(per_tp),
         resolved=resolved,
+        layout=lay,
     )
 
 

@@ -220,14 +220,18 @@ def _dtype_of(tensor: Any) -> str:
 
 def header_bytes(tensors: list[Tensor], shards: int, total: int) -> int:
     """safetensors headers: 8 bytes of length + JSON {"__metadata__":{"format":"pt"},"<name>":{"dtype":..,"shape":[..],
-    "data_offsets":[a,b]},...} padded to 8 bytes, per shard. Offsets are counted with the digits of the shard size."""
-    digits = len(str(max(1, min(total, MAX_SHARD_BYTES))))
-    body = 0
+    "data_offsets":[a,b]},...} padded to 8 bytes, per shard. Offsets run from 0 in each shard of `total / shards` bytes."""
+    per_shard_bytes = max(1, math.ceil(total / shards))
+    fixed = len('"":{"dtype":"","shape":[],"data_offsets":[,]},')
+    body = offset = 0
     for t in tensors:
-        shape = ",".join(str(s) for s in t.shape)
-        body += len(t.name) + len(t.dtype) + len(shape) + 2 * digits + len('"":{"dtype":"","shape":[],"data_offsets":[,]},')
-    per_shard = len('{"__metadata__":{"format":"pt"}}') + 8 + 7  # framing, length prefix, padding (average)
-    return body + shards * per_shard
+        if offset >= per_shard_bytes:
+            offset = 0
+        end = offset + t.nbytes
+        body += fixed + len(t.name) + len(t.dtype) + sum(len(str(d)) for d in t.shape) + len(t.shape) - 1 + len(str(offset)) + len(str(end))
+        offset = end
+    framing = len('{"__metadata__":{"format":"pt"}}') - 1 + 8 + 4  # braces, the length prefix, average padding
+    return body + shards * framing
 
 
 def index_bytes(tensors: list[Tensor], shards: int, total: int) -> int:
