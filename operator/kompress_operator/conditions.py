@@ -59,6 +59,7 @@ WORKER_RUNNING = Reason("WorkerRunning", "{detail}")
 PUBLISHING = Reason("Publishing", "{detail}")
 WORKER_RETRYING = Reason("WorkerRetrying", "attempt {attempt} of {limit} failed ({failure}); retrying")
 COMPLETED = Reason("Completed", "the worker finished")
+WORKER_FINISHED = Reason("WorkerFinished", "the worker pod {pod} exited successfully; waiting for its Job to complete")
 WORKER_STOPPED = Reason("WorkerStopped", "the worker is not running")
 # Suspension
 SUSPENDED_BY_SPEC = Reason("SuspendedBySpec", "spec.suspend is true: the worker is stopped, or will not start; set it to false to run")
@@ -71,7 +72,7 @@ OOM_FIX = {
     "planning pod": "raise the operator's planning pod memory (KOMPRESS_PLAN_MEMORY)",
 }
 DEADLINE_EXCEEDED = Reason("DeadlineExceeded", "the worker ran longer than spec.activeDeadlineSeconds ({seconds}s){where}; raise it, or ask for more GPUs")
-BACKOFF_LIMIT_EXCEEDED = Reason("BackoffLimitExceeded", "the worker failed {failed} time(s), spec.backoffLimit is {limit}: {detail}")
+BACKOFF_LIMIT_EXCEEDED = Reason("BackoffLimitExceeded", "the {who} failed {failed} time(s), {limit_source} is {limit}: {detail}")
 # A waiting problem that outlasted spec.pendingTimeoutSeconds fails the job with the problem's own reason.
 PENDING_TIMEOUT_MESSAGE = "{detail}, for more than spec.pendingTimeoutSeconds ({seconds}s); {fix}"
 WORKER_JOB_DELETED = Reason(

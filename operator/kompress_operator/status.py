@@ -218,7 +218,12 @@ def job_failure(job: dict[str, Any], pods: Sequence[dict[str, Any]], container: 
     reason, message = last
     if job_reason == "BackoffLimitExceeded":
         spec, status = job.get("spec", {}), job.get("status", {})
-        message = c.BACKOFF_LIMIT_EXCEEDED.message(failed=status.get("failed", len(failed)), limit=spec.get("backoffLimit"), detail=message)
+        # batch/v1 counts a failure in uncountedTerminatedPods before it moves it to status.failed.
+        uncounted = len((status.get("uncountedTerminatedPods") or {}).get("failed") or [])
+        count = max(int(status.get("failed") or 0) + uncounted, len(failed))
+        # Only the worker's limit is the user's (spec.backoffLimit); the planning Job's is the operator's own.
+        limit_source = "spec.backoffLimit" if who == "worker" else "the planning Job's backoffLimit"
+        message = c.BACKOFF_LIMIT_EXCEEDED.message(who=who, failed=count, limit_source=limit_source, limit=spec.get("backoffLimit"), detail=message)
     return reason, message
 
 
@@ -512,6 +517,13 @@ def _active(run: _Run, job: dict[str, Any]) -> None:
         reason = c.PUBLISHING if (progress or {}).get("stage") == "publish" else c.WORKER_RUNNING
         run.conds.set(c.RUNNING, TRUE, reason, detail=progress_detail(progress))
         run.conds.clear(c.QUEUED, c.STARTED, pod=_name(pod))
+        return
+
+    ended_well = [p for p in pods if _pod_phase(p) == "Succeeded"]
+    if ended_well:
+        # The pod is done and the Job controller marks the Job Complete a moment later: still Running, never
+        # back to Queued in between (the phase must not go backwards).
+        run.conds.set(c.RUNNING, TRUE, c.WORKER_FINISHED, pod=_name(ended_well[-1]))
         return
 
     if last_failure is not None:

@@ -7,7 +7,8 @@ Register with `pytest_plugins = ["kompress_testing.pytest_plugin"]` (tests/conft
         job = apiserver.client.get(apiserver.path("compressionjobs", "default", "tiny-laptop"))
 
 `@pytest.mark.apiserver(rbac=True, crd=False)` tunes it: enforce RBAC for non-admin tokens; skip
-installing the generated CompressionJob CRD. Owns: fixtures and the `Cluster` handle. Must not: hold
+installing the generated CompressionJob CRD. `node_agent` adds the local node agent (Jobs get pods that
+run as local processes). Owns: fixtures and the `Cluster` handle. Must not: hold
 API behaviour (apiserver/) or product logic.
 """
 
@@ -126,6 +127,25 @@ def module_apiserver(tmp_path_factory: pytest.TempPathFactory, kompress_crd: dic
     kubectl's discovery cache is shared too, so each kubectl call is quicker."""
     with running_cluster(tmp_path_factory.mktemp("apiserver"), kompress_crd) as cluster:
         yield cluster
+
+
+def start_node_agent(cluster: Cluster, state_dir: pathlib.Path, **options: Any) -> Any:
+    """The node agent (kompress_testing.node_agent) on `cluster`, with its own ServiceAccount identity and
+    test-friendly timings (short pod failure back-off and grace periods); stop it with `.stop()`."""
+    from kompress_testing.node_agent import AGENT_NAMESPACE, AGENT_SERVICE_ACCOUNT, AgentConfig, AgentThread
+
+    token = cluster.service_account_token(AGENT_NAMESPACE, AGENT_SERVICE_ACCOUNT)
+    settings = {"backoff_base_s": 0.1, "max_grace_s": 2.0, "resync_s": 0.5, **options}
+    return AgentThread(AgentConfig(kubeconfig=cluster.kubeconfig_for(token), state_dir=state_dir, **settings)).start()
+
+
+@pytest.fixture
+def node_agent(apiserver: Cluster, tmp_path: pathlib.Path) -> Iterator[Any]:
+    """A node agent on the `apiserver` fixture's server: Jobs get pods, and pods run as local processes
+    (state, volumes and logs under tmp_path/node). The test fails if the agent hit an unexpected error."""
+    agent = start_node_agent(apiserver, tmp_path / "node")
+    yield agent
+    agent.stop()
 
 
 def pytest_configure(config: pytest.Config) -> None:

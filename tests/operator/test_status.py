@@ -297,6 +297,17 @@ def test_without_a_fresh_poll_the_last_progress_stands():
 # --- the end --------------------------------------------------------------------------------------------
 
 
+def test_a_finished_pod_before_its_job_completes_stays_running_not_queued():
+    # The kubelet reports the pod Succeeded a moment before the Job controller marks the Job Complete.
+    scene = Scene().worker_running({"stage": "publish", "percent": 97})
+    scene.step()
+    scene.worker_pods = [pod_for(scene.worker_job, "aaaaa").succeeded(RESULT).obj()]
+    update = scene.step()
+    assert update.status["phase"] == "Running"
+    assert cond(update, "Running")["reason"] == "WorkerFinished"
+    assert not any(c["type"] == "Queued" and c["status"] == "True" for c in update.status["conditions"])
+
+
 def test_success_puts_the_workers_result_in_status():
     scene = Scene().worker_running({"stage": "publish", "percent": 97})
     scene.step()

@@ -55,6 +55,31 @@ def test_delete_without_finalizers_answers_a_success_status(apiserver):
                                  "uid": created["metadata"]["uid"]}
 
 
+PODS = "/api/v1/namespaces/default/pods"
+
+
+def pod(name: str, **spec) -> dict:
+    return {"metadata": {"name": name}, "spec": {"containers": [{"name": "c", "image": "busybox"}], **spec}}
+
+
+def test_a_pod_a_kubelet_runs_is_deleted_gracefully_and_a_pending_one_at_once(apiserver):
+    apiserver.client.post(PODS, pod("unscheduled"))
+    assert apiserver.client.delete(f"{PODS}/unscheduled")["status"] == "Success"
+
+    apiserver.client.post(PODS, pod("running", nodeName="node-1", terminationGracePeriodSeconds=20))
+    deleting = apiserver.client.delete(f"{PODS}/running")
+    assert deleting["metadata"]["deletionGracePeriodSeconds"] == 20 and deleting["metadata"]["deletionTimestamp"]
+    again = apiserver.client.delete(f"{PODS}/running", gracePeriodSeconds=5)
+    assert again["metadata"]["deletionGracePeriodSeconds"] == 5, "a shorter grace period shortens the deletion"
+    # The kubelet, once the containers have stopped, deletes it for good.
+    assert apiserver.client.delete(f"{PODS}/running", gracePeriodSeconds=0)["status"] == "Success"
+    assert gone(apiserver.client, f"{PODS}/running", timeout=0.1)
+
+    apiserver.client.post(PODS, pod("finished", nodeName="node-1"))
+    apiserver.client.patch(f"{PODS}/finished/status", {"status": {"phase": "Succeeded"}})
+    assert apiserver.client.delete(f"{PODS}/finished")["status"] == "Success"
+
+
 def test_delete_preconditions(apiserver):
     apiserver.client.post(JOBS, tiny_job())
     with pytest.raises(ApiStatusError) as refused:

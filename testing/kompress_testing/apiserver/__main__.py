@@ -24,6 +24,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--crd", action="append", default=[], type=pathlib.Path, help="a CRD YAML to install (repeatable)")
     parser.add_argument("--kubeconfig", type=pathlib.Path, help="write an admin kubeconfig here")
+    parser.add_argument("--service-account-kubeconfig", action="append", default=[], metavar="NAMESPACE/NAME=PATH",
+                        help="write a kubeconfig that authenticates as this ServiceAccount (repeatable): an operator's or a node agent's own identity")
     parser.add_argument("--rbac", action="store_true", help="enforce RBAC for every token but the admin's")
     parser.add_argument("--plain-http", action="store_true", help="serve HTTP, not HTTPS (kubectl then sends no tokens)")
     return parser.parse_args(argv)
@@ -42,6 +44,10 @@ async def main(args: argparse.Namespace) -> None:
         runner, url = await serve(server, args.host, args.port, tls=not args.plain_http)
         if args.kubeconfig:
             write_kubeconfig(args.kubeconfig, url, ADMIN_TOKEN)
+        for entry in args.service_account_kubeconfig:
+            account, _, target = entry.partition("=")
+            namespace, _, name = account.partition("/")
+            write_kubeconfig(target, url, server.service_account_token(namespace, name), namespace)
         print(f"emulated Kubernetes API server at {url} (admin token: {ADMIN_TOKEN})", flush=True)
         try:
             await stop.wait()

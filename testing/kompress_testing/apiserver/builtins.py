@@ -3,7 +3,8 @@
 Owns: Secret (`stringData` folded into base64 `data`, `type` defaulted to Opaque and immutable), Job
 (the selector and the `controller-uid`/`job-name` labels the server adds, API defaults for
 backoffLimit, completions, parallelism, completionMode, suspend; restartPolicy must be Never or
-OnFailure; `spec.selector` and `spec.template` immutable), Pod (status phase Pending on create), events.k8s.io/v1 Events as a second shape of core/v1 Events.
+OnFailure; `spec.selector` and `spec.template` immutable), Pod (status phase Pending on create; graceful
+deletion of a pod a kubelet runs), events.k8s.io/v1 Events as a second shape of core/v1 Events.
 Must not: grow into a copy of kube-apiserver's registries;
 add a behaviour only when a test of ours depends on it.
 """
@@ -55,6 +56,22 @@ def prepare_update(group: str, plural: str, obj: dict[str, Any], old: dict[str, 
                 problems.append(invalid(f"spec.{field}", (obj.get("spec") or {}).get(field), "field is immutable"))
         return problems
     return []
+
+
+def pod_grace_period(pod: dict[str, Any], options: dict[str, Any]) -> int:
+    """Seconds a deleted pod keeps existing (with deletionTimestamp) for its kubelet to stop it.
+
+    As kube-apiserver's pod strategy: a pod no kubelet runs (unscheduled) or one already finished is
+    deleted at once; otherwise DeleteOptions.gracePeriodSeconds (negative: unset), else the pod's
+    terminationGracePeriodSeconds (30). The kubelet removes it with a second DELETE of grace 0.
+    """
+    spec, status = pod.get("spec") or {}, pod.get("status") or {}
+    if not spec.get("nodeName") or status.get("phase") in ("Succeeded", "Failed"):
+        return 0
+    requested = options.get("gracePeriodSeconds")
+    if requested is not None and int(requested) >= 0:
+        return int(requested)
+    return int(spec.get("terminationGracePeriodSeconds", 30))
 
 
 def _fold_string_data(obj: dict[str, Any]) -> None:

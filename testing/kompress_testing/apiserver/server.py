@@ -33,7 +33,7 @@ import kmock
 from kmock._internal import rendering
 
 from kompress_testing.apiserver import errors as E
-from kompress_testing.apiserver import builtins, openapi, patching, rbac, request_info, selectors, tables, watch
+from kompress_testing.apiserver import builtins, openapi, patching, podlogs, rbac, request_info, selectors, tables, watch
 from kompress_testing.apiserver.controllers import CRD_CLEANUP, FOREGROUND, ORPHAN, Controllers
 from kompress_testing.apiserver.request_info import Call
 from kompress_testing.apiserver.resources import (Registry, ResourceType, crd_problems, crd_resource_types,
@@ -55,8 +55,8 @@ LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
 RBAC_GROUP = "rbac.authorization.k8s.io"
 
 
-def now_iso() -> str:
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+def now_iso(seconds_ahead: int = 0) -> str:
+    return (dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=seconds_ahead)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> aiohttp.web.Response:
@@ -261,6 +261,8 @@ class ApiServer(kmock.KubernetesScaffold):
         rtype = self.registry.get(info.group, info.version, info.resource)
         if rtype is None:
             raise E.endpoint_not_found()
+        if (rtype.group, rtype.plural, info.subresource, info.verb) == ("", "pods", "log", "get"):
+            return await podlogs.serve(self, call, self._current(rtype, info.namespace, info.name or ""))
         if info.subresource and info.subresource != "status":
             raise E.endpoint_not_found()
         if info.subresource == "status" and not rtype.has_status:
@@ -732,6 +734,7 @@ class ApiServer(kmock.KubernetesScaffold):
         if policy not in (ORPHAN, FOREGROUND, "Background"):
             raise E.invalid_object("DeleteOptions", "", "", [E.FieldError("NotSupported", "propagationPolicy",
                                    'supported values: "Foreground", "Background", "Orphan", "nil"', options.get("propagationPolicy"))])
+        grace = builtins.pod_grace_period(old, options) if (rtype.group, rtype.plural) == ("", "pods") else 0
         finalizers = list(meta.get("finalizers") or [])
         for special in (ORPHAN, FOREGROUND):
             if special in finalizers and policy != special:
@@ -740,7 +743,7 @@ class ApiServer(kmock.KubernetesScaffold):
             finalizers.append(policy)
         dry_run = "All" in (options.get("dryRun") or [])
         namespace_spec_finalizers = rtype.plural == "namespaces" and not rtype.group and (old.get("spec") or {}).get("finalizers")
-        if not finalizers and not namespace_spec_finalizers:
+        if not finalizers and not namespace_spec_finalizers and not grace:
             if dry_run:
                 return old, True
             return self.remove(rtype, self._key(rtype, namespace, name)), True
@@ -748,10 +751,14 @@ class ApiServer(kmock.KubernetesScaffold):
         if finalizers:
             new["metadata"]["finalizers"] = finalizers
         if not meta.get("deletionTimestamp"):
-            new["metadata"]["deletionTimestamp"] = now_iso()
-            new["metadata"]["deletionGracePeriodSeconds"] = 0
+            new["metadata"]["deletionTimestamp"] = now_iso(seconds_ahead=grace)
+            new["metadata"]["deletionGracePeriodSeconds"] = grace
             if meta.get("generation"):
                 new["metadata"]["generation"] = int(meta["generation"]) + 1
+        elif grace < int(meta.get("deletionGracePeriodSeconds") or 0):
+            # A shorter grace period shortens a graceful deletion in progress (kubectl delete --now).
+            new["metadata"]["deletionTimestamp"] = now_iso(seconds_ahead=grace)
+            new["metadata"]["deletionGracePeriodSeconds"] = grace
         if rtype.plural == "namespaces" and not rtype.group:
             new["status"] = {"phase": "Terminating"}
         if new == old or dry_run:

@@ -1,0 +1,156 @@
+"""The model card README.md published with every checkpoint, in the style of compressed models on the Hub.
+
+Owns: turning a manifest (manifest.build_manifest) into Markdown with Hub front matter: what was
+done and by which recipe, sizes, evaluation figures, how to serve it (or why it can't be served
+by vLLM today), and how to reproduce it. A rejected model's card says so first.
+Must not: do I/O, or state anything the manifest does not hold.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# What each preset is, in one line, and whether vLLM serves it (docs/presets.md has the details).
+PRESETS: dict[str, tuple[str, bool]] = {
+    "sparse24-w4a16-w8a8": ("SparseGPT 2:4 sparsity, AWQ smoothing, INT4 weights (W4A16) on attention and dense MLP, INT8 W8A8 (static activations) on experts; router, gate_proj and lm_head kept in 16-bit", False),
+    "w4a16-w8a8": ("INT4 weights (W4A16, AWQ) on attention and dense MLP, INT8 W8A8 (channel-wise weights, dynamic per-token activations) on experts", True),
+    "w4a16": ("INT4 weights (W4A16) everywhere a group size fits; router and lm_head kept in 16-bit", True),
+    "fp8-dynamic": ("FP8 weights and dynamic per-token FP8 activations; no calibration data needed", True),
+}
+TAGS = {
+    "sparse24-w4a16-w8a8": ["int4", "int8", "w4a16", "w8a8", "sparse", "2:4"],
+    "w4a16-w8a8": ["int4", "int8", "w4a16", "w8a8"],
+    "w4a16": ["int4", "w4a16"],
+    "fp8-dynamic": ["fp8"],
+}
+
+
+def _gb(n: int | None) -> str:
+    return "unknown" if n is None else f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.2f} MB"
+
+
+def _fmt(value: Any, pct: bool = False) -> str:
+    if value is None:
+        return "–"
+    if pct:
+        return f"{value * 100:+.2f} %"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def render(manifest: dict[str, Any], *, output_uri: str) -> str:
+    source = manifest["source"]
+    recipe = manifest["recipe"]
+    preset = recipe.get("preset")
+    rejected = manifest.get("status") == "rejected"
+    hub_id = source["uri"][len("hf://"):] if source["uri"].startswith("hf://") else None
+    name = (manifest.get("job") or {}).get("name") or "compressed-model"
+    description, servable = PRESETS.get(preset or "", ("a custom llm-compressor recipe (see below)", None))
+    effective = recipe.get("effective") or {}
+    if isinstance(effective.get("servable"), bool):
+        servable = effective["servable"]  # the resolved recipe knows better than the preset's name
+
+    lines: list[str] = ["---"]
+    if hub_id:
+        lines += [f"base_model: {hub_id}"]
+    lines += ["library_name: transformers", "tags:", "- kompress", "- llm-compressor", "- compressed-tensors"]
+    lines += [f"- {tag}" for tag in TAGS.get(preset or "", [])]
+    if servable:
+        lines += ["- vllm"]
+    lines += ["---", ""]
+
+    title = f"{hub_id.split('/')[-1] if hub_id else name}-{preset or 'custom'}"
+    lines += [f"# {title}", ""]
+    if rejected:
+        failures = manifest["evaluation"].get("gateFailures") or []
+        lines += [
+            "> **REJECTED: this checkpoint missed its quality gate and was not published as a finished model.**",
+            "> It is kept here only for inspection." + (" Failed: " + "; ".join(failures) if failures else ""),
+            "",
+        ]
+    base = f"[{hub_id}](https://huggingface.co/{hub_id})" if hub_id else f"`{source['uri']}`"
+    revision = f" at revision `{source['resolvedRevision']}`" if source.get("resolvedRevision") else ""
+    lines += [
+        f"A compressed version of {base}{revision}, made by [Kompress](https://kompress.dev) with "
+        f"[llm-compressor](https://github.com/vllm-project/llm-compressor) and saved in the "
+        f"[compressed-tensors](https://github.com/neuralmagic/compressed-tensors) format.",
+        "",
+        "## What was done",
+        "",
+        f"- **Recipe:** `{preset}` preset: {description}." if preset else f"- **Recipe:** {description}.",
+    ]
+    if recipe.get("overrides"):
+        lines += [f"- **Overrides:** `{recipe['overrides']}`"]
+    cal = manifest["calibration"]
+    if cal.get("samples"):
+        lines += [f"- **Calibration:** {cal['samples']} samples of up to {cal['maxSequenceLength']} tokens from `{cal['uri']}` (seed {cal['seed']})."]
+    kept = effective.get("kept_16bit")
+    if isinstance(kept, dict) and kept.get("of_parameters"):
+        share = 100 * kept.get("parameters", 0) / kept["of_parameters"]
+        lines += [f"- **Kept in 16-bit:** {kept.get('modules', 0)} modules ({share:.1f} % of parameters)."]
+    detailed = [g for g in effective.get("groups") or [] if isinstance(g, dict) and "name" in g]
+    groups = manifest.get("groups")
+    if detailed:
+        lines += ["", "| config group | scheme | sparsity | modules |", "|---|---|---|---:|"]
+        lines += [f"| `{g['name']}` | {g.get('scheme') or '–'} | {g.get('sparsity') or '–'} | {(groups or {}).get(g['name'], '?')} |" for g in detailed]
+    elif groups:
+        lines += ["", "| config group | modules |", "|---|---:|"]
+        lines += [f"| `{g}` | {n} |" for g, n in groups.items()]
+    lines += ["", "## Sizes", "", "| | size |", "|---|---:|"]
+    lines += [f"| original (as fetched) | {_gb(source.get('bytes'))} |", f"| this checkpoint | {_gb(manifest.get('checkpointBytes'))} |"]
+    if source.get("bytes") and manifest.get("checkpointBytes"):
+        lines += [f"| ratio | {source['bytes'] / manifest['checkpointBytes']:.2f}× |"]
+
+    metrics = manifest["evaluation"].get("metrics")
+    lines += ["", "## Evaluation", ""]
+    if metrics:
+        lines += [
+            f"On {metrics.get('samples', '?')} held-out samples ({metrics.get('tokens', '?')} tokens) never used for calibration:",
+            "",
+            "| metric | value |",
+            "|---|---:|",
+            f"| perplexity, original | {_fmt(metrics.get('perplexityOriginal'))} |",
+            f"| perplexity, compressed | {_fmt(metrics.get('perplexityCompressed'))} |",
+            f"| perplexity increase | {_fmt(metrics.get('perplexityIncrease'), pct=True)} |",
+            f"| KL divergence (nats) | {_fmt(metrics.get('klDivergence'))} |",
+            f"| top-1 agreement | {_fmt(metrics.get('top1Agreement'))} |",
+        ]
+        gate = manifest["evaluation"].get("gate")
+        if gate:
+            verdict = "passed" if manifest["evaluation"].get("gatePassed") else "**missed**"
+            lines += ["", f"Quality gate `{gate}`: {verdict}."]
+    else:
+        lines += ["Not evaluated (spec.evaluation.enabled was false, or evaluation did not run)."]
+
+    lines += ["", "## Use", ""]
+    if servable is False:
+        why = effective.get("serving") or (
+            "it removed its 2:4 sparse kernels, and its fused MoE kernels need dynamic per-token INT8 activations on experts"
+        )
+        lines += [
+            f"vLLM cannot serve this checkpoint today ({why.rstrip('.')}). Load it with llm-compressor / "
+            "compressed-tensors for research, or use the servable `w4a16-w8a8` preset.",
+        ]
+    else:
+        lines += [
+            "Copy the folder locally, then serve it with [vLLM](https://github.com/vllm-project/vllm):",
+            "",
+            "```sh",
+            f"aws s3 sync {output_uri} ./{title}" if output_uri.startswith("s3://") else f"# the checkpoint is at {output_uri}",
+            f"vllm serve ./{title}",
+            "```",
+        ]
+    lines += [
+        "",
+        "## Reproduce",
+        "",
+        "Apply the same `CompressionJob` (kompress.dev/v1alpha1), or run it locally with `kompress run job.yaml`. "
+        "`kompress.json` beside this card records the exact source revision, recipe, library versions and the "
+        "SHA-256 of every file.",
+        "",
+        "| library | version |",
+        "|---|---|",
+    ]
+    lines += [f"| {lib} | {ver} |" for lib, ver in manifest.get("libraries", {}).items()]
+    lines += ["", "## Files", "", "| file | size | sha256 |", "|---|---:|---|"]
+    lines += [f"| `{f['path']}` | {f['size']:,} | `{f['sha256'][:16]}…` |" for f in manifest.get("files", [])]
+    return "\n".join(lines) + "\n"

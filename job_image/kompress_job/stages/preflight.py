@@ -1,0 +1,41 @@
+"""Stage preflight: refuse in seconds what would otherwise fail hours later.
+
+Checks, before any download or GPU work: the output can be written with the given credentials
+(AccessDenied), its endpoint answers (StorageUnreachable), no finished model is already there unless
+spec.output.overwrite (OutputExists); the model and the calibration data exist and can be read.
+Must not: download weights or data.
+"""
+
+from __future__ import annotations
+
+from kompress_job import calibration_data, sources
+from kompress_job.context import RunContext
+from kompress_job.errors import OutputExists
+from kompress_job.storage import MANIFEST, open_destination
+
+
+def check_output(ctx: RunContext, *, quick: bool = True) -> None:
+    """The output is writable and holds no finished model (unless overwrite). Run again before publishing."""
+    output = ctx.job.spec.output
+    destination = open_destination(output, ctx.env, quick=quick)
+    destination.check_writable()
+    if not output.overwrite and destination.read_text(MANIFEST) is not None:
+        raise OutputExists(
+            f"a finished model is already at {output.uri} ({MANIFEST} exists); set spec.output.overwrite: true to replace it, or choose another spec.output.uri"
+        )
+
+
+def run(ctx: RunContext) -> None:
+    spec = ctx.job.spec
+    ctx.progress.set_steps(0, 3, message=f"checking the output {spec.output.uri}")
+    check_output(ctx)
+    ctx.output_checked = True
+    ctx.progress.set_steps(1, message=f"checking the model {spec.model.uri}")
+    commit = sources.check_model(spec.model, ctx.env)
+    if commit:
+        # Pinned here, once: every later stage (plan, fetch-model) reads this commit, never the branch.
+        ctx.resolved_revision = commit
+        ctx.log.info("model %s: revision %s is commit %s", spec.model.uri, spec.model.revision or "main", commit)
+    ctx.progress.set_steps(2, message=f"checking the calibration data {spec.calibration.uri}")
+    calibration_data.check_source(spec.calibration, ctx.env)
+    ctx.progress.set_steps(3, message="inputs and output checked")

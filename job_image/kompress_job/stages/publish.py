@@ -1,0 +1,118 @@
+"""Stage publish: the checkpoint to spec.output.uri, the model card, and the manifest LAST.
+
+Order, and why:
+1. Check the destination again (another job may have finished there since preflight): OutputExists.
+2. Overwriting: delete the old manifest first, so the prefix stops being a finished model before any
+   of its files change; then delete files only the old manifest listed.
+3. Upload every checkpoint file in parallel, with per-part SHA-256 checksums; files already there with
+   the same content (an interrupted earlier attempt) are skipped.
+4. The model card README.md, then kompress.json. Readers treat a prefix without kompress.json as unfinished.
+A model that missed the quality gate (ctx.gate_failures) goes to the `<uri>.rejected` sibling instead,
+never under the final prefix; ctx.rejected_uri is set and the job fails with QualityGateFailed.
+Must not: write any secret value (the manifest and card pass through the redactor as a last guard).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from kompress_job import manifest as manifest_mod
+from kompress_job import model_card
+from kompress_job.context import RunContext
+from kompress_job.errors import KompressError, OutputExists, QualityGateFailed
+from kompress_job.redaction import Redactor
+from kompress_job.storage import MANIFEST, MODEL_CARD, open_destination, rejected_uri
+
+
+def checkpoint_files(folder: Path) -> list[tuple[Path, str]]:
+    """(path, name) of every file to publish; our own card and manifest are written separately."""
+    files = []
+    for path in sorted(folder.rglob("*")):
+        name = path.relative_to(folder).as_posix()
+        if path.is_file() and name not in (MANIFEST, MODEL_CARD) and not name.startswith(".kompress"):
+            files.append((path, name))
+    return files
+
+
+def _guarded(text: str, redact: Redactor, what: str, ctx: RunContext) -> str:
+    clean = redact(text)
+    if clean != text:
+        ctx.log.warning("a secret value appeared in the %s and was masked; check the spec for credentials in plain fields", what)
+    return clean
+
+
+def run(ctx: RunContext) -> None:
+    spec = ctx.job.spec
+    if ctx.checkpoint_dir is None or not Path(ctx.checkpoint_dir).is_dir():
+        raise KompressError("nothing to publish: the save stage left no checkpoint folder")
+    started = time.monotonic()
+    rejected = bool(ctx.gate_failures)
+    uri = rejected_uri(spec.output.uri) if rejected else spec.output.uri
+    destination = open_destination(spec.output, ctx.env, uri=uri)
+    redact = Redactor.from_env(ctx.env)
+
+    # 1. Nothing finished there (a rejected copy may always be replaced: it is never a finished model).
+    destination.check_writable()
+    old_text = destination.read_text(MANIFEST)
+    if old_text is not None and not rejected and not spec.output.overwrite:
+        raise OutputExists(f"a finished model appeared at {uri} while this job ran ({MANIFEST} exists); set spec.output.overwrite: true to replace it")
+    files = checkpoint_files(Path(ctx.checkpoint_dir))
+    # 2. Unpublish the old model before touching its files.
+    if old_text is not None:
+        destination.delete([MANIFEST])
+        try:
+            old_names = {f["path"] for f in json.loads(old_text).get("files", [])}
+        except (ValueError, AttributeError):
+            old_names = set()
+        stale = sorted(old_names - {name for _, name in files} - {MODEL_CARD})
+        destination.delete(stale)
+        ctx.log.info("publish: replacing the model at %s (%d stale files removed)", uri, len(stale))
+
+    # 3. The checkpoint.
+    ctx.progress.message(f"uploading {len(files)} files to {uri}")
+    stored = destination.upload(files, on_bytes=ctx.progress.transfer)
+    skipped = [s for s in stored if s.skipped]
+    ctx.log.info(
+        "publish: sent %d of %d bytes; %d of %d files were already at %s with the same SHA-256",
+        sum(s.sent for s in stored),
+        sum(s.size for s in stored),
+        len(skipped),
+        len(stored),
+        uri,
+        extra={"bytes_sent": sum(s.sent for s in stored), "files_skipped": len(skipped)},
+    )
+    if ctx.checkpoint_bytes is None:
+        ctx.checkpoint_bytes = sum(s.size for s in stored)
+
+    # 4. Card, then manifest.
+    def entry(s) -> dict:  # noqa: ANN001
+        return {"path": s.name, "size": s.size, "sha256": s.sha256, **({"s3Checksum": s.s3_checksum} if s.s3_checksum else {})}
+
+    timings = dict(ctx.timings)
+    timings["publish"] = round(time.monotonic() - started, 3)
+    doc = manifest_mod.build_manifest(
+        ctx.job,
+        status="rejected" if rejected else "published",
+        resolved_revision=ctx.resolved_revision,
+        source_bytes=ctx.source_bytes,
+        files=[entry(s) for s in stored],
+        recipe=manifest_mod.recipe_summary(ctx.recipe),
+        calibration_used={"samples": len(ctx.calibration), "heldOut": len(ctx.holdout) if ctx.holdout is not None else 0} if ctx.calibration is not None else None,
+        metrics=ctx.metrics.wire() if ctx.metrics is not None else None,
+        gate_failures=ctx.gate_failures,
+        timings=timings,
+        libraries=manifest_mod.library_versions(),
+    )
+    card = destination.put_text(MODEL_CARD, _guarded(model_card.render(doc, output_uri=uri), redact, "model card", ctx))
+    doc["files"] = sorted([*doc["files"], entry(card)], key=lambda f: f["path"])
+    destination.put_text(MANIFEST, _guarded(manifest_mod.dumps(doc), redact, "manifest", ctx))
+    destination.finish()
+    ctx.log.info("publish: %d files, %.2f GB at %s; manifest written", len(stored) + 1, doc["checkpointBytes"] / 1e9, uri)
+
+    if rejected:
+        ctx.rejected_uri = uri
+        raise QualityGateFailed(f"the compressed model missed the quality gate ({'; '.join(ctx.gate_failures)}); kept for inspection at {uri}, not published to {spec.output.uri}")
+    ctx.output_uri = uri
+    ctx.manifest_uri = destination.uri_of(MANIFEST)

@@ -1,0 +1,89 @@
+"""The kubelet's log endpoint, which the API server proxies `kubectl logs` to.
+
+    GET http://<node IP>:<port>/containerLogs/NAMESPACE/POD/CONTAINER?tailLines=N&limitBytes=N&follow=true
+
+Owns: reading a container's log file (runtime.py writes it), the last N lines, following it until the
+container ends. Plain HTTP on the node's loopback address (a real kubelet serves HTTPS on 10250).
+Must not: touch pods or the API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+
+import aiohttp.web
+
+KUBELET_PORT = 10250
+
+
+def tail_lines(data: bytes, lines: int) -> bytes:
+    if lines <= 0:
+        return b""
+    parts = data.splitlines(keepends=True)
+    return b"".join(parts[-lines:])
+
+
+class LogServer:
+    def __init__(self, log_path: Callable[[str, str, str], Path], running: Callable[[str, str, str], bool]) -> None:
+        self.log_path = log_path
+        self.running = running
+        self._runner: aiohttp.web.AppRunner | None = None
+        self.port = 0
+
+    async def start(self, host: str, port: int = KUBELET_PORT) -> int:
+        app = aiohttp.web.Application()
+        app.router.add_get("/containerLogs/{namespace}/{pod}/{container}", self._logs)
+        self._runner = aiohttp.web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+        await self._runner.setup()
+        for candidate in (port, 0):
+            try:
+                site = aiohttp.web.TCPSite(self._runner, host, candidate)
+                await site.start()
+            except OSError:
+                continue
+            self.port = site._server.sockets[0].getsockname()[1]  # noqa: SLF001 - aiohttp exposes the port only here
+            return self.port
+        raise OSError(f"cannot serve container logs on {host}")
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _logs(self, request: aiohttp.web.Request) -> aiohttp.web.StreamResponse:
+        ns, pod, container = (request.match_info[k] for k in ("namespace", "pod", "container"))
+        path = self.log_path(ns, pod, container)
+        if not path.exists():
+            raise aiohttp.web.HTTPNotFound(text=f'container "{container}" in pod "{pod}" has no log yet')
+        data = path.read_bytes()
+        if "tailLines" in request.query:
+            data = tail_lines(data, int(request.query["tailLines"]))
+        limit = int(request.query["limitBytes"]) if "limitBytes" in request.query else None
+        response = aiohttp.web.StreamResponse(headers={"Content-Type": "text/plain"})
+        await response.prepare(request)
+        sent = 0
+
+        async def send(chunk: bytes) -> bool:
+            nonlocal sent
+            if limit is not None:
+                chunk = chunk[: max(0, limit - sent)]
+            if chunk:
+                await response.write(chunk)
+                sent += len(chunk)
+            return limit is None or sent < limit
+
+        more = await send(data)
+        if request.query.get("follow") in ("true", "1"):
+            offset = path.stat().st_size
+            while more:
+                with open(path, "rb") as f:
+                    f.seek(offset)
+                    chunk = f.read()
+                offset += len(chunk)
+                more = await send(chunk) if chunk else True
+                if not chunk and not self.running(ns, pod, container):
+                    break
+                await asyncio.sleep(0.2)
+        await response.write_eof()
+        return response
