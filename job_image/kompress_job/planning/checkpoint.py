@@ -31,7 +31,8 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any
+from functools import lru_cache
+from typing import Any, NamedTuple
 
 from kompress_job.recipe.schemes import QuantArgs, Scheme
 
@@ -55,15 +56,25 @@ MAX_SHARD_BYTES = 50 * 10**9
 OTHER = "other"  # tensors of no weight module: embeddings, norms, buffers
 
 
-@dataclass(frozen=True)
-class Tensor:
+class Tensor(NamedTuple):  # a tuple: GLM-4.5-Air's checkpoint has 35,000-53,000 of them
     name: str
     dtype: str
     shape: tuple[int, ...]
 
     @property
     def nbytes(self) -> int:
-        return math.prod(self.shape) * DTYPE_BYTES[self.dtype]
+        return _nbytes(self.dtype, self.shape)
+
+
+@lru_cache(maxsize=4096)
+def _nbytes(dtype: str, shape: tuple[int, ...]) -> int:
+    return math.prod(shape) * DTYPE_BYTES[dtype]
+
+
+@lru_cache(maxsize=4096)
+def _entry_length(dtype: str, shape: tuple[int, ...]) -> int:
+    """Header characters of one tensor, besides its name and offsets."""
+    return len('"":{"dtype":"","shape":[],"data_offsets":[,]},') + len(dtype) + len(",".join(str(d) for d in shape))
 
 
 @dataclass
@@ -136,36 +147,42 @@ def _quantized_dtype(args: QuantArgs) -> str:
 def module_tensors(name: str, out_features: int, in_features: int, scheme: Scheme | None, dtype: str) -> list[Tensor]:
     """The tensors a Linear module's weight becomes in the checkpoint (its bias is counted with the model's
     other tensors). `dtype`: the checkpoint's 16-bit (or 32-bit) dtype, also that of the scales."""
+    return [Tensor(f"{name}.{suffix}", tensor_dtype, shape) for suffix, tensor_dtype, shape in _suffixes(out_features, in_features, scheme, dtype)]
+
+
+@lru_cache(maxsize=1024)
+def _suffixes(out_features: int, in_features: int, scheme: Scheme | None, dtype: str) -> tuple[tuple[str, str, tuple[int, ...]], ...]:
+    # Thousands of experts share a few shapes: computed once per shape and scheme.
     if scheme is None:
-        return [Tensor(f"{name}.weight", dtype, (out_features, in_features))]
+        return (("weight", dtype, (out_features, in_features)),)
     w, a = scheme.weights, scheme.activations
     fmt = compression_format(scheme)
     scale = _scale_shape(w, out_features, in_features)
-    out: list[Tensor] = []
-    if fmt == "nvfp4-pack-quantized" or fmt == "mxfp4-pack-quantized":
-        out.append(Tensor(f"{name}.weight_packed", "U8", (out_features, math.ceil(in_features / 2))))
-        out.append(Tensor(f"{name}.weight_scale", "F8_E4M3" if fmt.startswith("nv") else "U8", scale))
+    out: list[tuple[str, str, tuple[int, ...]]] = []
+    if fmt in ("nvfp4-pack-quantized", "mxfp4-pack-quantized"):
+        out.append(("weight_packed", "U8", (out_features, math.ceil(in_features / 2))))
+        out.append(("weight_scale", "F8_E4M3" if fmt.startswith("nv") else "U8", scale))
         if fmt.startswith("nv"):
-            out.append(Tensor(f"{name}.weight_global_scale", "F32", (1,)))
+            out.append(("weight_global_scale", "F32", (1,)))
             if a is not None:
-                out.append(Tensor(f"{name}.input_global_scale", "F32", (1,)))
-        return out
+                out.append(("input_global_scale", "F32", (1,)))
+        return tuple(out)
     if fmt == "pack-quantized":
-        out.append(Tensor(f"{name}.weight_packed", "I32", (out_features, math.ceil(in_features * w.bits / 32))))
-        out.append(Tensor(f"{name}.weight_scale", dtype, scale))
-        out.append(Tensor(f"{name}.weight_shape", "I64", (2,)))
+        out.append(("weight_packed", "I32", (out_features, math.ceil(in_features * w.bits / 32))))
+        out.append(("weight_scale", dtype, scale))
+        out.append(("weight_shape", "I64", (2,)))
         if not w.symmetric and w.strategy in ("group", "channel"):
-            out.append(Tensor(f"{name}.weight_zero_point", "I32", (math.ceil(scale[0] * w.bits / 32), *scale[1:])))
+            out.append(("weight_zero_point", "I32", (math.ceil(scale[0] * w.bits / 32), *scale[1:])))
     else:  # int-, float- and naive-quantized: one value per weight at its own dtype
-        out.append(Tensor(f"{name}.weight", _quantized_dtype(w), (out_features, in_features)))
-        out.append(Tensor(f"{name}.weight_scale", dtype, scale))
+        out.append(("weight", _quantized_dtype(w), (out_features, in_features)))
+        out.append(("weight_scale", dtype, scale))
         if not w.symmetric:
-            out.append(Tensor(f"{name}.weight_zero_point", _quantized_dtype(w), scale))
+            out.append(("weight_zero_point", _quantized_dtype(w), scale))
     if a is not None and not a.dynamic:
-        out.append(Tensor(f"{name}.input_scale", dtype, (1,)))
+        out.append(("input_scale", dtype, (1,)))
         if not a.symmetric:
-            out.append(Tensor(f"{name}.input_zero_point", _quantized_dtype(a), (1,)))
-    return out
+            out.append(("input_zero_point", _quantized_dtype(a), (1,)))
+    return tuple(out)
 
 
 def layout(model: Any, resolved: Any, dtype: str) -> CheckpointLayout:
@@ -222,13 +239,12 @@ def header_bytes(tensors: list[Tensor], shards: int, total: int) -> int:
     """safetensors headers: 8 bytes of length + JSON {"__metadata__":{"format":"pt"},"<name>":{"dtype":..,"shape":[..],
     "data_offsets":[a,b]},...} padded to 8 bytes, per shard. Offsets run from 0 in each shard of `total / shards` bytes."""
     per_shard_bytes = max(1, math.ceil(total / shards))
-    fixed = len('"":{"dtype":"","shape":[],"data_offsets":[,]},')
     body = offset = 0
     for t in tensors:
         if offset >= per_shard_bytes:
             offset = 0
         end = offset + t.nbytes
-        body += fixed + len(t.name) + len(t.dtype) + sum(len(str(d)) for d in t.shape) + len(t.shape) - 1 + len(str(offset)) + len(str(end))
+        body += _entry_length(t.dtype, t.shape) + len(t.name) + len(str(offset)) + len(str(end))
         offset = end
     framing = len('{"__metadata__":{"format":"pt"}}') - 1 + 8 + 4  # braces, the length prefix, average padding
     return body + shards * framing

@@ -36,9 +36,10 @@ from typing import Any
 
 GB = 10**9
 GIB = 2**30
-# Python, torch, the CUDA runtime, tokenizer and datasets in each worker process (a tiny model's CPU run peaks
-# at ~0.5 GB RSS here; CUDA adds 2-4 GB per process on a GPU node). An allowance, not a measurement.
-PROCESS_ALLOWANCE = 6 * GIB
+# Python, torch, tokenizer, datasets and llm-compressor in each worker process: a tiny model's whole CPU run peaks
+# at ~0.6 GB RSS on this machine (measured); the CUDA runtime adds 2-4 GB per process on a GPU node. Allowances.
+PROCESS_ALLOWANCE_CPU = 2 * GIB
+PROCESS_ALLOWANCE_GPU = 6 * GIB
 # CUDA context and allocator fragmentation on each GPU.
 GPU_ALLOWANCE = 2 * GIB
 # Every memory and disk figure leaves this much headroom: a job that is killed for memory costs hours.
@@ -137,6 +138,7 @@ class Footprint:
 
 
 def footprint(w: Workload) -> Footprint:
+    allowance = PROCESS_ALLOWANCE_GPU if w.devices else PROCESS_ALLOWANCE_CPU
     activations = w.calibration_samples * w.calibration_length * w.hidden_size * w.dtype_bytes if w.needs_calibration else 0
     processes = w.devices if w.distributed else 1
 
@@ -144,9 +146,9 @@ def footprint(w: Workload) -> Footprint:
     shm_needed = w.model_bytes + SHM_RESERVE if w.distributed else 0
     in_memory = min(w.model_bytes, max(0, w.shm_bytes - SHM_RESERVE)) if w.distributed else w.model_bytes
     offload = w.model_bytes - in_memory
-    calibrate = in_memory + 2 * activations + (activations if w.awq and w.moe else 0) + processes * PROCESS_ALLOWANCE
-    save = w.checkpoint_bytes + min(SAVE_SHARD, w.checkpoint_bytes) + PROCESS_ALLOWANCE
-    verify = w.model_bytes + PROCESS_ALLOWANCE
+    calibrate = in_memory + 2 * activations + (activations if w.awq and w.moe else 0) + processes * allowance
+    save = w.checkpoint_bytes + min(SAVE_SHARD, w.checkpoint_bytes) + allowance
+    verify = w.model_bytes + allowance
     phases = {"calibrate": calibrate, "save": save, "verify": verify}
     host = _headroom(max(phases.values()))
 

@@ -178,7 +178,18 @@ def misaligned(resolved: Any) -> dict[int, list[tuple[Any, str]]]:
     """For each tensor-parallel degree: the weight-only quantized modules that do not fit Marlin, and why."""
     assignment = resolved.assignment
     modules = [m for m in resolved.inventory.modules if m.is_linear and _marlin(assignment[m.name])]
-    return {tp: [(m, why) for m in modules for why in [_misaligned(m, assignment[m.name], tp)] if why] for tp in TENSOR_PARALLEL}
+    out: dict[int, list[tuple[Any, str]]] = {}
+    for tp in TENSOR_PARALLEL:
+        verdict: dict[tuple, str | None] = {}  # 17,000 experts share a handful of shapes
+        out[tp] = []
+        for m in modules:
+            a = assignment[m.name]
+            key = (m.in_features, m.out_features, _row_parallel(m), m.role is Role.LM_HEAD, a.scheme.weights.strategy, a.scheme.weights.group_size)
+            if key not in verdict:
+                verdict[key] = _misaligned(m, a, tp)
+            if verdict[key]:
+                out[tp].append((m, verdict[key]))
+    return out
 
 
 def tensor_parallel_summary(per_tp: dict[int, list[tuple[Any, str]]]) -> dict[str, Any]:
