@@ -22,7 +22,7 @@ import math
 import re
 from collections import defaultdict
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -486,12 +486,14 @@ def _resource_problems(job: CompressionJob, w: fp.Workload, f: fp.Footprint) -> 
             out.append(P.warning(P.SCRATCH_BELOW_ESTIMATE, f"spec.resources.scratch {res.scratch} is below the plan's estimate {_gb(f.disk_bytes)}", f"set spec.resources.scratch to {_gi(f.disk_bytes)}"))
     if w.distributed and f.offload_bytes > 0:
         configured = f"spec.resources.shm {res.shm}" if res.shm is not None else f"the default /dev/shm ({_gi(fp.DEFAULT_SHM)})"
+        roomy = fp.footprint(replace(w, shm_bytes=f.shm_needed_bytes))
         out.append(
             P.warning(
                 P.SHM_TOO_SMALL,
                 f"with {w.devices} GPUs llm-compressor's distributed run keeps the model in /dev/shm, shared by the ranks; {configured} holds "
                 f"only part of it, so {_gb(f.offload_bytes)} of weights go to scratch disk and are read back for every layer (slow; counted in the disk figure)",
-                f"set spec.resources.shm to {_gi(f.shm_needed_bytes)} (it is memory: the host RAM figure already counts the model once)",
+                f"set spec.resources.shm to {_gi(f.shm_needed_bytes)}; /dev/shm is memory, so host RAM becomes {_gi(roomy.host_memory_bytes)} "
+                f"(set spec.resources.memory to that) and scratch {_gi(roomy.disk_bytes)}",
             )
         )
     if w.devices == 0 and w.parameters > 2 * 10**9:

@@ -153,10 +153,11 @@ def footprint(w: Workload) -> Footprint:
     host = _headroom(max(phases.values()))
 
     # GPU memory per device: the largest subgraph onloaded at once.
-    per_sample = w.calibration_length * w.widest * 6 * w.dtype_bytes if w.devices else 0
+    per_sample = max(w.calibration_length, w.evaluation_length) * w.widest * 6 * w.dtype_bytes if w.devices else 0
     awq_cache = activations if w.awq and not w.moe else 0  # llm-compressor offloads it to the CPU for MoE models
     layer = w.layer_bytes + w.layer_hessian_bytes + awq_cache + per_sample
-    head = w.vocab_size * w.hidden_size * w.dtype_bytes + 2 * max(w.calibration_length, w.evaluation_length) * w.vocab_size * 4
+    longest = max(w.calibration_length if w.needs_calibration else 0, w.evaluation_length if w.evaluation_samples else 0)
+    head = w.vocab_size * w.hidden_size * w.dtype_bytes + 2 * longest * w.vocab_size * 4  # float32 logits, log-softmax
     gpu_parts = {
         "layer_weights": w.layer_bytes,
         "hessians": w.layer_hessian_bytes,
