@@ -45,7 +45,7 @@ _REFUSALS = {
     TargetsMatchNothing: (P.TARGETS_MATCH_NOTHING, "change or remove the entries named, so that each matches at least one module"),
     OverlappingGroups: (P.OVERLAPPING_GROUPS, "narrow the config groups' targets, or add the modules to one group's ignore"),
     InvalidRecipe: (P.INVALID_RECIPE, "fix spec.recipe.custom as the message says"),
-    UnsupportedArchitecture: (P.PRESET_NEEDS_EXPERTS, "use preset w4a16 or fp8-dynamic, or set spec.recipe.overrides.experts"),
+    UnsupportedArchitecture: (P.PRESET_DOES_NOT_APPLY, "use preset w4a16 or fp8-dynamic, or set spec.recipe.overrides.experts"),
 }
 
 
@@ -214,6 +214,7 @@ def make_plan(job: CompressionJob, config: Mapping[str, Any], *, devices: int | 
     `devices`: the accelerators the run will use (default spec.resources.gpus)."""
     from kompress_job.recipe import resolve
 
+    # 1. The model as the worker will load it, on the meta device.
     spec = job.spec
     config = dict(config)
     dtype = load_dtype(spec.model.dtype, config)
@@ -223,6 +224,7 @@ def make_plan(job: CompressionJob, config: Mapping[str, Any], *, devices: int | 
     total = sum(p.numel() for p in model.parameters())
     problems: list[Problem] = []
 
+    # 2. The recipe, resolved as the worker resolves it; its refusals become errors.
     resolved = None
     try:
         resolved = resolve(spec.recipe, model)
@@ -230,6 +232,7 @@ def make_plan(job: CompressionJob, config: Mapping[str, Any], *, devices: int | 
         code, fix = next(v for k, v in _REFUSALS.items() if isinstance(err, k))
         problems.append(P.error(code, err.message, fix))
 
+    # 3. Every tensor of the checkpoint, by group.
     groups: list[GroupPlan] = []
     other_parameters = other_bytes = overhead = tensors = 0
     shards = 1
@@ -245,6 +248,7 @@ def make_plan(job: CompressionJob, config: Mapping[str, Any], *, devices: int | 
         overhead = estimated - lay.tensor_bytes
         tensors, shards = len(lay.tensors), lay.shards()
 
+    # 4. Memory, disk and time; then every problem.
     mtp = mtp_layers(config, type(model), _last_decoder_layer(model, resolved))
     workload = _workload(job, config, model, resolved, total, dtype, source_dtype, estimated, mtp, devices)
     foot = fp.footprint(workload)
@@ -304,7 +308,8 @@ def _roles(resolved: Any) -> dict[str, dict[str, Any]]:
 def _last_decoder_layer(model: Any, resolved: Any) -> Any:
     if resolved is not None and resolved.inventory.layers:
         return model.get_submodule(resolved.inventory.layers[-1].name)
-    return None
+    layers = getattr(getattr(model, "model", None), "layers", None)  # the recipe was refused: transformers' usual place
+    return layers[-1] if layers is not None and len(layers) else None
 
 
 def _layer_cost(resolved: Any, dtype: str) -> tuple[int, int, int]:

@@ -183,4 +183,50 @@ def test_worker_plan_stage_sets_the_plan_and_refuses_errors(tiny_models, tmp_pat
     bad = make_ctx(make_job(tiny_models["llama"], preset="w4a16-w8a8"), None, tmp_path / "bad")  # a dense model
     with pytest.raises(PlanRejected) as err:
         pipeline.stage_function("plan")(bad)
-    assert "PresetNeedsExperts" in err.value.message and "w4a16" in err.value.message
+    assert "PresetDoesNotApply" in err.value.message and "w4a16" in err.value.message
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Custom recipes (parsed by llm-compressor itself)
+# ---------------------------------------------------------------------------------------------------------------
+
+OVERLAPPING = """
+quant_stage:
+  quant_modifiers:
+    QuantizationModifier:
+      config_groups:
+        everything: {targets: [Linear], weights: {num_bits: 8, type: int, strategy: channel, symmetric: true}}
+        experts: {targets: ['re:.*mlp\\.experts\\..*'], weights: {num_bits: 4, type: int, strategy: group, group_size: 32, symmetric: true}}
+      ignore: [lm_head]
+"""
+W8A16_CUSTOM = """
+quant_stage:
+  quant_modifiers:
+    QuantizationModifier:
+      config_groups:
+        int8: {targets: [Linear], weights: {num_bits: 8, type: int, strategy: channel, symmetric: false}}
+      ignore: [lm_head]
+"""
+
+
+def tiny_config(name: str) -> dict:
+    from kompress_testing.models import build_config
+
+    return build_config(name).to_dict()
+
+
+def test_custom_recipe_refusals_are_plan_errors_and_valid_ones_are_sized(tmp_path):
+    from kompress_job.plan import make_plan
+
+    rejected = make_plan(make_job(tmp_path, preset=None, custom=OVERLAPPING), tiny_config("glm4-moe"))
+    assert [p.code for p in rejected.errors] == ["OverlappingGroups"]
+    assert "everything and experts" in rejected.errors[0].message and rejected.errors[0].fix
+    assert rejected.estimated_checkpoint_bytes is None and rejected.footprint.host_memory_bytes > 0
+
+    planned = make_plan(make_job(tmp_path, preset=None, custom=W8A16_CUSTOM), tiny_config("qwen3-moe"))
+    assert not planned.errors and planned.servable is None  # custom: as far as known
+    (int8,) = [g for g in planned.groups if g.scheme is not None]
+    # asymmetric 8-bit weight-only: packed into int32, with zero points packed too
+    assert int8.format == "pack-quantized" and int8.scheme.weights.symmetric is False
+    names = {t.name.rsplit(".", 1)[-1] for t in planned.layout.tensors}
+    assert {"weight_packed", "weight_scale", "weight_zero_point", "weight_shape"} <= names

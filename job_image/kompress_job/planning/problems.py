@@ -21,7 +21,7 @@ WARNING = "warning"
 TARGETS_MATCH_NOTHING = "TargetsMatchNothing"
 OVERLAPPING_GROUPS = "OverlappingGroups"
 INVALID_RECIPE = "InvalidRecipe"
-PRESET_NEEDS_EXPERTS = "PresetNeedsExperts"
+PRESET_DOES_NOT_APPLY = "PresetDoesNotApply"
 HOST_MEMORY_TOO_SMALL = "HostMemoryTooSmall"
 SCRATCH_TOO_SMALL = "ScratchTooSmall"
 # Warnings: it runs; know this.

@@ -161,7 +161,7 @@ def _misaligned(m: Any, a: Any, tp: int) -> str | None:
         if k % tp:
             return f"input {k} does not split {tp} ways"
         k //= tp
-    elif m.role is not Role.LM_HEAD:
+    else:  # column-parallel (lm_head too: vLLM splits the vocabulary)
         if n % tp:
             return f"output {n} does not split {tp} ways"
         n //= tp
@@ -184,7 +184,7 @@ def misaligned(resolved: Any) -> dict[int, list[tuple[Any, str]]]:
         out[tp] = []
         for m in modules:
             a = assignment[m.name]
-            key = (m.in_features, m.out_features, _row_parallel(m), m.role is Role.LM_HEAD, a.scheme.weights.strategy, a.scheme.weights.group_size)
+            key = (m.in_features, m.out_features, _row_parallel(m), a.scheme.weights.strategy, a.scheme.weights.group_size)
             if key not in verdict:
                 verdict[key] = _misaligned(m, a, tp)
             if verdict[key]:
