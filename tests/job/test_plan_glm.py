@@ -191,6 +191,12 @@ def test_memory_and_disk():
     # scratch: the download (with the MTP layer) and the checkpoint at least
     assert f.disk_bytes >= f.disk_parts["download"] + plan.estimated_checkpoint_bytes
     assert f.disk_parts["download"] == (TOTAL + plan.mtp.parameters) * BF16
+    # evaluation (16 x 1024 held-out tokens by default): two forward passes, one sample's float32 logits and
+    # log-probabilities on the GPU, no host RAM beyond the reloaded model verify holds
+    assert f.evaluation["tokens"] == 16 * 1024 and f.evaluation["gpu_bytes"] == 2 * 1024 * VOCAB * 4 and f.evaluation["host_bytes"] == 0
+    assert f.evaluation["seconds"] == next(t.seconds for t in f.times if t.stage == "baseline+evaluate") > 0
+    off = make_plan(glm_job("sparse24-w4a16-w8a8", evaluation={"enabled": False}), read_config(config_dir("glm-4.5-air"))).footprint
+    assert off.evaluation == {"enabled": False} and "baseline+evaluate" not in {t.stage for t in off.times}
     # a data-free preset holds no calibration activations and no Hessians
     fp8 = plan_for("fp8-dynamic").footprint
     assert fp8.gpu_parts["hessians"] == 0 and fp8.gpu_memory_bytes < f.gpu_memory_bytes

@@ -121,6 +121,7 @@ class Footprint:
     gpu_parts: dict[str, int] = field(default_factory=dict)
     disk_parts: dict[str, int] = field(default_factory=dict)
     times: list[StageTime] = field(default_factory=list)
+    evaluation: dict[str, Any] = field(default_factory=dict)  # what spec.evaluation adds
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -133,6 +134,7 @@ class Footprint:
             "gpu_parts": self.gpu_parts,
             "disk_parts": self.disk_parts,
             "times": [t.summary() for t in self.times],
+            "evaluation": self.evaluation,
             "headroom": HEADROOM,
         }
 
@@ -183,6 +185,7 @@ def footprint(w: Workload) -> Footprint:
         gpu_parts=gpu_parts,
         disk_parts=disk_parts,
         times=stage_times(w),
+        evaluation=evaluation_cost(w),
     )
 
 
@@ -239,6 +242,22 @@ def evaluation_time(w: Workload) -> StageTime:
         f"two forward passes (original before compression, compressed after) over {w.evaluation_samples} x {w.evaluation_length} "
         "held-out tokens, at the rate of a published calibration pass (~20 min for Llama-3-8B at 512 x 2048 tokens)",
     )
+
+
+def evaluation_cost(w: Workload) -> dict[str, Any]:
+    """What spec.evaluation adds: two forward passes of time, one sample's float32 logits (and log-probabilities)
+    on the GPU next to lm_head, and no host RAM beyond the reloaded model the verify stage already holds."""
+    if not w.evaluation_samples:
+        return {"enabled": False}
+    timing = evaluation_time(w)
+    return {
+        "enabled": True,
+        "tokens": w.evaluation_samples * w.evaluation_length,
+        "seconds": timing.seconds,
+        "gpu_bytes": 2 * w.evaluation_length * w.vocab_size * 4,
+        "host_bytes": 0,
+        "basis": timing.basis + "; memory: the logits of one sample on the GPU; the compressed model is the one verify reloaded",
+    }
 
 
 def _gb(n: int) -> str:

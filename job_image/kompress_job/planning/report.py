@@ -86,9 +86,14 @@ def render(plan: Any) -> str:
         + (f"  (layer {_gb(f.gpu_parts['layer_weights'])}, Hessians {_gb(f.gpu_parts['hessians'])})" if plan.devices else ""),
         f"scratch disk  {_gb(f.disk_bytes)}  (" + ", ".join(f"{k} {_gb(v)}" for k, v in f.disk_parts.items() if v) + ")",
     ]
+    ev = f.evaluation
+    if ev.get("enabled"):
+        out.append(f"evaluation    adds {_duration(ev['seconds'])} and {_gb(ev['gpu_bytes'])} of GPU memory (one sample's logits) over {ev['tokens']:,} held-out tokens; no host RAM beyond verify's")
     if f.shm_needed_bytes:
         out.append(f"/dev/shm      {_gb(f.shm_needed_bytes)} to keep the model in memory across the ranks")
-    out.append(f"vLLM          {'servable' if plan.servable else 'NOT servable' if plan.servable is False else 'unknown'}{': ' + plan.serving if plan.serving else ''}")
+    verdict = "servable" if plan.servable else "NOT servable" if plan.servable is False else "unknown"
+    serving = plan.serving or ""
+    out.append(f"vLLM          {serving if serving.startswith('not servable') else verdict + (': ' + serving if serving else '')}")
     out += ["", "time (estimates; basis in --json)"]
     for t in f.times:
         out.append(f"  {t.stage:<18} {_duration(t.seconds)}")
