@@ -19,8 +19,8 @@ GPU memory    the largest subgraph onloaded at once: a decoder layer's weights (
 /dev/shm      with DDP only: the model plus the 5 GB compressed-tensors keeps free; what does not fit is
               offloaded to scratch disk (and read back for every layer). A memory-backed volume: it counts
               against the pod's memory, which the host figure already includes.
-scratch disk  the download (Hub or S3; a volume is used in place), the compressed checkpoint, and DDP's disk
-              offload when /dev/shm is too small
+scratch disk  the download (Hub or S3; a volume is used in place), the compressed checkpoint, DDP's disk
+              offload when /dev/shm is too small, and an allowance for calibration data and caches
 time          from published llm-compressor figures, scaled linearly by parameters × calibration tokens (MoE
               experts all see every token: moe_calibrate_all_experts), and assumed transfer rates: every
               estimate carries its basis. They are orders of magnitude, not promises.
@@ -48,6 +48,9 @@ HEADROOM = 1.10
 SHM_RESERVE = 5 * GB
 # The operator's default size of /dev/shm (KOMPRESS_DEFAULT_SHM) when spec.resources.shm is unset.
 DEFAULT_SHM = 16 * GIB
+# Scratch besides the model and the checkpoint: calibration data (a Hub dataset's files are downloaded there too),
+# caches and logs. An allowance: their size is not in config.json.
+SCRATCH_ALLOWANCE = 4 * GIB
 # transformers' save_pretrained shard size; safetensors builds each shard's bytes in memory before writing.
 SAVE_SHARD = 50 * GB
 
@@ -172,7 +175,13 @@ def footprint(w: Workload) -> Footprint:
 
     # Scratch disk.
     calibration_copy = w.calibration_samples * w.calibration_length * 16 if w.distributed else 0  # ids + mask, int64
-    disk_parts = {"download": w.download_bytes, "checkpoint": w.checkpoint_bytes, "distributed_offload": offload, "calibration_copy": calibration_copy}
+    disk_parts = {
+        "download": w.download_bytes,
+        "checkpoint": w.checkpoint_bytes,
+        "distributed_offload": offload,
+        "distributed_calibration_copy": calibration_copy,
+        "data_and_caches": SCRATCH_ALLOWANCE,
+    }
     disk = _headroom(sum(disk_parts.values()))
 
     return Footprint(
