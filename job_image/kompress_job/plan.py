@@ -114,6 +114,7 @@ class Plan:
     mtp: MtpLayers | None
     footprint: fp.Footprint
     devices: int
+    shm_bytes: int  # /dev/shm the worker gets: spec.resources.shm, else what DDP needs, else the default
     problems: list[Problem]
     servable: bool | None
     serving: str | None
@@ -164,6 +165,8 @@ class Plan:
             host_memory_bytes=f.host_memory_bytes,
             gpu_memory_bytes=f.gpu_memory_bytes or None,
             disk_bytes=f.disk_bytes,
+            # Only when the run needs a size of its own (several GPUs share the model there); else the operator's default.
+            shm_bytes=self.shm_bytes if f.shm_needed_bytes else None,
             servable=self.servable,
             problems=[PlanProblem(**p.summary()) for p in P.ordered(self.problems)],
         )
@@ -181,7 +184,7 @@ class Plan:
             "host_memory_bytes": f.host_memory_bytes,
             "gpu_memory_bytes": f.gpu_memory_bytes,
             "disk_bytes": f.disk_bytes,
-            "shm_bytes": f.shm_needed_bytes,
+            "shm_bytes": self.shm_bytes,
             "devices": self.devices,
             "servable": self.servable,
             "serving": self.serving,
@@ -251,6 +254,10 @@ def make_plan(job: CompressionJob, config: Mapping[str, Any], *, devices: int | 
     # 4. Memory, disk and time; then every problem.
     mtp = mtp_layers(config, type(model), _last_decoder_layer(model, resolved))
     workload = _workload(job, config, model, resolved, total, dtype, source_dtype, estimated, mtp, devices)
+    if job.spec.resources.shm is None and workload.distributed:
+        # Unset /dev/shm is sized like unset memory and scratch: to what the run needs. With several GPUs that is
+        # the whole model (the ranks share it there), so nothing is offloaded to disk and re-read for every layer.
+        workload = replace(workload, shm_bytes=workload.model_bytes + fp.SHM_RESERVE)
     foot = fp.footprint(workload)
 
     per_tp = serving.misaligned(resolved) if resolved is not None else {}
@@ -282,6 +289,7 @@ def make_plan(job: CompressionJob, config: Mapping[str, Any], *, devices: int | 
         mtp=mtp,
         footprint=foot,
         devices=devices,
+        shm_bytes=workload.shm_bytes,
         problems=P.ordered(problems),
         servable=serving.servable(resolved, problems) if resolved is not None else None,
         serving=resolved.serving if resolved is not None else None,

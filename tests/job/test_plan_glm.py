@@ -248,7 +248,7 @@ def test_tensor_parallel_4_misalignment():
 
 
 def test_memory_below_the_model_is_an_error_and_shm_is_sized():
-    job = glm_job("w4a16-w8a8", resources={"gpus": 4, "memory": "128Gi", "scratch": "100Gi"})
+    job = glm_job("w4a16-w8a8", resources={"gpus": 4, "memory": "128Gi", "scratch": "100Gi", "shm": "16Gi"})
     plan = make_plan(job, read_config(config_dir("glm-4.5-air")))
     found = codes(plan)
     assert found["HostMemoryTooSmall"].severity == "error" and "spec.resources.memory" in found["HostMemoryTooSmall"].fix
@@ -257,3 +257,8 @@ def test_memory_below_the_model_is_an_error_and_shm_is_sized():
     assert plan.errors[0].code in ("HostMemoryTooSmall", "ScratchTooSmall")  # errors come first
     roomy = make_plan(glm_job("w4a16-w8a8", resources={"gpus": 4, "shm": "230Gi"}), read_config(config_dir("glm-4.5-air")))
     assert "ShmTooSmallForDistributed" not in codes(roomy) and roomy.footprint.offload_bytes == 0
+    # Left unset, /dev/shm is sized like memory and scratch: the whole bf16 model plus compressed-tensors' 5 GB reserve.
+    sized = make_plan(glm_job("w4a16-w8a8", resources={"gpus": 4}), read_config(config_dir("glm-4.5-air")))
+    assert "ShmTooSmallForDistributed" not in codes(sized) and sized.footprint.offload_bytes == 0
+    assert sized.summary().shm_bytes == TOTAL * BF16 + 5 * 10**9
+    assert make_plan(glm_job("w4a16-w8a8", resources={"gpus": 1}), read_config(config_dir("glm-4.5-air"))).summary().shm_bytes is None
