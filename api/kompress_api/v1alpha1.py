@@ -333,6 +333,7 @@ class PlanSummary(ApiModel):
     host_memory_bytes: int | None = api_field(None, description="host RAM the worker needs.", ge=0)
     gpu_memory_bytes: int | None = api_field(None, description="GPU memory the worker needs per device.", ge=0)
     disk_bytes: int | None = api_field(None, description="scratch disk the worker needs.", ge=0)
+    shm_bytes: int | None = api_field(None, description="size of /dev/shm the worker needs (with several GPUs the ranks share the model there).", ge=0)
     servable: bool | None = api_field(None, description="whether vLLM can serve the result, as far as known.")
     problems: list[PlanProblem] = api_field([], description="errors and warnings found by the plan.")
 

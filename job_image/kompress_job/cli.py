@@ -12,6 +12,7 @@ would fail the same way again), 1 and 30 may succeed on retry.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from kompress_api.exit_codes import ExitCode
@@ -39,7 +40,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _passive_openmp_threads() -> None:
+    # torch's CPU kernels run on GNU OpenMP, whose idle threads spin. With more busy processes than cores
+    # (a laptop doing other work, a shared CI runner), spinning threads starve the working ones: a tiny
+    # compression measured 65 s instead of 2 s. Passive waiting costs nothing measurable when the cores are free.
+    # libgomp reads this once, when torch is first imported, so it is set before anything imports torch.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
 def main(argv: list[str] | None = None) -> int:
+    _passive_openmp_threads()
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

@@ -139,7 +139,7 @@ def worker_resources(spec: api.CompressionJobSpec, plan: api.PlanSummary | None,
         "cpu": _quantity(res.cpu) or str(max(2, 8 * gpus)),
         "memory": _quantity(res.memory) or (bytes_to_quantity(plan.host_memory_bytes) if plan.host_memory_bytes else config.default_memory),
         "scratch": _quantity(res.scratch) or (bytes_to_quantity(plan.disk_bytes) if plan.disk_bytes else config.default_scratch),
-        "shm": _quantity(res.shm) or config.default_shm,
+        "shm": _quantity(res.shm) or (bytes_to_quantity(plan.shm_bytes) if plan.shm_bytes else config.default_shm),
     }
 
 

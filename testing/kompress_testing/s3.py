@@ -50,10 +50,13 @@ class MotoS3:
         self._server.start()
         if self.auth:
             # moto authenticates once this many requests were served; create the user first.
+            # moto's backends are process-wide: every server in this process shares users (and buckets), so
+            # each server gets a user of its own.
+            user = f"kompress-{self.port}"
             iam = self._boto("iam", "bootstrap", "bootstrap")
-            iam.create_user(UserName="kompress")
-            iam.put_user_policy(UserName="kompress", PolicyName="s3", PolicyDocument=_ALLOW_ALL_S3)
-            key = iam.create_access_key(UserName="kompress")["AccessKey"]
+            iam.create_user(UserName=user)
+            iam.put_user_policy(UserName=user, PolicyName="s3", PolicyDocument=_ALLOW_ALL_S3)
+            key = iam.create_access_key(UserName=user)["AccessKey"]
             self.access_key_id, self.secret_access_key = key["AccessKeyId"], key["SecretAccessKey"]
             self._saved_auth_count = settings.INITIAL_NO_AUTH_ACTION_COUNT
             settings.INITIAL_NO_AUTH_ACTION_COUNT = 0

@@ -73,6 +73,40 @@ def make_job(model_dir: Path | str, *, preset: str | None = "sparse24-w4a16-w8a8
     )
 
 
+# Every preset on every tiny model it applies to (the expert presets need a Mixture-of-Experts model).
+RUNS = [
+    ("glm4-moe", "sparse24-w4a16-w8a8"),
+    ("glm4-moe", "w4a16-w8a8"),
+    ("glm4-moe", "w4a16"),
+    ("glm4-moe", "fp8-dynamic"),
+    ("qwen3-moe", "sparse24-w4a16-w8a8"),
+    ("qwen3-moe", "w4a16-w8a8"),
+    ("qwen3-moe", "w4a16"),
+    ("qwen3-moe", "fp8-dynamic"),
+    ("llama", "w4a16"),
+    ("llama", "fp8-dynamic"),
+]
+_compressed: dict = {}
+
+
+@pytest.fixture(scope="session")
+def compressed(tiny_models, tmp_path_factory):
+    """(model, preset) -> (the context after load-model, compress, save, verify, its progress snapshots), each run
+    once per session however many test modules import this fixture."""
+
+    def get(model: str, preset: str):
+        if (model, preset) not in _compressed:
+            workdir = tmp_path_factory.mktemp(f"{model}-{preset}")
+            ctx = make_ctx(make_job(tiny_models[model], preset=preset), tiny_models[model], workdir)
+            snapshots = []
+            ctx.progress.add_sink(snapshots.append)
+            run_stages(ctx, "load-model", "compress", "save", "verify")
+            _compressed[(model, preset)] = (ctx, snapshots)
+        return _compressed[(model, preset)]
+
+    return get
+
+
 STAGE_MODULES = {"load-model": "load_model", "compress": "compress", "save": "save", "verify": "verify"}
 
 

@@ -8,43 +8,12 @@ import shutil
 from pathlib import Path
 
 import pytest
-from _worker_helpers import CALIBRATION_LENGTH, make_ctx, make_job, run_stages, tiny_models
+from _worker_helpers import CALIBRATION_LENGTH, RUNS, compressed, make_ctx, make_job, run_stages, tiny_models
 from kompress_api.exit_codes import ExitCode
 
 from kompress_job import pipeline
 from kompress_job.errors import ModelNotFound, NoCalibrationSamples, VerificationFailed
 from kompress_job.verification import holds_n_m
-
-RUNS = [
-    ("glm4-moe", "sparse24-w4a16-w8a8"),
-    ("glm4-moe", "w4a16-w8a8"),
-    ("glm4-moe", "w4a16"),
-    ("glm4-moe", "fp8-dynamic"),
-    ("qwen3-moe", "sparse24-w4a16-w8a8"),
-    ("qwen3-moe", "w4a16-w8a8"),
-    ("qwen3-moe", "w4a16"),
-    ("qwen3-moe", "fp8-dynamic"),
-    ("llama", "w4a16"),
-    ("llama", "fp8-dynamic"),
-]
-
-
-@pytest.fixture(scope="session")
-def compressed(tiny_models, tmp_path_factory):
-    """(model, preset) -> the context after load-model, compress, save, verify (each run once per session)."""
-    cache: dict = {}
-
-    def get(model: str, preset: str):
-        if (model, preset) not in cache:
-            workdir = tmp_path_factory.mktemp(f"{model}-{preset}")
-            ctx = make_ctx(make_job(tiny_models[model], preset=preset), tiny_models[model], workdir)
-            snapshots = []
-            ctx.progress.add_sink(snapshots.append)
-            run_stages(ctx, "load-model", "compress", "save", "verify")
-            cache[(model, preset)] = (ctx, snapshots)
-        return cache[(model, preset)]
-
-    return get
 
 
 def safetensors(folder: Path) -> dict:

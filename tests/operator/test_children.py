@@ -197,6 +197,14 @@ def test_dev_shm_is_memory_backed_and_scratch_is_mounted():
     assert env_of(job)["KOMPRESS_SCRATCH"]["value"] == "/scratch"
 
 
+def test_dev_shm_is_sized_from_the_plan_unless_the_spec_says():
+    plan = api.PlanSummary(host_memory_bytes=300 * 2**30, disk_bytes=400 * 2**30, shm_bytes=204 * 2**30)
+    shm = lambda job: {v["name"]: v for v in job["spec"]["template"]["spec"]["volumes"]}["dshm"]["emptyDir"]["sizeLimit"]  # noqa: E731
+    assert shm(worker(make_cjob(), plan)) == "204Gi"
+    assert shm(worker(make_cjob().with_resources(shm="32Gi"), plan)) == "32Gi"
+    assert shm(worker(make_cjob(), api.PlanSummary(host_memory_bytes=2**30))) == CONFIG.default_shm
+
+
 def test_scratch_on_a_storage_class_is_a_generic_ephemeral_volume():
     job = worker(make_cjob().with_resources(scratch="600Gi", scratchStorageClass="fast-nvme"))
     volumes = {v["name"]: v for v in job["spec"]["template"]["spec"]["volumes"]}

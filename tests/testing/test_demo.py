@@ -26,20 +26,14 @@ def test_the_demo_job_names_the_demo_s3_endpoint_and_can_be_pointed_elsewhere() 
 
 @pytest.fixture(scope="module")
 def s3() -> Any:
-    """moto's S3 server over HTTP, wrapped as the demo's stack holds it."""
-    import boto3
-    from moto.server import ThreadedMotoServer
+    """moto's S3 server over HTTP, wrapped as the demo's stack holds it. MotoS3, not a bare moto server: moto's
+    authentication switch is process-wide, so every server in the test process must hand out real keys."""
+    from kompress_testing.s3 import MotoS3
 
-    from kompress_testing.demo.stack import free_port
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    client = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
-                          aws_access_key_id="test", aws_secret_access_key="test")
-    client.create_bucket(Bucket="out")
-    yield SimpleNamespace(s3=SimpleNamespace(client=lambda: client))
-    server.stop()
+    with MotoS3() as server:
+        client = server.client()
+        client.create_bucket(Bucket="out")
+        yield SimpleNamespace(s3=SimpleNamespace(client=lambda: client))
 
 
 def _publish(client: Any, prefix: str, files: dict[str, bytes], *, manifest: bool = True) -> None:

@@ -1,0 +1,27 @@
+"""plan: the same plan the planning pod made, made again inside the worker before the big download.
+
+config.json only (at the revision preflight resolved, so plan and weights agree), the recipe resolved on the
+meta device. Errors refuse the job here (PlanRejected, exit 20) with every error and its fix; warnings go to
+the log. Fills ctx.plan (kompress_job.plan.Plan: its bf16_bytes give the result's compression ratio) and
+ctx.resolved_revision when the Hub named one.
+"""
+
+from __future__ import annotations
+
+from kompress_job.context import RunContext
+from kompress_job.errors import PlanRejected
+from kompress_job.plan import fetch_config, make_plan
+
+
+def run(ctx: RunContext) -> None:
+    ctx.progress.message("fetching config.json")
+    config, revision = fetch_config(ctx.job, ctx.env, ctx.workdir / "plan", revision=ctx.resolved_revision)
+    ctx.resolved_revision = ctx.resolved_revision or revision
+    ctx.progress.message("planning from config.json")
+    plan = make_plan(ctx.job, config, devices=ctx.devices)
+    ctx.plan = plan
+    ctx.log.info("plan: %s", plan.headline(), extra={"stage": "plan"})
+    for problem in plan.warnings:
+        ctx.log.warning("plan: %s: %s (fix: %s)", problem.code, problem.message, problem.fix or "-", extra={"stage": "plan"})
+    if plan.errors:
+        raise PlanRejected(" ".join(f"{p.code}: {p.message} Fix: {p.fix}" for p in plan.errors))
