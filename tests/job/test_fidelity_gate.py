@@ -46,3 +46,4 @@ def test_a_model_that_misses_the_gate_fails_and_is_kept_only_beside_the_final_pr
     assert figure in result.message and "> limit +2.0%" in result.message
     assert result.rejected_uri == f"s3://{bucket}/models/chat.rejected" and result.output_uri is None
     assert result.metrics.perplexity_increase == increase and result.metrics.gate_passed is False
+    assert result.checkpoint_bytes == manifest["checkpointBytes"]  # fidelity.png and .json included, as published

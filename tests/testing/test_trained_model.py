@@ -46,12 +46,15 @@ def test_every_committed_file_is_the_one_the_provenance_lists(provenance):
 
 def test_the_weights_have_the_held_out_perplexity_the_provenance_claims(provenance):
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from kompress_job import modelio
 
     torch.set_num_threads(1)
     folder = trained_model.folder()
-    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
-    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    # the worker's loader (experts as per-expert Linear layers, as llm-compressor sees them): once it has run in
+    # a process, transformers' plain from_pretrained no longer fuses this checkpoint's per-expert weights
+    model = modelio.load_causal_lm(folder, dtype="float32")
+    tokenizer = modelio.load_tokenizer(folder)
     _, held = trained_model.split_conversations()
     measured = trained_model._perplexity(model, trained_model._token_stream(tokenizer, held))
     claimed = provenance["heldOutPerplexity"]

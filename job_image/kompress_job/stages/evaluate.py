@@ -91,6 +91,8 @@ def run(ctx: RunContext) -> None:
         report = {"kompressFidelity": 1, **comparison.summary(), "gate": gate.wire() if gate else None, "gateFailures": failures}
         (folder / REPORT).write_text(json.dumps(report, indent=1) + "\n")
         plot_drift(comparison, folder / PLOT, title=f"{_model_name(ctx)}, {_recipe_name(ctx)}: drift from the original, layer by layer")
+        # they are published with the checkpoint, so they count in its size as the manifest counts them
+        ctx.checkpoint_bytes = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
 def _model_name(ctx: RunContext) -> str:
