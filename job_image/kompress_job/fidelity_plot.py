@@ -37,6 +37,7 @@ def plot_drift(comparison: Any, path: Path, *, title: str) -> Path:
                 xs, ys = zip(*points)
                 ax.plot(xs, ys, marker=marker, color=color, label=label, linewidth=1.8, markersize=6)
                 drawn = True
+        _layer_axis(ax, layers)  # before the legend, which names the shading of dense layers
         if drawn:
             _percent_axis(ax, [v for d in layers for v in (d.attention, d.mlp, d.output) if v])
             ax.legend(loc="best", fontsize=9, frameon=False)
@@ -44,8 +45,6 @@ def plot_drift(comparison: Any, path: Path, *, title: str) -> Path:
             ax.text(0.5, 0.5, "no layer outputs differ from the original", ha="center", va="center", transform=ax.transAxes)
         ax.set_xlabel("decoder layer")
         ax.set_ylabel("relative error of the output\n‖compressed − original‖ / ‖original‖")
-        if layers:
-            ax.set_xticks([d.layer for d in layers], [f"{d.layer}\n{'MoE' if d.moe else 'dense'}" for d in layers])
         ax.grid(True, which="both", axis="y", alpha=0.3)
         ax.grid(True, which="major", axis="x", alpha=0.15)
         ax.spines[["top", "right"]].set_visible(False)
@@ -72,11 +71,32 @@ def _percent(value: float, _position: float = 0) -> str:
 
 def _percent_axis(ax: Any, values: list[float]) -> None:
     """Relative errors in percent: a log axis when they span more than a decade, else a linear one from 0."""
-    from matplotlib.ticker import FuncFormatter, NullFormatter
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     if max(values) / min(values) > 10:
         ax.set_yscale("log")
+        if max(values) / min(values) < 1000:  # a few decades: label 1, 2 and 5 of each
+            ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
         ax.yaxis.set_minor_formatter(NullFormatter())
     else:
         ax.set_ylim(0, max(values) * 1.15)
     ax.yaxis.set_major_formatter(FuncFormatter(_percent))
+
+
+LABELLED_LAYERS = 16
+
+
+def _layer_axis(ax: Any, layers: list[Any]) -> None:
+    """Each layer's number and kind (dense or MoE) under it; with many layers, every few numbers and the
+    dense layers shaded instead."""
+    if not layers:
+        return
+    if len(layers) <= LABELLED_LAYERS:
+        ax.set_xticks([d.layer for d in layers], [f"{d.layer}\n{'MoE' if d.moe else 'dense'}" for d in layers])
+        return
+    step = -(-len(layers) // 12)
+    ax.set_xticks([d.layer for d in layers][::step])
+    dense = [d.layer for d in layers if not d.moe]
+    if dense and len(dense) < len(layers):
+        for index, layer in enumerate(dense):
+            ax.axvspan(layer - 0.5, layer + 0.5, color="#999999", alpha=0.15, linewidth=0, label="dense layer (the others MoE)" if index == 0 else None)

@@ -192,7 +192,9 @@ def test_the_picture_is_a_png_and_reads_without_layers_too(tmp_path):
         mean_tail_mass=0.01, max_difference=1.0, top_k=32,
         layers=[fidelity.LayerDrift(0, False, 0.01, 0.02, 0.015), fidelity.LayerDrift(1, True, 0.05, 0.4, 0.1)],
     )
-    for name, comp in (("drift.png", comparison), ("empty.png", fidelity.Comparison(**{**comparison.__dict__, "layers": []}))):
+    deep = [fidelity.LayerDrift(i, i > 0, 0.004 * 1.08**i, 0.01 * 1.06**i, 0.006 * 1.07**i) for i in range(46)]  # GLM-4.5-Air's depth
+    variants = {"drift.png": comparison, "empty.png": fidelity.Comparison(**{**comparison.__dict__, "layers": []}), "deep.png": fidelity.Comparison(**{**comparison.__dict__, "layers": deep})}
+    for name, comp in variants.items():
         path = plot_drift(comp, tmp_path / name, title="tiny, preset w4a16")
         data = path.read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
