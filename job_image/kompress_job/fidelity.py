@@ -17,7 +17,8 @@ original's top-k tokens are kept (k = 32 by default), so it is computed on the c
 compared as one outcome (original's tail mass against the compressed model's mass on the same tokens).
 Coarsening never increases a KL divergence (the log-sum inequality), so the figure is a lower bound on the
 exact one, equal to it when the tail holds no mass; `Comparison.mean_tail_mass` says how much mass the
-bucket held (on the trained test model with k = 32, about 1 %).
+bucket held. On the trained test model (k = 32 of 512 tokens) the bucket holds about 5 % of the mass and
+the figure is about 87 % of the exact KL (tests/job/test_fidelity.py).
 
 Drift per layer: ||h_compressed - h_original|| / ||h_original|| over the recorded positions, for the output
 of each decoder layer's attention block, its MLP (or MoE) block, and the layer itself (the residual stream).
@@ -26,7 +27,8 @@ inside a block), so they show where the damage enters, whatever the recipe did t
 Hidden states wider than SKETCH_DIM are stored as a Gaussian projection to SKETCH_DIM dimensions
 (Johnson-Lindenstrauss: squared norms are preserved in expectation), narrower ones exactly.
 
-Owns: the numbers. Must not: know about stages, the job spec, storage or plots.
+Owns: the numbers and the record's files in the folder it is given. Must not: know about stages, the job
+spec, object stores or plots.
 """
 
 from __future__ import annotations
