@@ -197,6 +197,8 @@ class _Runner:
         self.taps = find_taps(model)
         self.sketch = _Sketch()
         self.captured: dict[str, Any] = {}
+        self._mask: Any = None  # the batch being run: which positions are real, and how many to record
+        self._take = 0
         self._handles: list[Any] = []
         self._dispatched = False
         self.device = _input_device(model)
