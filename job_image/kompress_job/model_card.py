@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
+# Published beside the checkpoint by the evaluate stage (kompress_job.stages.evaluate); linked when present.
+PLOT = "fidelity.png"
+REPORT = "fidelity.json"
 # What each preset is, in one line, and whether vLLM serves it (docs/presets.md has the details).
 PRESETS: dict[str, tuple[str, bool]] = {
     "sparse24-w4a16-w8a8": ("SparseGPT 2:4 sparsity, AWQ smoothing, INT4 weights (W4A16) on attention and dense MLP, INT8 W8A8 (static activations) on experts; router, gate_proj and lm_head kept in 16-bit", False),
@@ -35,6 +38,22 @@ def _fmt(value: Any, pct: bool = False) -> str:
     if pct:
         return f"{value * 100:+.2f} %"
     return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _share(value: Any) -> str:
+    return "–" if value is None else f"{value:.1%}"
+
+
+def _gate(gate: dict[str, Any]) -> str:
+    """spec.evaluation.gate in words: 'perplexity increase at most +5.0 %, top-1 agreement at least 90.0 %'."""
+    limits = []
+    if gate.get("maxPerplexityIncrease") is not None:
+        limits.append(f"perplexity increase at most {gate['maxPerplexityIncrease'] * 100:+.1f} %")
+    if gate.get("maxKlDivergence") is not None:
+        limits.append(f"KL divergence at most {gate['maxKlDivergence']:.4g} nats")
+    if gate.get("minTop1Agreement") is not None:
+        limits.append(f"top-1 agreement at least {gate['minTop1Agreement'] * 100:.1f} %")
+    return ", ".join(limits) or "no limits set"
 
 
 def render(manifest: dict[str, Any], *, output_uri: str) -> str:
@@ -112,12 +131,22 @@ def render(manifest: dict[str, Any], *, output_uri: str) -> str:
             f"| perplexity, compressed | {_fmt(metrics.get('perplexityCompressed'))} |",
             f"| perplexity increase | {_fmt(metrics.get('perplexityIncrease'), pct=True)} |",
             f"| KL divergence (nats) | {_fmt(metrics.get('klDivergence'))} |",
-            f"| top-1 agreement | {_fmt(metrics.get('top1Agreement'))} |",
+            f"| top-1 agreement | {_share(metrics.get('top1Agreement'))} |",
         ]
         gate = manifest["evaluation"].get("gate")
         if gate:
             verdict = "passed" if manifest["evaluation"].get("gatePassed") else "**missed**"
-            lines += ["", f"Quality gate `{gate}`: {verdict}."]
+            lines += ["", f"Quality gate ({_gate(gate)}): {verdict}."]
+        published = {f["path"] for f in manifest.get("files", [])}
+        if PLOT in published:
+            lines += [
+                "",
+                "Where the compressed model drifts from the original, layer by layer (relative error of each block's output on the same tokens):",
+                "",
+                f"![Relative error per layer of the attention, MLP and layer outputs]({PLOT})",
+            ]
+        if REPORT in published:
+            lines += ["", f"Every figure, per layer, and how each is computed (the KL divergence uses the original's top-k tokens): [`{REPORT}`]({REPORT})."]
     else:
         lines += ["Not evaluated (spec.evaluation.enabled was false, or evaluation did not run)."]
 

@@ -69,6 +69,7 @@ def load_causal_lm(path: Path | str, *, dtype: str = "auto", trust_remote_code: 
 
     kwargs: dict[str, Any] = {"dtype": torch_dtype(dtype), "trust_remote_code": trust_remote_code}
     with contextlib.ExitStack() as stack:
+        stack.enter_context(_conversion_mappings_restored())
         stack.enter_context(load_quantizable_moe())
         if offloaded:
             from compressed_tensors.offload import load_offloaded_model
@@ -92,6 +93,29 @@ def load_causal_lm(path: Path | str, *, dtype: str = "auto", trust_remote_code: 
             raise
     model.eval()
     return model
+
+
+@contextlib.contextmanager
+def _conversion_mappings_restored():
+    """Put transformers' checkpoint conversion mappings back as they were after a load.
+
+    llm-compressor 0.14's load_quantizable_moe registers its per-expert save mapping for the model type
+    globally and never removes it, so every later plain from_pretrained of that type in the process leaves
+    the experts randomly initialised, and every save_pretrained writes fused experts. The model it loaded
+    keeps its own save mapping (model._weight_conversions), which is what saving it uses.
+    """
+    from transformers import conversion_mapping
+
+    conversion_mapping.get_checkpoint_conversion_mapping("llama")  # builds the registry if not built yet
+    registry = conversion_mapping._checkpoint_conversion_mapping_cache
+    saved, user = dict(registry), set(conversion_mapping.USER_REGISTERED_MAPPINGS)
+    try:
+        yield
+    finally:
+        registry.clear()
+        registry.update(saved)
+        conversion_mapping.USER_REGISTERED_MAPPINGS.clear()
+        conversion_mapping.USER_REGISTERED_MAPPINGS.update(user)
 
 
 def load_tokenizer(path: Path | str, *, trust_remote_code: bool = False) -> Any:

@@ -125,11 +125,19 @@ def stage_exists(name: str) -> bool:
     return importlib.util.find_spec(f"kompress_job.stages.{name.replace('-', '_')}") is not None
 
 
+# What the evaluate stand-in reports for a checkpoint of random bytes: never a measurement.
+MADE_UP_METRICS = EvaluationMetrics(samples=4, tokens=100, perplexity_original=10.0, perplexity_compressed=10.5, perplexity_increase=0.05, kl_divergence=0.01, top1_agreement=0.95)
+
+
 class ComputeStandIns:
     """The compute stages (plan ... evaluate), replaced for I/O tests: save copies a prepared checkpoint.
 
-    `real_compute`: run the product's own compute stages wherever they exist, and stand in only for the
-    ones not written yet (their module is missing). `gate_failures` makes evaluate report a missed gate.
+    The prepared checkpoint is random bytes, so nothing can be evaluated on it: the evaluate stand-in
+    reports MADE_UP_METRICS (figures no model produced) and, with `gate_failures`, a missed gate, so the
+    publish tests check where a rejected model goes in seconds. Real evaluation and the real gate are tested
+    on the trained test model (tests/job/test_fidelity*.py).
+    `real_compute`: run the product's own compute stages wherever they exist (baseline and evaluate
+    included), and stand in only for the ones not written yet (their module is missing).
     """
 
     REPLACED = ("plan", "load-model", "baseline", "compress", "save", "verify", "evaluate")
@@ -157,7 +165,7 @@ class ComputeStandIns:
                 shutil.copytree(self.checkpoint, target, dirs_exist_ok=True)
                 ctx.checkpoint_dir = target
             if name == "evaluate":
-                ctx.metrics = EvaluationMetrics(samples=4, tokens=100, perplexity_original=10.0, perplexity_compressed=10.5, perplexity_increase=0.05, kl_divergence=0.01, top1_agreement=0.95)
+                ctx.metrics = MADE_UP_METRICS.model_copy()
                 ctx.gate_failures = list(self.gate_failures)
 
         return stand_in

@@ -5,7 +5,7 @@
 The environment is the pod's ($KOMPRESS_JOB, credentials, $KOMPRESS_TERMINATION_LOG...). Everything
 but the compute stages is the product's own code: JSON logs, progress server, preflight, fetch,
 calibration, publish, termination message; with `--real-compute` the compute stages that exist run
-too (load-model, compress, save, verify) and only missing ones are stood in for. `--die-before-part N` ends the process the way SIGKILL
+too (load-model, baseline, compress, save, verify, evaluate) and only missing ones are stood in for. `--die-before-part N` ends the process the way SIGKILL
 does (no cleanup, no exception handlers) when the Nth multipart part upload is about to be sent: a
 fault at the transport boundary, through botocore's handler registry. `--hang-in STAGE` makes that
 stand-in stage wait forever (to see what SIGTERM does mid-job).

@@ -94,7 +94,7 @@ def test_a_failing_run_leaks_no_secret_value_either(s3, bucket, model_folder, to
 @pytest.mark.slow
 def test_a_run_that_really_compresses_leaks_no_secret_value(s3, bucket, hub, tmp_path):
     """The tiny GLM4-MoE from the Hub stand-in, compressed by llm-compressor for real (load, compress, save,
-    verify), published to S3; only stages not written yet (plan, baseline, evaluate) are stood in for."""
+    verify, evaluate against a baseline), published to S3; only stages not written yet (plan) are stood in for."""
     from kompress_testing.jobs import stage_exists
     from kompress_testing.models import write_model
 
@@ -123,7 +123,8 @@ def test_a_run_that_really_compresses_leaks_no_secret_value(s3, bucket, hub, tmp
     records = [json.loads(line) for line in done.stderr.splitlines() if line.strip()]
     ran = [r["stage"] for r in records if r["message"].startswith("stage ") and r["message"].endswith("start")]
     assert any(r["logger"] == "kompress.stdout" for r in records)  # llm-compressor's own lines, as JSON too
-    assert {"load-model", "compress", "save", "verify"} <= set(ran) and all(stage_exists(s) for s in ("load-model", "compress", "save", "verify"))
+    assert {"load-model", "baseline", "compress", "save", "verify", "evaluate"} <= set(ran)
+    assert all(stage_exists(s) for s in ("load-model", "baseline", "compress", "save", "verify", "evaluate"))
     manifest = json.loads(s3.client().get_object(Bucket=bucket, Key="out/real/kompress.json")["Body"].read())
     card = s3.client().get_object(Bucket=bucket, Key="out/real/README.md")["Body"].read().decode()
     assert manifest["source"]["resolvedRevision"] == commit

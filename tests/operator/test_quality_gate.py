@@ -1,0 +1,44 @@
+"""A CompressionJob whose model misses its quality gate ends Failed, reason QualityGateFailed, with the figures
+and the limits in its status message and where the rejected copy was kept.
+
+The worker pod's termination message is a real worker's: the pod entry point with every stage real
+(llm-compressor, the trained test model, output to a folder), run by this test. The operator is the real
+one over HTTP; the test plays the Job controller and the kubelet, as the other operator flow tests do."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from kompress_api.worker_protocol import WorkerResult
+from kompress_testing import compute_runs
+from kompress_testing.wrappers import make_cjob
+
+from operator_cluster import plan
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def test_a_missed_gate_fails_the_job_with_the_figures_in_its_status(cluster, operator, controller, tmp_path):
+    out = tmp_path / "models" / "chat"
+    job = compute_runs.trained_job({"preset": "fp8-dynamic"}, gate={"minTop1Agreement": 0.99}, output_uri=f"file://{out}")
+    done, termination = compute_runs.pod_run(job.wire(), tmp_path)
+    assert done.returncode == 17, done.stderr[-3000:]
+    top1 = WorkerResult.model_validate(json.loads(termination)).metrics.top1_agreement
+
+    cluster.apply(make_cjob("chat", namespace="ml").with_spec(**job.wire()["spec"]).manifest())
+    worker = plan(cluster, controller)
+    controller.run_to_end(
+        worker["metadata"]["name"],
+        lambda p: p.failed(17, termination),
+        lambda j: j.failed("PodFailurePolicy", "Container worker for pod ml/x failed with exit code 17 matching FailJob rule at index 1"),
+    )
+
+    status = cluster.wait_phase("chat", "Failed", timeout=20)
+    failed = cluster.condition("chat", "Failed")
+    assert failed["reason"] == "QualityGateFailed"
+    assert f"top-1 agreement {top1:.1%} < limit 99.0%" in failed["message"]
+    assert f"kept for inspection at file://{out}.rejected" in failed["message"]
+    assert status["result"]["rejectedUri"] == f"file://{out}.rejected"
+    assert status["result"]["metrics"]["gatePassed"] is False and status["result"]["metrics"]["top1Agreement"] == top1
+    assert not any(p.is_file() for p in out.rglob("*")) and (out.parent / "chat.rejected" / "kompress.json").is_file()
