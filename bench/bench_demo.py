@@ -1,10 +1,10 @@
 """How long `make demo` takes on this machine, step by step, against its goal of 5 minutes.
 
 Runs the demo's flow (kompress_testing.demo: S3, the emulated API, the node agent and the operator as
-processes; the tiny model; examples/demo.yaml) and prints, as `figure: value` lines:
+processes; the trained test model; examples/demo.yaml) and prints, as `figure: value` lines:
 
     stack start            S3, API server, node agent and operator ready
-    model build + upload   kompress_testing.models, then S3
+    model and data upload  the trained test model and its held-out rows, to S3
     apply to Planned       kubectl apply until the Planned condition (the planning pod's run included)
     Planned to Succeeded   the worker pod: queued, running, published
     total                  what a user waits for, and its ratio to the 300 s goal
@@ -32,10 +32,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-demo-") as tmp, running_stack(Path(tmp)) as stack:
         marks["stack start"] = time.monotonic()
         job = flow.with_endpoint(flow.demo_job(), stack.s3.endpoint)
-        flow.upload_folder(stack.s3, flow.build_tiny_model(Path(tmp) / "model"), job["spec"]["model"]["uri"])
-        flow.create_secret(stack)
-        stack.kubectl("create", "serviceaccount", "kompress-worker")
-        marks["model build + upload"] = time.monotonic()
+        flow.prepare(stack, job)
+        marks["model and data upload"] = time.monotonic()
         flow.apply_job(stack, job)
         name = job["metadata"]["name"]
         while True:

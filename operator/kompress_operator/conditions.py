@@ -144,7 +144,8 @@ def phase(conditions: Iterable[dict[str, Any]]) -> Phase:
     if is_true(conditions, SUSPENDED):
         return Phase.SUSPENDED
     if is_true(conditions, RUNNING):
-        return Phase.PUBLISHING if reason_of(conditions, RUNNING) == PUBLISHING.name else Phase.RUNNING
+        # A worker that exited well has published; until its Job completes the phase stays Publishing, not back to Running.
+        return Phase.PUBLISHING if reason_of(conditions, RUNNING) in (PUBLISHING.name, WORKER_FINISHED.name) else Phase.RUNNING
     if is_true(conditions, QUEUED):
         return Phase.QUEUED
     if status_of(conditions, PLANNED) == UNKNOWN:

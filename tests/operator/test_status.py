@@ -303,7 +303,7 @@ def test_a_finished_pod_before_its_job_completes_stays_running_not_queued():
     scene.step()
     scene.worker_pods = [pod_for(scene.worker_job, "aaaaa").succeeded(RESULT).obj()]
     update = scene.step()
-    assert update.status["phase"] == "Running"
+    assert update.status["phase"] == "Publishing"  # as before the pod ended: never back to Running or Queued
     assert cond(update, "Running")["reason"] == "WorkerFinished"
     assert not any(c["type"] == "Queued" and c["status"] == "True" for c in update.status["conditions"])
 

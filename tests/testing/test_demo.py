@@ -19,9 +19,9 @@ def test_the_demo_job_names_the_demo_s3_endpoint_and_can_be_pointed_elsewhere() 
     assert flow.s3_port_of(job) == 9900
     assert job["spec"]["resources"]["gpus"] == 0 and job["spec"]["model"]["uri"].startswith("s3://")
     moved = flow.with_endpoint(flow.demo_job(), "http://127.0.0.1:12345")
-    assert moved["spec"]["model"]["s3"]["endpoint"] == moved["spec"]["output"]["s3"]["endpoint"] == "http://127.0.0.1:12345"
-    assert {k: v for k, v in moved["spec"].items() if k not in ("model", "output")} == \
-        {k: v for k, v in job["spec"].items() if k not in ("model", "output")}
+    locations = ("model", "calibration", "output")
+    assert {moved["spec"][where]["s3"]["endpoint"] for where in locations} == {"http://127.0.0.1:12345"}
+    assert {k: v for k, v in moved["spec"].items() if k not in locations} == {k: v for k, v in job["spec"].items() if k not in locations}
 
 
 @pytest.fixture(scope="module")
@@ -76,8 +76,11 @@ def test_the_report_puts_the_plan_next_to_what_happened() -> None:
         "result": {"checkpointBytes": 1_100_000}}}
     records = [{"pod": "demo-abcde-plan-qqqqq", "peakMemoryBytes": 10, "seconds": 1.0, "exitCode": 0},
                {"pod": "demo-abcde-worker-xyz12", "peakMemoryBytes": 600_000_000, "memoryLimitBytes": 2_000_000_000, "seconds": 61.2, "exitCode": 0}]
-    text = report.plan_vs_actual(cjob, records)
-    assert "planned    1.00 MB   published    1.10 MB (+10.0%)" in text
+    published = flow.Published({"model.safetensors": 1_010_000, "README.md": 3_000, "kompress.json": 8_000}, None, [])
+    text = report.plan_vs_actual(cjob, records, published)
+    # The plan estimates the weight files; the whole folder adds the card, tokenizer and picture.
+    assert "weight files    planned    1.00 MB   published    1.01 MB (+1.00%)" in text
+    assert "whole folder                         published    1.10 MB" in text
     assert "planned    2.00 GB   peak       600.00 MB, limit 2.00 GB (ran 61s, exit 0)" in text
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from kompress_testing.demo import flow, report
-from kompress_testing.demo.stack import KUBECTL, REPO_ROOT, Stack, StackError, missing_parts, port_free, running_stack, tail
+from kompress_testing.demo.stack import KUBECTL, REPO_ROOT, Stack, StackError, port_free, running_stack, tail
 
 
 class Demo:
@@ -38,9 +38,6 @@ class Demo:
     def run(self) -> int:
         if not Path(KUBECTL).exists():
             raise StackError(f"the demo uses kubectl as a user would, and {KUBECTL} is not there: install kubectl (1.28 or later)")
-        missing = missing_parts()
-        if missing:
-            raise StackError("this tree lacks parts the demo runs: " + ", ".join(missing))
         job = flow.demo_job()
         port = flow.s3_port_of(job)
         if not port_free(port):
@@ -55,15 +52,10 @@ class Demo:
                 return 1
 
     def _flow(self, stack: Stack, job: dict[str, Any]) -> int:
-        model_uri = job["spec"]["model"]["uri"]
-        self.doing(f"building a tiny {flow.MODEL_FAMILY} model (kompress_testing.models) and uploading it to {model_uri}")
-        folder = flow.build_tiny_model(self.workdir / "model")
-        uploaded = flow.upload_folder(stack.s3, folder, model_uri)
-        self.say(f"  {len(uploaded)} files, {report.human(sum(size for _, size in uploaded))}")
-
-        self.doing(f"creating the Secret {flow.SECRET_NAME} with the S3 keys, and the workers' ServiceAccount")
-        flow.create_secret(stack)
-        stack.kubectl("create", "serviceaccount", "kompress-worker")
+        self.doing(f"uploading a small trained GLM4-MoE ({flow.DEMO_MODEL.relative_to(REPO_ROOT)}) and its held-out conversations "
+                   f"(never trained on) to S3; creating the Secret {flow.SECRET_NAME} with the S3 keys, and the workers' ServiceAccount")
+        for uri, size in flow.prepare(stack, job):
+            self.say(f"  {uri}  {report.human(size)}")
 
         self.doing("$ kubectl apply -f examples/demo.yaml")
         self.say("  " + flow.apply_job(stack, job))
@@ -83,7 +75,7 @@ class Demo:
         self.doing(f"reading {output_uri} back from S3 and checking every file against the manifest")
         published = flow.read_published(stack, output_uri)
         print(report.listing_report(published, output_uri))
-        print(report.plan_vs_actual(final, flow.container_records(stack)))
+        print(report.plan_vs_actual(final, flow.container_records(stack), published))
         print()
         if published.checksum_problems:
             self.failed("the published checkpoint does not match its manifest", stack, cjob=final)

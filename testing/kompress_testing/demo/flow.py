@@ -29,7 +29,10 @@ from kompress_testing.demo.stack import KUBECTL, REPO_ROOT, Stack, StackError
 
 DEMO_MANIFEST = REPO_ROOT / "examples" / "demo.yaml"
 SECRET_NAME = "demo-s3"
-MODEL_FAMILY = "glm4-moe"
+# The committed trained test model (kompress_testing.trained_model): perplexity, KL and top-1 mean something on it.
+DEMO_MODEL = REPO_ROOT / "testing" / "kompress_testing" / "trained" / "glm4-moe-chat"
+# Its held-out conversations (never trained on), uploaded as the job's calibration and evaluation data.
+DEMO_DATA = DEMO_MODEL / "heldout.jsonl"
 TERMINAL = ("Succeeded", "Failed")
 CJOBS = "/apis/kompress.dev/v1alpha1/namespaces/default/compressionjobs"
 
@@ -64,26 +67,22 @@ def s3_location(uri: str) -> tuple[str, str]:
 # ---------------------------------------------------------------------------------------------
 
 
-def build_tiny_model(folder: Path, family: str = MODEL_FAMILY) -> Path:
-    """A tiny model of `family` with its tokenizer, written by kompress_testing.models in its own process."""
-    result = subprocess.run([sys.executable, "-m", "kompress_testing.models", family, str(folder)], capture_output=True, text=True,
-                            cwd=REPO_ROOT, timeout=300)
-    if result.returncode != 0:
-        raise StackError(f"building the tiny model failed:\n{(result.stdout + result.stderr)[-3000:]}")
-    return folder
+def model_files(folder: Path = DEMO_MODEL) -> list[Path]:
+    """What a model repository holds: weights, config, tokenizer, card (not the test data kept beside it)."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix != ".jsonl")
 
 
-def upload_folder(s3: Any, folder: Path, uri: str) -> list[tuple[str, int]]:
-    bucket, prefix = s3_location(uri)
+def upload_file(s3: Any, path: Path, uri: str) -> int:
+    bucket, key = s3_location(uri)
     client = s3.client()
     if bucket not in {b["Name"] for b in client.list_buckets().get("Buckets", [])}:
         s3.create_bucket(bucket)
-    uploaded = []
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        key = f"{prefix}/{path.relative_to(folder).as_posix()}"
-        client.upload_file(str(path), bucket, key)
-        uploaded.append((key, path.stat().st_size))
-    return uploaded
+    client.upload_file(str(path), bucket, key)
+    return path.stat().st_size
+
+
+def upload_folder(s3: Any, files: list[Path], uri: str) -> list[tuple[str, int]]:
+    return [(f"{uri}/{path.name}", upload_file(s3, path, f"{uri}/{path.name}")) for path in files]
 
 
 def create_secret(stack: Stack) -> None:
@@ -96,6 +95,17 @@ def create_secret(stack: Stack) -> None:
         stack.kubectl("create", "secret", "generic", SECRET_NAME, f"--from-env-file={env_file}")
     finally:
         env_file.unlink(missing_ok=True)
+
+
+def prepare(stack: Stack, job: dict[str, Any]) -> list[tuple[str, int]]:
+    """What must exist before the job is applied: the model and the data in S3, the S3 Secret, the workers'
+    ServiceAccount. Returns what was uploaded (URI, bytes)."""
+    model_uri, data_uri = job["spec"]["model"]["uri"], job["spec"]["calibration"]["uri"]
+    uploaded = [(f"{model_uri}/", sum(size for _, size in upload_folder(stack.s3, model_files(), model_uri)))]
+    uploaded.append((data_uri, upload_file(stack.s3, DEMO_DATA, data_uri)))
+    create_secret(stack)
+    stack.kubectl("create", "serviceaccount", "kompress-worker")
+    return uploaded
 
 
 def apply_job(stack: Stack, job: dict[str, Any], source: Path = DEMO_MANIFEST) -> str:

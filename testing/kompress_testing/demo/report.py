@@ -106,14 +106,20 @@ def listing_report(published: Published, output_uri: str) -> str:
     return "\n".join(lines)
 
 
-def plan_vs_actual(cjob: dict[str, Any], containers: list[dict[str, Any]]) -> str:
-    """The plan's figures next to what happened: the checkpoint's size, and the worker's memory (the node agent's record)."""
+def plan_vs_actual(cjob: dict[str, Any], containers: list[dict[str, Any]], published: Any = None) -> str:
+    """The plan's figures next to what happened: the weights' size, and the worker's memory (the node agent's record)."""
     status = cjob.get("status") or {}
     plan, result = status.get("plan") or {}, status.get("result") or {}
     lines = ["plan vs actual:"]
-    planned, actual = plan.get("estimatedCheckpointBytes"), result.get("checkpointBytes")
-    change = f" ({(actual - planned) / planned * 100:+.1f}%)" if planned and actual is not None else ""
-    lines.append(f"  checkpoint      planned {human(planned):>10}   published {human(actual):>10}{change}")
+    planned = plan.get("estimatedCheckpointBytes")
+    # The plan estimates the weight files (safetensors and their index); the rest (card, picture, tokenizer) is small.
+    objects = published.objects if published is not None else {}
+    weights = sum(size for key, size in objects.items() if key.endswith(".safetensors") or key.endswith(".safetensors.index.json"))
+    actual = weights or result.get("checkpointBytes")
+    change = f" ({(actual - planned) / planned * 100:+.2f}%)" if planned and actual else ""
+    lines.append(f"  weight files    planned {human(planned):>10}   published {human(actual):>10}{change}")
+    if result.get("checkpointBytes") is not None:
+        lines.append(f"  whole folder                         published {human(result['checkpointBytes']):>10} (with tokenizer, card, fidelity picture)")
     worker_pod = (status.get("children") or {}).get("workerPod")
     runs = [c for c in containers if c.get("pod") == worker_pod] or [c for c in containers if "-worker-" in c.get("pod", "")]
     if runs:

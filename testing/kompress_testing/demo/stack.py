@@ -45,28 +45,6 @@ WORKER_IMAGE = "ghcr.io/kompress-dev/kompress-worker:0.1.0"  # the chart's defau
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-# Every part the flow runs (module to import), so a tree still missing one says which instead of failing midway.
-PARTS = {
-    "the operator": "kompress_operator.main",
-    "the worker's runner": "kompress_job.runner",
-    "the planner": "kompress_job.planner_cli",
-    "the worker's compress stage": "kompress_job.stages.compress",
-    "the worker's evaluate stage": "kompress_job.stages.evaluate",
-    "the moto S3 server": "kompress_testing.s3",
-    "the tiny models": "kompress_testing.models",
-}
-
-
-def missing_parts() -> list[str]:
-    missing = []
-    for part, module in PARTS.items():
-        try:
-            importlib.import_module(module)
-        except ImportError:
-            missing.append(f"{part} ({module})")
-    return missing
-
-
 class StackError(Exception):
     """A part of the stack did not start or stopped early; the message says which and shows its log's tail."""
 
