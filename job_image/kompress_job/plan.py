@@ -28,6 +28,7 @@ from typing import Any
 
 from kompress_api.v1alpha1 import CompressionJob, PlanProblem, PlanSummary, model_uri_scheme
 
+from kompress_job import fidelity
 from kompress_job.errors import InvalidRecipe, ModelNotFound, OverlappingGroups, TargetsMatchNothing, UnsupportedArchitecture
 from kompress_job.planning import checkpoint as ckpt
 from kompress_job.planning import footprint as fp
@@ -367,6 +368,9 @@ def _workload(job, config, model, resolved, total, dtype, source_dtype, estimate
     layer_bytes, hessian_bytes, widest = _layer_cost(resolved, dtype) if resolved is not None else (0, 0, int(text.get("hidden_size") or 0))
     evaluation = spec.evaluation
     calibrating = bool(resolved.needs_calibration) if resolved is not None else True
+    evaluation_length = evaluation.max_sequence_length or min(spec.calibration.max_sequence_length, EVALUATION_MAX_LENGTH)
+    # The evaluation stages' own model of their cost (the batches they will really run), from config.json alone.
+    evaluation_cost = fidelity.estimate(config, evaluation.samples, evaluation_length, dtype_bytes=dtype_bytes(dtype)) if evaluation.enabled else None
     return fp.Workload(
         model_bytes=model_bytes,
         parameters=total,
@@ -386,7 +390,8 @@ def _workload(job, config, model, resolved, total, dtype, source_dtype, estimate
         awq=resolved is not None and any(k == "AWQModifier" for k, _ in resolved.recipe_modifiers()),
         moe=resolved is not None and resolved.inventory.is_moe,
         evaluation_samples=evaluation.samples if evaluation.enabled else 0,
-        evaluation_length=evaluation.max_sequence_length or min(spec.calibration.max_sequence_length, EVALUATION_MAX_LENGTH),
+        evaluation_length=evaluation_length,
+        evaluation_cost=evaluation_cost,
         shm_bytes=parse_quantity(spec.resources.shm) if spec.resources.shm is not None else fp.DEFAULT_SHM,
     )
 

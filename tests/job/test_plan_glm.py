@@ -191,9 +191,18 @@ def test_memory_and_disk():
     # scratch: the download (with the MTP layer) and the checkpoint at least
     assert f.disk_bytes >= f.disk_parts["download"] + plan.estimated_checkpoint_bytes
     assert f.disk_parts["download"] == (TOTAL + plan.mtp.parameters) * BF16
-    # evaluation (16 x 1024 held-out tokens by default): two forward passes, one sample's float32 logits and
-    # log-probabilities on the GPU, no host RAM beyond the reloaded model verify holds
-    assert f.evaluation["tokens"] == 16 * 1024 and f.evaluation["gpu_bytes"] == 2 * 1024 * VOCAB * 4 and f.evaluation["host_bytes"] == 0
+    # evaluation (16 x 1024 held-out tokens by default): two forward passes; on the GPU at least one row's float32
+    # logits and log-probabilities (the evaluation batches rows up to its budget: its own estimate decides how many);
+    # on disk the baseline's record, 32 ids + 32 log-probs + loss + tail (4 bytes each) per token, plus drift sketches;
+    # no host RAM beyond the reloaded model verify holds
+    from kompress_job import fidelity
+
+    own = fidelity.estimate(read_config(config_dir("glm-4.5-air")), 16, 1024)
+    assert f.evaluation["tokens"] == 16 * 1024 and f.evaluation["host_bytes"] == 0
+    assert f.evaluation["gpu_bytes"] == own.memory_bytes >= 2 * 1024 * VOCAB * 4
+    assert f.evaluation["disk_bytes"] == own.disk_bytes >= 16 * 1024 * (2 * 32 + 2) * 4
+    assert f.disk_parts["evaluation_record"] == own.disk_bytes
+    assert f.gpu_parts["lm_head_with_logits"] >= 2 * 1024 * VOCAB * 4  # the least evaluation needs: one row's logits
     assert f.evaluation["seconds"] == next(t.seconds for t in f.times if t.stage == "baseline+evaluate") > 0
     off = make_plan(glm_job("sparse24-w4a16-w8a8", evaluation={"enabled": False}), read_config(config_dir("glm-4.5-air"))).footprint
     assert off.evaluation == {"enabled": False} and "baseline+evaluate" not in {t.stage for t in off.times}

@@ -96,6 +96,7 @@ class Workload:
     evaluation_samples: int  # 0: evaluation off
     evaluation_length: int
     shm_bytes: int  # /dev/shm as configured (spec.resources.shm or the operator's default)
+    evaluation_cost: Any = None  # kompress_job.fidelity.EvaluationCost: baseline + evaluate, by their own model; None when off
 
     @property
     def distributed(self) -> bool:
@@ -163,6 +164,7 @@ def footprint(w: Workload) -> Footprint:
     layer = w.layer_bytes + w.layer_hessian_bytes + awq_cache + per_sample
     longest = max(w.calibration_length if w.needs_calibration else 0, w.evaluation_length if w.evaluation_samples else 0)
     head = w.vocab_size * w.hidden_size * w.dtype_bytes + 2 * longest * w.vocab_size * 4  # float32 logits, log-softmax
+    # Evaluation needs no more than `head` (one row's logits): it batches rows into whatever GPU memory is free.
     gpu_parts = {
         "layer_weights": w.layer_bytes,
         "hessians": w.layer_hessian_bytes,
@@ -181,6 +183,7 @@ def footprint(w: Workload) -> Footprint:
         "distributed_offload": offload,
         "distributed_calibration_copy": calibration_copy,
         "data_and_caches": SCRATCH_ALLOWANCE,
+        "evaluation_record": w.evaluation_cost.disk_bytes if w.evaluation_cost else 0,
     }
     disk = _headroom(sum(disk_parts.values()))
 
@@ -243,29 +246,32 @@ def compress_time(w: Workload) -> StageTime:
 def evaluation_time(w: Workload) -> StageTime:
     if w.devices == 0:
         return StageTime("baseline+evaluate", None, "no estimate without a GPU")
-    tokens = w.evaluation_samples * w.evaluation_length
-    one_pass = PASS_SECONDS["static-activations"] * (w.parameters / REFERENCE_PARAMETERS) * (tokens / REFERENCE_TOKENS)
+    cost = w.evaluation_cost
     return StageTime(
         "baseline+evaluate",
-        round(2 * one_pass),
+        round(cost.seconds),
         f"two forward passes (original before compression, compressed after) over {w.evaluation_samples} x {w.evaluation_length} "
-        "held-out tokens, at the rate of a published calibration pass (~20 min for Llama-3-8B at 512 x 2048 tokens)",
+        "held-out tokens: 2 x active parameters x tokens FLOPs at a quarter of an H100's bf16 peak, plus every weight streamed "
+        "from host memory once per batch (kompress_job.fidelity.estimate)",
     )
 
 
 def evaluation_cost(w: Workload) -> dict[str, Any]:
-    """What spec.evaluation adds: two forward passes of time, one sample's float32 logits (and log-probabilities)
-    on the GPU next to lm_head, and no host RAM beyond the reloaded model the verify stage already holds."""
-    if not w.evaluation_samples:
+    """What spec.evaluation adds: two forward passes of time, one batch's logits and activations on the device,
+    the baseline record on scratch disk, and no host RAM beyond the reloaded model the verify stage already holds."""
+    if not w.evaluation_samples or w.evaluation_cost is None:
         return {"enabled": False}
     timing = evaluation_time(w)
     return {
         "enabled": True,
         "tokens": w.evaluation_samples * w.evaluation_length,
         "seconds": timing.seconds,
-        "gpu_bytes": 2 * w.evaluation_length * w.vocab_size * 4,
+        "gpu_bytes": w.evaluation_cost.memory_bytes,
+        "disk_bytes": w.evaluation_cost.disk_bytes,
         "host_bytes": 0,
-        "basis": timing.basis + "; memory: the logits of one sample on the GPU; the compressed model is the one verify reloaded",
+        "basis": timing.basis + "; GPU memory: what its batches of rows take at most (fp32 logits, log-probabilities, "
+        "activations); it batches into free memory, so it needs no more than one row's logits (counted in lm_head_with_logits); "
+        "disk: the baseline's top-k record; the compressed model is the one verify reloaded",
     }
 
 

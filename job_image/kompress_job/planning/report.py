@@ -88,7 +88,8 @@ def render(plan: Any) -> str:
     ]
     ev = f.evaluation
     if ev.get("enabled"):
-        out.append(f"evaluation    adds {_duration(ev['seconds'])} and {_gb(ev['gpu_bytes'])} of GPU memory (one sample's logits) over {ev['tokens']:,} held-out tokens; no host RAM beyond verify's")
+        out.append(f"evaluation    adds {_duration(ev['seconds'])}, up to {_gb(ev['gpu_bytes'])} of free GPU memory for batched logits, and a "
+                   f"{_gb(ev['disk_bytes'])} record on scratch, over {ev['tokens']:,} held-out tokens; no host RAM beyond verify's")
     if f.shm_needed_bytes:
         out.append(f"/dev/shm      {_gb(f.shm_needed_bytes)} to keep the model in memory across the ranks")
     verdict = "servable" if plan.servable else "NOT servable" if plan.servable is False else "unknown"
