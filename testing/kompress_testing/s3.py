@@ -29,6 +29,8 @@ def free_port() -> int:
 class MotoS3:
     """`with MotoS3() as s3:` a running S3 endpoint at `s3.endpoint` with a valid key pair."""
 
+    _running: list["MotoS3"] = []  # servers started in this process and not stopped
+
     def __init__(self, *, auth: bool = True, region: str = "us-east-1") -> None:
         self.auth = auth
         self.region = region
@@ -53,18 +55,23 @@ class MotoS3:
             # moto's backends are process-wide: every server in this process shares users (and buckets), so
             # each server gets a user of its own.
             user = f"kompress-{self.port}"
-            iam = self._boto("iam", "bootstrap", "bootstrap")
+            # While another server of this process enforces keys, bootstrap keys are refused: use that server's.
+            admin = next((other for other in MotoS3._running if other.auth), None)
+            iam = self._boto("iam", admin.access_key_id, admin.secret_access_key) if admin else self._boto("iam", "bootstrap", "bootstrap")
             iam.create_user(UserName=user)
             iam.put_user_policy(UserName=user, PolicyName="s3", PolicyDocument=_ALLOW_ALL_S3)
             key = iam.create_access_key(UserName=user)["AccessKey"]
             self.access_key_id, self.secret_access_key = key["AccessKeyId"], key["SecretAccessKey"]
             self._saved_auth_count = settings.INITIAL_NO_AUTH_ACTION_COUNT
             settings.INITIAL_NO_AUTH_ACTION_COUNT = 0
+        MotoS3._running.append(self)
         return self
 
     def stop(self) -> None:
         from moto import settings
 
+        if self in MotoS3._running:
+            MotoS3._running.remove(self)
         if self._saved_auth_count is not None:
             settings.INITIAL_NO_AUTH_ACTION_COUNT = self._saved_auth_count
             self._saved_auth_count = None
