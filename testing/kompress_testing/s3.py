@@ -17,7 +17,8 @@ from typing import Any
 
 from kompress_api.worker_protocol import S3_ENV_PREFIX
 
-_ALLOW_ALL_S3 = json.dumps({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]})
+# S3, plus IAM so a later server in the same process can create its own user with these keys (moto is process-wide).
+_ALLOW_ALL_S3 = json.dumps({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": ["s3:*", "iam:*"], "Resource": "*"}]})
 
 
 def free_port() -> int:
