@@ -26,19 +26,6 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 PRESETS = ["fp8-dynamic", "w4a16-w8a8", "w4a16", "sparse24-w4a16-w8a8"]
-SPARSEGPT_24 = r"""
-sparsity_stage:
-  sparsity_modifiers:
-    SparseGPTModifier:
-      sparsity: 0.5
-      mask_structure: "2:4"
-      targets:
-        - 're:model\.layers\.\d+\.self_attn\.(q|k|v|o)_proj$'
-        - 're:model\.layers\.\d+\.mlp\.(gate|up|down)_proj$'
-        - 're:model\.layers\.\d+\.mlp\.shared_experts\.(gate|up|down)_proj$'
-        - 're:model\.layers\.\d+\.mlp\.experts\.\d+\.(gate|up|down)_proj$'
-"""
-
 
 def weights_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.glob("*.safetensors"))
@@ -68,18 +55,11 @@ def run(name: str, recipe: dict, root: Path) -> dict:
 
 def magnitude_reference(sparsegpt_ctx) -> dict:
     """Magnitude 2:4 of exactly the layers SparseGPT pruned, compared with the same baseline record."""
-    import torch
-
     from kompress_job import fidelity, modelio
-    from kompress_testing import trained_model
+    from kompress_testing import compute_runs, trained_model
 
     model = modelio.load_causal_lm(trained_model.folder(), dtype="float32")
-    pruned = [n for n, a in sparsegpt_ctx.recipe.assignment.items() if a.sparsity == "2:4"]
-    with torch.no_grad():
-        for name in pruned:
-            weight = model.get_submodule(name).weight
-            groups = weight.view(weight.shape[0], -1, 4)
-            groups.scatter_(-1, groups.abs().argsort(dim=-1)[..., :2], 0.0)
+    compute_runs.magnitude_24(model, [n for n, a in sparsegpt_ctx.recipe.assignment.items() if a.sparsity == "2:4"])
     c = fidelity.compare(model, sparsegpt_ctx.baseline)
     return {"name": "magnitude 2:4", "increase": c.perplexity_increase, "kl": c.kl_divergence, "top1": c.top1_agreement, "ppl": c.perplexity_compressed}
 
@@ -87,10 +67,9 @@ def magnitude_reference(sparsegpt_ctx) -> dict:
 def rtn_recipe(awq_ctx) -> str:
     import yaml
 
-    recipe = yaml.safe_load((awq_ctx.checkpoint_dir / "recipe.yaml").read_text())
-    (stage,) = recipe.values()
-    stage.pop("smoothing_modifiers")
-    return yaml.safe_dump(recipe)
+    from kompress_testing import compute_runs
+
+    return yaml.safe_dump(compute_runs.round_to_nearest(yaml.safe_load((awq_ctx.checkpoint_dir / "recipe.yaml").read_text())))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -101,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(1)
-    from kompress_testing import trained_model
+    from kompress_testing import compute_runs, trained_model
 
     provenance = json.loads((trained_model.folder() / trained_model.PROVENANCE).read_text())
     parameters = provenance["model"]["parameters"]
@@ -110,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         root = Path(tmp)
         rows = [run(p, {"preset": p}, root) for p in PRESETS]
         by_name = {r["name"]: r for r in rows}
-        sparsegpt = run("sparsegpt-2:4", {"custom": SPARSEGPT_24}, root)
+        sparsegpt = run("sparsegpt-2:4", {"custom": compute_runs.SPARSEGPT_24}, root)
         magnitude = magnitude_reference(sparsegpt["ctx"])
         rtn = run("w4a16-rtn", {"custom": rtn_recipe(by_name["w4a16"]["ctx"])}, root)
 

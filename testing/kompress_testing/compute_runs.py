@@ -12,6 +12,8 @@ Development harness, not product: product code never imports this module.
 
 from __future__ import annotations
 
+import copy
+
 import logging
 import time
 from pathlib import Path
@@ -98,3 +100,40 @@ def pod_run(doc: dict[str, Any], workdir: Path, env: dict[str, str] | None = Non
     )
     done = subprocess.run([sys.executable, "-m", "kompress_testing.worker_run", "--real-compute"], env=full, capture_output=True, text=True, timeout=timeout)
     return done, termination.read_text() if termination.exists() else ""
+
+
+# --- references the presets are compared with (tests/job/test_fidelity_algorithms.py, bench/bench_presets.py) ---
+
+# SparseGPT 2:4 on every Linear layer of the decoder (attention, dense MLP, shared and routed experts);
+# router and lm_head untouched.
+SPARSEGPT_24 = r"""
+sparsity_stage:
+  sparsity_modifiers:
+    SparseGPTModifier:
+      sparsity: 0.5
+      mask_structure: "2:4"
+      targets:
+        - 're:model\.layers\.\d+\.self_attn\.(q|k|v|o)_proj$'
+        - 're:model\.layers\.\d+\.mlp\.(gate|up|down)_proj$'
+        - 're:model\.layers\.\d+\.mlp\.shared_experts\.(gate|up|down)_proj$'
+        - 're:model\.layers\.\d+\.mlp\.experts\.\d+\.(gate|up|down)_proj$'
+"""
+
+
+def magnitude_24(model: Any, modules: list[str]) -> None:
+    """Plain magnitude 2:4 pruning: in every 4 consecutive input weights, zero the 2 smallest |w|."""
+    import torch
+
+    with torch.no_grad():
+        for name in modules:
+            weight = model.get_submodule(name).weight
+            groups = weight.view(weight.shape[0], -1, 4)
+            groups.scatter_(-1, groups.abs().argsort(dim=-1)[..., :2], 0.0)
+
+
+def round_to_nearest(awq_recipe: dict[str, Any]) -> dict[str, Any]:
+    """The w4a16 preset's recipe without AWQ's smoothing: the same QuantizationModifier alone rounds to nearest."""
+    recipe = copy.deepcopy(awq_recipe)
+    (stage,) = recipe.values()
+    del stage["smoothing_modifiers"]
+    return recipe

@@ -25,22 +25,6 @@ pytestmark = pytest.mark.slow
 
 PRESETS = ["sparse24-w4a16-w8a8", "w4a16-w8a8", "w4a16", "fp8-dynamic"]
 
-# SparseGPT 2:4 on every Linear layer of the decoder (attention, dense MLP, shared and routed experts);
-# router and lm_head untouched.
-SPARSEGPT_24 = r"""
-sparsity_stage:
-  sparsity_modifiers:
-    SparseGPTModifier:
-      sparsity: 0.5
-      mask_structure: "2:4"
-      targets:
-        - 're:model\.layers\.\d+\.self_attn\.(q|k|v|o)_proj$'
-        - 're:model\.layers\.\d+\.mlp\.(gate|up|down)_proj$'
-        - 're:model\.layers\.\d+\.mlp\.shared_experts\.(gate|up|down)_proj$'
-        - 're:model\.layers\.\d+\.mlp\.experts\.\d+\.(gate|up|down)_proj$'
-"""
-
-
 @pytest.fixture(scope="session")
 def runs(tmp_path_factory):
     """key -> RunContext after every compute stage on the trained model (each run once per session)."""
@@ -54,16 +38,6 @@ def runs(tmp_path_factory):
     return get
 
 
-def magnitude_24(model, modules: list[str]) -> None:
-    """Plain magnitude 2:4 pruning: in every 4 consecutive input weights, zero the 2 smallest |w|."""
-    with torch.no_grad():
-        for name in modules:
-            weight = model.get_submodule(name).weight
-            rows, cols = weight.shape
-            groups = weight.view(rows, cols // 4, 4)
-            groups.scatter_(-1, groups.abs().argsort(dim=-1)[..., :2], 0.0)
-
-
 def test_the_trained_model_has_learned_something():
     provenance = json.loads((trained_model.folder() / trained_model.PROVENANCE).read_text())
     perplexity = provenance["heldOutPerplexity"]
@@ -71,13 +45,13 @@ def test_the_trained_model_has_learned_something():
 
 
 def test_sparsegpt_24_costs_less_than_magnitude_24_of_the_same_layers(runs):
-    sparsegpt = runs("sparsegpt-24", {"custom": SPARSEGPT_24})
+    sparsegpt = runs("sparsegpt-24", {"custom": compute_runs.SPARSEGPT_24})
     pruned = sorted(name for name, a in sparsegpt.recipe.assignment.items() if a.sparsity == "2:4")
     assert len(pruned) == 4 * 4 + 3 + 3 * (4 * 3 + 3)  # attention in 4 layers, dense MLP, 3 MoE layers x (4 experts + shared)
     assert sparsegpt.verification["ok"]  # the verify stage found 2:4 in every one of them
 
     magnitude = modelio.load_causal_lm(trained_model.folder(), dtype="float32")
-    magnitude_24(magnitude, pruned)
+    compute_runs.magnitude_24(magnitude, pruned)
     assert all(holds_n_m(magnitude.get_submodule(n).weight) for n in pruned)
     by_magnitude = fidelity.compare(magnitude, sparsegpt.baseline)  # same held-out rows, same original
 
@@ -93,8 +67,7 @@ def test_awq_w4_costs_less_than_round_to_nearest_w4_with_the_same_groups(runs):
     recipe = yaml.safe_load((awq.checkpoint_dir / "recipe.yaml").read_text())
     (stage,) = recipe.values()
     assert list(stage) == ["smoothing_modifiers", "quantization_modifiers"]
-    del stage["smoothing_modifiers"]  # the same QuantizationModifier alone rounds to nearest
-    rtn = runs("w4a16-rtn", {"custom": yaml.safe_dump(recipe)})
+    rtn = runs("w4a16-rtn", {"custom": yaml.safe_dump(compute_runs.round_to_nearest(recipe))})
     assert rtn.recipe.module_table() == awq.recipe.module_table()  # same layers, same bits and group sizes
 
     assert 0 < awq.metrics.perplexity_increase < rtn.metrics.perplexity_increase
