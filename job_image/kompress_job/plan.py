@@ -28,7 +28,7 @@ from typing import Any
 
 from kompress_api.v1alpha1 import CompressionJob, PlanProblem, PlanSummary, model_uri_scheme
 
-from kompress_job import fidelity
+from kompress_job import collector, fidelity
 from kompress_job.errors import InvalidRecipe, ModelNotFound, OverlappingGroups, TargetsMatchNothing, UnsupportedArchitecture
 from kompress_job.planning import checkpoint as ckpt
 from kompress_job.planning import footprint as fp
@@ -216,6 +216,11 @@ def make_plan(job: CompressionJob, config: Mapping[str, Any], *, devices: int | 
     """Plan `job` for the model `config` (a parsed config.json). Raises UnsupportedArchitecture when transformers
     cannot build the model from it; everything about the recipe is reported as problems instead.
     `devices`: the accelerators the run will use (default spec.resources.gpus)."""
+    with collector.paused():  # ~1M short-lived objects and no cycles: see kompress_job.collector
+        return _make_plan(job, config, devices)
+
+
+def _make_plan(job: CompressionJob, config: Mapping[str, Any], devices: int | None) -> Plan:
     from kompress_job.recipe import resolve
 
     # 1. The model as the worker will load it, on the meta device.

@@ -24,6 +24,7 @@ Must not: import llm-compressor.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from kompress_job.recipe.inventory import (
@@ -36,7 +37,7 @@ from kompress_job.recipe.inventory import (
     Role,
     WeightModule,
 )
-from kompress_job.recipe.patterns import REGEX_PREFIX, exact_patterns
+from kompress_job.recipe.patterns import REGEX_PREFIX, NameIndex, exact_patterns
 
 
 @dataclass(frozen=True)
@@ -88,10 +89,10 @@ def derive_mappings(inventory: ModuleInventory, four_bit: set[str]) -> tuple[lis
             if up is not None and down is not None and down.name in four_bit and up.out_features == down.in_features:
                 per_layer.append(_Mapping(f"{members[0].role.value}-down", up.name, (("down_proj", (down.name,)),)))
 
-    return _merge(per_layer, inventory.names), warnings
+    return _merge(per_layer, inventory.name_index), warnings
 
 
-def _merge(per_layer: list[_Mapping], universe: list[str]) -> list[dict]:
+def _merge(per_layer: list[_Mapping], universe: NameIndex) -> list[dict]:
     """One mapping per kind of block with identical shape (same balance entry kinds), as exact regexes.
 
     compressed-tensors groups a mapping's matches by their lowest common ancestor, one group per
@@ -111,7 +112,7 @@ def _merge(per_layer: list[_Mapping], universe: list[str]) -> list[dict]:
     return out
 
 
-def single_pattern(names: list[str], universe: list[str]) -> str:
+def single_pattern(names: list[str], universe: Iterable[str] | NameIndex) -> str:
     """One `re:` entry matching exactly `names` among `universe`."""
     patterns = exact_patterns(names, universe)
     if len(patterns) == 1:

@@ -29,7 +29,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from enum import Enum
+from functools import cached_property
 from typing import Any
+
+from kompress_job.recipe.patterns import NameIndex
 
 
 class Role(str, Enum):
@@ -112,6 +115,11 @@ class ModuleInventory:
 
     def by_name(self) -> dict[str, WeightModule]:
         return {m.name: m for m in self.modules}
+
+    @cached_property
+    def name_index(self) -> NameIndex:
+        """`names`, indexed for compiling target regexes against them (built once, used by every group)."""
+        return NameIndex(self.names)
 
     def with_role(self, *roles: Role) -> list[WeightModule]:
         return [m for m in self.modules if m.role in roles]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
 
 REGEX_PREFIX = "re:"
@@ -66,6 +66,35 @@ def _split(name: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
 LEAF = "\u0001"
 
 
+def _shape(parts: Sequence[str]) -> tuple[str, ...]:
+    """What a name's parts look like to a pattern built by `_build`, all but the last: numbers masked."""
+    return tuple("\0" if p == "\0" or p.isdigit() else p for p in parts[:-1])
+
+
+class NameIndex:
+    """A model's module names, indexed by shape, so that checking a candidate regex scans only the names it
+    could match rather than all of them (GLM-4.5-Air has ~18k modules and a preset checks ~100 regexes).
+
+    Sound because every regex `_build` makes has one dot-free piece per part, anchored at both ends: a name
+    it matches has the template's number of parts, its literal parts, and digits where the template has
+    numbers. The last part (the leaf alternation) is left out of the key.
+    """
+
+    def __init__(self, names: Iterable[str]):
+        self.names = list(names)
+        self.name_set = set(self.names)
+        self._by_shape: dict[tuple[str, ...], list[str]] = defaultdict(list)
+        for name in self.names:
+            self._by_shape[_shape(name.split("."))].append(name)
+
+    def could_match(self, template: tuple[str, ...]) -> list[str]:
+        return self._by_shape.get(_shape(template), [])
+
+
+def name_index(universe: Iterable[str] | NameIndex) -> NameIndex:
+    return universe if isinstance(universe, NameIndex) else NameIndex(universe)
+
+
 def _build(template: tuple[str, ...], slots: list[str], leaves: list[str]) -> str:
     """Regex for a template: numeric slots filled from `slots`, the leaf marker by an alternation of leaves."""
     pieces: list[str] = []
@@ -80,18 +109,20 @@ def _build(template: tuple[str, ...], slots: list[str], leaves: list[str]) -> st
     return REGEX_PREFIX + r"\.".join(pieces) + "$"
 
 
-def exact_patterns(wanted: Iterable[str], universe: list[str]) -> list[str]:
+def exact_patterns(wanted: Iterable[str], universe: Iterable[str] | NameIndex) -> list[str]:
     """A short list of `re:` patterns that together match exactly `wanted` among `universe`.
 
     Names are grouped by shape (numeric path parts are slots, the last part is the leaf); each group
     becomes one regex, with `\\d+` where every number in that slot is wanted and an alternation
     otherwise. Every candidate is checked against the universe; a group whose regex would match more
-    falls back to explicit alternations, then to exact names.
+    falls back to explicit alternations, then to exact names. `universe`: the model's module names, or
+    their `NameIndex` (built once per model when many sets are compiled against it).
     """
     wanted_set = set(wanted)
     if not wanted_set:
         return []
-    missing = wanted_set - set(universe)
+    universe = name_index(universe)
+    missing = wanted_set - universe.name_set
     if missing:
         raise ValueError(f"names not in the module list: {sorted(missing)[:5]}")
 
@@ -140,7 +171,7 @@ def _patterns_for_group(template, leaves, rows, group_names, universe) -> list[s
     for slots in candidates:
         pattern = _build(template, slots, leaves)
         regex = _compiled(pattern[len(REGEX_PREFIX) :])
-        if {n for n in universe if regex.match(n)} == group_names:
+        if {n for n in universe.could_match(template) if regex.match(n)} == group_names:
             return [pattern]
     if n_slots > 0 and len(slot_values[0]) > 1:
         # not a product: split on the first slot and try again for each value

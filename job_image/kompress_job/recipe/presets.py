@@ -190,7 +190,7 @@ def build_recipe(preset: Preset, inventory: ModuleInventory, assignment: dict[st
     module list, so no tutorial-style string can silently match nothing or too much.
     """
     warnings: list[str] = []
-    universe = inventory.names
+    universe = inventory.name_index
     stage: dict[str, Any] = {}
 
     pruned = [name for name, a in assignment.items() if a.sparsity == SPARSE_24]

@@ -170,7 +170,7 @@ def _groups(inventory: ModuleInventory, assignment: dict[str, Assignment], with_
                 modules=names,
                 roles=dict(roles),
                 parameters=sum(by_name[n].parameters for n in names),
-                targets=exact_patterns(names, inventory.names) if with_targets else [],
+                targets=exact_patterns(names, inventory.name_index) if with_targets else [],
             )
         )
     # quantized first (most bits last), the kept group at the end

@@ -8,9 +8,14 @@ ctx.resolved_revision when the Hub named one.
 
 from __future__ import annotations
 
+from kompress_job import collector
 from kompress_job.context import RunContext
 from kompress_job.errors import PlanRejected
 from kompress_job.plan import fetch_config, make_plan
+
+
+# What the later stages import anyway: imported once, here, without the collector rescanning it (collector).
+LIBRARIES = ("torch", "transformers", "llmcompressor")
 
 
 def run(ctx: RunContext) -> None:
@@ -25,3 +30,5 @@ def run(ctx: RunContext) -> None:
         ctx.log.warning("plan: %s: %s (fix: %s)", problem.code, problem.message, problem.fix or "-", extra={"stage": "plan"})
     if plan.errors:
         raise PlanRejected(" ".join(f"{p.code}: {p.message} Fix: {p.fix}" for p in plan.errors))
+    ctx.progress.message("loading libraries")
+    collector.import_and_freeze(*LIBRARIES)
