@@ -5,8 +5,9 @@ resolve a revision (`/api/{type}s/{repo}/revision/{rev}`), list files (`/api/{ty
 with LFS SHA-256 and git blob ids as the Hub gives them) and serve files
 (`/{repo}/resolve/{rev}/{path}`, `/datasets/{repo}/resolve/...`, HEAD and ranged GET, with the
 X-Repo-Commit / X-Linked-Etag / X-Linked-Size headers); private repositories that answer 401 without
-the right token and gated ones that answer 403, with the Hub's X-Error-Code headers; and a log of
-every request (method, path, Authorization header) so tests can check what was sent.
+the right token and gated ones that answer 403, with the Hub's X-Error-Code headers; a log of
+every request (method, path, Authorization and Range headers) so tests can check what was sent; and
+`cut_once`, a connection dropped partway through a file, as a flaky network does.
 Must not: be imported by product code, or reach the real Hub.
 """
 
@@ -45,6 +46,7 @@ class Request:
     method: str
     path: str
     authorization: str | None
+    range: str | None = None
 
 
 class LocalHub:
@@ -53,6 +55,7 @@ class LocalHub:
     def __init__(self) -> None:
         self.repos: dict[tuple[str, str], Repo] = {}
         self.requests: list[Request] = []
+        self.cuts: dict[str, int] = {}  # filename -> bytes to send before dropping the connection, once
         self._lock = threading.Lock()
         self._connections: set[Any] = set()
         self._server: ThreadingHTTPServer | None = None
@@ -106,6 +109,10 @@ class LocalHub:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    def cut_once(self, filename: str, after_bytes: int) -> None:
+        """The next GET of `filename` promises the whole body, sends `after_bytes` of it and drops the connection."""
+        self.cuts[filename] = after_bytes
+
     def downloaded(self) -> list[str]:
         """Paths of files served by GET (not HEAD), in order."""
         return [r.path for r in self.requests if r.method == "GET" and "/resolve/" in r.path]
@@ -151,7 +158,7 @@ class _Handler(BaseHTTPRequestHandler):
         url = urlparse(self.path)
         path = unquote(url.path)
         with self.owner._lock:
-            self.owner.requests.append(Request(self.command, path, self.headers.get("Authorization")))
+            self.owner.requests.append(Request(self.command, path, self.headers.get("Authorization"), self.headers.get("Range")))
         parts = path.strip("/").split("/")
         try:
             if parts[:1] == ["api"] and len(parts) >= 6 and parts[1] in ("models", "datasets"):
@@ -238,6 +245,9 @@ class _Handler(BaseHTTPRequestHandler):
             headers["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
             data = data[start : end + 1]
             status = 206
+        cut = None if head else self.owner.cuts.pop(filename, None)
+        if cut is not None:
+            return self._send_cut(status, data, headers, cut)
         self._send(status, data, headers, head)
 
     # Plumbing -----------------------------------------------------------------------------------
@@ -245,14 +255,24 @@ class _Handler(BaseHTTPRequestHandler):
     def _json(self, body: Any, head: bool) -> None:
         self._send(200, json.dumps(body).encode(), {"Content-Type": "application/json"}, head)
 
-    def _send(self, status: int, data: bytes, headers: dict[str, str], head: bool) -> None:
+    def _send_headers(self, status: int, headers: dict[str, str], length: int) -> None:
         self.send_response(status)
         for key, value in headers.items():
             self.send_header(key, value)
-        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Content-Length", str(length))
         self.end_headers()
+
+    def _send(self, status: int, data: bytes, headers: dict[str, str], head: bool) -> None:
+        self._send_headers(status, headers, len(data))
         if not head:
             self.wfile.write(data)
+
+    def _send_cut(self, status: int, data: bytes, headers: dict[str, str], sent: int) -> None:
+        self._send_headers(status, headers, len(data))  # the whole body is promised...
+        self.wfile.write(data[:sent])  # ...and only part of it is sent
+        self.wfile.flush()
+        self.close_connection = True
+        self.connection.shutdown(socket.SHUT_RDWR)
 
 
 class _Refused(Exception):

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import shutil
 
 import pytest
 
@@ -150,6 +152,31 @@ class TestHub:
         before = len(hub.downloaded())
         again = sources.fetch_model(self.source(hub), tmp_path / "model", {"HF_TOKEN": self.TOKEN})
         assert len(hub.downloaded()) == before and again.reused_bytes == again.bytes
+
+    def test_a_dropped_connection_resumes_the_file_from_where_it_stopped(self, hub, model_folder, tmp_path):
+        # huggingface_hub keeps what it received in whole 10 MiB chunks: a 24 MiB shard cut after 15 MiB
+        # is resumed with a Range request from 10 MiB on, not fetched again from zero.
+        big = tmp_path / "big"
+        shutil.copytree(model_folder, big)
+        weights = os.urandom(24 << 20)
+        (big / "model.safetensors").write_bytes(weights)
+        hub.add_repo("zai-org/Big-MoE", big, token=self.TOKEN)
+        hub.cut_once("model.safetensors", 15 << 20)
+        source = ModelSource(uri="hf://zai-org/Big-MoE", hugging_face={"endpoint": hub.endpoint})
+        sources.fetch_model(source, tmp_path / "model", {"HF_TOKEN": self.TOKEN})
+        gets = [r for r in hub.requests if r.method == "GET" and r.path.endswith("/model.safetensors")]
+        assert [r.range for r in gets] == [None, f"bytes={10 << 20}-"]
+        assert (tmp_path / "model" / "model.safetensors").read_bytes() == weights
+
+    def test_partial_files_a_killed_process_left_behind_are_deleted(self, hub, repo, tmp_path):
+        # huggingface_hub names partial files per process: nothing would ever resume these, and at full scale
+        # they hold gigabytes of scratch.
+        stale = tmp_path / "model" / ".cache" / "huggingface" / "download" / "Xy3k9Q.0123abcd.5f0e2a71.incomplete"
+        stale.parent.mkdir(parents=True)
+        stale.write_bytes(b"\0" * 4096)
+        fetched = sources.fetch_model(self.source(hub), tmp_path / "model", {"HF_TOKEN": self.TOKEN})
+        assert not stale.exists()
+        assert files_in(tmp_path / "model") == set(fetched.files)
 
     def test_a_file_that_does_not_match_the_hubs_sha256_is_fetched_again(self, hub, repo, tmp_path):
         fetched = sources.fetch_model(self.source(hub), tmp_path / "model", {"HF_TOKEN": self.TOKEN})

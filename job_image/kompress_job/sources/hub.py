@@ -2,8 +2,10 @@
 
 Owns: resolving spec.model.revision to the commit once (every file then comes from that commit),
 listing the repository and keeping only the allow-listed files, downloading them with
-huggingface_hub (which resumes .incomplete files and skips complete ones in local_dir mode), and
-checking each against the Hub's own ids: SHA-256 for LFS files, the git blob id for the rest.
+huggingface_hub, and checking each against the Hub's own ids: SHA-256 for LFS files, the git blob id
+for the rest. Resumption is per file across processes (a re-run keeps every file verified before) and
+per byte within one (huggingface_hub 1.x re-requests the rest of a file with a Range header when a
+connection drops, but names its partial files per process, so a new process starts those files over).
 The token comes from $HF_TOKEN, the endpoint from spec.*.huggingFace.endpoint or $HF_ENDPOINT.
 Must not: log the token or pass it anywhere but to huggingface_hub.
 """
@@ -189,6 +191,7 @@ def fetch_model(source: ModelSource, dest: Path, env: Mapping[str, str], *, on_b
     if problem:
         raise ModelNotFound(problem)
     dest.mkdir(parents=True, exist_ok=True)
+    drop_stale_partials(dest)
     verified = VerifiedFiles(dest)
     total = sum(e.size for e in entries)
     reused = 0
@@ -224,6 +227,17 @@ def fetch_model(source: ModelSource, dest: Path, env: Mapping[str, str], *, on_b
     if on_bytes is not None:
         on_bytes(total, total)
     return FetchedModel(model_dir=dest, resolved_revision=commit, bytes=total, files=[e.path for e in entries], reused_bytes=reused)
+
+
+def drop_stale_partials(dest: Path) -> int:
+    """Delete the partial files an earlier, killed process left in huggingface_hub's local_dir cache: their names are
+    unique to the process that wrote them, so nothing will resume them, and on a 214 GB model they can hold tens of
+    GB of scratch. Returns the bytes freed."""
+    freed = 0
+    for path in (dest / ".cache" / "huggingface" / "download").rglob("*.incomplete"):
+        freed += path.stat().st_size
+        path.unlink(missing_ok=True)
+    return freed
 
 
 def fetch_config(source: ModelSource, dest: Path, env: Mapping[str, str]) -> FetchedConfig:
