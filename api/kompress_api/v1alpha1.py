@@ -127,6 +127,11 @@ class Calibration(ApiModel):
         schema_default="builtin://chatterbot",
         max_length=1024,
     )
+    revision: str | None = api_field(
+        None,
+        description="for hf:// datasets: the branch, tag or commit to read. It is resolved to a commit once, before any work, and recorded in the manifest (calibration.resolvedRevision). Default main.",
+        max_length=255,
+    )
     split: str | None = api_field(None, description="dataset split for hf:// datasets, e.g. train_sft. Default train.", max_length=128)
     column: str | None = api_field(None, description="the field holding text or chat messages. Default: 'messages' if present, else 'text'.", max_length=128)
     format: Literal["auto", "text", "messages"] = api_field("auto", description="text: plain strings; messages: chat turns rendered with the model's chat template; auto: decided per row. Default auto.", schema_default="auto")

@@ -105,7 +105,7 @@ def split_files(paths: Sequence[str], split: str) -> list[str]:
     return [] if names_splits else data
 
 
-def _hub_rows(cal: Calibration, workdir: Path, env: Mapping[str, str]) -> Any:
+def _hub_rows(cal: Calibration, workdir: Path, env: Mapping[str, str], commit: str | None) -> tuple[Any, str]:
     from huggingface_hub import hf_hub_download
     from huggingface_hub.utils import disable_progress_bars
 
@@ -115,8 +115,8 @@ def _hub_rows(cal: Calibration, workdir: Path, env: Mapping[str, str]) -> Any:
     settings = hub_settings(cal.hugging_face, env, what="calibration data")
     repo_id = repo_id_of(cal.uri)
     api = hub_api(settings)
-    call = dict(uri=cal.uri, what="dataset", settings=settings, not_found=CalibrationNotFound)
-    commit = hub_call(lambda: resolve_commit(api, repo_id, None, repo_type="dataset"), **call)
+    call = dict(uri=cal.uri, what="dataset", settings=settings, not_found=CalibrationNotFound, revision=cal.revision)
+    commit = commit or hub_call(lambda: resolve_commit(api, repo_id, cal.revision, repo_type="dataset"), **call)
     entries = hub_call(lambda: list_files(api, repo_id, commit, repo_type="dataset"), **call)
     split = cal.split or "train"
     files = split_files([e.path for e in entries], split)
@@ -134,11 +134,11 @@ def _hub_rows(cal: Calibration, workdir: Path, env: Mapping[str, str]) -> Any:
     datasets.disable_progress_bars()
     cache = str(workdir / "datasets-cache")
     if all(p.name.endswith(".parquet") for p in local):
-        return datasets.Dataset.from_parquet([str(p) for p in local], cache_dir=cache)
+        return datasets.Dataset.from_parquet([str(p) for p in local], cache_dir=cache), commit
     rows: list[Any] = []
     for path in local:
         rows.extend(read_jsonl(path)[0] if path.name.endswith((".jsonl", ".jsonl.gz")) else _json_rows(path))
-    return rows
+    return rows, commit
 
 
 def _json_rows(path: Path) -> list[Any]:
@@ -170,25 +170,35 @@ def _s3_file(cal: Calibration, workdir: Path, env: Mapping[str, str]) -> Path:
     return dest
 
 
-def load_rows(cal: Calibration, workdir: Path, env: Mapping[str, str], *, chat: bool) -> tuple[Any, Counter]:
-    """The rows of the calibration source (a list or a datasets.Dataset), and lines that could not be read."""
+@dataclass(frozen=True)
+class LoadedRows:
+    rows: Any  # a list or a datasets.Dataset
+    unreadable: Counter  # lines that could not be read, by reason
+    revision: str | None = None  # the commit of a Hub dataset the rows came from
+
+
+def load_rows(cal: Calibration, workdir: Path, env: Mapping[str, str], *, chat: bool, revision: str | None = None) -> LoadedRows:
+    """The rows of the calibration source. `revision`: the commit preflight pinned a Hub dataset to (else
+    spec.calibration.revision is resolved here)."""
     uri = cal.uri
     if uri.startswith("builtin://"):
-        return builtin_rows(uri[len("builtin://"):], chat=chat), Counter()
+        return LoadedRows(builtin_rows(uri[len("builtin://"):], chat=chat), Counter())
     if uri.startswith("hf://"):
-        return _hub_rows(cal, workdir, env), Counter()
+        rows, commit = _hub_rows(cal, workdir, env, revision)
+        return LoadedRows(rows, Counter(), commit)
     if uri.startswith("s3://"):
-        return read_jsonl(_s3_file(cal, workdir, env))
+        return LoadedRows(*read_jsonl(_s3_file(cal, workdir, env)))
     path = Path(uri[len("file://"):] if uri.startswith("file://") else uri)
     if not path.is_file():
         raise CalibrationNotFound(f"no calibration file at {path} (is its volume mounted?)")
     if path.name.endswith((".json",)):
-        return _json_rows(path), Counter()
-    return read_jsonl(path)
+        return LoadedRows(_json_rows(path), Counter())
+    return LoadedRows(*read_jsonl(path))
 
 
-def check_source(cal: Calibration, env: Mapping[str, str]) -> None:
-    """Cheap existence and credential check, for preflight: fail in seconds, not after the model download."""
+def check_source(cal: Calibration, env: Mapping[str, str]) -> str | None:
+    """Cheap existence and credential check, for preflight: fail in seconds, not after the model download.
+    Returns the commit a Hub dataset's revision resolves to (None for other sources)."""
     uri = cal.uri
     if uri.startswith("builtin://"):
         if uri[len("builtin://"):] not in BUILTIN_SETS:
@@ -199,8 +209,9 @@ def check_source(cal: Calibration, env: Mapping[str, str]) -> None:
 
         settings = hub_settings(cal.hugging_face, env, what="calibration data")
         api = hub_api(settings)
-        hub_call(lambda: resolve_commit(api, repo_id_of(uri), None, repo_type="dataset"), uri=uri, what="dataset", settings=settings, not_found=CalibrationNotFound)
-        return
+        return hub_call(
+            lambda: resolve_commit(api, repo_id_of(uri), cal.revision, repo_type="dataset"), uri=uri, what="dataset", settings=settings, not_found=CalibrationNotFound, revision=cal.revision
+        )
     if uri.startswith("s3://"):
         from botocore.exceptions import BotoCoreError, ClientError
 

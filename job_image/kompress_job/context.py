@@ -37,7 +37,9 @@ class RunContext:
     model_dir: Path | None = None
     resolved_revision: str | None = None
     source_bytes: int | None = None
-    # calibration: tokenized datasets.Dataset for calibration, and held-out rows for evaluation
+    # calibration: tokenized datasets.Dataset for calibration, and held-out rows for evaluation; the commit of a
+    # Hub dataset (pinned by preflight)
+    calibration_revision: str | None = None
     calibration: Any = None
     holdout: Any = None
     # load-model (a meta-device model when distributed ranks load the weights; verify replaces it with the

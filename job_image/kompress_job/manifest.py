@@ -88,7 +88,7 @@ def build_manifest(
     source_bytes: int | None,
     files: list[dict[str, Any]],
     recipe: dict[str, Any] | None,
-    calibration_used: dict[str, int] | None,
+    calibration_used: dict[str, Any] | None,
     metrics: dict[str, Any] | None,
     gate_failures: list[str],
     timings: dict[str, float],
@@ -121,6 +121,7 @@ def build_manifest(
         "groups": group_module_counts(recipe),
         "calibration": {
             "uri": spec.calibration.uri,
+            "revision": spec.calibration.revision,
             "split": spec.calibration.split,
             "column": spec.calibration.column,
             "format": spec.calibration.format,

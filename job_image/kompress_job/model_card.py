@@ -101,7 +101,8 @@ def render(manifest: dict[str, Any], *, output_uri: str) -> str:
         lines += [f"- **Overrides:** `{recipe['overrides']}`"]
     cal = manifest["calibration"]
     if cal.get("samples"):
-        lines += [f"- **Calibration:** {cal['samples']} samples of up to {cal['maxSequenceLength']} tokens from `{cal['uri']}` (seed {cal['seed']})."]
+        at = f" at `{cal['resolvedRevision']}`" if cal.get("resolvedRevision") else ""
+        lines += [f"- **Calibration:** {cal['samples']} samples of up to {cal['maxSequenceLength']} tokens from `{cal['uri']}`{at} (seed {cal['seed']})."]
     kept = effective.get("kept_16bit")
     if isinstance(kept, dict) and kept.get("of_parameters"):
         share = 100 * kept.get("parameters", 0) / kept["of_parameters"]

@@ -36,8 +36,8 @@ def write_jsonl(path, rows):
 
 def prepare(uri, tokenizer, tmp_path, env=None, *, samples=8, held=4, **cal):
     calibration = Calibration(uri=uri, samples=samples, max_sequence_length=16, **cal)
-    rows, unreadable = cd.load_rows(calibration, tmp_path / "work", env or {}, chat=bool(getattr(tokenizer, "chat_template", None)))
-    return cd.prepare(rows, calibration, Evaluation(samples=held), tokenizer, unreadable=unreadable)
+    loaded = cd.load_rows(calibration, tmp_path / "work", env or {}, chat=bool(getattr(tokenizer, "chat_template", None)))
+    return cd.prepare(loaded.rows, calibration, Evaluation(samples=held), tokenizer, unreadable=loaded.unreadable)
 
 
 def decoded(tokenizer, dataset):
@@ -190,3 +190,27 @@ def test_hub_dataset_split_from_parquet_files(hub, chat_tokenizer, tmp_path):
         prepare("hf://HuggingFaceH4/ultrachat-mini", chat_tokenizer, tmp_path, **cal)
     with pytest.raises(CalibrationNotFound, match="no dataset hf://HuggingFaceH4/absent"):
         cd.check_source(Calibration(uri="hf://HuggingFaceH4/absent", hugging_face={"endpoint": hub.endpoint}), {})
+
+
+@pytest.mark.integration
+def test_a_hub_dataset_is_read_at_the_pinned_revision_and_its_commit_reported(hub, chat_tokenizer, tmp_path):
+    def dataset(folder, word):
+        folder.mkdir()
+        (folder / "train.jsonl").write_text("".join(json.dumps({"text": f"{word} sentence number {i}"}) + "\n" for i in range(20)))
+        return folder
+
+    v1 = hub.add_repo("acme/calib", dataset(tmp_path / "v1", "older"), repo_type="dataset", revision="v1")
+    main = hub.add_repo("acme/calib", dataset(tmp_path / "main", "newer"), repo_type="dataset")
+    access = {"hugging_face": {"endpoint": hub.endpoint}}
+
+    pinned = Calibration(uri="hf://acme/calib", revision="v1", samples=4, max_sequence_length=16, **access)
+    assert cd.check_source(pinned, {}) == v1  # what preflight records
+    loaded = cd.load_rows(pinned, tmp_path / "work-v1", {}, chat=False)
+    assert loaded.revision == v1 != main
+    assert all(row["text"].startswith("older") for row in loaded.rows)
+
+    latest = cd.load_rows(Calibration(uri="hf://acme/calib", **access), tmp_path / "work-main", {}, chat=False)
+    assert latest.revision == main and all(row["text"].startswith("newer") for row in latest.rows)
+
+    with pytest.raises(CalibrationNotFound, match="revision 'v9'"):
+        cd.check_source(Calibration(uri="hf://acme/calib", revision="v9", **access), {})

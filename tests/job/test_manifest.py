@@ -88,3 +88,12 @@ def test_model_card_of_a_rejected_model_says_so_first():
     title_end = card.index("\n", card.index("# "))
     assert card[title_end:].lstrip().startswith("> **REJECTED")
     assert "perplexity +31.0% exceeds +25%" in card
+
+
+def test_a_hub_datasets_commit_is_recorded_beside_the_revision_asked_for():
+    job = make_job("hf://zai-org/GLM-4.5-Air", "s3://models/glm", calibration={"uri": "hf://HuggingFaceH4/ultrachat_200k", "split": "train_sft", "revision": "main"})
+    doc = build(job, calibration_used={"samples": 512, "heldOut": 32, "resolvedRevision": "8049631c405ae6576f93f445c6b8166f76f5505a"})
+    cal = doc["calibration"]
+    assert (cal["uri"], cal["revision"], cal["resolvedRevision"], cal["samples"]) == ("hf://HuggingFaceH4/ultrachat_200k", "main", "8049631c405ae6576f93f445c6b8166f76f5505a", 512)
+    card = model_card.render(doc, output_uri="s3://models/glm")
+    assert "from `hf://HuggingFaceH4/ultrachat_200k` at `8049631c405ae6576f93f445c6b8166f76f5505a`" in card

@@ -26,8 +26,9 @@ def run(ctx: RunContext) -> None:
     ctx.tokenizer = tokenizer  # load-model keeps it: the samples and the model share one tokenizer
     has_template = bool(getattr(tokenizer, "chat_template", None))
     ctx.progress.message(f"reading {spec.calibration.uri}")
-    rows, unreadable = calibration_data.load_rows(spec.calibration, ctx.workdir / "calibration", ctx.env, chat=has_template)
-    prepared = calibration_data.prepare(rows, spec.calibration, spec.evaluation, tokenizer, unreadable=unreadable)
+    loaded = calibration_data.load_rows(spec.calibration, ctx.workdir / "calibration", ctx.env, chat=has_template, revision=ctx.calibration_revision)
+    ctx.calibration_revision = loaded.revision
+    prepared = calibration_data.prepare(loaded.rows, spec.calibration, spec.evaluation, tokenizer, unreadable=loaded.unreadable)
     ctx.calibration = prepared.calibration
     ctx.holdout = prepared.holdout
     tokens = sum(len(ids) for ids in prepared.calibration["input_ids"])

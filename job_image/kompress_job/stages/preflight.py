@@ -37,5 +37,8 @@ def run(ctx: RunContext) -> None:
         ctx.resolved_revision = commit
         ctx.log.info("model %s: revision %s is commit %s", spec.model.uri, spec.model.revision or "main", commit)
     ctx.progress.set_steps(2, message=f"checking the calibration data {spec.calibration.uri}")
-    calibration_data.check_source(spec.calibration, ctx.env)
+    dataset_commit = calibration_data.check_source(spec.calibration, ctx.env)
+    if dataset_commit:
+        ctx.calibration_revision = dataset_commit
+        ctx.log.info("calibration %s: revision %s is commit %s", spec.calibration.uri, spec.calibration.revision or "main", dataset_commit)
     ctx.progress.set_steps(3, message="inputs and output checked")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 from kompress_job import manifest as manifest_mod
 from kompress_job import model_card
@@ -99,7 +100,7 @@ def run(ctx: RunContext) -> None:
         source_bytes=ctx.source_bytes,
         files=[entry(s) for s in stored],
         recipe=manifest_mod.recipe_summary(ctx.recipe),
-        calibration_used={"samples": len(ctx.calibration), "heldOut": len(ctx.holdout) if ctx.holdout is not None else 0} if ctx.calibration is not None else None,
+        calibration_used=_calibration_used(ctx),
         metrics=ctx.metrics.wire() if ctx.metrics is not None else None,
         gate_failures=ctx.gate_failures,
         timings=timings,
@@ -116,3 +117,13 @@ def run(ctx: RunContext) -> None:
         raise QualityGateFailed(f"the compressed model missed the quality gate ({'; '.join(ctx.gate_failures)}); kept for inspection at {uri}, not published to {spec.output.uri}")
     ctx.output_uri = uri
     ctx.manifest_uri = destination.uri_of(MANIFEST)
+
+
+def _calibration_used(ctx: RunContext) -> dict[str, Any] | None:
+    """What the calibration stage actually used: sample counts, and the Hub dataset's commit."""
+    if ctx.calibration is None:
+        return None
+    used: dict[str, Any] = {"samples": len(ctx.calibration), "heldOut": len(ctx.holdout) if ctx.holdout is not None else 0}
+    if ctx.calibration_revision:
+        used["resolvedRevision"] = ctx.calibration_revision
+    return used
