@@ -61,7 +61,9 @@ def main(argv: list[str] | None = None) -> int:
 
         return runner.main_run(args) if args.command == "run" else runner.main_worker()
     if args.command in ("plan", "plan-pod"):
-        from kompress_job import planner_cli
+        from kompress_job import collector, planner_cli
+
+        collector.off_for_this_process()  # plans once and exits: see kompress_job.collector
 
         return planner_cli.main_plan(args) if args.command == "plan" else planner_cli.main_plan_pod()
     parser.error(f"unknown command {args.command}")
