@@ -97,6 +97,11 @@ class VolumeRef(ApiModel):
 class ModelSource(ApiModel):
     """The model to compress."""
 
+    # A revision on an S3 prefix or a volume would be ignored, and the user would believe the model pinned.
+    cel_rules: ClassVar[list[tuple[str, str]]] = [
+        ("!has(self.revision) || self.uri.startsWith('hf://')", "spec.model.revision applies to hf:// models only: an S3 prefix or a volume has no revisions"),
+    ]
+
     uri: str = api_field(
         description=(
             "where the model is: hf://ORG/NAME (Hugging Face Hub), s3://BUCKET/PREFIX (a folder with config.json and "
@@ -112,9 +117,24 @@ class ModelSource(ApiModel):
     s3: S3Access | None = api_field(None, description="S3 connection settings for s3:// URIs.")
     hugging_face: HubAccess | None = api_field(None, description="Hub connection settings for hf:// URIs.")
 
+    @model_validator(mode="after")
+    def _revision_on_the_hub_only(self) -> "ModelSource":
+        _hub_only(self.revision, self.uri, "spec.model.revision applies to hf:// models only: an S3 prefix or a volume has no revisions")
+        return self
+
+
+def _hub_only(revision: str | None, uri: str, message: str) -> None:
+    # The same rule as the cel_rules of ModelSource and Calibration, so a manifest the API server would refuse is refused locally too.
+    if revision is not None and not uri.startswith("hf://"):
+        raise ValueError(message)
+
 
 class Calibration(ApiModel):
     """Calibration data: the text the compression algorithms observe."""
+
+    cel_rules: ClassVar[list[tuple[str, str]]] = [
+        ("!has(self.revision) || self.uri.startsWith('hf://')", "spec.calibration.revision applies to hf:// datasets only"),
+    ]
 
     uri: str = api_field(
         "builtin://chatterbot",
@@ -140,6 +160,11 @@ class Calibration(ApiModel):
     seed: int = api_field(42, description="shuffle seed, so a re-run picks the same samples. Default 42.", ge=0, schema_default=42)
     s3: S3Access | None = api_field(None, description="S3 connection settings for s3:// URIs.")
     hugging_face: HubAccess | None = api_field(None, description="Hub connection settings for hf:// URIs.")
+
+    @model_validator(mode="after")
+    def _revision_on_the_hub_only(self) -> "Calibration":
+        _hub_only(self.revision, self.uri, "spec.calibration.revision applies to hf:// datasets only")
+        return self
 
 
 class RecipeOverrides(ApiModel):

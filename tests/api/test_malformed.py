@@ -79,6 +79,10 @@ CASES = [
     Case("unsupported-dtype", _set("model.dtype", "int8"), "spec.model.dtype", 'Unsupported value: "int8"'),
     Case("top1-agreement-above-one", _set("evaluation.gate", {"minTop1Agreement": 1.5}), "spec.evaluation.gate.minTop1Agreement",
          "should be less than or equal to 1"),
+    Case("revision-on-a-volume-model", _set("model.revision", "main"), "spec.model",
+         "spec.model.revision applies to hf:// models only", kubectl=True),
+    Case("revision-on-builtin-calibration", _set("calibration.revision", "v1"), "spec.calibration",
+         "spec.calibration.revision applies to hf:// datasets only"),
     Case("relative-mount-path", _set("model.volume", {"claimName": "models", "mountPath": "models"}), "spec.model.volume.mountPath",
          "should match"),
 ]
