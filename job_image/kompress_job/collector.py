@@ -35,6 +35,7 @@ def import_and_freeze(*modules: str) -> None:
     with paused():
         for name in modules:
             importlib.import_module(name)
+    gc.collect()  # once, so that garbage made while the collector was paused is not frozen with the rest
     gc.freeze()
 
 
