@@ -24,6 +24,7 @@ import sys
 from collections.abc import Callable, Iterator
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -169,25 +170,30 @@ def meta_model(name: str):
 
 def build_model(name: str):
     """The model, fp32, with seeded weights (std 0.02 like a fresh pretrained init, biases nonzero)."""
+    model = seeded_model(build_config(name))
+    model.eval()
+    return model
+
+
+def seeded_model(config: Any):
+    """transformers' model for `config`, fp32, with the tiny models' seeded initialisation (also the trained
+    model's starting point): random normal weights everywhere, norms near 1, so no layer is accidentally
+    2:4-sparse or all-equal and quantization has real work to do."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    config = build_config(name)
     torch.manual_seed(SEED)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    # Random normal weights everywhere (including the router's correction bias and norms' small noise),
-    # so no layer is accidentally 2:4-sparse or all-equal and quantization has real work to do.
     generator = torch.Generator().manual_seed(SEED)
     with torch.no_grad():
         for pname, param in model.named_parameters():
             if param.ndim == 1 and "norm" in pname:
                 param.copy_(1.0 + 0.05 * torch.randn(param.shape, generator=generator))
             else:
-                param.copy_(0.02 * torch.randn(param.shape, generator=generator) if param.ndim > 1 else 0.01 * torch.randn(param.shape, generator=generator))
+                param.copy_((0.02 if param.ndim > 1 else 0.01) * torch.randn(param.shape, generator=generator))
         for buffer_name, buffer in model.named_buffers():
             if buffer_name.endswith("e_score_correction_bias"):
                 buffer.zero_()
-    model.eval()
     return model
 
 

@@ -127,7 +127,6 @@ def train(out: Path, *, log=print) -> dict[str, Any]:  # noqa: ANN001
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import torch
     import transformers
-    from transformers import AutoModelForCausalLM
 
     from kompress_testing import models
 
@@ -141,19 +140,7 @@ def train(out: Path, *, log=print) -> dict[str, Any]:  # noqa: ANN001
 
     config = models.build_config("glm4-moe")
     config.num_hidden_layers = LAYERS
-    torch.manual_seed(SEED)
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    # the same seeded initialisation as the untrained tiny models (kompress_testing.models.build_model)
-    generator = torch.Generator().manual_seed(SEED)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if param.ndim == 1 and "norm" in name:
-                param.copy_(1.0 + 0.05 * torch.randn(param.shape, generator=generator))
-            else:
-                param.copy_((0.02 if param.ndim > 1 else 0.01) * torch.randn(param.shape, generator=generator))
-        for buffer_name, buffer in model.named_buffers():
-            if buffer_name.endswith("e_score_correction_bias"):
-                buffer.zero_()
+    model = models.seeded_model(config)  # the same seeded initialisation as the untrained tiny models
     untrained = _perplexity(model, held_stream)
     log(f"untrained: held-out perplexity {untrained:.2f}")
 
