@@ -77,9 +77,12 @@ def run_stages(job: CompressionJob, workdir: Path, *, stages: list[str] | None =
     return ctx
 
 
-def pod_run(doc: dict[str, Any], workdir: Path, env: dict[str, str] | None = None, timeout: float = 600) -> tuple[Any, str]:
-    """The worker pod's entry point in a child process, every stage the product has running for real
-    (kompress_testing.worker_run --real-compute): (the finished process, its termination message)."""
+def pod_run(
+    doc: dict[str, Any], workdir: Path, env: dict[str, str] | None = None, timeout: float = 600, worker_args: tuple[str, ...] = ("--real-compute",)
+) -> tuple[Any, str]:
+    """The worker pod's entry point in a child process, with the pod's environment and nothing of this process's
+    KOMPRESS_/AWS_/HF_ variables: (the finished process, its termination message). `worker_args`: those of
+    kompress_testing.worker_run (by default every stage the product has, running for real)."""
     import json
     import os
     import subprocess
@@ -98,7 +101,7 @@ def pod_run(doc: dict[str, Any], workdir: Path, env: dict[str, str] | None = Non
             "OMP_NUM_THREADS": "1",
         }
     )
-    done = subprocess.run([sys.executable, "-m", "kompress_testing.worker_run", "--real-compute"], env=full, capture_output=True, text=True, timeout=timeout)
+    done = subprocess.run([sys.executable, "-m", "kompress_testing.worker_run", *worker_args], env=full, capture_output=True, text=True, timeout=timeout)
     return done, termination.read_text() if termination.exists() else ""
 
 

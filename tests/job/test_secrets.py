@@ -5,12 +5,11 @@ the manifest, the model card and the termination message are searched for each v
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 
 import pytest
 
+from kompress_testing import compute_runs
 from kompress_testing.jobs import write_checkpoint
 
 pytestmark = pytest.mark.integration
@@ -24,20 +23,8 @@ UNUSED = {
 
 
 def pod(tmp_path, doc, env, checkpoint) -> tuple[subprocess.CompletedProcess, str]:
-    termination = tmp_path / "termination-log"
-    full = {k: v for k, v in os.environ.items() if not k.startswith(("KOMPRESS_", "AWS_", "HF_"))}
-    full.update(env)
-    full.update(
-        {
-            "KOMPRESS_JOB": json.dumps({"metadata": doc["metadata"], "spec": doc["spec"]}),
-            "KOMPRESS_TERMINATION_LOG": str(termination),
-            "KOMPRESS_PROGRESS_BIND": "127.0.0.1:0",
-            "KOMPRESS_SCRATCH": str(tmp_path / "scratch"),
-            "KOMPRESS_LOG_FORMAT": "json",
-        }
-    )
-    done = subprocess.run([sys.executable, "-m", "kompress_testing.worker_run", str(checkpoint)], env=full, capture_output=True, text=True, timeout=300)
-    return done, termination.read_text() if termination.exists() else ""
+    """The worker pod with a ready checkpoint standing in for compression: (the process, its termination message)."""
+    return compute_runs.pod_run(doc, tmp_path, env, timeout=300, worker_args=(str(checkpoint),))
 
 
 def assert_no_secret(secrets: list[str], **texts: str) -> None:
@@ -113,11 +100,7 @@ def test_a_run_that_really_compresses_leaks_no_secret_value(s3, bucket, hub, tmp
     }
     env = {"HF_TOKEN": HF_TOKEN, **s3.env("output"), **{k: v for k, v in UNUSED.items() if v}}
 
-    termination = tmp_path / "termination-log"
-    full = {k: v for k, v in os.environ.items() if not k.startswith(("KOMPRESS_", "AWS_", "HF_"))}
-    full.update(env)
-    full.update({"KOMPRESS_JOB": json.dumps(doc), "KOMPRESS_TERMINATION_LOG": str(termination), "KOMPRESS_PROGRESS_BIND": "127.0.0.1:0", "KOMPRESS_SCRATCH": str(tmp_path / "scratch")})
-    done = subprocess.run([sys.executable, "-m", "kompress_testing.worker_run", "--real-compute"], env=full, capture_output=True, text=True, timeout=600)
+    done, termination = compute_runs.pod_run(doc, tmp_path, env)
 
     assert done.returncode == 0, done.stderr[-4000:]
     records = [json.loads(line) for line in done.stderr.splitlines() if line.strip()]
@@ -131,4 +114,4 @@ def test_a_run_that_really_compresses_leaks_no_secret_value(s3, bucket, hub, tmp
     assert manifest["recipe"]["effective"]["preset"] == "w4a16-w8a8" and sum(manifest["groups"].values()) > 0
     assert {"recipe.yaml", "kompress-record.json", "config.json"} <= {f["path"] for f in manifest["files"]}
     secrets = [HF_TOKEN, s3.access_key_id, s3.secret_access_key, *(v for v in UNUSED.values() if v)]
-    assert_no_secret(secrets, logs=done.stderr, manifest=json.dumps(manifest), model_card=card, termination_message=termination.read_text())
+    assert_no_secret(secrets, logs=done.stderr, manifest=json.dumps(manifest), model_card=card, termination_message=termination)

@@ -119,14 +119,19 @@ def test_download_verifies_against_the_stores_checksums(client, bucket, big_file
     assert not list((tmp_path / "dl").glob("*.partial*"))
 
 
-def test_an_interrupted_download_fetches_only_the_missing_ranges(s3, client, bucket, big_file, tmp_path):
+def interrupted_download(s3, client, bucket, big_file, dest):
+    """`big_file` uploaded as m/shard, then a download of it into `dest` that fails after its first range."""
     with S3Transfer(client, SMALL_PARTS) as transfer:
         transfer.upload_files([UploadItem(big_file, bucket, "m/shard")])
-    dest = tmp_path / "dl"
     failing = make_client(S3Access(**s3.access()), s3.env("output"), "output", max_attempts=1)
     fail_after(failing, "GetObject", allowed=1)
     with S3Transfer(failing, SMALL_PARTS) as transfer, pytest.raises(InjectedFault):
         transfer.download_objects(download_items(failing, bucket, [("m/shard", "shard")], dest))
+    return dest
+
+
+def test_an_interrupted_download_fetches_only_the_missing_ranges(s3, client, bucket, big_file, tmp_path):
+    dest = interrupted_download(s3, client, bucket, big_file, tmp_path / "dl")
     assert not (dest / "shard").exists() and (dest / "shard.partial").exists()
 
     gets = count(client, "GetObject")
@@ -138,13 +143,7 @@ def test_an_interrupted_download_fetches_only_the_missing_ranges(s3, client, buc
 
 
 def test_a_corrupted_partial_download_is_caught_and_fetched_again(s3, client, bucket, big_file, tmp_path):
-    with S3Transfer(client, SMALL_PARTS) as transfer:
-        transfer.upload_files([UploadItem(big_file, bucket, "m/shard")])
-    dest = tmp_path / "dl"
-    failing = make_client(S3Access(**s3.access()), s3.env("output"), "output", max_attempts=1)
-    fail_after(failing, "GetObject", allowed=1)
-    with S3Transfer(failing, SMALL_PARTS) as transfer, pytest.raises(InjectedFault):
-        transfer.download_objects(download_items(failing, bucket, [("m/shard", "shard")], dest))
+    dest = interrupted_download(s3, client, bucket, big_file, tmp_path / "dl")
     with open(dest / "shard.partial", "r+b") as f:  # a bit flips in the range the first attempt finished
         f.seek(100)
         byte = f.read(1)
