@@ -21,11 +21,12 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from child_process import measure
 
 GOAL_SECONDS = 5.0
 PRESETS = ["sparse24-w4a16-w8a8", "w4a16-w8a8", "w4a16", "fp8-dynamic"]
@@ -39,20 +40,6 @@ def job_doc(preset: str, model: dict | None = None) -> dict:
         "metadata": {"name": "glm-plan", "namespace": "bench", "uid": "0"},
         "spec": {"model": model or {"uri": "hf://zai-org/GLM-4.5-Air"}, "recipe": {"preset": preset}, "output": {"uri": "s3://bench/glm"}},
     }
-
-
-def measure(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, float, str]:
-    """(wall seconds, peak RSS in MB, stdout) of one child process, RSS from wait4."""
-    started = time.monotonic()
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, **(env or {})})
-    out = proc.stdout.read() if proc.stdout else b""
-    err = proc.stderr.read() if proc.stderr else b""
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.monotonic() - started
-    if os.waitstatus_to_exitcode(status) != 0:
-        sys.stderr.write(err.decode(errors="replace")[-3000:])
-        raise SystemExit(f"failed: {' '.join(argv)}")
-    return wall, usage.ru_maxrss / 1024.0, out.decode()
 
 
 def ratio(seconds: float) -> str:

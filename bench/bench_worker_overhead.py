@@ -15,29 +15,15 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from child_process import measure
 
 HERE = Path(__file__).resolve().parent
 PRESET = "sparse24-w4a16-w8a8"
-
-
-def measure(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, float]:
-    """(wall seconds, peak RSS in MB) of one child process; fails loudly if it fails."""
-    started = time.monotonic()
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
-    output = proc.stdout.read() if proc.stdout else b""
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.monotonic() - started
-    if os.waitstatus_to_exitcode(status) != 0:
-        sys.stderr.write(output.decode(errors="replace")[-4000:])
-        raise SystemExit(f"failed: {' '.join(argv)}")
-    return wall, usage.ru_maxrss / 1024.0
 
 
 def prepare(root: Path, samples: int, length: int) -> dict[str, Path]:
@@ -96,10 +82,10 @@ def main(argv: list[str] | None = None) -> int:
         kompress: list[tuple[float, float]] = []
         for run in range(args.runs):
             out = root / f"bare-{run}"
-            bare.append(measure([sys.executable, str(HERE / "bare_llmcompressor.py"), str(files["model"]), str(files["data"]), str(files["recipe"]), str(out), str(args.length)], env))
+            bare.append(measure([sys.executable, str(HERE / "bare_llmcompressor.py"), str(files["model"]), str(files["data"]), str(files["recipe"]), str(out), str(args.length)], env)[:2])
             if has_runner:
                 work = root / f"work-{run}"
-                kompress.append(measure([sys.executable, "-m", "kompress_job.cli", "run", str(files["job"]), "--workdir", str(work), "--log-format", "json"], env))
+                kompress.append(measure([sys.executable, "-m", "kompress_job.cli", "run", str(files["job"]), "--workdir", str(work), "--log-format", "json"], env)[:2])
 
     bare_wall, bare_rss = statistics.median(w for w, _ in bare), statistics.median(r for _, r in bare)
     print(f"runs: {args.runs}")
