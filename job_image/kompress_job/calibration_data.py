@@ -109,14 +109,14 @@ def _hub_rows(cal: Calibration, workdir: Path, env: Mapping[str, str], commit: s
     from huggingface_hub import hf_hub_download
     from huggingface_hub.utils import disable_progress_bars
 
-    from kompress_job.sources.hub import hub_api, hub_call, hub_settings, list_files, repo_id_of, resolve_commit
+    from kompress_job.sources.hub import hub_api, hub_call, hub_settings, list_files, repo_id_of
 
     disable_progress_bars()
     settings = hub_settings(cal.hugging_face, env, what="calibration data")
     repo_id = repo_id_of(cal.uri)
     api = hub_api(settings)
     call = dict(uri=cal.uri, what="dataset", settings=settings, not_found=CalibrationNotFound, revision=cal.revision)
-    commit = commit or hub_call(lambda: resolve_commit(api, repo_id, cal.revision, repo_type="dataset"), **call)
+    commit = commit or _dataset_commit(cal, api, settings)
     entries = hub_call(lambda: list_files(api, repo_id, commit, repo_type="dataset"), **call)
     split = cal.split or "train"
     files = split_files([e.path for e in entries], split)
@@ -139,6 +139,20 @@ def _hub_rows(cal: Calibration, workdir: Path, env: Mapping[str, str], commit: s
     for path in local:
         rows.extend(read_jsonl(path)[0] if path.name.endswith((".jsonl", ".jsonl.gz")) else _json_rows(path))
     return rows, commit
+
+
+def _dataset_commit(cal: Calibration, api: Any, settings: Any) -> str:
+    """The commit a Hub dataset's spec.calibration.revision (default main) resolves to."""
+    from kompress_job.sources.hub import hub_call, repo_id_of, resolve_commit
+
+    return hub_call(
+        lambda: resolve_commit(api, repo_id_of(cal.uri), cal.revision, repo_type="dataset"),
+        uri=cal.uri,
+        what="dataset",
+        settings=settings,
+        not_found=CalibrationNotFound,
+        revision=cal.revision,
+    )
 
 
 def _json_rows(path: Path) -> list[Any]:
@@ -205,13 +219,10 @@ def check_source(cal: Calibration, env: Mapping[str, str]) -> str | None:
             raise CalibrationNotFound(f"no built-in calibration set '{uri}'; built-in sets: {', '.join('builtin://' + s for s in BUILTIN_SETS)}")
         return
     if uri.startswith("hf://"):
-        from kompress_job.sources.hub import hub_api, hub_call, hub_settings, repo_id_of, resolve_commit
+        from kompress_job.sources.hub import hub_api, hub_settings
 
         settings = hub_settings(cal.hugging_face, env, what="calibration data")
-        api = hub_api(settings)
-        return hub_call(
-            lambda: resolve_commit(api, repo_id_of(uri), cal.revision, repo_type="dataset"), uri=uri, what="dataset", settings=settings, not_found=CalibrationNotFound, revision=cal.revision
-        )
+        return _dataset_commit(cal, hub_api(settings), settings)
     if uri.startswith("s3://"):
         from botocore.exceptions import BotoCoreError, ClientError
 
