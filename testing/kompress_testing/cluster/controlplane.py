@@ -118,7 +118,8 @@ class ControlPlane:
                 f"--controllers={','.join(CONTROLLERS)}",
                 f"--service-account-private-key-file={certs.service_account_key}",
                 f"--root-ca-file={certs.ca_cert}",
-                "--use-service-account-credentials=false", "--leader-elect=false", "--secure-port=0",
+                # Each controller as its own ServiceAccount, bound by the bootstrap RBAC policy (as kubeadm runs it).
+                "--use-service-account-credentials=true", "--leader-elect=false", "--secure-port=0",
                 # A test's pods end in seconds; the default 12 500 terminated pods before podgc acts is for clusters.
                 "--terminated-pod-gc-threshold=1000",
                 "--concurrent-job-syncs=5", "--concurrent-gc-syncs=10",

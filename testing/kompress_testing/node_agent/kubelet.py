@@ -33,8 +33,7 @@ from typing import Any
 from kompress_testing.node_agent import podenv, runtime
 from kompress_testing.node_agent.api import Api, ApiError, path
 from kompress_testing.node_agent.config import AgentConfig
-from kompress_testing.node_agent.jobs import deleting, name, terminal, uid
-from kompress_testing.node_agent.scheduler import parse_quantity
+from kompress_testing.node_agent.objects import deleting, name, parse_quantity, terminal, uid
 
 log = logging.getLogger("kompress.node_agent.kubelet")
 
