@@ -57,7 +57,7 @@ test: $(STAMP) $(HELM) $(KUBECTL) $(CLUSTER)
 test-unit: $(STAMP)
 	$(PY) -m pytest -m "not integration and not e2e" $(PYTEST_ARGS)
 
-demo: $(STAMP) $(KUBECTL) $(CLUSTER)
+demo: $(STAMP) $(HELM) $(KUBECTL) $(CLUSTER)
 	$(PY) -m kompress_testing.demo
 
 bench: $(STAMP)

@@ -192,13 +192,16 @@ def _namespace_for(node: pytest.Item) -> str:
 
 
 def _leave_namespace(cluster: Cluster) -> None:
-    """Delete the test's namespace without waiting. CompressionJobs lose their finalizers first: the operator
-    that put them there is gone, and a cluster-wide operator of a later test must not find them."""
+    """Delete the test's namespace without waiting. CompressionJobs lose their finalizers and go first: the
+    operator that put the finalizers there is gone, and a cluster-wide operator of a later test must not find them."""
     client = cluster.client
     try:
         for item in client.get(cluster.path())["items"]:
             if item["metadata"].get("finalizers"):
                 client.patch(cluster.path(name=item["metadata"]["name"]), {"metadata": {"finalizers": None}})
+        # Gone now, not when the namespace controller gets to them: a later test's cluster-wide operator must
+        # not reconcile them into a namespace that refuses new content.
+        client.request("DELETE", cluster.path(), params={"propagationPolicy": "Background"})
         client.delete(f"/api/v1/namespaces/{cluster.namespace}")
     except ApiStatusError:
         pass

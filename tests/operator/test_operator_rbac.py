@@ -69,13 +69,15 @@ def lifecycle(cluster: Cluster, controller: Kubelet, clock: Clock, start_operato
 
 
 def worker_job_deleted_by_someone(cluster: Cluster, controller: Kubelet, clock: Clock, start_operator: Callable[[], None]) -> None:
-    """Someone deletes the worker Job: the status says so within seconds (by watch, not at the next resync)."""
+    """Someone deletes the worker Job: the status says so within seconds (by watch, not at the next resync). The job
+    waits for Kueue (suspended, so it has no pod whose events could tell the operator instead)."""
     start_operator()
-    cluster.apply(tiny().manifest())
+    cluster.apply(tiny().with_queue("gpu-batch").manifest())
     plan_job = wait_for("a plan Job", lambda: jobs_of(cluster, "plan"), PATIENCE_S)[0]
     controller.run_to_end(plan_job["metadata"]["name"], lambda p: p.succeeded(PlannerResult(ok=True, plan=PLAN)))
     worker = wait_for("a worker Job", lambda: jobs_of(cluster, "worker"), PATIENCE_S)[0]
     cluster.wait_phase("tiny", "Queued", timeout=PATIENCE_S)
+    assert cluster.pods(worker["metadata"]["name"]) == []
     cluster.kubectl("delete", "job", worker["metadata"]["name"])
     cluster.wait_phase("tiny", "Failed", timeout=PATIENCE_S)
     assert cluster.condition("tiny", "Failed")["reason"] == "WorkerJobDeleted"

@@ -258,6 +258,10 @@ class ControlPlane:
         for process in self.processes:
             process.check_alive()
 
+    def version(self) -> str:
+        """What kube-apiserver's /version says (gitVersion), e.g. v1.35.4."""
+        return str(self._session().get(f"{self.url}/version", timeout=5).json()["gitVersion"])
+
     def write_admin_kubeconfig(self, path: Path, namespace: str = "default") -> Path:
         path.write_text(yaml.safe_dump(kubeconfig(self.url, self.pki.ca_cert, cert=self.pki.client("admin"),
                                                   namespace=namespace, user="admin")))
