@@ -89,7 +89,10 @@ WAITING_PROBLEMS = {
     "InvalidImageName": "fix spec.image",
     "CreateContainerConfigError": "create the Secrets the job names (spec.*.s3.credentialsSecret, spec.*.huggingFace.tokenSecret) in its namespace",
     "CreateContainerError": "check the image and the pod's events (kubectl describe pod)",
+    # Not a container state: the Job controller's Event when it cannot create the pod at all.
+    "FailedCreate": "create what the message names (spec.scheduling.serviceAccountName, priorityClassName, runtimeClassName) or lift the quota",
 }
+FAILED_CREATE = "FailedCreate"
 # Waiting reasons that will never clear by themselves: fail at once rather than after the timeout.
 HOPELESS_WAITING = {"InvalidImageName"}
 

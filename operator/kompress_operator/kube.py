@@ -204,6 +204,16 @@ class Kube:
         doc = await self._request("GET", f"/api/v1/namespaces/{quote(namespace)}/pods", query=query)
         return list((doc or {}).get("items") or [])
 
+    async def pod_creation_failure(self, job: dict[str, Any]) -> str | None:
+        """The Job controller's latest FailedCreate Event on `job`, if any: a pod it could not create (a missing
+        ServiceAccount, PriorityClass or RuntimeClass, a quota) shows nowhere else, neither in the Job's status
+        nor as a pod."""
+        meta = job["metadata"]
+        query = {"fieldSelector": f"involvedObject.uid={meta['uid']},reason=FailedCreate"}
+        doc = await self._request("GET", f"/api/v1/namespaces/{quote(meta['namespace'])}/events", query=query)
+        items = sorted((doc or {}).get("items") or [], key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
+        return str(items[-1].get("message") or "") if items else None
+
     # --- Events ---
 
     async def post_event(self, cjob: dict[str, Any], event: Event) -> None:

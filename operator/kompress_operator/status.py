@@ -38,6 +38,9 @@ class Observed:
     worker_pods: Sequence[dict[str, Any]] = ()
     # GET /progress of the running worker, if it was polled this time; None keeps the last one.
     progress: dict[str, Any] | None = None
+    # The Job controller's FailedCreate message for a child Job that has no pod (read only then).
+    plan_pod_not_created: str | None = None
+    worker_pod_not_created: str | None = None
 
 
 @dataclass(frozen=True)
@@ -188,6 +191,12 @@ def waiting_of(pod: dict[str, Any], container: str, who: str) -> Waiting:
         return Waiting(reason, f"the {who} pod {name}: {reason}: {detail}; {c.WAITING_PROBLEMS[reason]}", True, since)
     state = reason or ("being scheduled" if not any(cd.get("type") == "PodScheduled" and cd.get("status") == TRUE for cd in status.get("conditions") or []) else "starting")
     return Waiting(c.POD_PENDING.name, c.POD_PENDING.message(pod=name, state=state), False, since)
+
+
+def not_created(job: dict[str, Any], message: str, who: str) -> Waiting:
+    """A Job whose pod the Job controller could not create, waiting as a pending pod would (since the Job's creation)."""
+    since = parse_time(job.get("metadata", {}).get("creationTimestamp"))
+    return Waiting(c.FAILED_CREATE, f"the {who} Job {_name(job)}: {message}; {c.WAITING_PROBLEMS[c.FAILED_CREATE]}", True, since)
 
 
 def _timed_out(waiting: Waiting, now: datetime, timeout_s: int) -> bool:
@@ -439,6 +448,8 @@ def _planning(run: _Run) -> None:
             _plan_failed(run, reason, message)
     else:
         waiting = next((waiting_of(p, children.PLAN_CONTAINER_NAME, "planning") for p in _live(pods) if _pod_phase(p) == "Pending"), None)
+        if not _live(pods) and run.obs.plan_pod_not_created:
+            waiting = not_created(job, run.obs.plan_pod_not_created, "planning")
         timeout = run.spec.pending_timeout_seconds
         if waiting is not None and _timed_out(waiting, run.now, timeout):
             _plan_failed(run, waiting.reason, _timeout_message(waiting, timeout))
@@ -531,11 +542,14 @@ def _active(run: _Run, job: dict[str, Any]) -> None:
     else:
         run.conds.clear(c.RUNNING, c.WORKER_STOPPED)
     pending = [p for p in pods if _pod_phase(p) == "Pending"]
-    if not pending:
+    if not pending and not run.obs.worker_pod_not_created:
         run.conds.set(c.QUEUED, TRUE, c.WAITING_FOR_POD)
         return
-    run.kids["workerPod"] = _name(pending[-1])
-    waiting = waiting_of(pending[-1], children.CONTAINER_NAME, "worker")
+    if pending:
+        run.kids["workerPod"] = _name(pending[-1])
+        waiting = waiting_of(pending[-1], children.CONTAINER_NAME, "worker")
+    else:
+        waiting = not_created(job, run.obs.worker_pod_not_created or "", "worker")
     timeout = run.spec.pending_timeout_seconds
     if _timed_out(waiting, run.now, timeout):
         run.fail(waiting.reason, _timeout_message(waiting, timeout))

@@ -23,8 +23,9 @@ kubelet resolves. Planning pods and worker pods run under a ServiceAccount with 
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list", "watch"]
-# Events on CompressionJobs for every transition.
+# Events on CompressionJobs for every transition; listed (by the Job's uid and reason FailedCreate) only for
+# a Job that has no pod: a pod the Job controller cannot create shows nowhere else.
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create"]
+  verbs: ["create", "list"]
 {{- end }}
