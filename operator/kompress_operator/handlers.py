@@ -94,7 +94,10 @@ async def compression_job_changed(type: str | None, body: kopf.Body, memo: kopf.
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=OURS)
-async def child_job_changed(body: kopf.Body, memo: kopf.Memo, compressionjobs: kopf.Index, kompress_jobs: kopf.Index, kompress_pods: kopf.Index, **_: Any) -> None:
+async def child_job_changed(type: str | None, body: kopf.Body, memo: kopf.Memo, compressionjobs: kopf.Index, kompress_jobs: kopf.Index, kompress_pods: kopf.Index, **_: Any) -> None:
+    # 1. A Job we deleted is really gone now: its name may be used again.
+    if type == "DELETED":
+        memo.runtime.deleted_jobs.discard(body.metadata.uid)
     await _reconcile_owner(memo.runtime, body, compressionjobs, kompress_jobs, kompress_pods)
 
 

@@ -282,3 +282,59 @@ def test_an_operator_watching_some_namespaces_leaves_the_others_alone(cluster, c
     finally:
         op.stop()
         cluster.client.delete(f"/api/v1/namespaces/{other}")
+
+
+# --- what only a real Job controller shows ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("scheduling", "words"),
+    [
+        ({"priorityClassName": "no-such-priority"}, "no PriorityClass with name no-such-priority was found"),
+        ({"runtimeClassName": "no-such-runtime"}, 'RuntimeClass "no-such-runtime" not found'),
+    ],
+    ids=["priority-class", "runtime-class"],
+)
+def test_a_worker_pod_the_job_controller_cannot_create_is_explained_then_fails(cluster, operator, controller, clock, scheduling, words):
+    # The Job is valid, so the API server accepts it; creating its pod is what fails (FailedCreate Events on the Job).
+    cluster.apply(tiny().with_scheduling(**scheduling).with_spec(pendingTimeoutSeconds=600).manifest())
+    worker = plan(cluster, controller)
+    queued = wait_for("the reason the pod was not created",
+                      lambda: (q := cluster.condition("tiny", "Queued")) and q["reason"] == "FailedCreate" and q)
+    assert words in queued["message"] and worker["metadata"]["name"] in queued["message"]
+    assert cluster.status("tiny")["phase"] == "Queued"
+    clock.advance(601)
+    cluster.wait_phase("tiny", "Failed")
+    failed = cluster.condition("tiny", "Failed")
+    assert failed["reason"] == "FailedCreate" and words in failed["message"] and "(600s)" in failed["message"]
+    wait_for("the worker Job to be deleted", lambda: jobs_of(cluster, "worker") == [])
+
+
+def test_a_missing_service_account_is_explained_while_planning_then_fails(cluster, operator, clock):
+    # The planning pod runs under the same ServiceAccount as the worker: it is the first that cannot be created.
+    cluster.apply(tiny().with_scheduling(serviceAccountName="nobody").with_spec(pendingTimeoutSeconds=600).manifest())
+    planned = wait_for("the reason the planning pod was not created",
+                       lambda: (p := cluster.condition("tiny", "Planned")) and p["reason"] == "FailedCreate" and p)
+    assert 'serviceaccount "nobody" not found' in planned["message"]
+    assert any(e["reason"] == "FailedCreate" and e["type"] == "Warning" for e in cluster.events("tiny"))
+    clock.advance(601)
+    cluster.wait_phase("tiny", "Failed")
+    assert cluster.condition("tiny", "Failed")["reason"] == "FailedCreate" and jobs_of(cluster, "worker") == []
+
+
+def test_kueue_suspend_then_resume_at_once_keeps_the_job_alive(cluster, operator, controller):
+    # Suspending a Kueue job deletes its Job; a resume before that Job's DELETED event reaches the operator must
+    # not let the late event read as "someone deleted the worker Job" (issue 14).
+    cluster.apply(tiny().with_queue("gpu-batch").manifest())
+    first = plan(cluster, controller)
+    cluster.wait_phase("tiny", "Queued")
+    for _ in range(3):
+        cluster.kubectl("patch", "cjob", "tiny", "--type=merge", "-p", '{"spec":{"suspend":true}}')
+        cluster.kubectl("patch", "cjob", "tiny", "--type=merge", "-p", '{"spec":{"suspend":false}}')
+    wait_for("the first worker Job to be gone", lambda: first["metadata"]["uid"] not in {j["metadata"]["uid"] for j in jobs_of(cluster, "worker")})
+    worker = wait_for(f"a new worker Job (status: {cluster.status('tiny')})", lambda: jobs_of(cluster, "worker"))[0]
+    assert worker["spec"]["suspend"] is True  # waiting for Kueue again
+    wait_for("a few resyncs", lambda: operator.runtime.metrics.reconciles._value.get() > 20)
+    status = cluster.wait_phase("tiny", "Queued")
+    assert cluster.condition("tiny", "Failed") is None or cluster.condition("tiny", "Failed")["status"] != "True", status
+    assert status["children"]["workerJob"] == worker["metadata"]["name"]

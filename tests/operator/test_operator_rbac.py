@@ -113,7 +113,16 @@ def name_taken(cluster: Cluster, controller: Kubelet, clock: Clock, start_operat
     assert cluster.condition("tiny", "Failed")["reason"] == "ChildNameTaken"
 
 
-SCENARIOS: list[Callable[..., None]] = [lifecycle, name_taken, worker_job_deleted_by_someone, stuck_pod]
+def pod_not_created(cluster: Cluster, controller: Kubelet, clock: Clock, start_operator: Callable[[], None]) -> None:
+    """A worker pod the Job controller cannot create (no such PriorityClass) is explained from its FailedCreate Event."""
+    start_operator()
+    cluster.apply(tiny().with_scheduling(priorityClassName="no-such-priority").manifest())
+    plan_job = wait_for("a plan Job", lambda: jobs_of(cluster, "plan"), PATIENCE_S)[0]
+    controller.run_to_end(plan_job["metadata"]["name"], lambda p: p.succeeded(PlannerResult(ok=True, plan=PLAN)))
+    wait_for("FailedCreate", lambda: (c := cluster.condition("tiny", "Queued")) and c["reason"] == "FailedCreate", PATIENCE_S)
+
+
+SCENARIOS: list[Callable[..., None]] = [lifecycle, name_taken, worker_job_deleted_by_someone, stuck_pod, pod_not_created]
 
 
 def install_operator_identity(cluster: Cluster, rules: list[dict[str, Any]]) -> tuple[str, Path]:
