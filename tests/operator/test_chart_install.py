@@ -193,3 +193,41 @@ def _delete_namespace(apiserver: Any, name: str) -> None:
         apiserver.client.delete(f"/api/v1/namespaces/{name}")
     except ApiStatusError:
         pass
+
+
+def test_users_of_the_builtin_view_and_edit_roles_get_compressionjob_rights(apiserver, tmp_path):
+    helm = Helm(apiserver, tmp_path / "helm")
+    release, release_ns, ns = f"kompress-{apiserver.namespace[-6:]}", f"{apiserver.namespace}-sys", apiserver.namespace
+    try:
+        # The CRD is already there, applied by other means (here: the fixtures): a release that would own it stops
+        # before creating anything, saying why; a release without it (a second one, or self-managed CRDs) installs.
+        refused = helm("install", release, str(CHART), "-n", release_ns, "--create-namespace", check=False)
+        assert refused.returncode != 0 and "invalid ownership metadata" in refused.stderr, refused.stderr
+        assert helm("status", release, "-n", release_ns, check=False).returncode != 0
+        assert apiserver.client.get_or_none(f"/apis/rbac.authorization.k8s.io/v1/clusterroles/{release}-view") is None
+        helm("install", release, str(CHART), "-n", release_ns, "--create-namespace", "--set", "crds.install=false")
+
+        tokens = {}
+        for user, role in (("viewer", "view"), ("editor", "edit")):
+            tokens[user] = apiserver.service_account_token(ns, user)
+            apiserver.kubectl("create", "rolebinding", f"{user}-{role}", f"--clusterrole={role}", f"--serviceaccount={ns}:{user}")
+        # kube-controller-manager's clusterrole-aggregation controller folds kompress-view/-edit into view/edit.
+        for user, verb in (("viewer", "get"), ("editor", "create")):
+            wait_for(f"{user} may {verb} compressionjobs", lambda: apiserver.kubectl(
+                "auth", "can-i", verb, "compressionjobs.kompress.dev", f"--as=system:serviceaccount:{ns}:{user}", check=False).stdout.strip() == "yes",
+                timeout=30, interval=0.3)
+
+        job = yaml.safe_dump({**tiny().manifest(), "metadata": {"name": "tiny", "namespace": ns}})
+        refused = apiserver.kubectl("create", "-f", "-", input=job, token=tokens["viewer"], check=False)
+        assert refused.returncode != 0 and "forbidden" in refused.stderr, refused.stderr
+        assert apiserver.denied(f"system:serviceaccount:{ns}:viewer") == [f"system:serviceaccount:{ns}:viewer create compressionjobs"]
+        apiserver.kubectl("create", "-f", "-", input=job, token=tokens["editor"])
+        assert apiserver.kubectl("get", "cjob", "-o", "name", token=tokens["viewer"]).stdout.split() == ["compressionjob.kompress.dev/tiny"]
+        # Only the operator writes status: an editor cannot forge a Succeeded.
+        forged = apiserver.kubectl("patch", "cjob", "tiny", "--subresource=status", "--type=merge", "-p", '{"status":{"phase":"Succeeded"}}',
+                                   token=tokens["editor"], check=False)
+        assert forged.returncode != 0 and "forbidden" in forged.stderr, forged.stderr
+        helm("uninstall", release, "-n", release_ns)
+    finally:
+        helm("uninstall", release, "-n", release_ns, check=False)
+        _delete_namespace(apiserver, release_ns)
