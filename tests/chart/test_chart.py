@@ -86,6 +86,7 @@ def test_the_crd_is_a_release_resource_kept_on_uninstall():
     generated = yaml.safe_load((ROOT / "crds" / "kompress.dev_compressionjobs.yaml").read_text())
     assert crd["spec"] == generated["spec"]
     assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    assert crd["metadata"]["annotations"]["argocd.argoproj.io/sync-options"] == "Prune=false,Delete=false"  # Argo CD's "keep"
     assert crd["metadata"]["labels"]["app.kubernetes.io/part-of"] == "kompress"
     assert not by_kind(render("--set", "crds.install=false"), "CustomResourceDefinition")
 
