@@ -19,7 +19,7 @@ CRD    := crds/kompress.dev_compressionjobs.yaml
 CHART_CRD := charts/kompress/files/crds/kompress.dev_compressionjobs.yaml
 PYTEST_ARGS ?=
 
-.PHONY: all venv tools cluster crds test test-unit demo bench clean
+.PHONY: all venv tools cluster crds lint test test-unit demo bench clean
 
 all: test
 
@@ -52,7 +52,9 @@ cluster: $(CLUSTER)
 crds: $(STAMP)
 	$(PY) -m kompress_api.crdgen $(CRD) $(CHART_CRD)
 
+# The layers are a contract (.importlinter): checked before the tests.
 test: $(STAMP) $(HELM) $(KUBECTL) $(CLUSTER)
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: $(STAMP)
