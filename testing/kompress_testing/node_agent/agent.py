@@ -145,7 +145,7 @@ class NodeAgent:
             events = Events(api, self.config.node_name)
             self.kubelet = Kubelet(api, self.config, events, self.node_ip)
             logs = LogServer(lambda ns, pod, container: self.config.state_dir / "logs" / f"{ns}_{pod}_{container}.log",
-                             self.kubelet.container_running)
+                             self.kubelet.container_running, self.kubelet.container_waiting)
             self.kubelet_port = await logs.start(self.node_ip, ssl_context=self_signed_context(self.config.state_dir, self.node_ip))
             await self._register_node(api)
             await self.kubelet.adopt_leftovers((await api.get(self._my_pods()))["items"])

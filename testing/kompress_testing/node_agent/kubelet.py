@@ -347,6 +347,14 @@ class Kubelet:
         self._ips_in_use.discard(rt.ip)
         shutil.rmtree(rt.sandbox, ignore_errors=True)
 
+    def container_waiting(self, namespace: str, pod: str, container: str) -> str | None:
+        """The reason a container of a pod this node holds has not started yet (None: it started, or is unknown)."""
+        for rt in self.pods.values():
+            if (rt.namespace, rt.name) == (namespace, pod) and container in rt.containers:
+                state = rt.containers[container]
+                return state.waiting[0] if state.process is None and state.exit is None else None
+        return None
+
     def container_running(self, namespace: str, pod: str, container: str) -> bool:
         for rt in self.pods.values():
             if (rt.namespace, rt.name) == (namespace, pod) and container in rt.containers:
@@ -442,9 +450,13 @@ class Kubelet:
                 log.debug("could not report %s at shutdown: %s", rt.name, err)
 
     async def adopt_leftovers(self, pods: Sequence[dict[str, Any]]) -> None:
-        """Pods bound here that no process of ours runs (the agent was restarted): their containers are lost."""
+        """Pods bound here whose containers an earlier agent started (the agent was restarted): they are lost.
+        A pod none of whose containers had started (bound while no agent ran, or between this agent's
+        registration and now) is simply started by the next sync, as a kubelet starts a pod it finds."""
         for pod in pods:
             if (pod.get("spec") or {}).get("nodeName") != self.config.node_name or terminal(pod) or uid(pod) in self.pods:
+                continue
+            if not _had_started(pod) and not deleting(pod):
                 continue
             status = self._never_started_status(pod)
             for cs, old in zip(status["containerStatuses"], (pod.get("status") or {}).get("containerStatuses") or []):
@@ -454,6 +466,12 @@ class Kubelet:
             await self._write_status(pod, status)
             if deleting(pod):
                 await self._confirm_deletion(pod, None)
+
+
+def _had_started(pod: dict[str, Any]) -> bool:
+    """Whether the pod's status says one of its containers ran (running or terminated)."""
+    states = [cs.get("state") or {} for cs in (pod.get("status") or {}).get("containerStatuses") or []]
+    return any("running" in state or "terminated" in state for state in states)
 
 
 def _volume_ref(volume: dict[str, Any]) -> podenv.Ref | None:
