@@ -20,6 +20,7 @@ from typing import Any
 import psutil
 import pytest
 
+from kompress_testing.cluster.build import kubernetes_version
 from kompress_testing.node_agent import AGENT_NAMESPACE, AGENT_SERVICE_ACCOUNT, AgentConfig, AgentThread, rbac_manifests
 from kompress_testing.pytest_plugin import start_node_agent
 
@@ -512,6 +513,8 @@ def test_the_cli_runs_the_agent_until_terminated(apiserver: Any, tmp_path: Path)
     jobs = apiserver.path("jobs", api_version="batch/v1")
     try:
         assert f"node {node_name} ready" in proc.stdout.readline()
+        (row,) = apiserver.kubectl("get", "node", node_name, "--no-headers").stdout.splitlines()
+        assert row.split()[1::3] == ["Ready", f"{kubernetes_version()}-kompress-node-agent"], row  # NAME STATUS ROLES AGE VERSION
         apiserver.client.post(jobs, job_manifest("cli", script("pass")))
         wait_for("the Job to complete", lambda: condition(apiserver.client.get(f"{jobs}/cli"), "Complete"))
         assert apiserver.client.get(f"{apiserver.path('pods', api_version='v1')}", labelSelector="job-name=cli")["items"][0]["spec"]["nodeName"] == node_name

@@ -38,7 +38,8 @@ log = logging.getLogger("kompress.node_agent")
 
 AGENT_NAMESPACE = "kube-system"
 AGENT_SERVICE_ACCOUNT = "kompress-node-agent"
-VERSION = "v1.32.0-kompress-node-agent"
+# The kubelet version a Node reports: the API server's own, marked as played (`kubectl get nodes` shows it).
+VERSION_SUFFIX = "-kompress-node-agent"
 
 
 class Events:
@@ -101,6 +102,7 @@ class NodeAgent:
         self.wake = asyncio.Event()
         self.kubelet: Kubelet | None = None
         self.kubelet_port = 0
+        self.kubelet_version = "v0.0.0" + VERSION_SUFFIX  # the server's, once read (run)
         # Unexpected exceptions of sync passes (bugs in the agent); AgentThread.stop() raises if any.
         self.errors: list[BaseException] = []
 
@@ -120,12 +122,13 @@ class NodeAgent:
             "capacity": dict(self.config.capacity), "allocatable": dict(self.config.capacity), "conditions": [condition],
             "addresses": [{"type": "InternalIP", "address": self.node_ip}, {"type": "Hostname", "address": self.config.node_name}],
             "daemonEndpoints": {"kubeletEndpoint": {"Port": self.kubelet_port}},
-            "nodeInfo": {"kubeletVersion": VERSION, "kubeProxyVersion": VERSION, "operatingSystem": "linux", "architecture": "amd64",
+            "nodeInfo": {"kubeletVersion": self.kubelet_version, "kubeProxyVersion": self.kubelet_version, "operatingSystem": "linux", "architecture": "amd64",
                          "containerRuntimeVersion": "kompress-node-agent://0.1", "osImage": "local processes",
                          "kernelVersion": "", "machineID": "", "systemUUID": "", "bootID": ""},
         }
 
     async def _register_node(self, api: Api) -> None:
+        self.kubelet_version = (await api.get("/version"))["gitVersion"] + VERSION_SUFFIX
         url = path("v1", "nodes", None, self.config.node_name)
         if await api.get_or_none(url) is None:
             await api.create(path("v1", "nodes"), self.node_object())

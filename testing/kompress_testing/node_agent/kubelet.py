@@ -9,7 +9,8 @@ conditions, containerStatuses waiting/running/terminated with exitCode, reason a
 message, `FallbackToLogsOnError`), CreateContainerConfigError while a Secret or ConfigMap is missing,
 graceful stop of a deleted pod (SIGTERM, the grace period, SIGKILL, then the final DELETE), and the
 node's shutdown (pods terminated with the DisruptionTarget condition, as graceful node shutdown does).
-Must not: decide anything a controller decides (how many pods, retries): jobs.py does.
+Must not: decide anything a controller decides (how many pods, retries, where they run): the
+Job controller and kube-scheduler do.
 Not modelled: init and sidecar containers, container restarts (restartPolicy is taken as Never),
 probes (a running container is ready), resource limits other than memory, pod-level activeDeadlineSeconds.
 """
