@@ -15,7 +15,6 @@ the CRD was refused (one line on stderr).
 from __future__ import annotations
 
 import argparse
-import json
 import signal
 import sys
 import tempfile
@@ -24,8 +23,6 @@ from pathlib import Path
 
 from kompress_testing.cluster.client import KubeClient
 from kompress_testing.cluster.controlplane import ControlPlane
-
-TOKEN_SECONDS = 7 * 24 * 3600  # a laptop session; the API server caps nothing here
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -50,15 +47,6 @@ def install_crd(plane: ControlPlane, admin: Path, crd: Path) -> None:
         raise CrdRefused(" ".join(applied.stderr.split()))
 
 
-def write_node_agent_kubeconfig(plane: ControlPlane, admin: KubeClient, path: Path) -> None:
-    from kompress_testing.node_agent import AGENT_NAMESPACE, AGENT_SERVICE_ACCOUNT, rbac_manifests
-
-    plane.kubectl("apply", "--server-side", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": rbac_manifests()}))
-    request = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"expirationSeconds": TOKEN_SECONDS}}
-    token = admin.post(f"/api/v1/namespaces/{AGENT_NAMESPACE}/serviceaccounts/{AGENT_SERVICE_ACCOUNT}/token", request)["status"]["token"]
-    plane.write_token_kubeconfig(path, token, AGENT_NAMESPACE)
-
-
 def serve(args: argparse.Namespace, workdir: Path, stop: threading.Event) -> int:
     try:
         plane = ControlPlane.start(workdir)
@@ -75,7 +63,9 @@ def serve(args: argparse.Namespace, workdir: Path, stop: threading.Event) -> int
                 print(f"error: the CRD {args.crd} was not installed: {err}", file=sys.stderr)
                 return 2
         if args.node_agent_kubeconfig:
-            write_node_agent_kubeconfig(plane, admin, args.node_agent_kubeconfig)
+            from kompress_testing.node_agent.access import agent_kubeconfig
+
+            agent_kubeconfig(plane, args.node_agent_kubeconfig)
         print(f"Kubernetes control plane {admin.get('/version')['gitVersion']} at {plane.url}", flush=True)
         while not stop.wait(1):
             plane.check_alive()
