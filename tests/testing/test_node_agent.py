@@ -382,6 +382,25 @@ def test_deleting_a_pod_stops_its_process_gracefully_then_it_leaves_the_api(node
     assert ("kubelet", "Killing", "Stopping container main") in node.events(pod["metadata"]["name"])
 
 
+def test_an_evicted_pod_keeps_the_api_servers_disruption_condition_so_the_job_retries_it(node: Node, tmp_path: Path) -> None:
+    # kube-apiserver marks an evicted pod DisruptionTarget before deleting it; the kubelet's own status
+    # writes must keep it, or the Job controller counts the eviction as the pod's failure.
+    marker = tmp_path / "evicted-once"
+    policy = {"rules": [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}]}
+    node.create_job(job_manifest("evictable", script(f"""
+        import os, sys, time
+        if os.path.exists({str(marker)!r}): sys.exit(0)
+        open({str(marker)!r}, "w").close()
+        time.sleep(60)
+    """), podFailurePolicy=policy))
+    (pod,) = node.wait_pod_phase("evictable", "Running")
+    name = pod["metadata"]["name"]
+    node.client.post(node.url("pods", name) + "/eviction", {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": name}})
+
+    done = node.wait_job("evictable", "Complete")
+    assert (done["status"]["succeeded"], done["status"].get("failed", 0)) == (1, 0), "an eviction is ignored, not counted"
+
+
 def test_deleting_a_job_deletes_its_pods_and_stops_their_processes(node: Node) -> None:
     node.create_job(job_manifest("doomed", script("import time; time.sleep(60)")))
     node.wait_pod_phase("doomed", "Running")

@@ -40,6 +40,8 @@ log = logging.getLogger("kompress.node_agent.kubelet")
 
 SHUTDOWN_MESSAGE = "Pod was terminated in response to imminent node shutdown."
 UNKNOWN_MESSAGE = "The container could not be located when the pod was terminated"
+# The pod conditions the kubelet owns and rewrites (pkg/kubelet/types PodConditionsByKubelet).
+KUBELET_CONDITIONS = frozenset({"PodScheduled", "Ready", "Initialized", "ContainersReady", "PodReadyToStartContainers"})
 
 
 @dataclass
@@ -395,6 +397,10 @@ class Kubelet:
         ]
         if rt.disruption:
             conditions.insert(0, rt.disruption)
+        # Conditions others wrote stay, as the kubelet's status manager keeps them (mergePodStatus): above all
+        # kube-apiserver's DisruptionTarget on an evicted pod, which a podFailurePolicy matches once it ends.
+        mine = {c["type"] for c in conditions}
+        conditions += [c for c in old.get("conditions") or [] if c.get("type") not in KUBELET_CONDITIONS | mine]
         status: dict[str, Any] = {
             "phase": pod_phase,
             "conditions": _keep_transition_times(conditions, old.get("conditions") or []),
