@@ -34,14 +34,13 @@ from typing import Any
 from kompress_testing.node_agent import podenv, runtime
 from kompress_testing.node_agent.api import Api, ApiError, path
 from kompress_testing.node_agent.config import AgentConfig
-from kompress_testing.node_agent.objects import deleting, name, parse_quantity, terminal, uid
+from kompress_testing.node_agent.objects import (KUBELET_CONDITIONS, condition, deleting, drop_nulls, had_started, keep_transition_times, name,
+                                                 parse_quantity, terminal, uid)
 
 log = logging.getLogger("kompress.node_agent.kubelet")
 
 SHUTDOWN_MESSAGE = "Pod was terminated in response to imminent node shutdown."
 UNKNOWN_MESSAGE = "The container could not be located when the pod was terminated"
-# The pod conditions the kubelet owns and rewrites (pkg/kubelet/types PodConditionsByKubelet).
-KUBELET_CONDITIONS = frozenset({"PodScheduled", "Ready", "Initialized", "ContainersReady", "PodReadyToStartContainers"})
 
 
 @dataclass
@@ -81,24 +80,6 @@ class PodRuntime:
     @property
     def finished(self) -> bool:
         return all(c.exit is not None for c in self.containers.values())
-
-
-def _condition(ctype: str, status: bool, reason: str | None = None, message: str | None = None, *, since: str) -> dict[str, Any]:
-    cond: dict[str, Any] = {"type": ctype, "status": "True" if status else "False", "lastTransitionTime": since}
-    if reason:
-        cond["reason"] = reason
-    if message:
-        cond["message"] = message
-    return cond
-
-
-def _keep_transition_times(new: list[dict[str, Any]], old: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    before = {c.get("type"): c for c in old}
-    for cond in new:
-        prior = before.get(cond["type"])
-        if prior and prior.get("status") == cond["status"] and prior.get("lastTransitionTime"):
-            cond["lastTransitionTime"] = prior["lastTransitionTime"]
-    return new
 
 
 def container_status(state: ContainerState, spec: dict[str, Any], log_path: Path, termination_file: Path) -> dict[str, Any]:
@@ -389,11 +370,11 @@ class Kubelet:
         else:
             ready = (True, None, None)
         conditions = [
-            _condition("PodReadyToStartContainers", not rt.finished, since=now),
-            _condition("Initialized", True, since=now),
-            _condition("Ready", ready[0], ready[1], ready[2], since=now),
-            _condition("ContainersReady", ready[0], ready[1], ready[2], since=now),
-            _condition("PodScheduled", True, since=now),
+            condition("PodReadyToStartContainers", not rt.finished, since=now),
+            condition("Initialized", True, since=now),
+            condition("Ready", ready[0], ready[1], ready[2], since=now),
+            condition("ContainersReady", ready[0], ready[1], ready[2], since=now),
+            condition("PodScheduled", True, since=now),
         ]
         if rt.disruption:
             conditions.insert(0, rt.disruption)
@@ -403,7 +384,7 @@ class Kubelet:
         conditions += [c for c in old.get("conditions") or [] if c.get("type") not in KUBELET_CONDITIONS | mine]
         status: dict[str, Any] = {
             "phase": pod_phase,
-            "conditions": _keep_transition_times(conditions, old.get("conditions") or []),
+            "conditions": keep_transition_times(conditions, old.get("conditions") or []),
             "hostIP": self.node_ip, "hostIPs": [{"ip": self.node_ip}],
             "podIP": rt.ip, "podIPs": [{"ip": rt.ip}],
             "startTime": rt.started_at,
@@ -427,7 +408,7 @@ class Kubelet:
         return old
 
     async def _write_status(self, pod: dict[str, Any], status: dict[str, Any]) -> None:
-        status = _drop_nulls(status)  # as the server stores a built-in object (Go structs have no nulls)
+        status = drop_nulls(status)  # as the server stores a built-in object (Go structs have no nulls)
         if status == (pod.get("status") or {}):
             return
         await self.api.json_patch(path("v1", "pods", pod["metadata"]["namespace"], name(pod), "status"),
@@ -442,7 +423,7 @@ class Kubelet:
         now = runtime.now_iso()
         for rt in list(self.pods.values()):
             if not rt.finished:
-                rt.disruption = _condition("DisruptionTarget", True, "TerminationByKubelet", SHUTDOWN_MESSAGE, since=now)
+                rt.disruption = condition("DisruptionTarget", True, "TerminationByKubelet", SHUTDOWN_MESSAGE, since=now)
                 rt.status_reason = ("Terminated", SHUTDOWN_MESSAGE)
         await asyncio.gather(*(self._stop(rt, grace_s) for rt in self.pods.values() if rt.running))
         for rt in list(self.pods.values()):
@@ -463,7 +444,7 @@ class Kubelet:
         for pod in pods:
             if (pod.get("spec") or {}).get("nodeName") != self.config.node_name or terminal(pod) or uid(pod) in self.pods:
                 continue
-            if not _had_started(pod) and not deleting(pod):
+            if not had_started(pod) and not deleting(pod):
                 continue
             status = self._never_started_status(pod)
             for cs, old in zip(status["containerStatuses"], (pod.get("status") or {}).get("containerStatuses") or []):
@@ -475,26 +456,12 @@ class Kubelet:
                 await self._confirm_deletion(pod, None)
 
 
-def _had_started(pod: dict[str, Any]) -> bool:
-    """Whether the pod's status says one of its containers ran (running or terminated)."""
-    states = [cs.get("state") or {} for cs in (pod.get("status") or {}).get("containerStatuses") or []]
-    return any("running" in state or "terminated" in state for state in states)
-
-
 def _volume_ref(volume: dict[str, Any]) -> podenv.Ref | None:
     if "secret" in volume:
         return podenv.Ref("secrets", volume["secret"]["secretName"])
     if "configMap" in volume:
         return podenv.Ref("configmaps", volume["configMap"]["name"])
     return None
-
-
-def _drop_nulls(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _drop_nulls(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list):
-        return [_drop_nulls(v) for v in value]
-    return value
 
 
 def _bindable(ip: str, port: int) -> bool:
