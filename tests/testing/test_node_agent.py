@@ -397,7 +397,7 @@ def test_an_evicted_pod_keeps_the_api_servers_disruption_condition_so_the_job_re
     name = pod["metadata"]["name"]
     node.client.post(node.url("pods", name) + "/eviction", {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": name}})
 
-    done = node.wait_job("evictable", "Complete")
+    done = node.wait_job("evictable", "Complete", timeout=60)  # the Job controller's pod failure back-off: 10 s
     assert (done["status"]["succeeded"], done["status"].get("failed", 0)) == (1, 0), "an eviction is ignored, not counted"
 
 
@@ -461,7 +461,7 @@ def test_stopping_the_agent_ends_every_process_and_a_restarted_agent_carries_on(
 
     second = start_node_agent(apiserver, tmp_path / "node", node_name=node.name)
     try:
-        done = node.wait_job("survivor", "Complete")
+        done = node.wait_job("survivor", "Complete", timeout=60)  # the Job controller's pod failure back-off: 10 s
         assert (done["status"]["succeeded"], done["status"].get("failed", 0)) == (1, 0), "a disruption is ignored, not counted"
         assert condition(apiserver.client.get(node_url), "Ready")["status"] == "True"
     finally:
