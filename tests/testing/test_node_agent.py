@@ -525,7 +525,7 @@ def test_the_agent_needs_only_the_rights_of_its_own_rbac_manifests(apiserver: An
     assert _run_one_job_as(apiserver, "agent", tmp_path) == (True, [])
 
 
-AGENT_RULES = rbac_manifests()[1]["rules"]
+AGENT_RULES = next(m for m in rbac_manifests() if m["kind"] == "ClusterRole")["rules"]
 
 
 @pytest.mark.parametrize("rule", AGENT_RULES, ids=["+".join(r["resources"]) for r in AGENT_RULES])

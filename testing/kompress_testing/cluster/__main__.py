@@ -21,7 +21,6 @@ import tempfile
 import threading
 from pathlib import Path
 
-from kompress_testing.cluster.client import KubeClient
 from kompress_testing.cluster.controlplane import ControlPlane
 
 
@@ -55,7 +54,6 @@ def serve(args: argparse.Namespace, workdir: Path, stop: threading.Event) -> int
         return 2
     try:
         admin_path = plane.write_admin_kubeconfig(args.kubeconfig)
-        admin = KubeClient(plane.url, plane.pki.ca_cert, cert=plane.pki.client("admin"))
         if args.crd:
             try:
                 install_crd(plane, admin_path, args.crd)
@@ -66,7 +64,7 @@ def serve(args: argparse.Namespace, workdir: Path, stop: threading.Event) -> int
             from kompress_testing.node_agent.access import agent_kubeconfig
 
             agent_kubeconfig(plane, args.node_agent_kubeconfig)
-        print(f"Kubernetes control plane {admin.get('/version')['gitVersion']} at {plane.url}", flush=True)
+        print(f"Kubernetes control plane {plane.version()} at {plane.url}", flush=True)
         while not stop.wait(1):
             plane.check_alive()
         return 0
