@@ -1,128 +1,25 @@
 """The played kubelet (kompress_testing.node_agent) on the real control plane: kube-controller-manager's Job
 controller makes the pods, kube-scheduler binds them to the agent's Node, and the agent runs them as local
-processes and reports them as a kubelet does. Each test runs small `python -c` Jobs in its own namespace."""
+processes and reports them as a kubelet does. Each test runs small `python -c` Jobs in its own namespace.
+(The agent's own life, its identity and its CLI: test_node_agent_life.py.)"""
 
 from __future__ import annotations
 
 import json
 import os
 import re
-import signal
-import subprocess
 import sys
-import textwrap
-import time
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 
-from kompress_testing.cluster.build import kubernetes_version
-from kompress_testing.node_agent import AGENT_NAMESPACE, AGENT_SERVICE_ACCOUNT, AgentConfig, AgentThread, rbac_manifests
 from kompress_testing.pytest_plugin import start_node_agent
 
+from .node_agent_views import Node, condition, job_manifest, node, script, wait_for  # noqa: F401 - node is a fixture
+
 pytestmark = pytest.mark.integration
-
-
-def wait_for(what: str, probe: Callable[[], Any], timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = probe()
-        except (KeyError, IndexError, StopIteration, TypeError) as err:
-            last = err
-        else:
-            if last:
-                return last
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last seen: {last!r}")
-
-
-def script(code: str) -> list[str]:
-    return ["python", "-c", textwrap.dedent(code)]
-
-
-def job_manifest(name: str, command: list[str], **spec: Any) -> dict[str, Any]:
-    container = {"name": "main", "image": "registry.example/tool:1", "command": command}
-    container.update(spec.pop("container", {}))
-    pod_spec = {"restartPolicy": "Never", "terminationGracePeriodSeconds": 2, "containers": [container]}
-    pod_spec.update(spec.pop("pod", {}))
-    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name},
-            "spec": {"backoffLimit": 0, **spec, "template": {"spec": pod_spec}}}
-
-
-def condition(obj: dict[str, Any], ctype: str) -> dict[str, Any] | None:
-    return next((c for c in (obj.get("status") or {}).get("conditions") or [] if c["type"] == ctype), None)
-
-
-class Node:
-    """One played Node on the test's namespace, with the views these tests need."""
-
-    def __init__(self, api: Any, agent: AgentThread, state_dir: Path) -> None:
-        self.api = api
-        self.agent = agent
-        self.state_dir = state_dir
-
-    @property
-    def name(self) -> str:
-        return self.agent.config.node_name
-
-    @property
-    def client(self) -> Any:
-        return self.api.client
-
-    def url(self, plural: str, name: str | None = None) -> str:
-        return self.api.path(plural, name=name, api_version="batch/v1" if plural == "jobs" else "v1")
-
-    def create(self, plural: str, obj: dict[str, Any]) -> dict[str, Any]:
-        return self.client.post(self.url(plural), obj)
-
-    def create_job(self, manifest: dict[str, Any]) -> dict[str, Any]:
-        return self.create("jobs", manifest)
-
-    def job(self, name: str) -> dict[str, Any]:
-        return self.client.get(self.url("jobs", name))
-
-    def pods(self, job: str) -> list[dict[str, Any]]:
-        return self.client.get(self.url("pods"), labelSelector=f"job-name={job}")["items"]
-
-    def pod(self, name: str) -> dict[str, Any]:
-        return self.client.get(self.url("pods", name))
-
-    def wait_job(self, name: str, ctype: str, timeout: float = 30.0) -> dict[str, Any]:
-        return wait_for(f"Job {name} {ctype}", lambda: (j := self.job(name)) and (condition(j, ctype) or {}).get("status") == "True" and j, timeout)
-
-    def wait_pod_phase(self, job: str, phase: str, count: int = 1) -> list[dict[str, Any]]:
-        return wait_for(f"{count} {phase} pod(s) of {job}",
-                        lambda: len(pods := [p for p in self.pods(job) if p["status"].get("phase") == phase]) >= count and pods)
-
-    def events(self, name: str) -> list[tuple[str, str, str]]:
-        """(component, reason, message) of the Events about `name`, whoever wrote them."""
-        items = self.client.get(self.url("events"))["items"]
-        return [((e.get("source") or {}).get("component") or e.get("reportingComponent", ""), e["reason"], e.get("message", ""))
-                for e in items if e["involvedObject"]["name"] == name]
-
-    def log(self, pod: dict[str, Any], container: str = "main") -> str:
-        return (self.state_dir / "logs" / f"{self.api.namespace}_{pod['metadata']['name']}_{container}.log").read_text()
-
-    def processes(self) -> list[psutil.Process]:
-        """The pods' processes this agent runs (children of this test process started by the agent)."""
-        return [p for p in psutil.Process().children(recursive=True) if self._is_pod(p)]
-
-    def _is_pod(self, proc: psutil.Process) -> bool:
-        try:
-            return any(str(self.state_dir) in (arg or "") for arg in proc.environ().values())
-        except psutil.Error:
-            return False
-
-
-@pytest.fixture
-def node(apiserver: Any, node_agent: AgentThread, tmp_path: Path) -> Node:
-    return Node(apiserver, node_agent, tmp_path / "node")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -428,138 +325,3 @@ def test_kubectl_logs_reads_a_pods_log_through_the_api_server(node: Node) -> Non
     assert node.api.kubectl("logs", "job/chatty").stdout.splitlines()[-1] == "last line"
     refused = node.api.kubectl("logs", name, "-c", "other", check=False)
     assert refused.returncode != 0 and f"container other is not valid for pod {name}" in refused.stderr
-
-
-# ---------------------------------------------------------------------------------------------
-# The agent's own life
-# ---------------------------------------------------------------------------------------------
-
-
-def test_stopping_the_agent_ends_every_process_and_a_restarted_agent_carries_on(apiserver: Any, tmp_path: Path) -> None:
-    marker = tmp_path / "second-run"
-    policy = {"rules": [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}]}
-    command = script(f"""
-        import os, subprocess, sys, time
-        if os.path.exists({str(marker)!r}): sys.exit(0)
-        open({str(marker)!r}, "w").close()
-        subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # a child of the container
-        time.sleep(60)
-    """)
-    first = start_node_agent(apiserver, tmp_path / "node", delete_node_on_stop=False)
-    node = Node(apiserver, first, tmp_path / "node")
-    node_url = apiserver.path("nodes", namespace=None, name=node.name, api_version="v1")
-    node.create_job(job_manifest("survivor", command, podFailurePolicy=policy))
-    wait_for("the container and its child", lambda: len(node.processes()) >= 2)
-    first.stop()
-
-    assert node.processes() == [], "no process outlives the agent"
-    (stopped,) = [p for p in node.pods("survivor") if condition(p, "DisruptionTarget")]
-    assert stopped["status"]["phase"] == "Failed"
-    disruption = condition(stopped, "DisruptionTarget")
-    assert (disruption["status"], disruption["reason"]) == ("True", "TerminationByKubelet")
-    assert condition(apiserver.client.get(node_url), "Ready")["status"] == "Unknown"
-
-    second = start_node_agent(apiserver, tmp_path / "node", node_name=node.name)
-    try:
-        done = node.wait_job("survivor", "Complete", timeout=60)  # the Job controller's pod failure back-off: 10 s
-        assert (done["status"]["succeeded"], done["status"].get("failed", 0)) == (1, 0), "a disruption is ignored, not counted"
-        assert condition(apiserver.client.get(node_url), "Ready")["status"] == "True"
-    finally:
-        second.stop()
-    assert apiserver.client.get_or_none(node_url) is None, "a stopped agent deletes its Node: nothing is bound to it again"
-
-
-def _bind_agent_role(apiserver: Any, account: str, drop: dict[str, Any] | None = None) -> list[str]:
-    """A copy of the agent's own ClusterRole (less `drop`), bound to `account` in the test's namespace;
-    returns the cluster-scoped URLs to delete afterwards."""
-    role_name = f"{apiserver.namespace}-{account}"
-    urls = []
-    for manifest in rbac_manifests(apiserver.namespace, account):
-        manifest = json.loads(json.dumps(manifest))
-        if manifest["kind"] == "ServiceAccount":
-            apiserver.client.post(apiserver.path("serviceaccounts", api_version="v1"), manifest)
-            continue
-        manifest["metadata"]["name"] = role_name
-        if manifest["kind"] == "ClusterRole":
-            manifest["rules"] = [rule for rule in manifest["rules"] if rule != drop]
-        else:
-            manifest["roleRef"]["name"] = role_name
-        plural = manifest["kind"].lower() + "s"
-        apiserver.client.post(f"/apis/rbac.authorization.k8s.io/v1/{plural}", manifest)
-        urls.append(f"/apis/rbac.authorization.k8s.io/v1/{plural}/{role_name}")
-    return urls
-
-
-def _run_one_job_as(apiserver: Any, account: str, tmp_path: Path, drop: dict[str, Any] | None = None) -> tuple[bool, list[str]]:
-    """Run one Job on an agent signed in as `account`: whether it completed, and the requests the API server refused it."""
-    cleanup = _bind_agent_role(apiserver, account, drop)
-    completed = False
-    try:
-        token = apiserver.service_account_token(apiserver.namespace, account, create=False)
-        node_name = f"node-{apiserver.namespace[-6:]}-{account}"
-        agent = AgentThread(AgentConfig(kubeconfig=apiserver.kubeconfig_for(token), state_dir=tmp_path / account, max_grace_s=2.0,
-                                        resync_s=0.5, node_name=node_name))
-        try:
-            agent.start()
-        except RuntimeError:
-            pass  # refused before it was ready (the Node)
-        else:
-            node = Node(apiserver, agent, tmp_path / account)
-            try:
-                node.create_job(job_manifest(account, script("pass")))
-                node.wait_job(account, "Complete", timeout=20 if drop is None else 8)
-                completed = True
-            except AssertionError:
-                pass
-            finally:
-                agent.stop()
-        assert apiserver.client.get_or_none(apiserver.path("nodes", namespace=None, name=node_name, api_version="v1")) is None, \
-            "a stopped agent leaves no Node behind, even one that failed to start"
-    finally:
-        for url in cleanup:
-            apiserver.client.delete(url)
-    return completed, apiserver.denied(f"system:serviceaccount:{apiserver.namespace}:{account}")
-
-
-def test_the_agent_needs_only_the_rights_of_its_own_rbac_manifests(apiserver: Any, tmp_path: Path) -> None:
-    assert _run_one_job_as(apiserver, "agent", tmp_path) == (True, [])
-
-
-AGENT_RULES = next(m for m in rbac_manifests() if m["kind"] == "ClusterRole")["rules"]
-
-
-@pytest.mark.parametrize("rule", AGENT_RULES, ids=["+".join(r["resources"]) for r in AGENT_RULES])
-def test_each_rule_of_the_agents_role_is_needed(apiserver: Any, tmp_path: Path, rule: dict[str, Any]) -> None:
-    # The counter-test of the one above: the real authorizer judges a copy of the role less one rule.
-    _, denied = _run_one_job_as(apiserver, "weak", tmp_path, drop=rule)
-    user = f"system:serviceaccount:{apiserver.namespace}:weak"
-    assert denied, f"nothing was refused without {rule}"
-    assert {entry.removeprefix(user).split()[1] for entry in denied} <= set(rule["resources"]), denied
-
-
-def test_the_cli_runs_the_agent_until_terminated(apiserver: Any, tmp_path: Path) -> None:
-    token = apiserver.service_account_token(AGENT_NAMESPACE, AGENT_SERVICE_ACCOUNT, create=False)
-    node_name = f"node-{apiserver.namespace[-6:]}-cli"
-    proc = subprocess.Popen([sys.executable, "-m", "kompress_testing.node_agent", "--kubeconfig", str(apiserver.kubeconfig_for(token)),
-                             "--state-dir", str(tmp_path / "node"), "--node-name", node_name],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    node_url = apiserver.path("nodes", namespace=None, name=node_name, api_version="v1")
-    jobs = apiserver.path("jobs", api_version="batch/v1")
-    try:
-        assert f"node {node_name} ready" in proc.stdout.readline()
-        (row,) = apiserver.kubectl("get", "node", node_name, "--no-headers").stdout.splitlines()
-        assert row.split()[1::3] == ["Ready", f"{kubernetes_version()}-kompress-node-agent"], row  # NAME STATUS ROLES AGE VERSION
-        apiserver.client.post(jobs, job_manifest("cli", script("pass")))
-        wait_for("the Job to complete", lambda: condition(apiserver.client.get(f"{jobs}/cli"), "Complete"))
-        assert apiserver.client.get(f"{apiserver.path('pods', api_version='v1')}", labelSelector="job-name=cli")["items"][0]["spec"]["nodeName"] == node_name
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(20) == 0
-    assert apiserver.client.get_or_none(node_url) is None
-
-
-def test_an_unknown_token_is_refused(apiserver: Any, tmp_path: Path) -> None:
-    kubeconfig = apiserver.kubeconfig_for("not-a-token")
-    with pytest.raises(RuntimeError) as failure:
-        AgentThread(AgentConfig(kubeconfig=kubeconfig, state_dir=tmp_path / "node")).start()
-    assert str(failure.value.__cause__) == "401: Unauthorized"

@@ -73,7 +73,7 @@ class Events:
 
 def rbac_manifests(namespace: str = AGENT_NAMESPACE, service_account: str = AGENT_SERVICE_ACCOUNT) -> list[dict[str, Any]]:
     """What the agent's ServiceAccount needs, and no more: the requests it makes (a subset of the Node
-    authorizer's kubelet rights); each rule is shown needed by tests/testing/test_node_agent.py."""
+    authorizer's kubelet rights); each rule is shown needed by tests/testing/test_node_agent_life.py."""
     role = "kompress-node-agent"
     rules = [
         {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "delete"]},
