@@ -38,7 +38,8 @@ log = logging.getLogger("kompress.node_agent")
 
 AGENT_NAMESPACE = "kube-system"
 AGENT_SERVICE_ACCOUNT = "kompress-node-agent"
-VERSION = "v1.32.0-kompress-node-agent"
+# The kubelet version a Node reports: the API server's own, marked as played (`kubectl get nodes` shows it).
+VERSION_SUFFIX = "-kompress-node-agent"
 
 
 class Events:
@@ -71,15 +72,16 @@ class Events:
 
 
 def rbac_manifests(namespace: str = AGENT_NAMESPACE, service_account: str = AGENT_SERVICE_ACCOUNT) -> list[dict[str, Any]]:
-    """What the agent's ServiceAccount needs: a kubelet's rights (the Node authorizer's, as RBAC)."""
+    """What the agent's ServiceAccount needs, and no more: the requests it makes (a subset of the Node
+    authorizer's kubelet rights); each rule is shown needed by tests/testing/test_node_agent_life.py."""
     role = "kompress-node-agent"
     rules = [
         {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "delete"]},
-        {"apiGroups": [""], "resources": ["pods/status"], "verbs": ["get", "update", "patch"]},
-        {"apiGroups": [""], "resources": ["secrets", "configmaps", "persistentvolumeclaims"], "verbs": ["get", "list", "watch"]},
-        {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch", "create", "patch", "update", "delete"]},
-        {"apiGroups": [""], "resources": ["nodes/status"], "verbs": ["get", "patch", "update"]},
-        {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch", "update"]},
+        {"apiGroups": [""], "resources": ["pods/status"], "verbs": ["patch"]},
+        {"apiGroups": [""], "resources": ["secrets", "configmaps"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "create", "patch", "delete"]},
+        {"apiGroups": [""], "resources": ["nodes/status"], "verbs": ["patch"]},
+        {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
     ]
     return [
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": service_account, "namespace": namespace}},
@@ -101,6 +103,8 @@ class NodeAgent:
         self.wake = asyncio.Event()
         self.kubelet: Kubelet | None = None
         self.kubelet_port = 0
+        self.registered = False  # the Node exists (made or found by us): it is left on stop
+        self.kubelet_version = "v0.0.0" + VERSION_SUFFIX  # the server's, once read (run)
         # Unexpected exceptions of sync passes (bugs in the agent); AgentThread.stop() raises if any.
         self.errors: list[BaseException] = []
 
@@ -120,15 +124,17 @@ class NodeAgent:
             "capacity": dict(self.config.capacity), "allocatable": dict(self.config.capacity), "conditions": [condition],
             "addresses": [{"type": "InternalIP", "address": self.node_ip}, {"type": "Hostname", "address": self.config.node_name}],
             "daemonEndpoints": {"kubeletEndpoint": {"Port": self.kubelet_port}},
-            "nodeInfo": {"kubeletVersion": VERSION, "kubeProxyVersion": VERSION, "operatingSystem": "linux", "architecture": "amd64",
+            "nodeInfo": {"kubeletVersion": self.kubelet_version, "kubeProxyVersion": self.kubelet_version, "operatingSystem": "linux", "architecture": "amd64",
                          "containerRuntimeVersion": "kompress-node-agent://0.1", "osImage": "local processes",
                          "kernelVersion": "", "machineID": "", "systemUUID": "", "bootID": ""},
         }
 
     async def _register_node(self, api: Api) -> None:
+        self.kubelet_version = (await api.get("/version"))["gitVersion"] + VERSION_SUFFIX
         url = path("v1", "nodes", None, self.config.node_name)
         if await api.get_or_none(url) is None:
             await api.create(path("v1", "nodes"), self.node_object())
+        self.registered = True
         # TaintNodesByCondition gave the new Node `not-ready:NoSchedule`; the node lifecycle controller
         # would lift it once Ready, and is not run here (see the module docstring).
         await api.merge_patch(url, {"spec": {"taints": None}})
@@ -145,33 +151,39 @@ class NodeAgent:
             events = Events(api, self.config.node_name)
             self.kubelet = Kubelet(api, self.config, events, self.node_ip)
             logs = LogServer(lambda ns, pod, container: self.config.state_dir / "logs" / f"{ns}_{pod}_{container}.log",
-                             self.kubelet.container_running)
+                             self.kubelet.container_running, self.kubelet.container_waiting)
             self.kubelet_port = await logs.start(self.node_ip, ssl_context=self_signed_context(self.config.state_dir, self.node_ip))
-            await self._register_node(api)
-            await self.kubelet.adopt_leftovers((await api.get(self._my_pods()))["items"])
-            # Secrets and ConfigMaps too: a pod waiting for one starts when it appears.
-            watched = [self._my_pods(), path("v1", "secrets"), path("v1", "configmaps")]
-            watchers = [asyncio.create_task(api.watch_changes(url, self.wake), name=f"watch {url}") for url in watched]
-            if ready is not None:
-                ready()
-            log.info("node %s ready: pods get IPs in %s, state in %s", self.config.node_name, self.config.pod_cidr, self.config.state_dir)
+            watchers: list[asyncio.Task[None]] = []
             try:
-                while not stop.is_set():
-                    await self._wait(stop)
-                    try:
-                        await self.kubelet.sync((await api.get(self._my_pods()))["items"])
-                    except (ApiError, OSError, aiohttp.ClientError, asyncio.TimeoutError) as err:
-                        log.warning("sync pass failed (retrying): %s", err)
-                    except Exception as err:  # noqa: BLE001 - a bug of ours: keep the node up, report it
-                        log.exception("sync pass failed unexpectedly")
-                        self.errors.append(err)
+                await self._register_node(api)
+                await self.kubelet.adopt_leftovers((await api.get(self._my_pods()))["items"])
+                # Secrets and ConfigMaps too: a pod waiting for one starts when it appears.
+                watched = [self._my_pods(), path("v1", "secrets"), path("v1", "configmaps")]
+                watchers = [asyncio.create_task(api.watch_changes(url, self.wake), name=f"watch {url}") for url in watched]
+                if ready is not None:
+                    ready()
+                log.info("node %s ready: pods get IPs in %s, state in %s", self.config.node_name, self.config.pod_cidr, self.config.state_dir)
+                await self._sync_until(api, stop)
             finally:
                 for task in watchers:
                     task.cancel()
                 await asyncio.gather(*watchers, return_exceptions=True)
                 await self.kubelet.shutdown(min(3.0, self.config.max_grace_s))
                 await logs.stop()
-                await self._leave(api)
+                if self.registered:  # also when starting failed half-way: no Node of ours is left for kube-scheduler
+                    await self._leave(api)
+
+    async def _sync_until(self, api: Api, stop: asyncio.Event) -> None:
+        assert self.kubelet is not None
+        while not stop.is_set():
+            await self._wait(stop)
+            try:
+                await self.kubelet.sync((await api.get(self._my_pods()))["items"])
+            except (ApiError, OSError, aiohttp.ClientError, asyncio.TimeoutError) as err:
+                log.warning("sync pass failed (retrying): %s", err)
+            except Exception as err:  # noqa: BLE001 - a bug of ours: keep the node up, report it
+                log.exception("sync pass failed unexpectedly")
+                self.errors.append(err)
 
     async def _leave(self, api: Api) -> None:
         """Mark the Node NotReady, or delete it (the default for tests: kube-scheduler must never bind a later

@@ -52,9 +52,11 @@ def self_signed_context(directory: Path, ip: str) -> ssl.SSLContext:
 
 
 class LogServer:
-    def __init__(self, log_path: Callable[[str, str, str], Path], running: Callable[[str, str, str], bool]) -> None:
+    def __init__(self, log_path: Callable[[str, str, str], Path], running: Callable[[str, str, str], bool],
+                 waiting: Callable[[str, str, str], str | None] = lambda *_: None) -> None:
         self.log_path = log_path
         self.running = running
+        self.waiting = waiting
         self._runner: aiohttp.web.AppRunner | None = None
         self.port = 0
 
@@ -80,6 +82,10 @@ class LogServer:
     async def _logs(self, request: aiohttp.web.Request) -> aiohttp.web.StreamResponse:
         ns, pod, container = (request.match_info[k] for k in ("namespace", "pod", "container"))
         path = self.log_path(ns, pod, container)
+        reason = self.waiting(ns, pod, container)
+        if reason is not None:
+            # The kubelet's words (validateContainerLogStatus), as 400: kube-apiserver passes a BadRequest's body on.
+            raise aiohttp.web.HTTPBadRequest(text=f'container "{container}" in pod "{pod}" is waiting to start: {reason}')
         if not path.exists():
             raise aiohttp.web.HTTPNotFound(text=f'container "{container}" in pod "{pod}" has no log yet')
         data = path.read_bytes()
