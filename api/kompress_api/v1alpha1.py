@@ -11,9 +11,23 @@ import re
 from enum import Enum
 from typing import Annotated, Any, ClassVar, Literal, Union
 
-from pydantic import StringConstraints, model_validator
+from pydantic import StringConstraints, field_validator, model_validator
 
-from kompress_api._model import QUANTITY_RE, ApiModel, api_field
+from kompress_api._model import QUANTITY_RE, ApiModel, api_field, re2_search
+from kompress_api.paths import WORKER_PATHS
+from kompress_api.podspec import (
+    DNS_SUBDOMAIN_RE,
+    EXTENDED_RESOURCE_RE,
+    LABEL_VALUE_RE,
+    NODE_SELECTOR_KEYS_MESSAGE,
+    NODE_SELECTOR_KEYS_RULE,
+    PREFIX_LENGTH_RE,
+    QUALIFIED_NAME_MAX,
+    QUALIFIED_NAME_RE,
+    WORKER_PATH_RE,
+    LabelValue,
+    Toleration,
+)
 
 GROUP = "kompress.dev"
 VERSION = "v1alpha1"
@@ -40,9 +54,7 @@ class Preset(str, Enum):
 MODEL_URI_RE = r"^(hf://[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*|s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?|file:///.+|/.+)$"
 CALIBRATION_URI_RE = r"^(builtin://[a-z0-9-]+|hf://[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*|s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/.+|file:///.+|/.+)$"
 OUTPUT_URI_RE = r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?|file:///.+)$"
-DNS_SUBDOMAIN_RE = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 ABS_PATH_RE = r"^/.*$"
-
 Quantity = Union[int, str]
 # Bounded strings let the API server estimate the cost of the CEL rules that compare whole objects.
 Name = Annotated[str, StringConstraints(max_length=253)]
@@ -89,8 +101,21 @@ class VolumeRef(ApiModel):
     """A PersistentVolumeClaim mounted into the worker."""
 
     claim_name: str = api_field(description="name of the PersistentVolumeClaim.", pattern=DNS_SUBDOMAIN_RE, max_length=253)
-    mount_path: str = api_field(description="absolute path where the claim is mounted in the worker, e.g. /models.", pattern=ABS_PATH_RE, max_length=1024)
-    sub_path: str | None = api_field(None, description="sub-path inside the volume to mount instead of its root.", max_length=1024)
+    mount_path: str = api_field(
+        description=f"absolute path where the claim is mounted in the worker, e.g. /models. Not on, above or inside {', '.join(WORKER_PATHS)} (the worker's own).",
+        pattern=ABS_PATH_RE,
+        rules=[(f"!self.matches(r'{WORKER_PATH_RE}')", f"mountPath must not be on, above or inside {', '.join(WORKER_PATHS)}: the worker mounts its own volumes there")],
+        max_length=1024,
+    )
+    sub_path: str | None = api_field(
+        None,
+        description="relative path inside the volume to mount instead of its root (no '..').",
+        rules=[
+            ("!self.startsWith('/')", "subPath must be a relative path inside the volume, not an absolute one"),
+            (r"!self.matches(r'(^|/)\.\.(/|$)')", "subPath must not contain '..': it must stay inside the volume"),
+        ],
+        max_length=1024,
+    )
     read_only: bool = api_field(True, description="mount read-only. Default true.")
 
 
@@ -238,26 +263,49 @@ class Resources(ApiModel):
     """What the worker pod asks for. Unset memory and scratch are sized from the plan."""
 
     gpus: int = api_field(DEFAULT_GPUS, description="number of GPUs. More than one runs llm-compressor's distributed (DDP) oneshot; 0 runs on CPU. Default 4.", ge=0, le=64, schema_default=DEFAULT_GPUS)
-    gpu_resource_name: str | None = api_field(None, description="extended resource name of the GPU, e.g. nvidia.com/gpu or amd.com/gpu. Default: the operator's setting.", pattern=r"^([a-z0-9.-]+/)?[a-z0-9A-Z._-]+$", max_length=253)
+    gpu_resource_name: str | None = api_field(
+        None,
+        description="extended resource name of the GPU (DOMAIN/NAME, outside kubernetes.io), e.g. nvidia.com/gpu or amd.com/gpu. Default: the operator's setting.",
+        pattern=EXTENDED_RESOURCE_RE,
+        rules=[
+            (f"self.matches('{PREFIX_LENGTH_RE}')", "gpuResourceName's domain must be at most 253 characters"),
+            (r"!self.matches(r'kubernetes\.io/')", "gpuResourceName must be an extended resource, not in the kubernetes.io domain"),
+            ("!self.startsWith('requests.')", "gpuResourceName must not start with requests."),
+        ],
+        max_length=QUALIFIED_NAME_MAX,
+    )
     cpu: Quantity | None = api_field(None, description="CPU request and limit, e.g. 16. Default: 8 per GPU, at least 2.", int_or_string=True)
     memory: Quantity | None = api_field(None, description="memory request and limit, e.g. 256Gi. Default: the plan's host RAM estimate (the whole model is held in host RAM).", int_or_string=True)
     scratch: Quantity | None = api_field(None, description="scratch disk for the download and the compressed output, e.g. 500Gi. Default: the plan's disk estimate.", int_or_string=True)
-    scratch_storage_class: str | None = api_field(None, description="storage class of a per-job ephemeral volume for scratch. Default: an emptyDir on the node.", max_length=253)
+    scratch_storage_class: str | None = api_field(None, description="storage class of a per-job ephemeral volume for scratch. Default: an emptyDir on the node.", pattern=DNS_SUBDOMAIN_RE, max_length=253)
     shm: Quantity | None = api_field(None, description="size of /dev/shm (memory-backed), for data loaders and NCCL. Default 16Gi.", int_or_string=True)
 
 
 class Scheduling(ApiModel):
-    """Passed through to the worker pod unchanged."""
+    """Passed through to the worker pod unchanged. The API refuses what a Job could not hold."""
 
-    node_selector: dict[str, Name] | None = api_field(None, description="node labels the worker pod must match.", max_length=64)
-    tolerations: list[dict[str, Any]] | None = api_field(None, description="tolerations of the worker pod (core/v1 Toleration).", preserve_unknown=True, max_length=64)
+    node_selector: dict[str, LabelValue] | None = api_field(
+        None,
+        description="node labels the worker pod must match: label keys and label values (at most 63 characters).",
+        rules=[(NODE_SELECTOR_KEYS_RULE, NODE_SELECTOR_KEYS_MESSAGE)],
+        max_length=64,
+    )
+    tolerations: list[Toleration] | None = api_field(None, description="tolerations of the worker pod (core/v1 Toleration).", max_length=64)
     affinity: dict[str, Any] | None = api_field(None, description="affinity of the worker pod (core/v1 Affinity).", preserve_unknown=True)
-    priority_class_name: str | None = api_field(None, description="PriorityClass of the worker pod.", max_length=253)
-    runtime_class_name: str | None = api_field(None, description="RuntimeClass of the worker pod, e.g. nvidia.", max_length=253)
-    service_account_name: str | None = api_field(None, description="ServiceAccount of the worker pod (for workload identity). It needs no Kubernetes rights. Default: the operator's worker account.", max_length=253)
+    priority_class_name: str | None = api_field(None, description="PriorityClass of the worker pod.", pattern=DNS_SUBDOMAIN_RE, max_length=253)
+    runtime_class_name: str | None = api_field(None, description="RuntimeClass of the worker pod, e.g. nvidia.", pattern=DNS_SUBDOMAIN_RE, max_length=253)
+    service_account_name: str | None = api_field(None, description="ServiceAccount of the worker pod (for workload identity). It needs no Kubernetes rights. Default: the operator's worker account.", pattern=DNS_SUBDOMAIN_RE, max_length=253)
     image_pull_secrets: list[Name] | None = api_field(None, description="names of Secrets to pull the worker image.", max_length=16)
-    queue_name: str | None = api_field(None, description="Kueue LocalQueue: the Job is labelled kueue.x-k8s.io/queue-name and waits for admission.", max_length=63)
-    workload_priority_class: str | None = api_field(None, description="Kueue WorkloadPriorityClass (label kueue.x-k8s.io/priority-class).", max_length=253)
+    queue_name: str | None = api_field(None, description="Kueue LocalQueue: the Job is labelled kueue.x-k8s.io/queue-name and waits for admission. A label value: at most 63 characters.", pattern=LABEL_VALUE_RE, max_length=63)
+    workload_priority_class: str | None = api_field(None, description="Kueue WorkloadPriorityClass (label kueue.x-k8s.io/priority-class). A label value: at most 63 characters.", pattern=LABEL_VALUE_RE, max_length=63)
+
+    @field_validator("node_selector")
+    @classmethod
+    def _label_keys(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        # The same rule as NODE_SELECTOR_KEYS_RULE.
+        if value and not all(re2_search(QUALIFIED_NAME_RE, k) and re2_search(PREFIX_LENGTH_RE, k) for k in value):
+            raise ValueError(NODE_SELECTOR_KEYS_MESSAGE)
+        return value
 
 
 class QualityGate(ApiModel):
@@ -281,8 +329,21 @@ def _immutable(description: str) -> str:
     return description + " Immutable."
 
 
+# CEL has no rstrip: the longest prefix ending in a character other than '/' is the path without trailing slashes.
+def _cel_trimmed(expr: str) -> str:
+    return f"{expr}.find('^.*[^/]')"
+
+
+MOUNT_PATHS_DIFFER = "spec.model.volume.mountPath and spec.output.volume.mountPath must differ: two volumes cannot be mounted on one path"
+
+
 class CompressionJobSpec(ApiModel):
     """Desired compression: what model, what data, what recipe, where to publish, on what hardware."""
+
+    cel_rules: ClassVar[list[tuple[str, str]]] = [
+        (f"!has(self.model.volume) || !has(self.output.volume) || {_cel_trimmed('self.model.volume.mountPath')} != {_cel_trimmed('self.output.volume.mountPath')}",
+         MOUNT_PATHS_DIFFER),
+    ]
 
     model: ModelSource = api_field(description=_immutable("the model to compress."), mutable=False)
     calibration: Calibration = api_field(Calibration(), description=_immutable("calibration data."), mutable=False, schema_default={})
@@ -297,6 +358,14 @@ class CompressionJobSpec(ApiModel):
     ttl_seconds_after_finished: int | None = api_field(None, description=_immutable("delete the finished Job (not the CompressionJob, never the output) this many seconds after it ends."), ge=0, mutable=False)
     pending_timeout_seconds: int = api_field(1800, description=_immutable("how long the worker pod may wait unschedulable or failing to pull its image before the job fails. Default 1800."), ge=30, mutable=False, schema_default=1800)
     image: str | None = api_field(None, description=_immutable("worker image override. Default: the operator's setting."), max_length=1024, mutable=False)
+
+    @model_validator(mode="after")
+    def _as_the_cel_rules_say(self) -> "CompressionJobSpec":
+        # The same rules as cel_rules, so a manifest the API server would refuse is refused locally too.
+        model, output = self.model.volume, self.output.volume
+        if model is not None and output is not None and model.mount_path.rstrip("/") == output.mount_path.rstrip("/"):
+            raise ValueError(MOUNT_PATHS_DIFFER)
+        return self
 
 
 # ---------------------------------------------------------------------------------------------

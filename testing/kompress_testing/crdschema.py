@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import celpy
+import re2
 from celpy import celtypes
 
 from kompress_testing.apiserver.errors import FieldError, by_reason, forbidden, invalid, required
@@ -229,8 +230,9 @@ def _check_number(value: float, schema: dict[str, Any], where: str, errors: list
 
 
 @functools.lru_cache(maxsize=512)
-def _regex(pattern: str) -> re.Pattern[str]:
-    return re.compile(pattern)
+def _regex(pattern: str) -> Any:
+    # The API server checks `pattern` with Go's regexp (RE2): `$` is the end of the text, not "before a final newline".
+    return re2.compile(pattern)
 
 
 def _check_string(value: str, schema: dict[str, Any], where: str, errors: list[FieldError]) -> None:
