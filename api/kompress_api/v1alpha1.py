@@ -14,6 +14,7 @@ from typing import Annotated, Any, ClassVar, Literal, Union
 from pydantic import StringConstraints, field_validator, model_validator
 
 from kompress_api._model import QUANTITY_RE, ApiModel, api_field, re2_search
+from kompress_api import locations
 from kompress_api.paths import WORKER_PATHS
 from kompress_api.podspec import (
     DNS_SUBDOMAIN_RE,
@@ -343,6 +344,7 @@ class CompressionJobSpec(ApiModel):
     cel_rules: ClassVar[list[tuple[str, str]]] = [
         (f"!has(self.model.volume) || !has(self.output.volume) || {_cel_trimmed('self.model.volume.mountPath')} != {_cel_trimmed('self.output.volume.mountPath')}",
          MOUNT_PATHS_DIFFER),
+        (locations.OVERLAP_RULE, locations.OVERLAP_MESSAGE),
     ]
 
     model: ModelSource = api_field(description=_immutable("the model to compress."), mutable=False)
@@ -365,6 +367,9 @@ class CompressionJobSpec(ApiModel):
         model, output = self.model.volume, self.output.volume
         if model is not None and output is not None and model.mount_path.rstrip("/") == output.mount_path.rstrip("/"):
             raise ValueError(MOUNT_PATHS_DIFFER)
+        endpoints = [loc.s3.endpoint if loc.s3 else None for loc in (self.model, self.output)]
+        if locations.uris_overlap(self.model.uri, endpoints[0], self.output.uri, endpoints[1]):
+            raise ValueError(locations.OVERLAP_MESSAGE)
         return self
 
 

@@ -136,6 +136,21 @@ CASES = [
         _set("model.volume", {"claimName": "models", "mountPath": "/data"})(spec),
         _set("output.volume", {"claimName": "out", "mountPath": "/data/"})(spec)), "spec",
          "spec.model.volume.mountPath and spec.output.volume.mountPath must differ"),
+    # A job must never write over its own source (issue 14).
+    Case("output-is-the-model", _set("output.uri", "file:///tmp/kompress/tiny-glm4-moe"), "spec",
+         "spec.output.uri must not be spec.model.uri", kubectl=True),
+    Case("output-is-the-model-with-a-slash", _set("output.uri", "file:///tmp/kompress/tiny-glm4-moe/"), "spec",
+         "spec.output.uri must not be spec.model.uri"),
+    Case("output-inside-the-model", _set("output.uri", "file:///tmp/kompress/tiny-glm4-moe/compressed"), "spec",
+         "spec.output.uri must not be spec.model.uri"),
+    Case("output-holds-the-model", _set("output.uri", "file:///tmp/kompress"), "spec", "spec.output.uri must not be spec.model.uri"),
+    Case("output-is-a-plain-path-model", lambda spec: (_set("model.uri", "/tmp/kompress/tiny-glm4-moe/")(spec),
+                                                        _set("output.uri", "file:///tmp/kompress/tiny-glm4-moe")(spec)), "spec",
+         "spec.output.uri must not be spec.model.uri"),
+    Case("output-is-the-s3-model", lambda spec: (_set("model.uri", "s3://models/glm/")(spec), _set("output.uri", "s3://models/glm")(spec)),
+         "spec", "spec.output.uri must not be spec.model.uri", kubectl=True),
+    Case("output-is-the-s3-bucket-of-the-model", lambda spec: (_set("model.uri", "s3://models/glm")(spec), _set("output.uri", "s3://models")(spec)),
+         "spec", "spec.output.uri must not be spec.model.uri"),
     Case("priority-class-not-a-dns-name", _set("scheduling", {"priorityClassName": "High Priority"}), "spec.scheduling.priorityClassName",
          "should match"),
 ]
@@ -224,3 +239,28 @@ def test_kubectl_apply_of_a_changed_model_is_refused_but_suspend_is_accepted(api
     assert stored["spec"]["suspend"] is True
     assert stored["spec"]["model"]["uri"] == tiny_job()["spec"]["model"]["uri"]
     assert stored["metadata"]["generation"] == 2
+
+
+# --- Locations that look alike but are not the same place are accepted ---
+
+NOT_OVERLAPPING = [
+    ("file:///models/glm", "file:///models/glm-w4a16"),  # a sibling that shares a prefix, not a path segment
+    ("s3://models/glm", "s3://models/glm-w4a16/"),
+    ("hf://zai-org/GLM-4.5-Air", "s3://models/zai-org/GLM-4.5-Air"),
+]
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("model,output", NOT_OVERLAPPING, ids=[o for _, o in NOT_OVERLAPPING])
+def test_an_output_beside_the_model_is_accepted(model, output):
+    job = with_spec(lambda spec: (_set("model.uri", model)(spec), _set("output.uri", output)(spec)))
+    assert crdschema.validate(job) == []
+    v1alpha1.parse(job)
+
+
+@pytest.mark.unit
+def test_the_same_prefix_on_another_s3_store_is_not_the_model():
+    job = with_spec(lambda spec: (_set("model.uri", "s3://models/glm")(spec), _set("model.s3", {"endpoint": "https://minio-a.example"})(spec),
+                                  _set("output.uri", "s3://models/glm")(spec), _set("output.s3", {"endpoint": "https://minio-b.example"})(spec)))
+    assert crdschema.validate(job) == []
+    v1alpha1.parse(job)
