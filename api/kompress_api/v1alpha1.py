@@ -193,6 +193,24 @@ class Calibration(ApiModel):
         return self
 
 
+REGEX_PREFIX = "re:"
+# Kubernetes' CEL cannot compile a regex, so admission refuses only what is surely broken, in RE2: an
+# unclosed, unescaped [ and a *, + or ? with nothing to repeat. The typed model compiles every entry.
+BROKEN_REGEX_RE = r"^re:([*+?]|.*[^\\](\\\\)*\[[^\]]*$)"
+BROKEN_REGEX_WHY = "an unclosed [, or a *, + or ? with nothing to repeat"
+
+
+def regex_problem(entry: str) -> str | None:
+    """Why a `re:` entry is not a regex Python compiles (compressed-tensors matches them with `re`), or None."""
+    if not entry.startswith(REGEX_PREFIX):
+        return None
+    try:
+        re.compile(entry[len(REGEX_PREFIX) :])
+    except re.error as err:
+        return f"{entry!r} is not a valid regex: {err}"
+    return None
+
+
 class RecipeOverrides(ApiModel):
     """Typed knobs on a preset. Anything beyond these calls for spec.recipe.custom."""
 
@@ -202,15 +220,34 @@ class RecipeOverrides(ApiModel):
             "more modules to keep in 16-bit, untouched: exact module names (model.layers.0.mlp.down_proj) or "
             "regexes prefixed re: (re:.*mlp\\.down_proj$). Each entry must match at least one module."
         ),
+        rules=[(f"self.all(p, !p.matches(r'{BROKEN_REGEX_RE}'))", f"spec.recipe.overrides.ignore has a re: entry that is not a valid regex ({BROKEN_REGEX_WHY})")],
         max_length=256,
     )
     group_size: int | None = api_field(None, description="group size for 4-bit weights. Layers whose input width is not a multiple fall back to the largest of 64 or 32 that divides it, else to per-channel. Default 128.", ge=16, le=1024)
     experts: str | None = api_field(
         None,
         description="regex (re:...) of module names to treat as routed experts, overriding the detection from the model's structure.",
-        rules=[("self.startsWith('re:')", "spec.recipe.overrides.experts must be a regex starting with re:")],
+        rules=[
+            ("self.startsWith('re:')", "spec.recipe.overrides.experts must be a regex starting with re:"),
+            (f"!self.matches(r'{BROKEN_REGEX_RE}')", f"spec.recipe.overrides.experts is not a valid regex ({BROKEN_REGEX_WHY})"),
+        ],
         max_length=1024,
     )
+
+    @field_validator("ignore")
+    @classmethod
+    def _ignore_regexes_compile(cls, entries: list[str]) -> list[str]:
+        problems = [f"spec.recipe.overrides.ignore[{i}]: {why}" for i, entry in enumerate(entries) if (why := regex_problem(entry))]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return entries
+
+    @field_validator("experts")
+    @classmethod
+    def _experts_regex_compiles(cls, entry: str | None) -> str | None:
+        if entry is not None and (why := regex_problem(entry)):
+            raise ValueError(f"spec.recipe.overrides.experts: {why}")
+        return entry
 
 
 class Recipe(ApiModel):
