@@ -354,13 +354,28 @@ class QualityGate(ApiModel):
     min_top1_agreement: float | None = api_field(None, description="smallest share of positions where both models predict the same next token, 0 to 1.", ge=0, le=1)
 
 
+GATE_NEEDS_EVALUATION = "spec.evaluation.gate needs spec.evaluation.enabled: true: with evaluation disabled no gate would be applied"
+
+
 class Evaluation(ApiModel):
     """Fidelity of the compressed model against the original, on held-out samples."""
+
+    # A gate without an evaluation would never be applied, and the job would succeed unchecked.
+    cel_rules: ClassVar[list[tuple[str, str]]] = [
+        ("self.enabled || !has(self.gate)", GATE_NEEDS_EVALUATION),
+    ]
 
     enabled: bool = api_field(True, description="evaluate after compression. Default true.", schema_default=True)
     samples: int = api_field(16, description="held-out samples (never used for calibration). Default 16.", ge=1, le=10000, schema_default=16)
     max_sequence_length: int | None = api_field(None, description="tokens per evaluation sample. Default: the calibration length, at most 1024.", ge=8, le=131072)
-    gate: QualityGate | None = api_field(None, description="limits that fail the job instead of publishing.")
+    gate: QualityGate | None = api_field(None, description="limits that fail the job instead of publishing. Only with enabled: true.")
+
+    @model_validator(mode="after")
+    def _gate_needs_evaluation(self) -> "Evaluation":
+        # The same rule as cel_rules.
+        if not self.enabled and self.gate is not None:
+            raise ValueError(GATE_NEEDS_EVALUATION)
+        return self
 
 
 def _immutable(description: str) -> str:
