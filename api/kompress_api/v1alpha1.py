@@ -284,8 +284,24 @@ class Recipe(ApiModel):
         return self
 
 
+OUTPUT_NEEDS_VOLUME = (
+    "spec.output.uri is a file:// path but spec.output.volume is not set: in a cluster the checkpoint would be written "
+    "inside the worker's container and lost; mount a PersistentVolumeClaim there, or publish to s3:// (kompress run on "
+    "a laptop needs no volume)"
+)
+OUTPUT_INSIDE_VOLUME = "spec.output.uri must lie inside spec.output.volume.mountPath, or the checkpoint is not written to the volume"
+
+
 class Output(ApiModel):
     """Where the compressed checkpoint is published."""
+
+    # The first rule holds in a cluster only: the typed model (and so `kompress run`) accepts a file:// output
+    # without a volume, which on a laptop is simply a folder.
+    cel_rules: ClassVar[list[tuple[str, str]]] = [
+        ("!self.uri.startsWith('file://') || has(self.volume)", OUTPUT_NEEDS_VOLUME),
+        ("!has(self.volume) || !self.uri.startsWith('file://') || (self.uri + '/').startsWith('file://' + self.volume.mountPath.find('^.*[^/]') + '/')",
+         OUTPUT_INSIDE_VOLUME),
+    ]
 
     uri: str = api_field(
         description="s3://BUCKET/PREFIX (any S3-compatible store) or file:///PATH (local runs, or a mounted volume). The manifest kompress.json is written last: a prefix without it is never a finished model.",
@@ -295,6 +311,14 @@ class Output(ApiModel):
     s3: S3Access | None = api_field(None, description="S3 connection settings for s3:// URIs.")
     volume: VolumeRef | None = api_field(None, description="a volume to mount for file:// URIs (mounted read-write).")
     overwrite: bool = api_field(False, description="replace a finished model already at the destination. Default false: the job fails rather than overwrite.")
+
+    @model_validator(mode="after")
+    def _inside_its_volume(self) -> "Output":
+        # The second of cel_rules (the first is for clusters only).
+        if self.volume is not None and self.uri.startswith("file://"):
+            if not (self.uri[len("file://") :] + "/").startswith(self.volume.mount_path.rstrip("/") + "/"):
+                raise ValueError(OUTPUT_INSIDE_VOLUME)
+        return self
 
 
 class Resources(ApiModel):

@@ -161,6 +161,11 @@ CASES = [
          "spec.recipe.overrides.experts is not a valid regex"),
     Case("gate-with-evaluation-disabled", _set("evaluation", {"enabled": False, "gate": {"minTop1Agreement": 0.9}}), "spec.evaluation",
          "spec.evaluation.gate needs spec.evaluation.enabled: true", kubectl=True),
+    # A file:// output in a cluster lives on a volume, or it is lost with the container.
+    Case("file-output-without-a-volume", lambda spec: spec["output"].pop("volume"), "spec.output",
+         "spec.output.uri is a file:// path but spec.output.volume is not set", kubectl=True, typed=False),
+    Case("file-output-outside-its-volume", _set("output.volume", {"claimName": "out", "mountPath": "/mnt/out"}), "spec.output",
+         "spec.output.uri must lie inside spec.output.volume.mountPath"),
     Case("priority-class-not-a-dns-name", _set("scheduling", {"priorityClassName": "High Priority"}), "spec.scheduling.priorityClassName",
          "should match"),
 ]
@@ -289,6 +294,18 @@ def test_valid_regexes_with_brackets_are_accepted():
     job = with_spec(_set("recipe.overrides", {"ignore": ["re:.*layers\\.[0-3]\\.mlp", "re:.*\\[x", "re:[]a]"], "experts": "re:.*experts\\.[0-9]+\\."}))
     assert crdschema.validate(job) == []
     v1alpha1.parse(job)
+
+
+@pytest.mark.unit
+def test_a_local_run_writes_a_file_output_without_a_volume(tmp_path, capsys):
+    from kompress_job import cli
+    from kompress_testing.models import config_dir
+
+    job = with_spec(lambda spec: spec["output"].pop("volume"))
+    v1alpha1.parse(job)  # what `kompress run` and `kompress plan` read the manifest with
+    manifest = tmp_path / "job.yaml"
+    manifest.write_text(yaml.safe_dump(job))
+    assert cli.main(["plan", str(manifest), "--model-config", str(config_dir("glm-4.5-air") / "config.json")]) == 0
 
 
 @pytest.mark.unit

@@ -258,7 +258,7 @@ def test_delete_removes_the_children_and_never_the_output(cluster, operator, con
     output = tmp_path / "published"
     output.mkdir()
     (output / "kompress.json").write_text("{}")
-    cluster.apply(tiny().with_output(f"file://{output}").manifest())
+    cluster.apply(tiny().with_output(f"file://{output}", volume={"claimName": "published", "mountPath": str(output)}).manifest())
     plan(cluster, controller)
     cluster.kubectl("delete", "compressionjob", "tiny", "--wait=true", "--timeout=20s")
     wait_for("the garbage collector to remove the Jobs", lambda: cluster.jobs() == [])
