@@ -36,6 +36,10 @@ COMPONENT = "kompress-operator"
 EVENT_MESSAGE_LIMIT = 1024
 
 
+# 400 (malformed), 403 (RBAC, admission: PodSecurity, quota), 422 (invalid): not transient.
+REFUSED = (400, 403, 422)
+
+
 class ApiError(Exception):
     def __init__(self, status: int, method: str, path: str, body: str) -> None:
         reason = body
@@ -45,6 +49,12 @@ class ApiError(Exception):
             pass
         super().__init__(f"{method} {path}: HTTP {status}: {reason}")
         self.status = status
+        self.reason = reason
+
+    @property
+    def refused(self) -> bool:
+        """The server will give the same answer to the same request: bad request, forbidden, invalid."""
+        return self.status in REFUSED
 
 
 class Conflict(ApiError):

@@ -27,7 +27,7 @@ from pydantic import ValidationError
 from kompress_operator import actions, children
 from kompress_operator import conditions as c
 from kompress_operator.config import OperatorConfig
-from kompress_operator.kube import Conflict, Kube, NotOurs
+from kompress_operator.kube import ApiError, Conflict, Kube, NotOurs
 from kompress_operator.metrics import Metrics
 from kompress_operator.progress_client import ProgressClient
 from kompress_operator.status import Observed, StatusUpdate, compute_status, failed_status, invalid_spec_status, iso, job_outcome, parse_time, terminated
@@ -69,6 +69,14 @@ class Runtime:
         return newer if replaced is not None and replaced == cjob["metadata"].get("resourceVersion") else cjob
 
 
+class ChildRefused(Exception):
+    """The API server refused a child the operator tried to create (see kube.REFUSED)."""
+
+    def __init__(self, role: str, job: str, err: ApiError) -> None:
+        self.message = c.truncate(c.CHILD_REFUSED.message(role=role, job=job, status=err.status, detail=err.reason))
+        super().__init__(self.message)
+
+
 async def reconcile(rt: Runtime, cjob: dict[str, Any], jobs: Index, pods: Index, *, poll: bool = False) -> None:
     """Bring one CompressionJob's children and status up to date. Safe to call any number of times."""
     meta = cjob["metadata"]
@@ -104,6 +112,11 @@ async def _reconcile_once(rt: Runtime, cjob: dict[str, Any], jobs: Index, pods: 
     except NotOurs as err:
         # Not transient: someone else's Job holds the name; say so rather than retry forever.
         await _write(rt, cjob, failed_status(cjob, c.CHILD_NAME_TAKEN.name, str(err), now))
+        return
+    except ChildRefused as err:
+        # Not transient either: the same create would be refused at every resync. Failed once, one Event.
+        log.warning("%s/%s: %s", cjob["metadata"]["namespace"], cjob["metadata"]["name"], err.message)
+        await _write(rt, cjob, failed_status(cjob, c.CHILD_REFUSED.name, err.message, now))
         return
     if todo:
         update = compute_status(obs, now)
@@ -164,7 +177,12 @@ async def _apply(rt: Runtime, obs: Observed, action: actions.Action, now: dateti
     meta = obs.cjob["metadata"]
     namespace = meta["namespace"]
     if isinstance(action, actions.Create):
-        job, created = await rt.kube.create_job(action.manifest, meta["uid"])
+        try:
+            job, created = await rt.kube.create_job(action.manifest, meta["uid"])
+        except ApiError as err:
+            if err.refused:
+                raise ChildRefused(action.role, action.manifest["metadata"]["name"], err) from err
+            raise
         if created:
             log.info("%s/%s: created %s Job %s", namespace, meta["name"], action.role, job["metadata"]["name"])
             if action.role == children.ROLE_PLAN and (born := parse_time(meta.get("creationTimestamp"))):
