@@ -1,7 +1,9 @@
 """CompressionJob, kompress.dev/v1alpha1: the one typed model of the API.
 
-Owns: every spec and status field, its docs, bounds, defaults and CEL rules. The CRD in crds/
-is generated from this module (`make crds`); the operator, the worker and the CLI parse with it.
+Owns: every spec field, its docs, bounds, defaults and CEL rules (the status types live in
+v1alpha1_status and the syntax of pod-spec values in podspec; both are re-exported or used from
+here). The CRD in crds/ is generated from this module (`make crds`); the operator, the worker and
+the CLI parse with it.
 Must not: contain behaviour beyond parsing and the few derived facts every consumer needs.
 """
 
@@ -13,8 +15,8 @@ from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import StringConstraints, field_validator, model_validator
 
-from kompress_api._model import QUANTITY_RE, ApiModel, api_field, re2_search
 from kompress_api import locations
+from kompress_api._model import QUANTITY_RE, ApiModel, api_field, re2_search
 from kompress_api.paths import WORKER_PATHS
 from kompress_api.podspec import (
     DNS_SUBDOMAIN_RE,
@@ -28,6 +30,17 @@ from kompress_api.podspec import (
     WORKER_PATH_RE,
     LabelValue,
     Toleration,
+)
+from kompress_api.v1alpha1_status import (  # noqa: F401 - the API's status types, re-exported
+    Children,
+    CompressionJobStatus,
+    Condition,
+    EvaluationMetrics,
+    JobResult,
+    Phase,
+    PlanProblem,
+    PlanSummary,
+    Progress,
 )
 
 GROUP = "kompress.dev"
@@ -447,128 +460,6 @@ class CompressionJobSpec(ApiModel):
         if locations.uris_overlap(self.model.uri, endpoints[0], self.output.uri, endpoints[1]):
             raise ValueError(locations.OVERLAP_MESSAGE)
         return self
-
-
-# ---------------------------------------------------------------------------------------------
-# Status
-# ---------------------------------------------------------------------------------------------
-
-
-class Phase(str, Enum):
-    """A one-word summary for humans, derived from the conditions (never stored independently)."""
-
-    PENDING = "Pending"
-    PLANNING = "Planning"
-    QUEUED = "Queued"
-    RUNNING = "Running"
-    PUBLISHING = "Publishing"
-    SUCCEEDED = "Succeeded"
-    FAILED = "Failed"
-    SUSPENDED = "Suspended"
-
-
-class Condition(ApiModel):
-    """A Kubernetes condition (metav1.Condition)."""
-
-    type: str = api_field(description="condition type, e.g. Succeeded.", max_length=316)
-    status: Literal["True", "False", "Unknown"] = api_field(description="True, False or Unknown.")
-    reason: str = api_field(description="CamelCase machine-readable reason, e.g. OOMKilled.", max_length=1024)
-    message: str = api_field("", description="what happened, in words a user can act on.", max_length=32768)
-    last_transition_time: str = api_field(description="when status last changed (RFC 3339).")
-    observed_generation: int | None = api_field(None, description="metadata.generation this condition was set for.", ge=0)
-
-
-class Progress(ApiModel):
-    """Where the worker is. Polled from the worker while it runs."""
-
-    stage: str | None = api_field(None, description="current stage: plan, fetch-model, calibration, baseline, compress, save, verify, evaluate, publish, done.")
-    stage_index: int | None = api_field(None, description="1-based index of the stage.", ge=0)
-    stage_count: int | None = api_field(None, description="number of stages.", ge=0)
-    step: int | None = api_field(None, description="step within the stage.", ge=0)
-    total_steps: int | None = api_field(None, description="steps in the stage, when known.", ge=0)
-    percent: int | None = api_field(None, description="overall percent done, 0 to 100.", ge=0, le=100)
-    message: str | None = api_field(None, description="what the stage is doing.")
-    bytes_done: int | None = api_field(None, description="bytes moved in the current transfer.", ge=0)
-    bytes_total: int | None = api_field(None, description="bytes to move in the current transfer.", ge=0)
-    eta_seconds: int | None = api_field(None, description="estimated seconds left in the whole job.", ge=0)
-    started_at: str | None = api_field(None, description="when the worker started (RFC 3339).")
-    updated_at: str | None = api_field(None, description="when this progress was reported (RFC 3339).")
-
-
-class PlanProblem(ApiModel):
-    """Something the plan found, with what to do about it."""
-
-    severity: Literal["error", "warning"] = api_field(description="error stops the job before any GPU is asked for; warning is reported.")
-    code: str = api_field(description="stable identifier, e.g. GroupSizeMismatch.")
-    message: str = api_field(description="what is wrong.")
-    fix: str = api_field("", description="what to change.")
-
-
-class PlanSummary(ApiModel):
-    """The figures of the plan made before any GPU was asked for."""
-
-    total_parameters: int | None = api_field(None, description="parameters of the model as loaded.", ge=0)
-    estimated_checkpoint_bytes: int | None = api_field(None, description="estimated size of the compressed checkpoint.", ge=0)
-    compression_ratio: float | None = api_field(None, description="bf16 size divided by the estimated checkpoint size.")
-    host_memory_bytes: int | None = api_field(None, description="host RAM the worker needs.", ge=0)
-    gpu_memory_bytes: int | None = api_field(None, description="GPU memory the worker needs per device.", ge=0)
-    disk_bytes: int | None = api_field(None, description="scratch disk the worker needs.", ge=0)
-    shm_bytes: int | None = api_field(None, description="size of /dev/shm the worker needs (with several GPUs the ranks share the model there).", ge=0)
-    servable: bool | None = api_field(None, description="whether vLLM can serve the result, as far as known.")
-    problems: list[PlanProblem] = api_field([], description="errors and warnings found by the plan.")
-
-
-class EvaluationMetrics(ApiModel):
-    """Fidelity of the compressed model against the original."""
-
-    samples: int | None = api_field(None, description="held-out samples evaluated.", ge=0)
-    tokens: int | None = api_field(None, description="tokens evaluated.", ge=0)
-    perplexity_original: float | None = api_field(None, description="perplexity of the original model.")
-    perplexity_compressed: float | None = api_field(None, description="perplexity of the compressed model.")
-    perplexity_increase: float | None = api_field(None, description="relative perplexity increase, e.g. 0.05 for +5%.")
-    kl_divergence: float | None = api_field(None, description="mean KL divergence (nats) of next-token distributions, original to compressed.")
-    top1_agreement: float | None = api_field(None, description="share of positions where both models predict the same next token.")
-    gate_passed: bool | None = api_field(None, description="whether the quality gate passed (unset without a gate).")
-
-
-class JobResult(ApiModel):
-    """What the worker produced."""
-
-    output_uri: str | None = api_field(None, description="where the checkpoint was published.")
-    manifest_uri: str | None = api_field(None, description="the manifest kompress.json: sizes, checksums, recipe, metrics.")
-    rejected_uri: str | None = api_field(None, description="where a checkpoint that failed the quality gate was kept for inspection.")
-    resolved_revision: str | None = api_field(None, description="the exact model revision compressed (Hub commit or S3 ETag digest).")
-    checkpoint_bytes: int | None = api_field(None, description="size of the published checkpoint.", ge=0)
-    original_bytes: int | None = api_field(None, description="size of the model as fetched.", ge=0)
-    compression_ratio: float | None = api_field(None, description="bf16 size of the model divided by checkpoint_bytes.")
-    metrics: EvaluationMetrics | None = api_field(None, description="fidelity figures.")
-
-
-class Children(ApiModel):
-    """Objects the operator created for this job."""
-
-    plan_job: str | None = api_field(None, description="name of the CPU-only planning Job.")
-    worker_job: str | None = api_field(None, description="name of the GPU worker Job.")
-    worker_pod: str | None = api_field(None, description="name of the current worker pod.")
-
-
-class CompressionJobStatus(ApiModel):
-    """Observed state, written only by the operator."""
-
-    observed_generation: int | None = api_field(None, description="the metadata.generation the status describes.", ge=0)
-    phase: Phase | None = api_field(None, description="Pending, Planning, Queued, Running, Publishing, Succeeded, Failed or Suspended; derived from conditions.")
-    conditions: list[Condition] = api_field(
-        [],
-        description="Planned, Queued, Running, Suspended, Succeeded, Failed, plus Reconciling and Stalled for kstatus-based tools.",
-        list_map_keys=["type"],
-    )
-    progress: Progress | None = api_field(None, description="where the worker is.")
-    plan: PlanSummary | None = api_field(None, description="the plan made before any GPU was asked for.")
-    children: Children | None = api_field(None, description="the Jobs and pod created for this job.")
-    result: JobResult | None = api_field(None, description="what was published.")
-    start_time: str | None = api_field(None, description="when the worker started (RFC 3339).")
-    completion_time: str | None = api_field(None, description="when the job ended (RFC 3339).")
-    attempts: int | None = api_field(None, description="worker pods started so far.", ge=0)
 
 
 class ObjectMeta(ApiModel):
