@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -202,6 +203,18 @@ def test_invalid_spec_is_refused_by_the_crd_before_any_job(cluster, operator):
     assert result.returncode != 0 and "spec.model.uri must be" in result.stderr
     assert cluster.client.get("/apis/kompress.dev/v1alpha1/namespaces/ml/compressionjobs")["items"] == []
     assert cluster.jobs() == []
+
+
+def test_a_regex_only_python_can_refuse_fails_the_job_before_any_job_naming_the_entry(cluster, operator):
+    # The CRD cannot compile a regex (no CEL function does); the operator parses with the typed model, which does.
+    cluster.apply(tiny().with_spec(recipe={"preset": "w4a16", "overrides": {"ignore": ["lm_head", "re:(.*mlp"]}}).manifest())
+    cluster.wait_phase("tiny", "Failed")
+    failed = cluster.condition("tiny", "Failed")
+    assert failed["reason"] == "InvalidSpec"
+    assert "spec.recipe.overrides.ignore[1]: 're:(.*mlp' is not a valid regex" in failed["message"]
+    time.sleep(10 * operator.config.resync_interval_s)  # ten resyncs: nothing more is tried
+    assert cluster.jobs() == []  # no planning pod to crash three times
+    assert [e["reason"] for e in cluster.events("tiny")].count("InvalidSpec") == 1
 
 
 # --- suspend, Kueue, delete ---------------------------------------------------------------------------------
