@@ -448,7 +448,8 @@ class CompressionJobSpec(ApiModel):
     active_deadline_seconds: int | None = api_field(None, description=_immutable("the most seconds the worker Job may run before it is failed."), ge=1, mutable=False)
     ttl_seconds_after_finished: int | None = api_field(None, description=_immutable("delete the finished Job (not the CompressionJob, never the output) this many seconds after it ends."), ge=0, mutable=False)
     pending_timeout_seconds: int = api_field(1800, description=_immutable("how long the worker pod may wait unschedulable or failing to pull its image before the job fails. Default 1800."), ge=30, mutable=False, schema_default=1800)
-    image: str | None = api_field(None, description=_immutable("worker image override. Default: the operator's setting."), max_length=1024, mutable=False)
+    # A container image is refused by the Job's validation if empty or with whitespace (it would be a ChildRefused).
+    image: str | None = api_field(None, description=_immutable("worker image override, e.g. registry.example/kompress-worker:0.1.0. Default: the operator's setting."), pattern=r"^\S+$", max_length=1024, mutable=False)
 
     @model_validator(mode="after")
     def _as_the_cel_rules_say(self) -> "CompressionJobSpec":

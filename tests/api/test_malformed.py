@@ -166,6 +166,8 @@ CASES = [
          "spec.output.uri is a file:// path but spec.output.volume is not set", kubectl=True, typed=False),
     Case("file-output-outside-its-volume", _set("output.volume", {"claimName": "out", "mountPath": "/mnt/out"}), "spec.output",
          "spec.output.uri must lie inside spec.output.volume.mountPath"),
+    Case("image-with-a-space", _set("image", "registry.example/kompress worker:1"), "spec.image", "should match"),
+    Case("image-with-a-trailing-newline", _set("image", "registry.example/kompress-worker:1\n"), "spec.image", "should match"),
     Case("priority-class-not-a-dns-name", _set("scheduling", {"priorityClassName": "High Priority"}), "spec.scheduling.priorityClassName",
          "should match"),
 ]
