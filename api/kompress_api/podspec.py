@@ -1,8 +1,8 @@
 """What the fields of a pod spec may hold, as the API server validates a batch/v1 Job.
 
 Owns: the syntax of label values, qualified names (label and toleration keys), extended resource
-names and DNS subdomain names (k8s.io/apimachinery/pkg/util/validation), the Toleration type, and
-the mount paths the worker keeps for itself. The API model refuses with these what a Job could
+names and DNS subdomain names (k8s.io/apimachinery/pkg/util/validation), the Toleration and node
+affinity types, and the mount paths the worker keeps for itself. The API model refuses with these what a Job could
 never hold, so the refusal names the CompressionJob's field instead of failing the Job create.
 RE2 syntax: the API server evaluates patterns and CEL `matches` with RE2 (no lookaround; `$` is the
 end of the text).
@@ -11,7 +11,7 @@ Must not: know the CompressionJob.
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import StringConstraints, model_validator
 
@@ -76,3 +76,78 @@ class Toleration(ApiModel):
 
 NODE_SELECTOR_KEYS_RULE = f"self.all(k, k.matches(r'{QUALIFIED_NAME_RE}') && k.matches(r'{PREFIX_LENGTH_RE}'))"
 NODE_SELECTOR_KEYS_MESSAGE = "nodeSelector keys must be label keys: an optional DNS-subdomain prefix (at most 253 characters) and '/', then a name of at most 63 characters (letters, digits, '-', '_', '.')"
+
+
+# --- node affinity (core/v1 NodeAffinity), typed; pod (anti-)affinity is still passed through unchecked ---
+
+REQUIREMENT_RULES: list[tuple[str, str]] = [
+    ("!(self.operator in ['In', 'NotIn']) || (has(self.values) && size(self.values) > 0)", "operator In and NotIn need at least one value"),
+    ("!(self.operator in ['Exists', 'DoesNotExist']) || !has(self.values) || size(self.values) == 0", "operator Exists and DoesNotExist take no values"),
+    ("!(self.operator in ['Gt', 'Lt']) || (has(self.values) && size(self.values) == 1 && self.values[0].matches('^-?[0-9]+$'))",
+     "operator Gt and Lt take exactly one value, an integer"),
+]
+
+
+class NodeSelectorRequirement(ApiModel):
+    """A node label (or field) requirement: key, operator, values."""
+
+    cel_rules: ClassVar[list[tuple[str, str]]] = REQUIREMENT_RULES
+
+    key: str = api_field(
+        description="the node label key (PREFIX/NAME).",
+        pattern=QUALIFIED_NAME_RE,
+        rules=[(f"self.matches('{PREFIX_LENGTH_RE}')", "a label key's prefix must be at most 253 characters")],
+        max_length=QUALIFIED_NAME_MAX,
+    )
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist", "Gt", "Lt"] = api_field(description="In, NotIn, Exists, DoesNotExist, Gt or Lt.")
+    # Not label values: the API server checks only how many there are (a value no label can hold matches nothing).
+    values: list[Annotated[str, StringConstraints(max_length=253)]] | None = api_field(
+        None, description="one or more for In/NotIn, none for Exists/DoesNotExist, one integer for Gt/Lt.", max_length=64
+    )
+
+    @model_validator(mode="after")
+    def _values_fit_the_operator(self) -> "NodeSelectorRequirement":
+        # The same rules as cel_rules.
+        values = self.values or []
+        if self.operator in ("In", "NotIn") and not values:
+            raise ValueError(REQUIREMENT_RULES[0][1])
+        if self.operator in ("Exists", "DoesNotExist") and values:
+            raise ValueError(REQUIREMENT_RULES[1][1])
+        if self.operator in ("Gt", "Lt") and not (len(values) == 1 and values[0].lstrip("-").isdigit()):
+            raise ValueError(REQUIREMENT_RULES[2][1])
+        return self
+
+
+class NodeSelectorTerm(ApiModel):
+    """Requirements a node must meet together."""
+
+    match_expressions: list[NodeSelectorRequirement] | None = api_field(None, description="requirements on node labels.", max_length=32)
+    match_fields: list[NodeSelectorRequirement] | None = api_field(None, description="requirements on node fields (metadata.name).", max_length=32)
+
+
+class NodeSelector(ApiModel):
+    """Terms of which a node must meet one."""
+
+    node_selector_terms: list[NodeSelectorTerm] = api_field(description="terms, at least one; a node must meet one of them.", min_length=1, max_length=32)
+
+
+class PreferredSchedulingTerm(ApiModel):
+    """A term the scheduler prefers, with its weight."""
+
+    weight: int = api_field(description="1 to 100.", ge=1, le=100)
+    preference: NodeSelectorTerm = api_field(description="the term preferred.")
+
+
+class NodeAffinity(ApiModel):
+    """Where the worker pod may go (required) and would rather go (preferred)."""
+
+    required_during_scheduling_ignored_during_execution: NodeSelector | None = api_field(None, description="nodes the pod must go to.")
+    preferred_during_scheduling_ignored_during_execution: list[PreferredSchedulingTerm] | None = api_field(None, description="nodes the pod would rather go to.", max_length=32)
+
+
+class Affinity(ApiModel):
+    """core/v1 Affinity: nodeAffinity is checked as the API server checks it; pod (anti-)affinity is passed through."""
+
+    node_affinity: NodeAffinity | None = api_field(None, description="node affinity.")
+    pod_affinity: dict[str, Any] | None = api_field(None, description="pod affinity (core/v1 PodAffinity), passed through unchecked.", preserve_unknown=True)
+    pod_anti_affinity: dict[str, Any] | None = api_field(None, description="pod anti-affinity (core/v1 PodAntiAffinity), passed through unchecked.", preserve_unknown=True)

@@ -19,6 +19,7 @@ from kompress_api import locations
 from kompress_api._model import QUANTITY_RE, ApiModel, api_field, re2_search
 from kompress_api.paths import WORKER_PATHS
 from kompress_api.podspec import (
+    Affinity,
     DNS_SUBDOMAIN_RE,
     EXTENDED_RESOURCE_RE,
     LABEL_VALUE_RE,
@@ -366,7 +367,7 @@ class Scheduling(ApiModel):
         max_length=64,
     )
     tolerations: list[Toleration] | None = api_field(None, description="tolerations of the worker pod (core/v1 Toleration).", max_length=64)
-    affinity: dict[str, Any] | None = api_field(None, description="affinity of the worker pod (core/v1 Affinity).", preserve_unknown=True)
+    affinity: Affinity | None = api_field(None, description="affinity of the worker pod (core/v1 Affinity): nodeAffinity is checked, pod (anti-)affinity passed through.")
     priority_class_name: str | None = api_field(None, description="PriorityClass of the worker pod.", pattern=DNS_SUBDOMAIN_RE, max_length=253)
     runtime_class_name: str | None = api_field(None, description="RuntimeClass of the worker pod, e.g. nvidia.", pattern=DNS_SUBDOMAIN_RE, max_length=253)
     service_account_name: str | None = api_field(None, description="ServiceAccount of the worker pod (for workload identity). It needs no Kubernetes rights. Default: the operator's worker account.", pattern=DNS_SUBDOMAIN_RE, max_length=253)

@@ -352,7 +352,7 @@ def _scheduling(spec: api.CompressionJobSpec) -> dict[str, Any]:
     passed = {
         "nodeSelector": sched.node_selector,
         "tolerations": [t.wire() for t in sched.tolerations] if sched.tolerations else None,
-        "affinity": sched.affinity,
+        "affinity": sched.affinity.wire() if sched.affinity else None,
         "priorityClassName": sched.priority_class_name,
         "runtimeClassName": sched.runtime_class_name,
     }

@@ -40,6 +40,14 @@ def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
     return change
 
 
+_TERMS = "spec.scheduling.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms"
+
+
+def _required(expressions: list[dict[str, Any]]) -> dict[str, Any]:
+    """A required node affinity of one term with these expressions."""
+    return {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": expressions}]}}}
+
+
 def _drop(key: str) -> Callable[[dict[str, Any]], None]:
     return lambda spec: spec.pop(key)
 
@@ -114,6 +122,23 @@ CASES = [
          "spec.scheduling.tolerations[0]", "tolerationSeconds applies to effect NoExecute only"),
     Case("toleration-unknown-field", _set("scheduling", {"tolerations": [{"key": "gpu", "operater": "Exists"}]}),
          "spec.scheduling.tolerations[0].operater", "unknown field"),
+    Case("affinity-unknown-operator", _set("scheduling", {"affinity": _required([{"key": "gpu", "operator": "Has", "values": ["h100"]}])}),
+         f"{_TERMS}[0].matchExpressions[0].operator", 'Unsupported value: "Has"', kubectl=True),
+    Case("affinity-no-terms", _set("scheduling", {"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": []}}}}),
+         _TERMS, "should have at least 1 items"),
+    Case("affinity-in-without-values", _set("scheduling", {"affinity": _required([{"key": "gpu", "operator": "In"}])}),
+         f"{_TERMS}[0].matchExpressions[0]", "operator In and NotIn need at least one value"),
+    Case("affinity-exists-with-values", _set("scheduling", {"affinity": _required([{"key": "gpu", "operator": "Exists", "values": ["x"]}])}),
+         f"{_TERMS}[0].matchExpressions[0]", "operator Exists and DoesNotExist take no values"),
+    Case("affinity-gt-not-an-integer", _set("scheduling", {"affinity": _required([{"key": "gpu-count", "operator": "Gt", "values": ["four"]}])}),
+         f"{_TERMS}[0].matchExpressions[0]", "exactly one value, an integer"),
+    Case("affinity-key-not-a-label-key", _set("scheduling", {"affinity": _required([{"key": "gpu type", "operator": "Exists"}])}),
+         f"{_TERMS}[0].matchExpressions[0].key", "should match"),
+    Case("affinity-weight-zero", _set("scheduling", {"affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+        {"weight": 0, "preference": {"matchExpressions": [{"key": "gpu", "operator": "Exists"}]}}]}}}),
+         "spec.scheduling.affinity.nodeAffinity.preferredDuringSchedulingIgnoredDuringExecution[0].weight", "should be greater than or equal to 1"),
+    Case("affinity-misspelt-field", _set("scheduling", {"affinity": {"nodeAffinity": {"requiredDuringScheduling": {"nodeSelectorTerms": []}}}}),
+         "spec.scheduling.affinity.nodeAffinity.requiredDuringScheduling", "unknown field"),
     Case("gpu-resource-name-without-domain", _set("resources.gpuResourceName", "gpu"), "spec.resources.gpuResourceName", "should match",
          kubectl=True),
     Case("gpu-resource-name-in-kubernetes-io", _set("resources.gpuResourceName", "kubernetes.io/gpu"), "spec.resources.gpuResourceName",

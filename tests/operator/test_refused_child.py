@@ -1,4 +1,4 @@
-"""A worker Job the API server finds invalid (422) fails the CompressionJob once with the server's message: the
+"""A worker Job the API server finds invalid (422: a pod anti-affinity the CRD still passes through) fails the CompressionJob once with the server's message: the
 reconcile that met the refusal writes Failed, and the next ones (every resync) create nothing more."""
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from operator_cluster import PLAN
 
 pytestmark = pytest.mark.unit
 
-INVALID = ('Job.batch "tiny-0a1b2-worker" is invalid: spec.template.spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution'
-           '.nodeSelectorTerms: Required value: must have at least one node selector term')
+INVALID = ('Job.batch "tiny-0a1b2-worker" is invalid: spec.template.spec.affinity.podAntiAffinity.requiredDuringSchedulingIgnoredDuringExecution[0]'
+           '.topologyKey: Required value: can not be empty')
 
 
 class RefusingKube:
@@ -57,7 +57,8 @@ class RefusingKube:
 
 def test_an_invalid_worker_job_fails_the_job_once_with_the_servers_message():
     config = OperatorConfig(worker_image="registry.example/kompress-job:1.0")
-    wrapper = make_cjob().with_spec(scheduling={"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": []}}}})
+    # Pod anti-affinity is still passed through unchecked: the API server is the first to look at it.
+    wrapper = make_cjob().with_spec(scheduling={"affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [{"topologyKey": ""}]}}})
     cjob = wrapper.obj()
     # Planned: the plan Job finished and left its plan; the worker Job is next.
     plan_job = JobWrapper(children.build_plan_job(api.parse(cjob), config)).created().started().complete().obj()
