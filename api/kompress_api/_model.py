@@ -4,8 +4,9 @@ Owns: camelCase wire names, forbidding unknown fields, and the small vocabulary 
 facts (CEL rules, int-or-string, preserve-unknown-fields, mutability) that the CRD generator reads.
 The model enforces what of that vocabulary it can without an old object, so a manifest the API
 server refuses is refused locally too: field rules of the forms `self.matches('RE')` and
-`self.startsWith('P')` (with the rule's own message), the quantity pattern of int-or-string fields,
-and JSON booleans only (pydantic would otherwise turn "yes" into True).
+`self.startsWith('P')`, negated or not (with the rule's own message; regexes matched as RE2 matches
+them), the non-negative quantity pattern of int-or-string fields, and JSON booleans only (pydantic
+would otherwise turn "yes" into True). Other CEL rules are mirrored by the model that declares them.
 Must not: know about any particular field of the API.
 """
 
