@@ -194,6 +194,8 @@ CASES = [
          "spec.output.uri must lie inside spec.output.volume.mountPath"),
     Case("image-with-a-space", _set("image", "registry.example/kompress worker:1"), "spec.image", "should match"),
     Case("image-with-a-trailing-newline", _set("image", "registry.example/kompress-worker:1\n"), "spec.image", "should match"),
+    # RE2's `$` is the end of the text; Python's also matches before a final newline (a value from `echo`).
+    Case("model-uri-trailing-newline", _set("model.uri", "hf://zai-org/GLM-4.5-Air\n"), "spec.model.uri", "spec.model.uri must be hf://ORG/NAME"),
     Case("priority-class-not-a-dns-name", _set("scheduling", {"priorityClassName": "High Priority"}), "spec.scheduling.priorityClassName",
          "should match"),
 ]
