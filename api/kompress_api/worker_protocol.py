@@ -12,6 +12,7 @@ import json
 from typing import Any
 
 from kompress_api._model import ApiModel, api_field
+from kompress_api.paths import SCRATCH_DIR, SHM_DIR, TERMINATION_LOG  # noqa: F401 - part of the protocol
 from kompress_api.v1alpha1 import EvaluationMetrics, PlanSummary, Progress
 
 # The CompressionJob (metadata name/namespace/uid and spec, never status) as JSON. It holds only
@@ -31,9 +32,7 @@ PROGRESS_PORT = 8080
 PROGRESS_PATH = "/progress"
 METRICS_PATH = "/metrics"
 HEALTH_PATH = "/healthz"
-TERMINATION_LOG = "/dev/termination-log"
 TERMINATION_LIMIT = 4096
-SCRATCH_DIR = "/scratch"
 
 # The same image runs both commands.
 WORKER_COMMAND = ["kompress", "worker"]

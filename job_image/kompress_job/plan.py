@@ -31,6 +31,7 @@ from kompress_api.v1alpha1 import CompressionJob, PlanProblem, PlanSummary, mode
 from kompress_job import collector, fidelity
 from kompress_job.errors import InvalidRecipe, ModelNotFound, OverlappingGroups, TargetsMatchNothing, UnsupportedArchitecture
 from kompress_job.planning import checkpoint as ckpt
+from kompress_job.planning import destination
 from kompress_job.planning import footprint as fp
 from kompress_job.planning import problems as P
 from kompress_job.planning import serving
@@ -275,6 +276,7 @@ def _make_plan(job: CompressionJob, config: Mapping[str, Any], devices: int | No
         problems += _nothing_compressed(resolved)
     problems += _mtp_problems(mtp, source_dtype)
     problems += _resource_problems(job, workload, foot)
+    problems += destination.output_overlaps_model(spec)
 
     return Plan(
         job=job.metadata.name or "",

@@ -351,8 +351,8 @@ def _scheduling(spec: api.CompressionJobSpec) -> dict[str, Any]:
         return {}
     passed = {
         "nodeSelector": sched.node_selector,
-        "tolerations": sched.tolerations,
-        "affinity": sched.affinity,
+        "tolerations": [t.wire() for t in sched.tolerations] if sched.tolerations else None,
+        "affinity": sched.affinity.wire() if sched.affinity else None,
         "priorityClassName": sched.priority_class_name,
         "runtimeClassName": sched.runtime_class_name,
     }
@@ -398,7 +398,7 @@ def build_worker_job(cjob: api.CompressionJob, plan: api.PlanSummary | None, con
     container["resources"] = {"requests": requests, "limits": limits}
     container["ports"] = [{"name": "progress", "containerPort": config.progress_port, "protocol": "TCP"}]
 
-    mounts = [{"name": SHM_VOLUME, "mountPath": "/dev/shm"}, {"name": SCRATCH_VOLUME, "mountPath": wp.SCRATCH_DIR}]
+    mounts = [{"name": SHM_VOLUME, "mountPath": wp.SHM_DIR}, {"name": SCRATCH_VOLUME, "mountPath": wp.SCRATCH_DIR}]
     volumes = [{"name": SHM_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": sizes["shm"]}}, _scratch_volume(spec, sizes["scratch"])]
     if spec.model.volume is not None:
         mounts.append(_volume_mount(spec.model.volume, MODEL_VOLUME, read_only=spec.model.volume.read_only))

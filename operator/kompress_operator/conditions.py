@@ -81,6 +81,9 @@ WORKER_JOB_DELETED = Reason(
 )
 INVALID_SPEC = Reason("InvalidSpec", "the spec is invalid: {detail}")
 CHILD_NAME_TAKEN = Reason("ChildNameTaken", "{detail}")
+# The API server refused to create a child (a spec it cannot hold, an admission policy, missing rights): retrying
+# the same request gets the same answer, so the job fails once with the server's words.
+CHILD_REFUSED = Reason("ChildRefused", "the API server refused to create the {role} Job {job} (HTTP {status}): {detail}")
 # Where the worker waits for something a person must fix; shown while pending, a failure after spec.pendingTimeoutSeconds.
 WAITING_PROBLEMS = {
     "Unschedulable": "ask for fewer GPUs or less memory, fix nodeSelector/tolerations/affinity, or add nodes",

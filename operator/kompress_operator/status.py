@@ -468,12 +468,13 @@ def _worker(run: _Run) -> None:
     job = run.obs.worker_job
     kueue = children.uses_kueue(run.spec)
     being_deleted = job is not None and bool(job.get("metadata", {}).get("deletionTimestamp"))
-    if job is None or (being_deleted and run.spec.suspend and kueue):
+    if job is None or (being_deleted and kueue):
         recorded = run.kids.get("workerJob")
-        if recorded and not (run.spec.suspend and kueue):
+        if job is None and recorded and not (run.spec.suspend and kueue):
             run.fail(c.WORKER_JOB_DELETED.name, c.WORKER_JOB_DELETED.message(job=recorded, output=run.spec.output.uri))
         elif recorded:
-            # Suspending a Kueue Job means deleting it (Kueue would admit it again); resuming makes a new one.
+            # Suspending a Kueue Job means deleting it (Kueue would admit it again); resuming makes a new one,
+            # once the old one is gone.
             run.kids.pop("workerJob", None)
             run.kids.pop("workerPod", None)
         if run.spec.suspend:

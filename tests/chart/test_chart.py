@@ -154,6 +154,19 @@ def test_network_policy_admits_only_the_operator_on_the_progress_port():
     assert peer["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "operator"
 
 
+def test_a_changed_progress_port_moves_the_operator_and_the_network_policy_together():
+    docs = render(*NON_DEFAULT, "--set", "worker.progressPort=9095")
+    env = {e["name"]: e["value"] for e in by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["KOMPRESS_PROGRESS_PORT"] == "9095"  # the port the operator gives the worker and polls
+    for policy in by_kind(docs, "NetworkPolicy"):
+        assert policy["spec"]["ingress"][0]["ports"] == [{"protocol": "TCP", "port": 9095}]
+
+
+def test_values_schema_refuses_a_gpu_resource_name_without_a_domain():
+    result = helm("template", "kompress", str(CHART), "--set", "worker.gpuResourceName=gpu", check=False)
+    assert result.returncode != 0 and "gpuResourceName" in result.stderr
+
+
 def test_network_policy_without_namespaces_fails_with_a_clear_message():
     result = helm("template", "kompress", str(CHART), "--set", "networkPolicy.enabled=true", check=False)
     assert result.returncode != 0 and "networkPolicy.namespaces" in result.stderr

@@ -217,7 +217,7 @@ def test_scratch_on_a_storage_class_is_a_generic_ephemeral_volume():
 
 def test_scheduling_is_passed_through_unchanged():
     affinity = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": [{"key": "gpu", "operator": "In", "values": ["h100"]}]}]}}}
-    tolerations = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    tolerations = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}, {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}]
     wrapper = make_cjob().with_scheduling(
         nodeSelector={"pool": "gpu"},
         tolerations=tolerations,

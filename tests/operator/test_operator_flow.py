@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -204,6 +205,18 @@ def test_invalid_spec_is_refused_by_the_crd_before_any_job(cluster, operator):
     assert cluster.jobs() == []
 
 
+def test_a_regex_only_python_can_refuse_fails_the_job_before_any_job_naming_the_entry(cluster, operator):
+    # The CRD cannot compile a regex (no CEL function does); the operator parses with the typed model, which does.
+    cluster.apply(tiny().with_spec(recipe={"preset": "w4a16", "overrides": {"ignore": ["lm_head", "re:(.*mlp"]}}).manifest())
+    cluster.wait_phase("tiny", "Failed")
+    failed = cluster.condition("tiny", "Failed")
+    assert failed["reason"] == "InvalidSpec"
+    assert "spec.recipe.overrides.ignore[1]: 're:(.*mlp' is not a valid regex" in failed["message"]
+    time.sleep(10 * operator.config.resync_interval_s)  # ten resyncs: nothing more is tried
+    assert cluster.jobs() == []  # no planning pod to crash three times
+    assert [e["reason"] for e in cluster.events("tiny")].count("InvalidSpec") == 1
+
+
 # --- suspend, Kueue, delete ---------------------------------------------------------------------------------
 
 
@@ -258,10 +271,12 @@ def test_delete_removes_the_children_and_never_the_output(cluster, operator, con
     output = tmp_path / "published"
     output.mkdir()
     (output / "kompress.json").write_text("{}")
-    cluster.apply(tiny().with_output(f"file://{output}").manifest())
+    cluster.apply(tiny().with_output(f"file://{output}", volume={"claimName": "published", "mountPath": str(output)}).manifest())
     plan(cluster, controller)
     cluster.kubectl("delete", "compressionjob", "tiny", "--wait=true", "--timeout=20s")
-    wait_for("the garbage collector to remove the Jobs", lambda: cluster.jobs() == [])
+    # kube-controller-manager's garbage collector learns a new CRD's kind from discovery every 30 s: early in a
+    # session (or after the chart test re-created the CRD) it may need that long before it acts.
+    wait_for("the garbage collector to remove the Jobs", lambda: cluster.jobs() == [], timeout=75)
     wait_for("a few resyncs", lambda: operator.runtime.metrics.reconciles._value.get() > 0)
     assert cluster.jobs() == []
     assert (output / "kompress.json").read_text() == "{}"

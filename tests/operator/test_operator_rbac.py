@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -202,3 +203,36 @@ def test_taking_away_any_permission_breaks_a_scenario(index, verb, request):
         except AssertionError:
             return  # a user would notice: this permission is needed
     pytest.fail(f"every scenario passed without {verb} on {operator_rules()[index]['resources']}: the chart grants more than the operator needs")
+
+
+# --- a child the API server refuses: Failed once, with the server's words, not a retry at every resync -------
+
+
+def _without_creating_jobs(rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    (index,) = [i for i, rule in enumerate(rules) if "jobs" in rule["resources"] and "create" in rule["verbs"]]
+    return without(rules, index, "create")
+
+
+def test_a_refused_child_fails_the_job_once_with_the_servers_message(apiserver):
+    resync_s = 0.3
+    seen: dict[str, Any] = {}
+
+    def refused(cluster: Cluster, controller: Kubelet, clock: Clock, start_operator: Callable[[], None]) -> None:
+        start_operator()
+        cluster.apply(tiny().manifest())
+        cluster.wait_phase("tiny", "Failed", timeout=PATIENCE_S)
+        time.sleep(10 * resync_s)  # ten resyncs: a loop would retry, and post, at each
+        seen["failed"] = cluster.condition("tiny", "Failed")
+        seen["events"] = [e for e in cluster.events("tiny") if e["reason"] == "ChildRefused"]
+        seen["jobs"] = cluster.jobs()
+
+    refused.resync_interval_s = resync_s
+    denied = run_scenario(refused, _without_creating_jobs(operator_rules()), apiserver)
+
+    failed = seen["failed"]
+    assert failed["reason"] == "ChildRefused"
+    assert "refused to create the plan Job" in failed["message"] and "HTTP 403" in failed["message"]
+    assert 'cannot create resource "jobs"' in failed["message"]  # the server's own words
+    assert len(seen["events"]) == 1 and seen["events"][0]["type"] == "Warning" and seen["events"][0].get("count", 1) == 1
+    assert seen["jobs"] == []
+    assert len([d for d in denied if d.endswith(" create jobs")]) == 1, denied

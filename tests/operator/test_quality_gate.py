@@ -26,7 +26,9 @@ def test_a_missed_gate_fails_the_job_with_the_figures_in_its_status(cluster, ope
     assert done.returncode == 17, done.stderr[-3000:]
     top1 = WorkerResult.model_validate(json.loads(termination)).metrics.top1_agreement
 
-    cluster.apply(make_cjob("chat", namespace="ml").with_spec(**job.wire()["spec"]).manifest())
+    spec = job.wire()["spec"]
+    spec["output"]["volume"] = {"claimName": "models", "mountPath": str(out.parent)}  # a cluster's file:// output lives on a volume
+    cluster.apply(make_cjob("chat", namespace="ml").with_spec(**spec).manifest())
     worker = plan(cluster, controller)
     controller.run_to_end(
         worker["metadata"]["name"],
