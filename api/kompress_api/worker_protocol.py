@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 from kompress_api._model import ApiModel, api_field
-from kompress_api.v1alpha1 import EvaluationMetrics, PlanSummary, Progress
+from kompress_api.v1alpha1 import EvaluationMetrics, MtpResult, PlanSummary, Progress
 
 # The CompressionJob (metadata name/namespace/uid and spec, never status) as JSON. It holds only
 # references to Secrets, so an env var is safe; secret values arrive as the variables below.
@@ -60,6 +60,7 @@ class WorkerResult(ApiModel):
     original_bytes: int | None = api_field(None, description="size of the source model.")
     compression_ratio: float | None = api_field(None, description="bf16 size / checkpoint size.")
     metrics: EvaluationMetrics | None = api_field(None, description="fidelity figures.")
+    mtp: MtpResult | None = api_field(None, description="what became of the multi-token-prediction layers.")
 
 
 class PlannerResult(ApiModel):
