@@ -192,3 +192,20 @@ def test_a_config_that_declares_layers_the_checkpoint_lacks_carries_nothing(tmp_
     assert (result.tensors, result.bytes, result.shard) == (0, 0, None)
     assert sorted(p.name for p in out.iterdir()) == before
     assert carry.apply(source, out, None, "keep") is None
+
+
+def test_the_worker_result_and_status_result_record_what_became_of_the_mtp_layer(tmp_path):
+    from kompress_api.exit_codes import ExitCode
+    from kompress_api.worker_protocol import WorkerResult, encode_termination
+    from kompress_operator.status import job_result
+
+    from kompress_job.context import RunContext
+    from kompress_job.pipeline import result_of
+    from kompress_job.progress import ProgressReporter
+    from kompress_testing.jobs import make_job
+
+    ctx = RunContext(job=make_job("/models/glm", "s3://models/glm"), workdir=tmp_path, progress=ProgressReporter(["save"]), env={})
+    ctx.mtp = carry.CarryResult("keep", 1, 404, 7_233_147_136, "model-00004-of-00004.safetensors")
+    result = result_of(ctx, ExitCode.OK, "published")
+    assert WorkerResult.model_validate_json(encode_termination(result)).mtp == result.mtp
+    assert job_result(result)["mtp"] == {"handling": "keep", "layers": 1, "tensors": 404, "bytes": 7_233_147_136}
