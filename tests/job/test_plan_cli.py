@@ -236,3 +236,33 @@ def test_custom_recipe_refusals_are_plan_errors_and_valid_ones_are_sized(tmp_pat
     assert int8.format == "pack-quantized" and int8.scheme.weights.symmetric is False
     names = {t.name.rsplit(".", 1)[-1] for t in planned.layout.tensors}
     assert {"weight_packed", "weight_scale", "weight_zero_point", "weight_shape"} <= names
+
+
+def test_plan_pod_without_an_index_plans_without_the_mtp_layer_and_says_so(hub, tmp_path):
+    from kompress_job.planner_cli import main_plan_pod
+
+    folder = tmp_path / "repo"
+    folder.mkdir()
+    shutil.copy(GLM_CONFIG, folder / "config.json")
+    hub.add_repo("zai-org/GLM-4.5-Air", folder, token=TOKEN)
+    assert main_plan_pod(pod_env(hub, tmp_path)) == 0
+    result = PlannerResult.model_validate_json((tmp_path / "termination-log").read_text())
+    assert abs(result.plan.estimated_checkpoint_bytes - 105.7e9) < 0.1e9
+    assert "MtpLayerUnverified" in {p.code for p in result.plan.problems}
+    assert {p.rsplit("/", 1)[-1] for p in hub.downloaded()} == {"config.json"}
+
+
+def test_worker_plan_stage_reads_the_index_from_s3_and_counts_the_mtp_layer(tiny_models, s3, bucket, tmp_path):
+    source = tiny_models["glm4-moe+mtp"]
+    client = s3.client()
+    for path in source.iterdir():
+        client.upload_file(str(path), bucket, f"tiny/{path.name}")
+    doc = make_job(source, preset="w4a16").wire()
+    doc["spec"]["model"].update({"uri": f"s3://{bucket}/tiny", "s3": s3.access()})
+    from kompress_api.v1alpha1 import CompressionJob
+
+    ctx = make_ctx(CompressionJob.model_validate(doc), None, tmp_path)
+    ctx.env = s3.env("model")
+    pipeline.stage_function("plan")(ctx)
+    assert ctx.plan.mtp.in_source and len(ctx.plan.mtp.checkpoint_tensors) == 32
+    assert sorted(p.name for p in (tmp_path / "plan").iterdir()) == ["config.json", "model.safetensors.index.json"]  # no weights
