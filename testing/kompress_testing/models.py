@@ -12,7 +12,11 @@ Everything is seeded, so two builds give byte-identical weights.
     llama       a dense Llama. Intermediate 344 is not a multiple of 32: its down_proj falls back to
                 per-channel 4-bit.
 
-    python -m kompress_testing.models NAME DIR
+    glm4-moe with mtp=True (--mtp)   also GLM-4.5's multi-token-prediction layer, `model.layers.2.*`, with real
+                (seeded) weights, in a shard of its own as GLM-4.5-Air ships it (add_mtp_layer; its config,
+                like transformers' default, declares num_nextn_predict_layers: 1 either way)
+
+    python -m kompress_testing.models NAME DIR [--mtp]
 
 Development harness, not product: product code never imports this module.
 """
