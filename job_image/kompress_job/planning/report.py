@@ -61,7 +61,8 @@ def render(plan: Any) -> str:
     """The plan as text (kompress plan without --json; the planning pod's log)."""
     out = [
         f"Plan for {plan.job or 'job'}: {plan.model_uri} ({plan.architecture}, {plan.dtype}), {plan.recipe}",
-        f"{_params(plan.total_parameters)} parameters as loaded, {_gb(plan.bf16_bytes)} in bf16",
+        f"{_params(plan.total_parameters)} parameters as loaded, {_gb(plan.bf16_bytes)} in bf16"
+        + (f" with the {_params(plan.mtp.parameters)} of the MTP layer(s) the checkpoint keeps" if plan.mtp is not None and plan.mtp.checkpoint_tensors else ""),
         "",
     ]
     if plan.groups:
