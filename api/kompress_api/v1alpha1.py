@@ -38,6 +38,7 @@ from kompress_api.v1alpha1_status import (  # noqa: F401 - the API's status type
     Condition,
     EvaluationMetrics,
     JobResult,
+    MtpResult,
     Phase,
     PlanProblem,
     PlanSummary,
@@ -282,6 +283,16 @@ class Recipe(ApiModel):
         ),
     )
     overrides: RecipeOverrides | None = api_field(None, description="typed adjustments of the preset. Only with preset.")
+    mtp: Literal["keep", "drop", "quantize"] = api_field(
+        "keep",
+        description=(
+            "what happens to the model's multi-token-prediction (MTP) layers, which vLLM uses for speculative decoding "
+            "(GLM-4.5's model.layers.46.*, DeepSeek-V3's, Qwen3-Next's mtp.*): keep carries them into the checkpoint "
+            "unchanged (the source dtype, byte-identical, listed in quantization_config.ignore); drop leaves them out; "
+            "quantize is refused by the plan today (see docs/presets.md). Default keep."
+        ),
+        schema_default="keep",
+    )
     custom: str | None = api_field(
         None,
         description="a complete llm-compressor recipe in YAML, used as given. Every targets and ignore entry must match a module, and no module may be in two config groups.",

@@ -90,6 +90,15 @@ class EvaluationMetrics(ApiModel):
     gate_passed: bool | None = api_field(None, description="whether the quality gate passed (unset without a gate).")
 
 
+class MtpResult(ApiModel):
+    """What became of the source's multi-token-prediction layers."""
+
+    handling: Literal["keep", "drop", "quantize"] = api_field(description="spec.recipe.mtp as applied.")
+    layers: int = api_field(0, description="MTP layers the model's config declares.", ge=0)
+    tensors: int = api_field(0, description="MTP tensors of the source checkpoint (kept: all of them are in the output, byte-identical).", ge=0)
+    bytes: int = api_field(0, description="their size in bytes.", ge=0)
+
+
 class JobResult(ApiModel):
     """What the worker produced."""
 
@@ -101,6 +110,7 @@ class JobResult(ApiModel):
     original_bytes: int | None = api_field(None, description="size of the model as fetched.", ge=0)
     compression_ratio: float | None = api_field(None, description="bf16 size of the model divided by checkpoint_bytes.")
     metrics: EvaluationMetrics | None = api_field(None, description="fidelity figures.")
+    mtp: MtpResult | None = api_field(None, description="the multi-token-prediction layers: kept (how many tensors, bytes) or dropped. Unset when the model has none.")
 
 
 class Children(ApiModel):

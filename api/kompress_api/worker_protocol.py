@@ -13,7 +13,7 @@ from typing import Any
 
 from kompress_api._model import ApiModel, api_field
 from kompress_api.paths import SCRATCH_DIR, SHM_DIR, TERMINATION_LOG  # noqa: F401 - part of the protocol
-from kompress_api.v1alpha1 import EvaluationMetrics, PlanSummary, Progress
+from kompress_api.v1alpha1 import EvaluationMetrics, MtpResult, PlanSummary, Progress
 
 # The CompressionJob (metadata name/namespace/uid and spec, never status) as JSON. It holds only
 # references to Secrets, so an env var is safe; secret values arrive as the variables below.
@@ -59,6 +59,7 @@ class WorkerResult(ApiModel):
     original_bytes: int | None = api_field(None, description="size of the source model.")
     compression_ratio: float | None = api_field(None, description="bf16 size / checkpoint size.")
     metrics: EvaluationMetrics | None = api_field(None, description="fidelity figures.")
+    mtp: MtpResult | None = api_field(None, description="what became of the multi-token-prediction layers.")
 
 
 class PlannerResult(ApiModel):

@@ -53,6 +53,8 @@ class RunContext:
     # save
     checkpoint_dir: Path | None = None
     checkpoint_bytes: int | None = None
+    # kompress_job.mtp.carry.CarryResult: the multi-token-prediction layers kept or dropped (None: the model has none)
+    mtp: Any = None
     # verify: kompress_job.verification.VerificationReport.summary(), a JSON-able dict
     verification: Any = None
     # evaluate

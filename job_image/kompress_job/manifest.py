@@ -1,7 +1,7 @@
 """The manifest `kompress.json`: what a published prefix holds and how it was made.
 
 Owns: its layout (format 1): source model and exact revision, preset and effective recipe,
-per-group module counts, calibration actually used, library versions, every file with its size
+per-group module counts, calibration actually used, the multi-token-prediction layers kept or dropped, library versions, every file with its size
 and SHA-256, evaluation metrics and gate outcome, stage timings. A prefix without this file is
 never a finished model; it is written last (stages/publish.py).
 Must not: do I/O beyond reading installed package versions, or hold any secret (only the spec's
@@ -93,6 +93,7 @@ def build_manifest(
     gate_failures: list[str],
     timings: dict[str, float],
     libraries: dict[str, str],
+    mtp: dict[str, Any] | None = None,
     created_at: datetime | None = None,
 ) -> dict[str, Any]:
     """The manifest document. `files` are {path, size, sha256[, s3Checksum]} of everything published but itself."""
@@ -137,6 +138,8 @@ def build_manifest(
             "gateFailures": list(gate_failures),
         },
         "checkpointBytes": checkpoint_bytes,
+        # The multi-token-prediction layers (kompress_job.mtp.carry.CarryResult.summary()): kept or dropped.
+        "mtp": mtp,
         "files": sorted(files, key=lambda f: f["path"]),
         "libraries": libraries,
         "timings": dict(timings),

@@ -56,6 +56,17 @@ def _gate(gate: dict[str, Any]) -> str:
     return ", ".join(limits) or "no limits set"
 
 
+def _mtp_line(mtp: dict[str, Any]) -> str:
+    """The manifest's MTP record in words: 'MTP kept, 404 tensors, 7.23 GB ...'."""
+    n, size = mtp.get("tensors") or 0, _gb(mtp.get("bytes"))
+    if mtp.get("handling") == "keep" and n:
+        return (f"MTP kept, {n} tensors, {size}: the multi-token-prediction layer(s) as the source stores them (byte-identical, "
+                "unquantized, listed in quantization_config.ignore), for vLLM's MTP speculative decoding.")
+    if mtp.get("handling") == "keep":
+        return "the source declares multi-token-prediction layer(s) but holds none of their tensors, so this checkpoint has none either."
+    return f"MTP dropped (spec.recipe.mtp: {mtp.get('handling')}): the source's {n} multi-token-prediction tensors ({size}) are not in this checkpoint; MTP speculative decoding is not available."
+
+
 def render(manifest: dict[str, Any], *, output_uri: str) -> str:
     source = manifest["source"]
     recipe = manifest["recipe"]
@@ -107,6 +118,9 @@ def render(manifest: dict[str, Any], *, output_uri: str) -> str:
     if isinstance(kept, dict) and kept.get("of_parameters"):
         share = 100 * kept.get("parameters", 0) / kept["of_parameters"]
         lines += [f"- **Kept in 16-bit:** {kept.get('modules', 0)} modules ({share:.1f} % of parameters)."]
+    mtp = manifest.get("mtp")
+    if mtp:
+        lines += [f"- **Speculative decoding:** {_mtp_line(mtp)}"]
     detailed = [g for g in effective.get("groups") or [] if isinstance(g, dict) and "name" in g]
     groups = manifest.get("groups")
     if detailed:
@@ -169,6 +183,15 @@ def render(manifest: dict[str, Any], *, output_uri: str) -> str:
             f"vllm serve ./{title}",
             "```",
         ]
+        if mtp and mtp.get("handling") == "keep" and mtp.get("tensors"):
+            lines += [
+                "",
+                "With its multi-token-prediction layer as the draft (speculative decoding; vLLM's MTP method):",
+                "",
+                "```sh",
+                f"vllm serve ./{title} --speculative-config '{{\"method\":\"mtp\",\"num_speculative_tokens\":1}}'",
+                "```",
+            ]
     lines += [
         "",
         "## Reproduce",

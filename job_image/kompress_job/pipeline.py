@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 
 from kompress_api.exit_codes import ExitCode
+from kompress_api.v1alpha1 import MtpResult
 from kompress_api.worker_protocol import WorkerResult
 
 from kompress_job.context import RunContext
@@ -100,4 +101,5 @@ def result_of(ctx: RunContext, exit_code: ExitCode, message: str, *, stage: str 
         original_bytes=ctx.source_bytes,
         compression_ratio=ratio,
         metrics=ctx.metrics,
+        mtp=MtpResult(handling=ctx.mtp.handling, layers=ctx.mtp.layers, tensors=ctx.mtp.tensors, bytes=ctx.mtp.bytes) if ctx.mtp is not None else None,
     )

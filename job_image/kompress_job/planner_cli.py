@@ -1,8 +1,9 @@
 """`kompress plan JOB.yaml` and `kompress plan-pod`: a plan from config.json alone, on a laptop or in the
 operator's CPU-only planning pod.
 
-    main_plan(args)   the manifest from a file; config.json from --model-config or fetched from spec.model.uri
-                      with the credentials in this environment; a table (or --json) on stdout
+    main_plan(args)   the manifest from a file; config.json (and the safetensors index beside it, which says
+                      whether the checkpoint holds its MTP layers) from --model-config or fetched from
+                      spec.model.uri with the credentials in this environment; a table (or --json) on stdout
     main_plan_pod()   the job from $KOMPRESS_JOB, credentials from the pod's env; the PlannerResult
                       (≤ 4096 bytes, errors kept before warnings) in $KOMPRESS_TERMINATION_LOG
                       (/dev/termination-log), the table in the log
@@ -38,10 +39,11 @@ def _plan(job: Any, config_path: str | None, env: Mapping[str, str]) -> Any:
     from kompress_job import plan as planner
 
     if config_path is not None:
-        return planner.make_plan(job, planner.read_config(config_path))
+        return planner.make_plan(job, planner.read_config(config_path), weight_names=planner.local_weight_names(config_path))
     with tempfile.TemporaryDirectory(prefix="kompress-plan-") as tmp:
-        config, _revision = planner.fetch_config(job, env, Path(tmp))
-    return planner.make_plan(job, config)
+        config, revision = planner.fetch_config(job, env, Path(tmp))
+        names = planner.fetch_weight_names(job, env, Path(tmp), revision=revision)
+    return planner.make_plan(job, config, weight_names=names)
 
 
 def main_plan(args: Any, env: Mapping[str, str] | None = None) -> int:

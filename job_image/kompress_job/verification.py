@@ -41,6 +41,7 @@ class VerificationReport:
     generated_tokens: int | None = None
     sample: str | None = None
     seconds: float | None = None
+    mtp_tensors_checked: int | None = None  # the source's MTP tensors compared byte for byte (stages/verify)
 
     @property
     def ok(self) -> bool:
@@ -58,6 +59,7 @@ class VerificationReport:
             "generated_tokens": self.generated_tokens,
             "sample": self.sample,
             "seconds": self.seconds,
+            "mtp_tensors_checked": self.mtp_tensors_checked,
         }
 
 

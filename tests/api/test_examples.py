@@ -35,7 +35,7 @@ def test_example_parses_with_the_typed_model(job):
 def test_founding_example_asks_for_what_the_project_was_founded_on(module_apiserver):
     job = dict(EXAMPLES)["examples/glm-4.5-air-founding.yaml:glm-4-5-air-founding"]
     spec = module_apiserver.admit(job)["spec"]
-    assert spec["recipe"] == {"preset": "sparse24-w4a16-w8a8"}
+    assert spec["recipe"] == {"preset": "sparse24-w4a16-w8a8", "mtp": "keep"}  # the MTP layer kept by default
     assert spec["resources"]["gpus"] == 4
     assert (spec["calibration"]["samples"], spec["calibration"]["maxSequenceLength"]) == (512, 2048)
     assert spec["output"]["uri"].startswith("s3://")

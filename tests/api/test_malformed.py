@@ -62,6 +62,7 @@ CASES = [
     Case("negative-gpus", _set("resources.gpus", -1), "spec.resources.gpus", "should be greater than or equal to 0", kubectl=True),
     Case("too-many-gpus", _set("resources.gpus", 65), "spec.resources.gpus", "should be less than or equal to 64"),
     Case("unknown-preset", _set("recipe.preset", "w2a2"), "spec.recipe.preset", 'Unsupported value: "w2a2"', kubectl=True),
+    Case("unknown-mtp-handling", _set("recipe.mtp", "prune"), "spec.recipe.mtp", 'Unsupported value: "prune"'),
     Case("no-output", _drop("output"), "spec.output", "Required value", kubectl=True),
     Case("hf-token-by-value", _set("model.huggingFace", {"token": "hf_abcdefghijklmnop"}), "spec.model.huggingFace.token",
          'unknown field "spec.model.huggingFace.token"', kubectl=True),

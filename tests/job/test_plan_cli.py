@@ -105,10 +105,14 @@ def test_the_console_script(tmp_path):
 
 @pytest.fixture
 def glm_on_hub(hub, tmp_path):
-    """A Hub repository holding GLM-4.5-Air's config.json (and a weight file the planner must never fetch)."""
+    """A Hub repository holding GLM-4.5-Air's config.json, a safetensors index naming its MTP layer's tensors
+    (kompress_testing.models.synthetic_index), and a weight file the planner must never fetch."""
+    from kompress_testing.models import synthetic_index
+
     folder = tmp_path / "repo"
     folder.mkdir()
     shutil.copy(GLM_CONFIG, folder / "config.json")
+    (folder / "model.safetensors.index.json").write_text(synthetic_index(json.loads(Path(GLM_CONFIG).read_text())))
     (folder / "model-00001-of-00047.safetensors").write_bytes(b"\0" * 4096)
     hub.add_repo("zai-org/GLM-4.5-Air", folder, token=TOKEN)
     return hub
@@ -127,7 +131,7 @@ def pod_env(hub, tmp_path: Path, preset: str = "w4a16-w8a8", **spec) -> dict[str
     return {"KOMPRESS_JOB": json.dumps(job), "HF_TOKEN": TOKEN, "KOMPRESS_TERMINATION_LOG": str(tmp_path / "termination-log")}
 
 
-def test_plan_pod_fetches_only_config_json_and_leaves_a_plan(glm_on_hub, tmp_path, capsys):
+def test_plan_pod_fetches_only_config_json_and_the_index_and_leaves_a_plan(glm_on_hub, tmp_path, capsys):
     from kompress_job.planner_cli import main_plan_pod
 
     assert main_plan_pod(pod_env(glm_on_hub, tmp_path)) == 0
@@ -136,9 +140,11 @@ def test_plan_pod_fetches_only_config_json_and_leaves_a_plan(glm_on_hub, tmp_pat
     result = PlannerResult.model_validate_json(message)
     assert result.ok and result.exit_code == 0 and result.reason == "Planned"
     assert result.plan.total_parameters == 106_852_245_504 and result.plan.servable is True
-    assert abs(result.plan.estimated_checkpoint_bytes - 105.7e9) < 0.1e9 and result.plan.host_memory_bytes > 213e9
-    assert {p.code for p in result.plan.problems} >= {"KernelAlignment", "MtpLayerDropped"}
-    assert {p.rsplit("/", 1)[-1] for p in glm_on_hub.downloaded()} == {"config.json"}  # no weights
+    # 105.7 GB of compressed model and the 7.2 GB MTP layer, kept as the source stores it (the index says it is there)
+    assert abs(result.plan.estimated_checkpoint_bytes - 112.9e9) < 0.1e9 and result.plan.host_memory_bytes > 213e9
+    codes = {p.code for p in result.plan.problems}
+    assert "KernelAlignment" in codes and not codes & {"MtpLayerDropped", "MtpLayerUnverified", "MtpLayerMissing"}
+    assert {p.rsplit("/", 1)[-1] for p in glm_on_hub.downloaded()} == {"config.json", "model.safetensors.index.json"}  # no weights
     assert {r.authorization for r in glm_on_hub.requests} == {f"Bearer {TOKEN}"}  # with the job's token
     out = capsys.readouterr()
     assert TOKEN not in message + out.out + out.err
@@ -230,3 +236,33 @@ def test_custom_recipe_refusals_are_plan_errors_and_valid_ones_are_sized(tmp_pat
     assert int8.format == "pack-quantized" and int8.scheme.weights.symmetric is False
     names = {t.name.rsplit(".", 1)[-1] for t in planned.layout.tensors}
     assert {"weight_packed", "weight_scale", "weight_zero_point", "weight_shape"} <= names
+
+
+def test_plan_pod_without_an_index_plans_without_the_mtp_layer_and_says_so(hub, tmp_path):
+    from kompress_job.planner_cli import main_plan_pod
+
+    folder = tmp_path / "repo"
+    folder.mkdir()
+    shutil.copy(GLM_CONFIG, folder / "config.json")
+    hub.add_repo("zai-org/GLM-4.5-Air", folder, token=TOKEN)
+    assert main_plan_pod(pod_env(hub, tmp_path)) == 0
+    result = PlannerResult.model_validate_json((tmp_path / "termination-log").read_text())
+    assert abs(result.plan.estimated_checkpoint_bytes - 105.7e9) < 0.1e9
+    assert "MtpLayerUnverified" in {p.code for p in result.plan.problems}
+    assert {p.rsplit("/", 1)[-1] for p in hub.downloaded()} == {"config.json"}
+
+
+def test_worker_plan_stage_reads_the_index_from_s3_and_counts_the_mtp_layer(tiny_models, s3, bucket, tmp_path):
+    source = tiny_models["glm4-moe+mtp"]
+    client = s3.client()
+    for path in source.iterdir():
+        client.upload_file(str(path), bucket, f"tiny/{path.name}")
+    doc = make_job(source, preset="w4a16").wire()
+    doc["spec"]["model"].update({"uri": f"s3://{bucket}/tiny", "s3": s3.access()})
+    from kompress_api.v1alpha1 import CompressionJob
+
+    ctx = make_ctx(CompressionJob.model_validate(doc), None, tmp_path)
+    ctx.env = s3.env("model")
+    pipeline.stage_function("plan")(ctx)
+    assert ctx.plan.mtp.in_source and len(ctx.plan.mtp.checkpoint_tensors) == 32
+    assert sorted(p.name for p in (tmp_path / "plan").iterdir()) == ["config.json", "model.safetensors.index.json"]  # no weights

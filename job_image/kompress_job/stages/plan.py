@@ -1,7 +1,7 @@
 """plan: the same plan the planning pod made, made again inside the worker before the big download.
 
-config.json only (at the revision preflight resolved, so plan and weights agree), the recipe resolved on the
-meta device. Errors refuse the job here (PlanRejected, exit 20) with every error and its fix; warnings go to
+config.json and the safetensors index (at the revision preflight resolved, so plan and weights agree), the
+recipe resolved on the meta device. Errors refuse the job here (PlanRejected, exit 20) with every error and its fix; warnings go to
 the log. Fills ctx.plan (kompress_job.plan.Plan: its bf16_bytes give the result's compression ratio) and
 ctx.resolved_revision when the Hub named one.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 from kompress_job import collector
 from kompress_job.context import RunContext
 from kompress_job.errors import PlanRejected
-from kompress_job.plan import fetch_config, make_plan
+from kompress_job.plan import fetch_config, fetch_weight_names, make_plan
 
 
 # What the later stages import anyway: imported once, here, without the collector rescanning it (collector).
@@ -22,8 +22,9 @@ def run(ctx: RunContext) -> None:
     ctx.progress.message("fetching config.json")
     config, revision = fetch_config(ctx.job, ctx.env, ctx.workdir / "plan", revision=ctx.resolved_revision)
     ctx.resolved_revision = ctx.resolved_revision or revision
+    names = fetch_weight_names(ctx.job, ctx.env, ctx.workdir / "plan", revision=ctx.resolved_revision)
     ctx.progress.message("planning from config.json")
-    plan = make_plan(ctx.job, config, devices=ctx.devices)
+    plan = make_plan(ctx.job, config, devices=ctx.devices, weight_names=names)
     ctx.plan = plan
     ctx.log.info("plan: %s", plan.headline(), extra={"stage": "plan"})
     for problem in plan.warnings:

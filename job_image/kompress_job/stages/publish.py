@@ -105,6 +105,7 @@ def run(ctx: RunContext) -> None:
         gate_failures=ctx.gate_failures,
         timings=timings,
         libraries=manifest_mod.library_versions(),
+        mtp=ctx.mtp.summary() if ctx.mtp is not None else None,
     )
     card = destination.put_text(MODEL_CARD, _guarded(model_card.render(doc, output_uri=uri), redact, "model card", ctx))
     doc["files"] = sorted([*doc["files"], entry(card)], key=lambda f: f["path"])
