@@ -5,6 +5,7 @@ consistent answers)."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -86,6 +87,17 @@ CASES = [
          "spec.calibration.revision applies to hf:// datasets only"),
     Case("relative-mount-path", _set("model.volume", {"claimName": "models", "mountPath": "models"}), "spec.model.volume.mountPath",
          "should match"),
+    Case("task-name-with-a-space", _set("evaluation.tasks", [{"name": "arc easy"}]), "spec.evaluation.tasks[0].name",
+         "must be an lm-eval task name"),
+    Case("task-negative-fewshot", _set("evaluation.tasks", [{"name": "gsm8k", "numFewshot": -1}]), "spec.evaluation.tasks[0].numFewshot",
+         "should be greater than or equal to 0"),
+    Case("task-source-two-places", _set("evaluation.taskSource", {"configMap": "tasks", "uri": "s3://bucket/tasks"}), "spec.evaluation.taskSource",
+         "needs exactly one of configMap, volume or uri", kubectl=True),
+    Case("task-source-s3-on-a-config-map", _set("evaluation.taskSource", {"configMap": "tasks", "s3": {"pathStyle": True}}), "spec.evaluation.taskSource",
+         "taskSource.s3 applies to an s3:// uri only"),
+    Case("task-drop-negative", _set("evaluation.gate", {"maxTaskDrop": -0.1}), "spec.evaluation.gate.maxTaskDrop",
+         "should be greater than or equal to 0"),
+    Case("unknown-task-backend", _set("evaluation.taskBackend", "sglang"), "spec.evaluation.taskBackend", 'Unsupported value: "sglang"'),
 ]
 IDS = [case.id for case in CASES]
 
@@ -120,7 +132,8 @@ def test_typed_model_refuses_the_same_spec(case):
     with pytest.raises(pydantic.ValidationError) as refused:
         v1alpha1.parse(case.job())
     locations = {".".join(str(part) for part in error["loc"]) for error in refused.value.errors()}
-    assert any(location == case.field or location.startswith(case.field + ".") for location in locations), locations
+    field = re.sub(r"\[(\d+)\]", r".\1", case.field)  # the API server writes tasks[0], pydantic tasks.0
+    assert any(location == field or location.startswith(field + ".") for location in locations), locations
 
 
 @pytest.mark.integration
