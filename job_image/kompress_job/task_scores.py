@@ -9,6 +9,7 @@
     compare(...)           per task and metric: original, compressed, difference, both stderrs (TaskScore)
     gate_failures(...)     one line per metric that dropped more than spec.evaluation.gate.maxTaskDrop
     for_status(...)        the scores bounded for the status and the termination message, failures first
+    estimate(...)          what the tasks add to a job (time, device memory), for the plan, or which it cannot tell
 
 The baseline stage scores the original and writes the record to disk (evaluation/tasks-original.json), so the
 evaluate stage needs only that file, never the original model. Both models are scored by the same backend, or the
@@ -33,7 +34,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from importlib.util import find_spec
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from kompress_api.v1alpha1 import MAX_STATUS_TASK_SCORES, TASK_CONFIG_MAP_MOUNT, EvaluationTask, TaskScore, TaskSource
 
@@ -306,6 +307,66 @@ def for_status(scores: Sequence[TaskScore], max_drop: float | None, limit: int =
     ordered = sorted(scores, key=lambda s: not failing(s, max_drop))
     rounded = [s.model_copy(update={k: round(v, 4) for k in ("original", "compressed", "difference", "original_stderr", "compressed_stderr") if (v := getattr(s, k)) is not None}) for s in ordered]
     return rounded[:limit], max(0, len(rounded) - limit)
+
+
+# ---------------------------------------------------------------------------------------------
+# What the tasks cost, from config.json and the task names (for the plan: it cannot read a task source)
+# ---------------------------------------------------------------------------------------------
+
+# Well-known registry tasks: (documents scored, requests per document, tokens per request at zero-shot, tokens
+# generated per document), from their lm-eval 0.4.13 test or validation splits.
+KNOWN_TASKS: dict[str, tuple[int, int, int, int]] = {
+    "arc_easy": (2376, 4, 60, 0),
+    "arc_challenge": (1172, 4, 70, 0),
+    "hellaswag": (10042, 4, 120, 0),
+    "mmlu": (14042, 4, 150, 0),
+    "winogrande": (1267, 2, 40, 0),
+    "piqa": (1838, 2, 60, 0),
+    "boolq": (3270, 2, 180, 0),
+    "lambada_openai": (5153, 1, 100, 0),
+    "truthfulqa_mc2": (817, 8, 80, 0),
+    "gsm8k": (1319, 1, 200, 256),
+}
+ASSUMED = (4, 200, 0)  # requests, tokens, generated, for a task whose size is known only from its limit
+CPU_OR_AUTO_BATCH = 8
+
+
+class TaskCost(NamedTuple):
+    seconds: float  # both models, the tasks whose size is known
+    memory_bytes: int  # one batch's fp32 logits on the device
+    unknown: list[str]  # tasks of unknown size and no limit: not in `seconds`
+    basis: str
+
+
+def estimate(config: dict[str, Any], tasks: Sequence[EvaluationTask], *, flops_per_second: float = 2e14) -> TaskCost:
+    """Forward passes of both models over every request: 2 x active parameters x tokens FLOPs (fidelity.estimate's
+    rate), a token of context recomputed for every generated token; few-shot examples multiply the context."""
+    from kompress_job.fidelity import parameter_counts
+
+    text = config.get("text_config") or config
+    _total, active = parameter_counts(config)
+    vocab = int(text.get("vocab_size", 32000))
+    tokens, longest, unknown, assumed = 0, 0, [], []
+    for task in tasks:
+        if task.name in KNOWN_TASKS:
+            docs, requests, length, generated = KNOWN_TASKS[task.name]
+            docs = min(docs, task.limit or docs)
+        elif task.limit is not None:
+            (requests, length, generated), docs = ASSUMED, task.limit
+            assumed.append(task.name)
+        else:
+            unknown.append(task.name)
+            continue
+        context = length * (1 + (task.num_fewshot or 0))
+        tokens += docs * (requests * context + generated * (context + generated // 2))
+        longest = max(longest, context + generated)
+    seconds = 2 * 2 * active * tokens / flops_per_second
+    basis = f"lm-eval: {tokens:,} tokens through each of the two models at fidelity's rate"
+    if assumed:
+        basis += f"; {', '.join(assumed)}: sized from limit, {ASSUMED[0]} requests of {ASSUMED[1]} tokens per document assumed"
+    if unknown:
+        basis += f"; {', '.join(unknown)}: size unknown to the plan (not counted)"
+    return TaskCost(round(seconds, 1), CPU_OR_AUTO_BATCH * longest * vocab * 4, unknown, basis)
 
 
 if __name__ == "__main__":  # the vLLM child process of score_vllm
