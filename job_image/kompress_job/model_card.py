@@ -169,7 +169,7 @@ def render(manifest: dict[str, Any], *, output_uri: str) -> str:
 
     metrics = manifest["evaluation"].get("metrics")
     lines += ["", "## Evaluation", ""]
-    if metrics:
+    if metrics and metrics.get("perplexityOriginal") is not None:
         lines += [
             f"On {metrics.get('samples', '?')} held-out samples ({metrics.get('tokens', '?')} tokens) never used for calibration:",
             "",
