@@ -179,7 +179,8 @@ def parse_results(task: EvaluationTask, res: dict[str, Any]) -> dict[str, Any]:
     for name in names:
         prefix = "" if name == task.name else f"{name}/"
         metrics |= {prefix + m: v for m, v in _metrics_of(results[name], higher.get(name) or {}).items()}
-    samples = sum((res.get("n-samples") or {}).get(n, {}).get("effective", 0) for n in names) or None
+    counted = res.get("n-samples") or {}  # leaf tasks only: a group's documents are its subtasks'
+    samples = sum(counted.get(n, {}).get("effective", 0) for n in (names if any(n in counted for n in names) else counted)) or None
     return {"samples": samples, "numFewshot": task.num_fewshot, "limit": task.limit, "metrics": metrics}
 
 

@@ -48,6 +48,16 @@ def test_a_tag_keeps_every_subtask_and_filter_none_is_left_out_of_the_name():
     assert set(entry["metrics"]) == {"arc_challenge/acc", "arc_easy/acc"} and entry["samples"] == 3548
 
 
+def test_a_group_keeps_its_own_aggregate_and_counts_its_subtasks_documents():
+    res = {
+        "results": {"mmlu": {"acc,none": 0.7, "acc_stderr,none": 0.004}, "mmlu_anatomy": {"acc,none": 0.6, "acc_stderr,none": 0.04}},
+        "higher_is_better": {"mmlu": {"acc": True}, "mmlu_anatomy": {"acc": True}},
+        "n-samples": {"mmlu_anatomy": {"effective": 135}, "mmlu_virology": {"effective": 166}},
+    }
+    entry = task_scores.parse_results(EvaluationTask(name="mmlu"), res)
+    assert entry["metrics"] == {"acc": {"value": 0.7, "stderr": 0.004, "higherIsBetter": True}} and entry["samples"] == 301
+
+
 def test_the_drop_follows_the_metrics_direction_and_the_gate_names_both_figures():
     scores = task_scores.compare(record("t", acc=(0.875, True), word_perplexity=(10.0, False)), record("t", acc=(0.8125, True), word_perplexity=(10.5, False)))
     acc, ppl = scores
