@@ -518,7 +518,7 @@ def test_the_message_names_a_few_task_scores_and_says_where_the_rest_are():
 
 
 def test_a_missed_task_drop_keeps_the_scores_and_the_figures_in_the_failed_message():
-    line = "task kompress_chat_mc acc 0.8750 -> 0.4375 (drop 0.4375) > limit 0.0100"
+    line = "task kompress_chat_mc acc 0.8750 -> 0.5625 (drop 0.3125) > limit 0.0100"
     gate = WorkerResult(
         ok=False, exit_code=17, reason="QualityGateFailed", stage="publish", rejected_uri="s3://models/tiny.rejected",
         message=f"the compressed model missed the quality gate ({line}); kept for inspection at s3://models/tiny.rejected, not published to s3://models/tiny",
