@@ -332,6 +332,14 @@ class TaskSource(ApiModel):
 class Evaluation(ApiModel):
     """Fidelity of the compressed model against the original, on held-out samples, and lm-eval task scores."""
 
+    # A task limit with no task to check would be a gate the user believes in and nothing enforces.
+    cel_rules: ClassVar[list[tuple[str, str]]] = [
+        (
+            "!has(self.gate) || !has(self.gate.maxTaskDrop) || (has(self.tasks) && size(self.tasks) > 0)",
+            "spec.evaluation.gate.maxTaskDrop needs spec.evaluation.tasks to check",
+        ),
+    ]
+
     enabled: bool = api_field(True, description="evaluate after compression. Default true.", schema_default=True)
     samples: int = api_field(16, description="held-out samples (never used for calibration). Default 16.", ge=1, le=10000, schema_default=16)
     max_sequence_length: int | None = api_field(None, description="tokens per evaluation sample. Default: the calibration length, at most 1024.", ge=8, le=131072)
@@ -353,10 +361,12 @@ class Evaluation(ApiModel):
     gate: QualityGate | None = api_field(None, description="limits that fail the job instead of publishing.")
 
     @model_validator(mode="after")
-    def _unique_tasks(self) -> "Evaluation":
+    def _tasks_are_checkable(self) -> "Evaluation":
         names = [t.name for t in self.tasks]
         if len(set(names)) != len(names):
             raise ValueError("spec.evaluation.tasks names each task once")
+        if self.gate is not None and self.gate.max_task_drop is not None and not self.tasks:
+            raise ValueError("spec.evaluation.gate.maxTaskDrop needs spec.evaluation.tasks to check")
         return self
 
 

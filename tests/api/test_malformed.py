@@ -97,6 +97,8 @@ CASES = [
          "taskSource.s3 applies to an s3:// uri only"),
     Case("task-drop-negative", _set("evaluation.gate", {"maxTaskDrop": -0.1}), "spec.evaluation.gate.maxTaskDrop",
          "should be greater than or equal to 0"),
+    Case("task-drop-without-tasks", _set("evaluation.gate", {"maxTaskDrop": 0.02}), "spec.evaluation",
+         "spec.evaluation.gate.maxTaskDrop needs spec.evaluation.tasks to check", kubectl=True),
     Case("unknown-task-backend", _set("evaluation.taskBackend", "sglang"), "spec.evaluation.taskBackend", 'Unsupported value: "sglang"'),
 ]
 IDS = [case.id for case in CASES]
