@@ -338,6 +338,7 @@ class Evaluation(ApiModel):
             "!has(self.gate) || !has(self.gate.maxTaskDrop) || (has(self.tasks) && size(self.tasks) > 0)",
             "spec.evaluation.gate.maxTaskDrop needs spec.evaluation.tasks to check",
         ),
+        ("!has(self.enabled) || self.enabled || !has(self.tasks) || size(self.tasks) == 0", "spec.evaluation.tasks are not scored with spec.evaluation.enabled false"),
     ]
 
     enabled: bool = api_field(True, description="evaluate after compression. Default true.", schema_default=True)
@@ -367,6 +368,8 @@ class Evaluation(ApiModel):
             raise ValueError("spec.evaluation.tasks names each task once")
         if self.gate is not None and self.gate.max_task_drop is not None and not self.tasks:
             raise ValueError("spec.evaluation.gate.maxTaskDrop needs spec.evaluation.tasks to check")
+        if self.tasks and not self.enabled:
+            raise ValueError("spec.evaluation.tasks are not scored with spec.evaluation.enabled false")
         return self
 
 

@@ -99,6 +99,8 @@ CASES = [
          "should be greater than or equal to 0"),
     Case("task-drop-without-tasks", _set("evaluation.gate", {"maxTaskDrop": 0.02}), "spec.evaluation",
          "spec.evaluation.gate.maxTaskDrop needs spec.evaluation.tasks to check", kubectl=True),
+    Case("tasks-with-evaluation-off", _set("evaluation", {"enabled": False, "tasks": [{"name": "arc_easy"}]}), "spec.evaluation",
+         "spec.evaluation.tasks are not scored with spec.evaluation.enabled false"),
     Case("unknown-task-backend", _set("evaluation.taskBackend", "sglang"), "spec.evaluation.taskBackend", 'Unsupported value: "sglang"'),
 ]
 IDS = [case.id for case in CASES]
