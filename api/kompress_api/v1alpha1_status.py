@@ -77,6 +77,24 @@ class PlanSummary(ApiModel):
     problems: list[PlanProblem] = api_field([], description="errors and warnings found by the plan.")
 
 
+class TaskScore(ApiModel):
+    """One metric of one lm-eval task, on the original and on the compressed model."""
+
+    task: str = api_field(description="the lm-eval task.", max_length=128)
+    metric: str = api_field(description="the metric with its filter, as lm-eval names it, e.g. acc, acc_norm, exact_match,strict-match.", max_length=128)
+    original: float | None = api_field(None, description="the original model's score.")
+    compressed: float | None = api_field(None, description="the compressed model's score.")
+    difference: float | None = api_field(None, description="compressed minus original.")
+    original_stderr: float | None = api_field(None, description="the standard error lm-eval reports for the original's score.")
+    compressed_stderr: float | None = api_field(None, description="the standard error lm-eval reports for the compressed model's score.")
+    higher_is_better: bool | None = api_field(None, description="the direction of the metric, as the task says.")
+
+
+# status.result.metrics.tasks holds at most this many scores (the manifest holds them all), so the status and the
+# termination message stay small.
+MAX_STATUS_TASK_SCORES = 12
+
+
 class EvaluationMetrics(ApiModel):
     """Fidelity of the compressed model against the original."""
 
@@ -87,6 +105,9 @@ class EvaluationMetrics(ApiModel):
     perplexity_increase: float | None = api_field(None, description="relative perplexity increase, e.g. 0.05 for +5%.")
     kl_divergence: float | None = api_field(None, description="mean KL divergence (nats) of next-token distributions, original to compressed.")
     top1_agreement: float | None = api_field(None, description="share of positions where both models predict the same next token.")
+    tasks: list[TaskScore] | None = api_field(None, description=f"lm-eval scores per task and metric, those missing the gate first (at most {MAX_STATUS_TASK_SCORES}; the manifest has all).", max_length=MAX_STATUS_TASK_SCORES)
+    task_scores_omitted: int | None = api_field(None, description="task scores left out of this list for its size (they are in the manifest).", ge=0)
+    task_backend: str | None = api_field(None, description="the lm-eval backend that scored both models: hf or vllm.", max_length=16)
     gate_passed: bool | None = api_field(None, description="whether the quality gate passed (unset without a gate).")
 
 

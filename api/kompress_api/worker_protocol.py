@@ -21,7 +21,7 @@ ENV_JOB = "KOMPRESS_JOB"
 ENV_HF_TOKEN = "HF_TOKEN"
 ENV_HF_ENDPOINT = "HF_ENDPOINT"
 # Per-location S3 credentials arrive by envFrom with these prefixes, e.g. KOMPRESS_MODEL_S3_AWS_ACCESS_KEY_ID.
-S3_ENV_PREFIX = {"model": "KOMPRESS_MODEL_S3_", "calibration": "KOMPRESS_CALIBRATION_S3_", "output": "KOMPRESS_OUTPUT_S3_"}
+S3_ENV_PREFIX = {"model": "KOMPRESS_MODEL_S3_", "calibration": "KOMPRESS_CALIBRATION_S3_", "output": "KOMPRESS_OUTPUT_S3_", "tasks": "KOMPRESS_TASKS_S3_"}
 ENV_PROGRESS_BIND = "KOMPRESS_PROGRESS_BIND"
 ENV_TERMINATION_LOG = "KOMPRESS_TERMINATION_LOG"
 ENV_LOG_FORMAT = "KOMPRESS_LOG_FORMAT"
@@ -94,10 +94,16 @@ def encode_termination(result: ApiModel, limit: int = TERMINATION_LIMIT) -> str:
         text = _fit(doc)
         if len(text.encode()) <= limit:
             return text
-    # Still too long: keep errors before warnings, as many as fit.
+    # Still too long: keep errors before warnings, as many as fit; then task scores from the end (those that
+    # missed the gate come first), counted in taskScoresOmitted: the manifest has them all.
     problems.sort(key=lambda p: p.get("severity") != "error")
     while problems and len(_fit(doc).encode()) > limit:
         problems.pop()
+    metrics = doc.get("metrics") or {}
+    scores = metrics.get("tasks") or []
+    while scores and len(_fit(doc).encode()) > limit:
+        scores.pop()
+        metrics["taskScoresOmitted"] = metrics.get("taskScoresOmitted", 0) + 1
     text = _fit(doc)
     if len(text.encode()) > limit:
         raise ValueError("termination message does not fit even when shortened")

@@ -30,7 +30,7 @@ from typing import Any
 
 from kompress_api.v1alpha1 import CompressionJob, PlanProblem, PlanSummary, model_uri_scheme
 
-from kompress_job import collector, fidelity
+from kompress_job import collector, fidelity, task_scores
 from kompress_job.errors import InvalidRecipe, ModelNotFound, OverlappingGroups, TargetsMatchNothing, UnsupportedArchitecture
 from kompress_job.planning import checkpoint as ckpt
 from kompress_job.planning import destination
@@ -285,6 +285,8 @@ def _make_plan(job: CompressionJob, config: Mapping[str, Any], devices: int | No
     problems += mtp_planning.problems(mtp, source_dtype)
     problems += _resource_problems(job, workload, foot)
     problems += destination.output_overlaps_model(spec)
+    if workload.task_cost is not None and workload.task_cost.unknown:
+        problems.append(P.warning(P.TASK_SIZE_UNKNOWN, f"the plan cannot tell what lm-eval task(s) {', '.join(workload.task_cost.unknown)} add: their size is known only once the worker reads them; the time estimate leaves them out", "set spec.evaluation.tasks[].limit to bound (and count) them"))
 
     return Plan(
         job=job.metadata.name or "",
@@ -407,6 +409,7 @@ def _workload(job, config, model, resolved, total, dtype, source_dtype, estimate
         evaluation_samples=evaluation.samples if evaluation.enabled else 0,
         evaluation_length=evaluation_length,
         evaluation_cost=evaluation_cost,
+        task_cost=task_scores.estimate(config, evaluation.tasks) if evaluation.enabled and evaluation.tasks else None,
         shm_bytes=parse_quantity(spec.resources.shm) if spec.resources.shm is not None else fp.DEFAULT_SHM,
     )
 

@@ -304,9 +304,20 @@ def result_summary(result: WorkerResult | None, spec: api.CompressionJobSpec) ->
             figures.append(f"top-1 agreement {metrics.top1_agreement:.1%}")
         if metrics.kl_divergence is not None:
             figures.append(f"KL {metrics.kl_divergence:.4f}")
+        figures += task_figures(metrics)
         if figures:
             text += "; " + ", ".join(figures)
     return text
+
+
+def task_figures(metrics: api.EvaluationMetrics, shown: int = 3) -> list[str]:
+    """The first lm-eval scores in words (status.result.metrics.tasks has them all, within its bound)."""
+    scores = [s for s in metrics.tasks or [] if s.original is not None and s.compressed is not None]
+    words = [f"{s.task} {s.metric} {s.original:.3f} -> {s.compressed:.3f}" for s in scores[:shown]]
+    more = len(metrics.tasks or []) - len(words) + (metrics.task_scores_omitted or 0)
+    if more > 0:
+        words.append(f"{more} more task scores in status.result.metrics.tasks and the manifest")
+    return words
 
 
 _RESULT_FIELDS = set(api.JobResult.model_fields)

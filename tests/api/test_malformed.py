@@ -200,6 +200,21 @@ CASES = [
     Case("model-uri-trailing-newline", _set("model.uri", "hf://zai-org/GLM-4.5-Air\n"), "spec.model.uri", "spec.model.uri must be hf://ORG/NAME"),
     Case("priority-class-not-a-dns-name", _set("scheduling", {"priorityClassName": "High Priority"}), "spec.scheduling.priorityClassName",
          "should match"),
+    Case("task-name-with-a-space", _set("evaluation.tasks", [{"name": "arc easy"}]), "spec.evaluation.tasks[0].name",
+         "must be an lm-eval task name"),
+    Case("task-negative-fewshot", _set("evaluation.tasks", [{"name": "gsm8k", "numFewshot": -1}]), "spec.evaluation.tasks[0].numFewshot",
+         "should be greater than or equal to 0"),
+    Case("task-source-two-places", _set("evaluation.taskSource", {"configMap": "tasks", "uri": "s3://bucket/tasks"}), "spec.evaluation.taskSource",
+         "needs exactly one of configMap, volume or uri", kubectl=True),
+    Case("task-source-s3-on-a-config-map", _set("evaluation.taskSource", {"configMap": "tasks", "s3": {"pathStyle": True}}), "spec.evaluation.taskSource",
+         "taskSource.s3 applies to an s3:// uri only"),
+    Case("task-drop-negative", _set("evaluation.gate", {"maxTaskDrop": -0.1}), "spec.evaluation.gate.maxTaskDrop",
+         "should be greater than or equal to 0"),
+    Case("task-drop-without-tasks", _set("evaluation.gate", {"maxTaskDrop": 0.02}), "spec.evaluation",
+         "spec.evaluation.gate.maxTaskDrop needs spec.evaluation.tasks to check", kubectl=True),
+    Case("tasks-with-evaluation-off", _set("evaluation", {"enabled": False, "tasks": [{"name": "arc_easy"}]}), "spec.evaluation",
+         "spec.evaluation.tasks are not scored with spec.evaluation.enabled false"),
+    Case("unknown-task-backend", _set("evaluation.taskBackend", "sglang"), "spec.evaluation.taskBackend", 'Unsupported value: "sglang"'),
 ]
 IDS = [case.id for case in CASES]
 
@@ -242,7 +257,8 @@ def test_typed_model_refuses_the_same_spec(case):
     with pytest.raises(pydantic.ValidationError) as refused:
         v1alpha1.parse(case.job())
     locations = {_location(error["loc"]) for error in refused.value.errors()}
-    assert any(location == case.field or location.startswith(case.field + ".") for location in locations), locations
+    assert any(location == case.field or location.startswith(case.field + ".") or location.startswith(case.field + "[")
+               for location in locations), locations
 
 
 @pytest.mark.integration

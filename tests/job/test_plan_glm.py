@@ -309,3 +309,26 @@ def test_memory_below_the_model_is_an_error_and_shm_is_sized():
     assert "ShmTooSmallForDistributed" not in codes(sized) and sized.footprint.offload_bytes == 0
     assert sized.summary().shm_bytes == TOTAL * BF16 + 5 * 10**9
     assert make_plan(glm_job("w4a16-w8a8", resources={"gpus": 1}), read_config(config_dir("glm-4.5-air"))).summary().shm_bytes is None
+
+
+def test_lm_eval_tasks_add_their_time_to_the_plan_or_it_says_it_cannot():
+    config = read_config(config_dir("glm-4.5-air"))
+    base = make_plan(glm_job("w4a16"), config).footprint
+    tasks = [{"name": "arc_easy"}, {"name": "gsm8k", "numFewshot": 5, "limit": 100}]
+    planned = make_plan(glm_job("w4a16", evaluation={"tasks": tasks}), config)
+    times = {t.stage: t for t in planned.footprint.times}
+    # arc_easy: 2376 documents x 4 choices x 60 tokens; gsm8k: 100 documents, 6 x 200 tokens of context, 256 generated
+    # tokens each recomputing the context; both models, 2 x active parameters FLOPs per token at 2e14 FLOP/s
+    from kompress_job.fidelity import parameter_counts
+
+    _total, active = parameter_counts(config)
+    tokens = 2376 * 4 * 60 + 100 * (1200 + 256 * (1200 + 128))
+    added = times["baseline+evaluate"].seconds - next(t.seconds for t in base.times if t.stage == "baseline+evaluate")
+    assert added == pytest.approx(4 * active * tokens / 2e14, abs=1)
+    assert "lm-eval: " in times["baseline+evaluate"].basis and not any(p.code == "TaskSizeUnknown" for p in planned.problems)
+    # one batch of the longest request's fp32 logits, when it is more than the fidelity evaluation's own
+    assert planned.footprint.evaluation["gpu_bytes"] >= 8 * (1200 + 256) * VOCAB * 4
+
+    unknown = make_plan(glm_job("w4a16", evaluation={"tasks": [{"name": "my_private_eval"}]}), config)
+    (problem,) = [p for p in unknown.problems if p.code == "TaskSizeUnknown"]
+    assert problem.severity == "warning" and "my_private_eval" in problem.message and "limit" in problem.fix

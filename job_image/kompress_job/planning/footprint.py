@@ -97,6 +97,7 @@ class Workload:
     evaluation_length: int
     shm_bytes: int  # /dev/shm as configured (spec.resources.shm or the operator's default)
     evaluation_cost: Any = None  # kompress_job.fidelity.EvaluationCost: baseline + evaluate, by their own model; None when off
+    task_cost: Any = None  # kompress_job.task_scores.TaskCost: spec.evaluation.tasks on both models; None without tasks
 
     @property
     def distributed(self) -> bool:
@@ -247,12 +248,13 @@ def evaluation_time(w: Workload) -> StageTime:
     if w.devices == 0:
         return StageTime("baseline+evaluate", None, "no estimate without a GPU")
     cost = w.evaluation_cost
+    tasks = w.task_cost
     return StageTime(
         "baseline+evaluate",
-        round(cost.seconds),
+        round(cost.seconds + (tasks.seconds if tasks else 0)),
         f"two forward passes (original before compression, compressed after) over {w.evaluation_samples} x {w.evaluation_length} "
         "held-out tokens: 2 x active parameters x tokens FLOPs at a quarter of an H100's bf16 peak, plus every weight streamed "
-        "from host memory once per batch (kompress_job.fidelity.estimate)",
+        "from host memory once per batch (kompress_job.fidelity.estimate)" + (f"; {tasks.basis} (kompress_job.task_scores.estimate)" if tasks else ""),
     )
 
 
@@ -266,7 +268,7 @@ def evaluation_cost(w: Workload) -> dict[str, Any]:
         "enabled": True,
         "tokens": w.evaluation_samples * w.evaluation_length,
         "seconds": timing.seconds,
-        "gpu_bytes": w.evaluation_cost.memory_bytes,
+        "gpu_bytes": max(w.evaluation_cost.memory_bytes, w.task_cost.memory_bytes if w.task_cost else 0),
         "disk_bytes": w.evaluation_cost.disk_bytes,
         "host_bytes": 0,
         "basis": timing.basis + "; GPU memory: what its batches of rows take at most (fp32 logits, log-probabilities, "

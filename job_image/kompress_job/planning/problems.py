@@ -45,6 +45,7 @@ SCRATCH_BELOW_ESTIMATE = "ScratchBelowEstimate"
 NO_GPU = "NoGpu"
 NOTHING_COMPRESSED = "NothingCompressed"
 RECIPE_NOTE = "RecipeNote"
+TASK_SIZE_UNKNOWN = "TaskSizeUnknown"
 
 
 @dataclass(frozen=True)
