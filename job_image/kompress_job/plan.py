@@ -26,6 +26,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from kompress_api.exit_codes import ExitCode
 from kompress_api.v1alpha1 import CompressionJob, PlanProblem, PlanSummary, model_uri_scheme
 
 from kompress_job import collector, fidelity
@@ -41,7 +42,7 @@ from kompress_job.planning.problems import Problem, examples
 KEPT_SHARE_WARNING = 0.10
 EVALUATION_MAX_LENGTH = 1024  # spec.evaluation.maxSequenceLength's default cap
 
-# Resolver refusals that are the recipe's fault: they become plan errors (exit 20) with the resolver's message.
+# Resolver refusals that are the recipe's fault: they become plan errors (with their own exit code) and the resolver's message.
 _REFUSALS = {
     TargetsMatchNothing: (P.TARGETS_MATCH_NOTHING, "change or remove the entries named, so that each matches at least one module"),
     OverlappingGroups: (P.OVERLAPPING_GROUPS, "narrow the config groups' targets, or add the modules to one group's ignore"),
@@ -143,6 +144,11 @@ class Plan:
     @property
     def errors(self) -> list[Problem]:
         return [p for p in self.problems if p.is_error]
+
+    @property
+    def exit(self) -> ExitCode:
+        """The exit code this plan ends with: OK without errors, else its errors' own (planning.problems.exit_for)."""
+        return P.exit_for(self.errors) if self.errors else ExitCode.OK
 
     @property
     def warnings(self) -> list[Problem]:

@@ -42,7 +42,7 @@ from kompress_api.worker_protocol import (
 
 from kompress_job import logs, pipeline
 from kompress_job.context import RunContext
-from kompress_job.errors import InvalidSpec
+from kompress_job.errors import InvalidSpec, describe
 from kompress_job.progress import ProgressReporter, Sink
 from kompress_job.progress_server import DEFAULT_BIND, ProgressServer
 from kompress_job.redaction import Redactor
@@ -59,24 +59,13 @@ class Terminated(BaseException):
 # ---------------------------------------------------------------------------------------------
 
 
-def describe_validation_error(err: ValidationError) -> str:
-    """Field paths and reasons only: pydantic's own text repeats input values."""
-    problems = []
-    for e in err.errors()[:10]:
-        loc = ".".join(str(p) for p in e["loc"])
-        msg = e["msg"].removeprefix("Value error, ")
-        problems.append(msg if msg.startswith(loc) else f"{loc}: {msg}" if loc else msg)
-    more = f" (and {len(err.errors()) - 10} more)" if len(err.errors()) > 10 else ""
-    return "; ".join(problems) + more
-
-
 def parse_job(obj: Any, where: str) -> v1alpha1.CompressionJob:
     if not isinstance(obj, dict):
         raise InvalidSpec(f"{where} is not a CompressionJob object")
     try:
         return v1alpha1.parse(obj)
     except ValidationError as err:
-        raise InvalidSpec(f"{where} is not a valid CompressionJob: {describe_validation_error(err)}") from None
+        raise InvalidSpec(f"{where} is not a valid CompressionJob: {describe(err)}") from None
 
 
 def load_job_file(path: str) -> v1alpha1.CompressionJob:
