@@ -14,6 +14,7 @@
     ├── PlanRejected                   20  the plan found errors
     ├── InvalidRecipe                  21  a custom recipe that does not parse
     ├── CalibrationNotFound            22  nothing at spec.calibration.uri
+    ├── ModelFileCorrupt               23  a weight file that cannot be read (header, size), or one the index names missing
     └── StorageUnreachable             30  network trouble: the only retriable one
 
 Anything else escaping a stage is an internal error (exit 1, retriable by the Job's backoffLimit).
@@ -101,4 +102,5 @@ AccessDenied = _error("AccessDenied", ExitCode.ACCESS_DENIED)
 PlanRejected = _error("PlanRejected", ExitCode.PLAN_REJECTED)
 InvalidRecipe = _error("InvalidRecipe", ExitCode.INVALID_RECIPE)
 CalibrationNotFound = _error("CalibrationNotFound", ExitCode.CALIBRATION_NOT_FOUND)
+ModelFileCorrupt = _error("ModelFileCorrupt", ExitCode.MODEL_FILE_CORRUPT)
 StorageUnreachable = _error("StorageUnreachable", ExitCode.STORAGE_UNREACHABLE)

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from kompress_job.errors import ModelNotFound, UnsupportedArchitecture
+from kompress_job.errors import ModelFileCorrupt, ModelNotFound, UnsupportedArchitecture
 
 DTYPES = {"bfloat16", "float16", "float32"}
 
@@ -40,7 +40,34 @@ def check_model_dir(path: Path | str | None) -> Path:
         raise ModelNotFound(f"{folder} has no config.json: spec.model.uri must point at a Hugging Face style model folder")
     if not any(folder.glob("*.safetensors")) and not any(folder.glob("*.bin")):
         raise ModelNotFound(f"{folder} has a config.json but no weights (*.safetensors)")
+    check_weight_files(folder)
     return folder
+
+
+def check_weight_files(folder: Path) -> None:
+    """ModelFileCorrupt naming the file, for a safetensors file whose header cannot be read or whose size is not
+    what its header says (truncated, overwritten), or a shard the index names that is not there.
+
+    Reads headers only (safetensors checks the offsets against the file's size), so a 200 GB model costs
+    milliseconds; without it transformers fails the load with a message naming no file, as an internal error
+    that the Job would retry on GPUs, failing the same way each time."""
+    from safetensors import safe_open
+
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            shards = set(json.loads(index.read_text())["weight_map"].values())
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+            raise ModelFileCorrupt(f"{index.name} in {folder} is not a safetensors index (no weight_map): {type(err).__name__}") from None
+        missing = sorted(name for name in shards if not (folder / name).is_file())
+        if missing:
+            raise ModelFileCorrupt(f"{index.name} names {len(missing)} weight file(s) that are not in the model: {', '.join(missing[:3])}")
+    for path in sorted(folder.glob("*.safetensors")):
+        try:
+            with safe_open(str(path), framework="numpy"):
+                pass
+        except Exception as err:  # noqa: BLE001 - safetensors raises its own SafetensorError, OSError, ValueError
+            raise ModelFileCorrupt(f"weight file {path.name} of the model cannot be read: {err}; fetch it again or fix the source at spec.model.uri") from None
 
 
 def _unsupported(folder: Path, err: Exception, trust_remote_code: bool) -> UnsupportedArchitecture:

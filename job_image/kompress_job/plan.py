@@ -30,12 +30,12 @@ from kompress_api.exit_codes import ExitCode
 from kompress_api.v1alpha1 import CompressionJob, PlanProblem, PlanSummary, model_uri_scheme
 
 from kompress_job import collector, fidelity
-from kompress_job.errors import InvalidRecipe, ModelNotFound, OverlappingGroups, TargetsMatchNothing, UnsupportedArchitecture
+from kompress_job.errors import InvalidRecipe, ModelNotFound, OverlappingGroups, TargetsMatchNothing, UnsupportedArchitecture, describe
 from kompress_job.planning import checkpoint as ckpt
 from kompress_job.planning import footprint as fp
 from kompress_job.planning import problems as P
 from kompress_job.planning import serving
-from kompress_job.planning.model import MtpLayers, config_dtype, dtype_bytes, load_dtype, meta_model, mtp_layers, ASSUMED_DTYPE
+from kompress_job.planning.model import MtpLayers, config_dtype, dtype_bytes, load_dtype, meta_model, mtp_layers, standard_names, ASSUMED_DTYPE
 from kompress_job.planning.problems import Problem, examples
 
 # A share of the parameters kept 16-bit above which the plan says so (lm_head and routers alone are ~1 %).
@@ -47,7 +47,7 @@ _REFUSALS = {
     TargetsMatchNothing: (P.TARGETS_MATCH_NOTHING, "change or remove the entries named, so that each matches at least one module"),
     OverlappingGroups: (P.OVERLAPPING_GROUPS, "narrow the config groups' targets, or add the modules to one group's ignore"),
     InvalidRecipe: (P.INVALID_RECIPE, "fix spec.recipe.custom as the message says"),
-    UnsupportedArchitecture: (P.PRESET_DOES_NOT_APPLY, "use preset w4a16 or fp8-dynamic, or set spec.recipe.overrides.experts"),
+    UnsupportedArchitecture: (P.PRESET_DOES_NOT_APPLY, "a model without routed experts takes preset w4a16 or fp8-dynamic (or set spec.recipe.overrides.experts); a model whose decoder layers hold no Linear layers (GPT-2 style Conv1D) is not supported"),
 }
 
 
@@ -223,7 +223,13 @@ def make_plan(job: CompressionJob, config: Mapping[str, Any], *, devices: int | 
     cannot build the model from it; everything about the recipe is reported as problems instead.
     `devices`: the accelerators the run will use (default spec.resources.gpus)."""
     with collector.paused():  # ~1M short-lived objects and no cycles: see kompress_job.collector
-        return _make_plan(job, config, devices)
+        try:
+            return _make_plan(job, config, devices)
+        except (KeyError, TypeError, ValueError) as err:
+            # A config.json transformers can build but whose figures the plan cannot read: the model's, not a
+            # transient failure, so never a retry (and never a traceback for `kompress plan`).
+            what = config.get("architectures") or config.get("model_type") or "this model"
+            raise UnsupportedArchitecture(f"Kompress cannot plan {what} from its config.json: {describe(err)}") from None
 
 
 def _make_plan(job: CompressionJob, config: Mapping[str, Any], devices: int | None) -> Plan:
@@ -236,6 +242,7 @@ def _make_plan(job: CompressionJob, config: Mapping[str, Any], devices: int | No
     source_dtype = config_dtype(config) or ASSUMED_DTYPE
     devices = spec.resources.gpus if devices is None else devices
     model = meta_model(config, dtype, trust_remote_code=spec.model.trust_remote_code)
+    config = standard_names(config, model)
     total = sum(p.numel() for p in model.parameters())
     problems: list[Problem] = []
 

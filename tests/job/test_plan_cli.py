@@ -117,6 +117,20 @@ def test_exit_codes_for_a_bad_manifest_a_missing_config_and_an_unknown_architect
     assert "no-such-model" in capsys.readouterr().err
 
 
+GPT2_CONFIG = {"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "n_embd": 64, "n_head": 4, "n_layer": 2, "n_positions": 128, "vocab_size": 512}
+
+
+def test_an_architecture_transformers_knows_but_kompress_does_not_is_unsupported_in_one_line(tmp_path, capsys):
+    """GPT-2: transformers builds it (Conv1D layers, n_embd for hidden_size), Kompress cannot compress it."""
+    (tmp_path / "gpt2.json").write_text(json.dumps(GPT2_CONFIG))
+    job = glm_manifest(tmp_path, "w4a16")
+    assert cli.main(["plan", str(job), "--model-config", str(tmp_path / "gpt2.json")]) == ExitCode.UNSUPPORTED_ARCHITECTURE.code
+    out = capsys.readouterr()
+    assert "Traceback" not in out.out + out.err
+    [line] = [line for line in out.out.splitlines() if "ERROR" in line]
+    assert "PresetDoesNotApply" in line and "GPT2LMHeadModel" in line
+
+
 def test_the_console_script(tmp_path):
     kompress = Path(sys.executable).with_name("kompress")
     proc = subprocess.run([str(kompress), "plan", str(glm_manifest(tmp_path, "w4a16")), "--model-config", GLM_CONFIG, "--json"], capture_output=True, text=True, timeout=120)

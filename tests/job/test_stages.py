@@ -12,7 +12,7 @@ from _worker_helpers import CALIBRATION_LENGTH, RUNS, compressed, make_ctx, make
 from kompress_api.exit_codes import ExitCode
 
 from kompress_job import pipeline
-from kompress_job.errors import ModelNotFound, NoCalibrationSamples, VerificationFailed
+from kompress_job.errors import ModelFileCorrupt, ModelNotFound, NoCalibrationSamples, VerificationFailed
 from kompress_job.verification import holds_n_m
 
 
@@ -129,6 +129,23 @@ def test_verification_fails_on_a_checkpoint_that_is_not_what_the_recipe_said(com
     assert "lm_head: planned untouched but carries a 2:4 sparsity mask" in err.value.message
     assert "model.layers.1.mlp.experts.0.down_proj: 2:4 sparsity planned but not present" in err.value.message
     assert err.value.exit is ExitCode.VERIFICATION_FAILED
+
+
+@pytest.mark.slow
+def test_a_corrupt_or_missing_weight_file_is_model_file_corrupt_naming_the_file(tiny_models, tmp_path):
+    """Not an internal error retried on GPUs: a distinct, non-retried code, and which file it is."""
+    model = shutil.copytree(tiny_models["llama"], tmp_path / "model")
+    [shard] = sorted(model.glob("*.safetensors"))
+    shard.write_bytes(shard.read_bytes()[:-1000])  # truncated, as an interrupted copy leaves it
+    with pytest.raises(ModelFileCorrupt) as err:
+        run_stages(make_ctx(make_job(model, preset="w4a16"), model, tmp_path / "work"), "load-model")
+    assert shard.name in err.value.message and err.value.exit.code == 23 and not err.value.exit.retriable
+
+    shard.unlink()
+    (model / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"lm_head.weight": shard.name}}))
+    (model / "other.safetensors").write_bytes((tiny_models["llama"] / shard.name).read_bytes())
+    with pytest.raises(ModelFileCorrupt, match=shard.name):
+        run_stages(make_ctx(make_job(model, preset="w4a16"), model, tmp_path / "work2"), "load-model")
 
 
 @pytest.mark.unit

@@ -6,6 +6,8 @@ multi-token-prediction (MTP) layer transformers does not build.
     load_dtype(spec, config)    the dtype the worker loads in, which is also the dtype of everything the
                                 checkpoint keeps unquantized (spec.model.dtype, or the config's for auto)
     mtp_layers(model, config)   what config.json says about MTP layers, and where they end up
+    standard_names(config, model)  config.json with transformers' standard field names filled in from the
+                                model's own aliases (GPT-2's n_embd is hidden_size), which the planner reads
 
 The MTP layer, established from code (transformers 5.17, llm-compressor 0.14, compressed-tensors 0.19, vLLM):
 GLM-4.5(-Air) and DeepSeek-V3 store it as the decoder layer after the last one (`model.layers.46.*` on
@@ -77,6 +79,18 @@ def meta_model(config: dict[str, Any], dtype: str, *, trust_remote_code: bool = 
             return AutoModelForCausalLM.from_config(cfg, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code)
     except (ValueError, KeyError, TypeError, AttributeError, ImportError) as err:
         raise UnsupportedArchitecture(f"transformers cannot build {what} from its config.json: {type(err).__name__}: {err}") from None
+
+
+def standard_names(config: dict[str, Any], model: Any) -> dict[str, Any]:
+    """`config` with the standard names transformers maps to this model's own fields (its config class's
+    attribute_map: hidden_size, num_hidden_layers, num_attention_heads... from GPT-2's n_embd, n_layer, n_head)
+    added where config.json does not have them, in the text config where there is one."""
+    text_config = model.config.get_text_config()
+    aliases = {name: getattr(text_config, name, None) for name in getattr(text_config, "attribute_map", {})}
+    aliases = {name: value for name, value in aliases.items() if value is not None}
+    if isinstance(config.get("text_config"), dict):
+        return {**config, "text_config": {**aliases, **config["text_config"]}}
+    return {**aliases, **config}
 
 
 def _transformers_version() -> str:
