@@ -130,12 +130,11 @@ def run(plan: LaunchPlan, *, report: Callable[[int, int, str], None] | None = No
 
 
 def _error_from(result: dict[str, Any]) -> Exception:
-    member = ExitCode.from_code(int(result.get("exit_code", 1))) or ExitCode.INTERNAL
-    for name in dir(errors):
-        cls = getattr(errors, name)
-        if isinstance(cls, type) and issubclass(cls, errors.KompressError) and cls.exit is member and cls is not errors.KompressError:
-            return cls(result.get("message", "a distributed rank failed"))
-    return RuntimeError(result.get("message", "a distributed rank failed"))
+    """The error rank 0 reported, with its reason and message as it reported them."""
+    by_reason = {m.reason: m for m in ExitCode}
+    code = result.get("exit_code")
+    member = by_reason.get(str(result.get("reason"))) or (ExitCode.from_code(code) if isinstance(code, int) else None) or ExitCode.INTERNAL
+    return errors.error_for(member, str(result.get("message") or "a distributed rank failed"))
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -199,7 +198,7 @@ def rank_main(work: Path) -> int:
         return err.exit.code
     except Exception as err:  # noqa: BLE001 - reported to the parent, which fails the stage
         if rank == 0:
-            (work / RESULT).write_text(json.dumps({"ok": False, "exit_code": 1, "reason": "WorkerError", "message": f"rank 0: {type(err).__name__}: {err}"}))
+            (work / RESULT).write_text(json.dumps({"ok": False, "exit_code": 1, "reason": "WorkerError", "message": f"rank 0: {errors.describe(err)}"}))
         raise
     finally:
         if dist.is_initialized():
@@ -220,7 +219,10 @@ def _rank_work(work: Path, rank: int) -> None:
     tokenizer = modelio.load_tokenizer(request["model_dir"], trust_remote_code=request["trust_remote_code"])
     resolved = resolve(Recipe.model_validate(request["recipe"]), model)
     if resolved.module_table() != request["modules"]:
-        raise RuntimeError("the recipe resolved differently on the loaded model than in the parent process")
+        differ = sorted(name for name in set(request["modules"]) | set(resolved.module_table()) if request["modules"].get(name) != resolved.module_table().get(name))
+        raise errors.CompressionMismatch(
+            f"the recipe resolved differently on the loaded model than in the parent process, for {len(differ)} module(s): {', '.join(differ[:5])}"
+        )
     dataset = None
     if request["calibration"]:
         from datasets import load_from_disk

@@ -15,6 +15,7 @@
     ├── InvalidRecipe                  21  a custom recipe that does not parse
     ├── CalibrationNotFound            22  nothing at spec.calibration.uri
     ├── ModelFileCorrupt               23  a weight file that cannot be read (header, size), or one the index names missing
+    ├── CompressionMismatch            24  llm-compressor did not apply the planned schemes; DDP ranks resolved differently
     └── StorageUnreachable             30  network trouble: the only retriable one
 
 Anything else escaping a stage is an internal error (exit 1, retriable by the Job's backoffLimit).
@@ -103,4 +104,5 @@ PlanRejected = _error("PlanRejected", ExitCode.PLAN_REJECTED)
 InvalidRecipe = _error("InvalidRecipe", ExitCode.INVALID_RECIPE)
 CalibrationNotFound = _error("CalibrationNotFound", ExitCode.CALIBRATION_NOT_FOUND)
 ModelFileCorrupt = _error("ModelFileCorrupt", ExitCode.MODEL_FILE_CORRUPT)
+CompressionMismatch = _error("CompressionMismatch", ExitCode.COMPRESSION_MISMATCH)
 StorageUnreachable = _error("StorageUnreachable", ExitCode.STORAGE_UNREACHABLE)

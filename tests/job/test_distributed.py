@@ -3,6 +3,7 @@ the real run is tested on this CPU with 2 ranks over gloo (the GPU path differs 
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -33,6 +34,27 @@ def test_a_ranks_error_becomes_the_same_kompress_error_in_the_parent(tmp_path):
     plan = distributed.LaunchPlan(argv=[sys.executable, "-c", "raise SystemExit(1)"], env={}, work=tmp_path)
     with pytest.raises(NoCalibrationSamples, match="no rows"):
         distributed.run(plan)
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("reported", "expected"),
+    [
+        ({"exit_code": 24, "reason": "CompressionMismatch", "message": "resolved differently"}, "CompressionMismatch"),
+        ({"exit_code": 99, "reason": "ModelFileCorrupt", "message": "resolved differently"}, "ModelFileCorrupt"),  # the reason wins
+        ({"exit_code": 1, "reason": "WorkerError", "message": "resolved differently"}, "WorkerError"),
+    ],
+)
+def test_the_parent_keeps_the_reason_and_message_the_rank_reported(tmp_path, reported, expected):
+    from kompress_api.exit_codes import ExitCode
+    from kompress_job.errors import KompressError
+
+    (tmp_path / distributed.RESULT).write_text(json.dumps({"ok": False, **reported}))
+    plan = distributed.LaunchPlan(argv=[sys.executable, "-c", "raise SystemExit(1)"], env={}, work=tmp_path)
+    with pytest.raises(KompressError) as err:
+        distributed.run(plan)
+    assert err.value.reason == expected and err.value.message == "resolved differently"
+    assert err.value.exit.retriable is (expected == ExitCode.INTERNAL.reason)
 
 
 @pytest.mark.slow

@@ -12,7 +12,7 @@ from _worker_helpers import CALIBRATION_LENGTH, RUNS, compressed, make_ctx, make
 from kompress_api.exit_codes import ExitCode
 
 from kompress_job import pipeline
-from kompress_job.errors import ModelFileCorrupt, ModelNotFound, NoCalibrationSamples, VerificationFailed
+from kompress_job.errors import CompressionMismatch, ModelFileCorrupt, ModelNotFound, NoCalibrationSamples, VerificationFailed
 from kompress_job.verification import holds_n_m
 
 
@@ -146,6 +146,19 @@ def test_a_corrupt_or_missing_weight_file_is_model_file_corrupt_naming_the_file(
     (model / "other.safetensors").write_bytes((tiny_models["llama"] / shard.name).read_bytes())
     with pytest.raises(ModelFileCorrupt, match=shard.name):
         run_stages(make_ctx(make_job(model, preset="w4a16"), model, tmp_path / "work2"), "load-model")
+
+
+@pytest.mark.slow
+def test_schemes_llm_compressor_did_not_apply_are_a_non_retried_compression_mismatch(tiny_models, tmp_path, monkeypatch):
+    from kompress_job.stages import compress
+
+    ctx = make_ctx(make_job(tiny_models["llama"], preset="w4a16"), tiny_models["llama"], tmp_path)
+    run_stages(ctx, "load-model")
+    monkeypatch.setattr(compress, "run_oneshot", lambda *args, **kwargs: None)  # a library that silently did nothing
+    with pytest.raises(CompressionMismatch) as err:
+        run_stages(ctx, "compress")
+    assert "did not apply the planned schemes" in err.value.message and "model.layers.0.self_attn.q_proj" in err.value.message
+    assert err.value.exit.code == 24 and not err.value.exit.retriable
 
 
 @pytest.mark.unit
