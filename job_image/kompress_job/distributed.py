@@ -144,22 +144,30 @@ def _read_json(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def _relay_progress(path: Path, report: Callable[[int, int, str], None] | None, stop: threading.Event) -> None:
+def _relay_progress(path: Path, report: Callable[[int, int, str], None] | None, stop: threading.Event, interval: float = 0.5) -> None:
+    """Relay each complete line rank 0 appended to `path`; a line still being written waits for the next poll.
+
+    The file is read by byte offset (a text file's tell() is refused after iterating it), and a line that is
+    not what rank 0 writes is skipped, never retried for ever: progress must not freeze for a multi-hour run."""
     offset = 0
-    while not stop.is_set() or path.exists():
-        if path.exists() and report is not None:
-            with path.open() as handle:
+    while True:
+        finished = stop.is_set()  # read once more after the ranks ended: their last lines
+        if report is not None and path.exists():
+            with path.open("rb") as handle:
                 handle.seek(offset)
-                for line in handle:
-                    try:
-                        item = json.loads(line)
-                    except ValueError:
-                        break
-                    report(int(item["done"]), int(item["total"]), str(item.get("message", "")))
-                offset = handle.tell()
-        if stop.is_set():
+                data = handle.read()
+            complete = data[: data.rfind(b"\n") + 1]
+            offset += len(complete)
+            for line in complete.splitlines():
+                try:
+                    item = json.loads(line)
+                    done, total, message = int(item["done"]), int(item["total"]), str(item.get("message", ""))
+                except (ValueError, KeyError, TypeError):
+                    continue
+                report(done, total, message)
+        if finished:
             return
-        time.sleep(0.5)
+        stop.wait(interval)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ the real run is tested on this CPU with 2 ranks over gloo (the GPU path differs 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -78,3 +79,31 @@ def test_a_data_free_recipe_runs_in_one_process_even_with_several_devices(tiny_m
     run_stages(ctx, "load-model", "compress", "save", "verify")
     assert not (tmp_path / "distributed").exists()
     assert ctx.verification["ok"], ctx.verification["failures"]
+
+
+@pytest.mark.unit
+def test_a_partly_written_progress_line_waits_for_its_end_and_the_relay_goes_on(tmp_path):
+    import threading
+    import time
+
+    path = tmp_path / distributed.PROGRESS
+    seen: list[tuple[int, int, str]] = []
+    stop = threading.Event()
+    relay = threading.Thread(target=distributed._relay_progress, args=(path, lambda d, t, m: seen.append((d, t, m)), stop), daemon=True)
+    path.write_text('{"done": 1, "total": 4, "message": "layer 1"}\n{"done": 2, "tot')  # rank 0 is mid-write
+    relay.start()
+
+    def wait_for(n: int) -> None:
+        deadline = time.monotonic() + 10
+        while len(seen) < n and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    wait_for(1)
+    time.sleep(0.7)  # at least one more poll with the half line there
+    with path.open("a") as f:
+        f.write('al": 4, "message": "layer 2"}\nnot json\n{"done": 3, "total": 4, "message": "layer 3"}\n')
+    wait_for(3)
+    stop.set()
+    relay.join(timeout=5)
+    assert seen == [(1, 4, "layer 1"), (2, 4, "layer 2"), (3, 4, "layer 3")]
+    assert not relay.is_alive()
