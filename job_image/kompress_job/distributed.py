@@ -18,7 +18,9 @@ This module is that script, driven by files in a work folder the parent writes:
     checkpoint/         the compressed checkpoint (written by the source rank)
 
     launch_plan(...)    pure: the torchrun command line and environment
-    run(...)            the parent side: write the request, run torchrun, relay progress, read the result
+    run(...)            the parent side: write the request, run torchrun (its own process group), relay progress
+                        and stream every rank's output into the worker's log as it comes, read the result;
+                        stopped (SIGTERM), it passes SIGTERM to the whole group, then SIGKILL after a grace
     python -m kompress_job.distributed --work DIR     one rank
 
 Without an accelerator (tests on CPU) ranks join a gloo process group instead of init_dist(), which
@@ -31,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -49,6 +52,9 @@ PROGRESS = "progress.jsonl"
 RESULT = "result.json"
 CALIBRATION = "calibration"
 CHECKPOINT = "checkpoint"
+# How long torchrun and the ranks get to stop after SIGTERM before they are killed: inside Kubernetes' default
+# 30 s termination grace, so the worker still writes its termination message.
+TERMINATE_GRACE_SECONDS = 20.0
 
 
 @dataclass(frozen=True)
@@ -107,26 +113,73 @@ def write_request(work: Path, *, model_dir: Path, dtype: str, trust_remote_code:
     (work / REQUEST).write_text(json.dumps(request))
 
 
-def run(plan: LaunchPlan, *, report: Callable[[int, int, str], None] | None = None, log: Callable[[str], None] | None = None) -> Path:
-    """Run the ranks; relay rank 0's progress; return the checkpoint folder or raise the rank's error."""
+def run(
+    plan: LaunchPlan,
+    *,
+    report: Callable[[int, int, str], None] | None = None,
+    log: Callable[[str], None] | None = None,
+    grace_seconds: float = TERMINATE_GRACE_SECONDS,
+) -> Path:
+    """Run the ranks; relay rank 0's progress and every rank's output (to `log`, line by line as it comes);
+    return the checkpoint folder or raise the rank's error.
+
+    torchrun and its ranks run in a process group of their own. When this process is stopped (SIGTERM raises
+    runner.Terminated here, or any other exception), the whole group gets SIGTERM, `grace_seconds` to exit,
+    then SIGKILL: no rank is left running on the GPUs after the worker is gone."""
     env = {**os.environ, **plan.env}
     stop = threading.Event()
     relay = threading.Thread(target=_relay_progress, args=(plan.work / PROGRESS, report, stop), daemon=True)
     relay.start()
+    output = subprocess.PIPE if log is not None else None
     try:
-        proc = subprocess.run(plan.argv, env=env, stdout=None if log is None else subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False)
+        proc = subprocess.Popen(plan.argv, env=env, stdout=output, stderr=subprocess.STDOUT if log else None, text=True, errors="replace", start_new_session=True)
+        reader = threading.Thread(target=_stream_lines, args=(proc.stdout, log), daemon=True) if log is not None else None
+        if reader is not None:
+            reader.start()
+        try:
+            returncode = proc.wait()
+        except BaseException:
+            _stop_group(proc, grace_seconds)
+            raise
+        finally:
+            if reader is not None:
+                reader.join(timeout=5)
     finally:
         stop.set()
         relay.join(timeout=5)
-    if log is not None and proc.stdout:
-        for line in proc.stdout.splitlines()[-200:]:
-            log(line)
     result = _read_json(plan.work / RESULT)
     if result and not result.get("ok"):
         raise _error_from(result)
-    if proc.returncode != 0 or not result:
-        raise RuntimeError(f"distributed compression failed (torchrun exit code {proc.returncode}); see the worker log for each rank's output")
+    if returncode != 0 or not result:
+        raise RuntimeError(f"distributed compression failed (torchrun exit code {returncode}); see the worker log for each rank's output")
     return plan.checkpoint
+
+
+def _stream_lines(stream: Any, log: Callable[[str], None]) -> None:
+    """Every line the ranks print, into the worker's log (which redacts it) as it comes, not at the end."""
+    for line in stream:
+        line = line.rstrip("\n").rsplit("\r", 1)[-1].rstrip()  # a progress bar redrawing itself: its last state
+        if line:
+            log(line)
+    stream.close()
+
+
+def _stop_group(proc: subprocess.Popen, grace_seconds: float) -> None:
+    """SIGTERM to torchrun and every rank (one process group), then SIGKILL to what is left after the grace."""
+    for sig, wait in ((signal.SIGTERM, grace_seconds), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            continue
+        try:  # torchrun is gone; a rank that outlived it would still hold its GPU
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        return
 
 
 def _error_from(result: dict[str, Any]) -> Exception:

@@ -107,3 +107,70 @@ def test_a_partly_written_progress_line_waits_for_its_end_and_the_relay_goes_on(
     relay.join(timeout=5)
     assert seen == [(1, 4, "layer 1"), (2, 4, "layer 2"), (3, 4, "layer 3")]
     assert not relay.is_alive()
+
+
+FAKE_TORCHRUN = """
+import signal, subprocess, sys, time
+from pathlib import Path
+work = Path(sys.argv[1])
+rank = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])  # a rank, in torchrun's group
+(work / "rank.pid").write_text(str(rank.pid))
+if sys.argv[2] == "polite":
+    signal.signal(signal.SIGTERM, lambda *_: ((work / "got-sigterm").write_text("yes"), sys.exit(143)))  # leaves its rank behind
+else:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+print("[rank0] calibrating layer 1/4", flush=True)
+time.sleep(120)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+class _Stopped(BaseException):
+    """What runner.Terminated is to the worker: raised in the main thread by the SIGTERM handler."""
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("child", ["polite", "stubborn"])
+def test_rank_output_is_logged_as_it_comes_and_sigterm_stops_the_whole_group(tmp_path, child):
+    import signal
+    import threading
+    import time
+
+    script = tmp_path / "fake_torchrun.py"
+    script.write_text(FAKE_TORCHRUN)
+    plan = distributed.LaunchPlan(argv=[sys.executable, str(script), str(tmp_path), child], env={}, work=tmp_path)
+    logged: list[str] = []
+
+    def stop_when_logged() -> None:
+        deadline = time.monotonic() + 30
+        while not logged and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)  # the fake torchrun is sleeping, still running
+        os.kill(os.getpid(), signal.SIGTERM)  # the pod is deleted
+
+    def on_sigterm(signum, frame):
+        raise _Stopped()
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    threading.Thread(target=stop_when_logged, daemon=True).start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(_Stopped):
+            distributed.run(plan, log=logged.append, grace_seconds=1.0)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert logged == ["[rank0] calibrating layer 1/4"]  # streamed while it ran, not collected at the end
+    assert time.monotonic() - started < 30
+    assert (tmp_path / "got-sigterm").exists() is (child == "polite")  # SIGTERM first, not SIGKILL
+    rank = int((tmp_path / "rank.pid").read_text())
+    deadline = time.monotonic() + 5
+    while _alive(rank) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(rank)  # no orphaned rank holding a GPU
