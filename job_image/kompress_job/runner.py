@@ -152,7 +152,7 @@ def execute(
     if progress_bind:
         labels = {"job": job.metadata.name or "", "namespace": job.metadata.namespace or ""}
         try:
-            server = ProgressServer(ctx.progress, progress_bind, timings=ctx.timings, labels={k: v for k, v in labels.items() if v}).start()
+            server = ProgressServer(ctx.progress, progress_bind, timings=ctx.timings, labels={k: v for k, v in labels.items() if v}, redact=redact).start()
             log.info("progress at %s/progress", server.url)
         except (OSError, ValueError) as exc:
             # Progress is for watching; the job itself can still succeed without it.
