@@ -40,6 +40,20 @@ def test_preset_compresses_saves_and_verifies(compressed, tiny_models, model, pr
     groups = config["quantization_config"]["config_groups"]
     # one compressed-tensors config group per planned scheme (sparsity is not a config group)
     assert len(groups) == len({a.scheme.name for a in ctx.recipe.assignment.values() if a.scheme is not None})
+    # a pruned checkpoint says so, as compressed-tensors' SparsityCompressionConfig reads it; an unpruned one does not
+    from compressed_tensors.config import SparsityCompressionConfig
+
+    from kompress_job.recipe.patterns import matched_names
+
+    recorded = config["quantization_config"]["sparsity_config"]
+    pruned = {name for name, a in ctx.recipe.assignment.items() if a.sparsity}
+    if preset.startswith("sparse24"):
+        sparsity = SparsityCompressionConfig.load_from_registry(recorded["format"], **recorded)
+        assert sparsity.sparsity_structure == "2:4" and sparsity.format == "dense" and sparsity.ignore == []
+        assert set(matched_names(sparsity.targets, ctx.recipe.assignment)) == pruned  # exactly the pruned modules
+        assert 0.1 < sparsity.global_sparsity < 0.5
+    else:
+        assert recorded == {} and not pruned
     # the recipe that ran can be read back by llm-compressor itself (upstream's recipe.yaml cannot)
     readback = LlmcRecipe.create_instance(str(out / "recipe.yaml"))
     assert [type(m).__name__ for m in readback.modifiers] == [type(m).__name__ for m in ctx.recipe.modifiers()]
@@ -121,12 +135,16 @@ def test_verification_fails_on_a_checkpoint_that_is_not_what_the_recipe_said(com
     expert[expert == 0] = 1  # 2:4 gone where it was asked for
     tensors["model.layers.1.mlp.experts.0.down_proj.weight"] = expert
     save_file(tensors, str(shard), metadata={"format": "pt"})
+    config = json.loads((tampered / "config.json").read_text())
+    config["quantization_config"]["sparsity_config"] = {}  # what compressed-tensors 0.19 writes by itself
+    (tampered / "config.json").write_text(json.dumps(config))
 
     check = make_ctx(ctx.job, ctx.model_dir, tmp_path)
     check.recipe, check.tokenizer, check.checkpoint_dir = ctx.recipe, ctx.tokenizer, tampered
     with pytest.raises(VerificationFailed) as err:
         run_stages(check, "verify")
     assert "lm_head: planned untouched but carries a 2:4 sparsity mask" in err.value.message
+    assert "config.json's sparsity_config does not record the 2:4 sparsity" in err.value.message
     assert "model.layers.1.mlp.experts.0.down_proj: 2:4 sparsity planned but not present" in err.value.message
     assert err.value.exit is ExitCode.VERIFICATION_FAILED
 
