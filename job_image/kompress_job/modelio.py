@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from kompress_job.errors import ModelFileCorrupt, ModelNotFound, UnsupportedArchitecture
+from kompress_job.errors import ModelFileCorrupt, ModelNotFound, UnsupportedArchitecture, describe
 
 DTYPES = {"bfloat16", "float16", "float32"}
 
@@ -77,7 +77,7 @@ def _unsupported(folder: Path, err: Exception, trust_remote_code: bool) -> Unsup
         config = {}
     what = config.get("architectures") or config.get("model_type") or "this model"
     hint = "" if trust_remote_code else " If the model ships its own code, set spec.model.trustRemoteCode: true."
-    return UnsupportedArchitecture(f"transformers cannot build {what}: {type(err).__name__}: {err}.{hint}")
+    return UnsupportedArchitecture(f"transformers cannot build {what}: {describe(err)}.{hint}")
 
 
 def load_causal_lm(path: Path | str, *, dtype: str = "auto", trust_remote_code: bool = False, offloaded: bool = False, offload_folder: Path | None = None) -> Any:
@@ -112,10 +112,12 @@ def load_causal_lm(path: Path | str, *, dtype: str = "auto", trust_remote_code: 
                 import psutil
 
                 kwargs["max_memory"] = {"cpu": psutil.virtual_memory().available}
+        from huggingface_hub.errors import StrictDataclassError  # a config.json field of the wrong type
+
         try:
             model = AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)
-        except (ValueError, KeyError, ImportError) as err:
-            if "does not recognize this architecture" in str(err) or "trust_remote_code" in str(err) or isinstance(err, KeyError):
+        except (ValueError, KeyError, ImportError, StrictDataclassError) as err:
+            if "does not recognize this architecture" in str(err) or "trust_remote_code" in str(err) or isinstance(err, (KeyError, StrictDataclassError)):
                 raise _unsupported(folder, err, trust_remote_code) from None
             raise
     model.eval()
@@ -154,6 +156,7 @@ def load_tokenizer(path: Path | str, *, trust_remote_code: bool = False) -> Any:
 def meta_model(path: Path | str, *, trust_remote_code: bool = False) -> Any:
     """The model's structure on the meta device, from config.json alone (no weights read)."""
     import torch
+    from huggingface_hub.errors import StrictDataclassError
     from transformers import AutoConfig, AutoModelForCausalLM
 
     folder = Path(path)
@@ -161,5 +164,5 @@ def meta_model(path: Path | str, *, trust_remote_code: bool = False) -> Any:
         config = AutoConfig.from_pretrained(str(folder), trust_remote_code=trust_remote_code)
         with torch.device("meta"):
             return AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
-    except (ValueError, KeyError, ImportError) as err:
+    except (ValueError, KeyError, ImportError, StrictDataclassError) as err:
         raise _unsupported(folder, err, trust_remote_code) from None

@@ -225,9 +225,9 @@ def make_plan(job: CompressionJob, config: Mapping[str, Any], *, devices: int | 
     with collector.paused():  # ~1M short-lived objects and no cycles: see kompress_job.collector
         try:
             return _make_plan(job, config, devices)
-        except (KeyError, TypeError, ValueError) as err:
-            # A config.json transformers can build but whose figures the plan cannot read: the model's, not a
-            # transient failure, so never a retry (and never a traceback for `kompress plan`).
+        except (KeyError, TypeError) as err:
+            # A config.json transformers can build but whose figures the plan cannot read (a field missing, or
+            # null): the model's, not a transient failure, so never a retry (and never a traceback for `kompress plan`).
             what = config.get("architectures") or config.get("model_type") or "this model"
             raise UnsupportedArchitecture(f"Kompress cannot plan {what} from its config.json: {describe(err)}") from None
 

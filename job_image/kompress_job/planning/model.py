@@ -28,7 +28,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from kompress_job.errors import UnsupportedArchitecture
+from kompress_job.errors import UnsupportedArchitecture, describe
 
 DTYPES = ("bfloat16", "float16", "float32")
 # transformers' `dtype="auto"` reads the config's dtype; without one it looks at the weights, which a plan
@@ -73,12 +73,14 @@ def meta_model(config: dict[str, Any], dtype: str, *, trust_remote_code: bool = 
             else " A newer transformers may know it."
         )
         raise UnsupportedArchitecture(f"transformers {_transformers_version()} does not know model_type {model_type!r} ({what}).{hint}")
+    from huggingface_hub.errors import StrictDataclassError  # transformers 5 checks config fields' types with it
+
     try:
         cfg = CONFIG_MAPPING[model_type].from_dict(dict(config))
         with torch.device("meta"):
             return AutoModelForCausalLM.from_config(cfg, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code)
-    except (ValueError, KeyError, TypeError, AttributeError, ImportError) as err:
-        raise UnsupportedArchitecture(f"transformers cannot build {what} from its config.json: {type(err).__name__}: {err}") from None
+    except (ValueError, KeyError, TypeError, AttributeError, ImportError, StrictDataclassError) as err:
+        raise UnsupportedArchitecture(f"transformers cannot build {what} from its config.json: {describe(err)}") from None
 
 
 def standard_names(config: dict[str, Any], model: Any) -> dict[str, Any]:
