@@ -38,6 +38,10 @@ def check_model_dir(path: Path | str | None) -> Path:
         raise ModelNotFound(f"model folder {folder} does not exist; check spec.model.uri (and the volume it is on)")
     if not (folder / "config.json").is_file():
         raise ModelNotFound(f"{folder} has no config.json: spec.model.uri must point at a Hugging Face style model folder")
+    try:
+        json.loads((folder / "config.json").read_bytes())
+    except ValueError as err:
+        raise ModelNotFound(f"the config.json in {folder} is not JSON: {err}") from None
     if not any(folder.glob("*.safetensors")) and not any(folder.glob("*.bin")):
         raise ModelNotFound(f"{folder} has a config.json but no weights (*.safetensors)")
     check_weight_files(folder)
@@ -148,9 +152,16 @@ def _conversion_mappings_restored():
 
 
 def load_tokenizer(path: Path | str, *, trust_remote_code: bool = False) -> Any:
+    """The model's tokenizer, or ModelNotFound (not retried: the model's files are what they are) when the folder
+    holds none transformers can load (no tokenizer.json, tokenizer.model or vocabulary, or one it cannot read)."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+    try:
+        return AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, KeyError) as err:
+        raise ModelNotFound(
+            f"the model at {path} has no tokenizer transformers can load (tokenizer.json, tokenizer.model or a vocabulary): {describe(err)}"
+        ) from None
 
 
 def meta_model(path: Path | str, *, trust_remote_code: bool = False) -> Any:

@@ -167,6 +167,19 @@ def test_a_corrupt_or_missing_weight_file_is_model_file_corrupt_naming_the_file(
 
 
 @pytest.mark.slow
+def test_a_model_without_a_usable_tokenizer_or_config_is_model_not_found_not_retried(tiny_models, tmp_path):
+    model = shutil.copytree(tiny_models["llama"], tmp_path / "model")
+    for path in model.glob("tokenizer*"):
+        path.unlink()
+    with pytest.raises(ModelNotFound, match="has no tokenizer transformers can load") as err:
+        run_stages(make_ctx(make_job(model, preset="w4a16"), model, tmp_path / "work"), "load-model")
+    assert "\n" not in err.value.message
+    (model / "config.json").write_text("{not json")
+    with pytest.raises(ModelNotFound, match="config.json in .* is not JSON"):
+        run_stages(make_ctx(make_job(model, preset="w4a16"), model, tmp_path / "work2"), "load-model")
+
+
+@pytest.mark.slow
 def test_schemes_llm_compressor_did_not_apply_are_a_non_retried_compression_mismatch(tiny_models, tmp_path, monkeypatch):
     from kompress_job.stages import compress
 
