@@ -17,7 +17,7 @@ from kompress_api.v1alpha1 import S3Access
 from kompress_api.worker_protocol import S3_ENV_PREFIX
 
 from kompress_job import credentials
-from kompress_job.errors import AccessDenied, KompressError, StorageUnreachable
+from kompress_job.errors import AccessDenied, InvalidSpec, KompressError, StorageUnreachable
 
 # Codes S3 and S3-compatible stores use when the caller is not allowed (bad key, bad signature...).
 _DENIED_CODES = {
@@ -131,7 +131,10 @@ def make_client(
         kwargs["endpoint_url"] = access.endpoint
     if creds is not None:
         kwargs.update(aws_access_key_id=creds.access_key_id, aws_secret_access_key=creds.secret_access_key, aws_session_token=creds.session_token)
-    return session.client("s3", **kwargs)
+    try:
+        return session.client("s3", **kwargs)
+    except ValueError as err:  # botocore: "Invalid endpoint: ...", "Provided region_name ... doesn't match a supported format"
+        raise InvalidSpec(f"the {location}'s S3 settings are refused (s3.endpoint {access.endpoint or 'unset'}, s3.region {region}): {err}") from None
 
 
 def error_code(exc: BaseException) -> str | None:
