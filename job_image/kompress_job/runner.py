@@ -219,6 +219,12 @@ def main_run(args: Any) -> int:
     sinks: list[Sink] = [logs.TqdmProgressSink()] if fmt == "text" and sys.stderr.isatty() else [logs.LogProgressSink(log)]
     temporary = args.workdir is None
     workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="kompress-"))
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # the command line's, so exit 2 and one line, not a traceback
+        usage = ExitCode.USAGE
+        print(f"Failed ({usage.reason}, exit {usage.code}): cannot use --workdir {workdir}: {exc.strerror or exc}", file=logs.RESULT_STREAM)
+        return usage.code
     devices = available_devices(args.devices if args.devices is not None else job.spec.resources.gpus, log)
     termination = Path(env[ENV_TERMINATION_LOG]) if env.get(ENV_TERMINATION_LOG) else None
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
