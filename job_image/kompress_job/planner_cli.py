@@ -9,8 +9,9 @@ operator's CPU-only planning pod.
 
 Exit codes (kompress_api.exit_codes): 0 planned; a plan with errors (each with its fix) ends with their own
 code when they are all of one kind (14 TargetsMatchNothing, 15 OverlappingGroups, 21 InvalidRecipe, 12 a preset
-that does not apply), else 20 PlanRejected; 10 a bad manifest; 11 no readable config.json; 12 an architecture transformers cannot build; 19/30 the
-model's store refused or could not be reached; 1 anything unexpected.
+that does not apply), else 20 PlanRejected; 10 a bad manifest; 11 no readable config.json; 12 an architecture
+transformers cannot build or Kompress cannot plan; 19/30 the model's store refused or could not be reached;
+1 anything unexpected.
 Must not: print or write a secret value (everything written passes the redactor, as the worker's output does).
 """
 
