@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from kompress_job.errors import InvalidRecipe, OverlappingGroups, TargetsMatchNothing, describe
+from kompress_job.errors import InvalidRecipe, OverlappingGroups, TargetsMatchNothing
 from kompress_job.recipe.inventory import ModuleInventory
 from kompress_job.recipe.patterns import matches
 from kompress_job.recipe.presets import Assignment
@@ -56,6 +56,8 @@ def parse(text: str) -> tuple[Any, dict[str, Any]]:
 
 
 def _short(err: Exception, limit: int = 1500) -> str:
+    from kompress_job.errors import describe  # one line: pydantic's field paths and reasons, without its web links
+
     text = describe(err)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
