@@ -27,7 +27,7 @@ from kompress_api.v1alpha1 import MtpResult
 from kompress_api.worker_protocol import WorkerResult
 
 from kompress_job.context import RunContext
-from kompress_job.errors import KompressError
+from kompress_job.errors import KompressError, describe
 
 STAGES: list[str] = [
     "preflight",
@@ -77,7 +77,7 @@ def run(ctx: RunContext, resolve: Callable[[str], Callable[[RunContext], None]] 
         return result_of(ctx, err.exit, err.message, stage=err.stage)
     except Exception as err:  # noqa: BLE001 - anything unexpected is an internal, retriable failure
         ctx.log.exception("stage %s failed unexpectedly", current, extra={"stage": current})
-        return result_of(ctx, ExitCode.INTERNAL, f"{type(err).__name__}: {err}", stage=current)
+        return result_of(ctx, ExitCode.INTERNAL, describe(err), stage=current)
     ctx.progress.finish()
     return result_of(ctx, ExitCode.OK, f"published to {ctx.output_uri}")
 

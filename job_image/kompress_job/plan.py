@@ -28,29 +28,30 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from kompress_api.exit_codes import ExitCode
 from kompress_api.v1alpha1 import CompressionJob, PlanProblem, PlanSummary, model_uri_scheme
 
 from kompress_job import collector, fidelity, task_scores
-from kompress_job.errors import InvalidRecipe, ModelNotFound, OverlappingGroups, TargetsMatchNothing, UnsupportedArchitecture
+from kompress_job.errors import InvalidRecipe, ModelNotFound, OverlappingGroups, TargetsMatchNothing, UnsupportedArchitecture, describe
 from kompress_job.planning import checkpoint as ckpt
 from kompress_job.planning import destination
 from kompress_job.planning import footprint as fp
 from kompress_job.planning import problems as P
 from kompress_job.planning import serving
 from kompress_job.planning import mtp as mtp_planning
-from kompress_job.planning.model import config_dtype, dtype_bytes, load_dtype, meta_model, ASSUMED_DTYPE
+from kompress_job.planning.model import config_dtype, dtype_bytes, load_dtype, meta_model, standard_names, ASSUMED_DTYPE
 from kompress_job.planning.problems import Problem, examples
 
 # A share of the parameters kept 16-bit above which the plan says so (lm_head and routers alone are ~1 %).
 KEPT_SHARE_WARNING = 0.10
 EVALUATION_MAX_LENGTH = 1024  # spec.evaluation.maxSequenceLength's default cap
 
-# Resolver refusals that are the recipe's fault: they become plan errors (exit 20) with the resolver's message.
+# Resolver refusals that are the recipe's fault: they become plan errors (with their own exit code) and the resolver's message.
 _REFUSALS = {
     TargetsMatchNothing: (P.TARGETS_MATCH_NOTHING, "change or remove the entries named, so that each matches at least one module"),
     OverlappingGroups: (P.OVERLAPPING_GROUPS, "narrow the config groups' targets, or add the modules to one group's ignore"),
     InvalidRecipe: (P.INVALID_RECIPE, "fix spec.recipe.custom as the message says"),
-    UnsupportedArchitecture: (P.PRESET_DOES_NOT_APPLY, "use preset w4a16 or fp8-dynamic, or set spec.recipe.overrides.experts"),
+    UnsupportedArchitecture: (P.PRESET_DOES_NOT_APPLY, "a model without routed experts takes preset w4a16 or fp8-dynamic (or set spec.recipe.overrides.experts); a model whose decoder layers hold no Linear layers (GPT-2 style Conv1D) is not supported"),
 }
 
 
@@ -151,6 +152,11 @@ class Plan:
         return [p for p in self.problems if p.is_error]
 
     @property
+    def exit(self) -> ExitCode:
+        """The exit code this plan ends with: OK without errors, else its errors' own (planning.problems.exit_for)."""
+        return P.exit_for(self.errors) if self.errors else ExitCode.OK
+
+    @property
     def warnings(self) -> list[Problem]:
         return [p for p in self.problems if not p.is_error]
 
@@ -224,7 +230,13 @@ def make_plan(job: CompressionJob, config: Mapping[str, Any], *, devices: int | 
     `devices`: the accelerators the run will use (default spec.resources.gpus). `weight_names`: every tensor
     name of the source checkpoint (its safetensors index), which says whether it holds its MTP layers; None: unknown."""
     with collector.paused():  # ~1M short-lived objects and no cycles: see kompress_job.collector
-        return _make_plan(job, config, devices, weight_names)
+        try:
+            return _make_plan(job, config, devices, weight_names)
+        except (KeyError, TypeError) as err:
+            # A config.json transformers can build but whose figures the plan cannot read (a field missing, or
+            # null): the model's, not a transient failure, so never a retry (and never a traceback for `kompress plan`).
+            what = config.get("architectures") or config.get("model_type") or "this model"
+            raise UnsupportedArchitecture(f"Kompress cannot plan {what} from its config.json: {describe(err)}") from None
 
 
 def _make_plan(job: CompressionJob, config: Mapping[str, Any], devices: int | None, weight_names: list[str] | None) -> Plan:
@@ -237,6 +249,7 @@ def _make_plan(job: CompressionJob, config: Mapping[str, Any], devices: int | No
     source_dtype = config_dtype(config) or ASSUMED_DTYPE
     devices = spec.resources.gpus if devices is None else devices
     model = meta_model(config, dtype, trust_remote_code=spec.model.trust_remote_code)
+    config = standard_names(config, model)
     total = sum(p.numel() for p in model.parameters())
     problems: list[Problem] = []
 

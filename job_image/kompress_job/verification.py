@@ -12,6 +12,8 @@ loaded back the way users load it.
               cannot load per-expert checkpoints of fused-expert models); every module is where the
               plan put it, with the planned bits, type, strategy, group size, symmetry, activations
     run       a forward pass gives finite logits; greedy generation produces new tokens
+    config    config.json has a quantization_config, and its sparsity_config records the recipe's pruning
+              (structure and targets; kompress_job.sparsity_metadata)
 
 Owns: these checks and the report. Must not: modify the checkpoint.
 """
@@ -24,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kompress_job import sparsity_metadata
 from kompress_job.recipe.resolve import ResolvedRecipe
 from kompress_job.recipe.schemes import QuantArgs
 
@@ -272,6 +275,7 @@ def verify_checkpoint(folder: Path, resolved: ResolvedRecipe, *, load: Any, toke
     quantized = any(a.scheme is not None for a in resolved.assignment.values())
     if quantized and "quantization_config" not in config:
         report.failures.append("config.json has no quantization_config")
+    report.failures += sparsity_metadata.check(config, resolved)
     check_files(folder, resolved, report)
     model = load(folder)
     check_reloaded(model, resolved, report)

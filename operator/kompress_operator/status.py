@@ -450,8 +450,10 @@ def _planning(run: _Run) -> None:
         failed = [p for p in _by_creation(pods) if _pod_phase(p) == "Failed"]
         result = read_result(PlannerResult, (terminated(failed[-1], children.PLAN_CONTAINER_NAME) or {}).get("message")) if failed else None
         _store_plan(run, result)
-        if result is not None and result.plan is not None and result.reason == c.PLAN_REJECTED.name:
-            errors = [p for p in result.plan.problems if p.severity == "error"]
+        errors = [p for p in result.plan.problems if p.severity == "error"] if result is not None and result.plan is not None else []
+        # A rejected plan exits with its errors' own code (TargetsMatchNothing 14...) or PlanRejected (20): either way
+        # the condition is PlanRejected, with every error and its fix.
+        if errors:
             message = c.PLAN_REJECTED.message(count=len(errors), errors=" ".join(problem_text(p) for p in errors) or result.message)
             _plan_failed(run, c.PLAN_REJECTED.name, message)
         else:

@@ -16,7 +16,7 @@ from kompress_api.exit_codes import ExitCode
 from kompress_api.worker_protocol import TERMINATION_LIMIT, PlannerResult
 
 from kompress_job import cli, pipeline
-from kompress_job.errors import PlanRejected
+from kompress_job.errors import UnsupportedArchitecture
 from kompress_testing.models import config_dir
 
 pytestmark = pytest.mark.unit
@@ -73,6 +73,32 @@ def test_plan_with_errors_exits_20_and_says_what_to_change(tmp_path, capsys):
     assert "model.layers.0.mlp.nothing_here" in next(p["message"] for p in errors if p["code"] == "TargetsMatchNothing")
 
 
+UNKNOWN_FIELD = """
+quant_stage:
+  quant_modifiers:
+    QuantizationModifier: {scheme: W4A16, targets: [Linear], ignore: [lm_head], no_such_field: 1}
+"""
+
+
+def test_a_plan_whose_errors_are_of_one_kind_exits_with_that_kinds_code_in_one_line(tmp_path, capsys):
+    """The exit-code table says TargetsMatchNothing is 14 and InvalidRecipe 21: `kompress plan` and the worker's
+    plan stage end with those, and a recipe llm-compressor refuses is one readable line (no pydantic dump)."""
+    job = glm_manifest(tmp_path, overrides={"ignore": ["model.layers.0.mlp.nothing_here"]})
+    assert cli.main(["plan", str(job), "--model-config", GLM_CONFIG]) == ExitCode.TARGETS_MATCH_NOTHING.code
+    capsys.readouterr()
+
+    doc = yaml.safe_load(glm_manifest(tmp_path).read_text())
+    doc["spec"]["recipe"] = {"custom": UNKNOWN_FIELD}
+    (tmp_path / "custom.yaml").write_text(yaml.safe_dump(doc))
+    # A process of its own: llm-compressor, imported for the first time there, prints its warnings, never into the JSON.
+    kompress = Path(sys.executable).with_name("kompress")
+    proc = subprocess.run([str(kompress), "plan", str(tmp_path / "custom.yaml"), "--model-config", GLM_CONFIG, "--json"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == ExitCode.INVALID_RECIPE.code, proc.stderr[-2000:]
+    [error] = [p for p in json.loads(proc.stdout)["problems"] if p["severity"] == "error"]
+    assert error["code"] == "InvalidRecipe" and "no_such_field" in error["message"]
+    assert "\n" not in error["message"] and "errors.pydantic.dev" not in error["message"]
+
+
 def test_exit_codes_for_a_bad_manifest_a_missing_config_and_an_unknown_architecture(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("kind: CompressionJob\napiVersion: kompress.dev/v1alpha1\nspec: {recipe: {preset: nonsense}}\n")
@@ -89,6 +115,27 @@ def test_exit_codes_for_a_bad_manifest_a_missing_config_and_an_unknown_architect
     (tmp_path / "alien.json").write_text(json.dumps({"model_type": "no-such-model", "architectures": ["AlienForCausalLM"]}))
     assert cli.main(["plan", str(job), "--model-config", str(tmp_path / "alien.json")]) == ExitCode.UNSUPPORTED_ARCHITECTURE.code
     assert "no-such-model" in capsys.readouterr().err
+
+
+GPT2_CONFIG = {"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "n_embd": 64, "n_head": 4, "n_layer": 2, "n_positions": 128, "vocab_size": 512}
+
+
+def test_an_architecture_transformers_knows_but_kompress_does_not_is_unsupported_in_one_line(tmp_path, capsys):
+    """GPT-2: transformers builds it (Conv1D layers, n_embd for hidden_size), Kompress cannot compress it."""
+    (tmp_path / "gpt2.json").write_text(json.dumps(GPT2_CONFIG))
+    job = glm_manifest(tmp_path, "w4a16")
+    assert cli.main(["plan", str(job), "--model-config", str(tmp_path / "gpt2.json")]) == ExitCode.UNSUPPORTED_ARCHITECTURE.code
+    out = capsys.readouterr()
+    assert "KeyError" not in out.out + out.err  # (transformers' own log handler may complain about pytest's closed streams)
+    [line] = [line for line in out.out.splitlines() if "ERROR" in line]
+    assert "PresetDoesNotApply" in line and "GPT2LMHeadModel" in line
+
+    # a field of the wrong type (transformers 5 checks them): the same code, the field named, one line
+    llama = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4, "num_hidden_layers": None, "vocab_size": 256}
+    (tmp_path / "null.json").write_text(json.dumps(llama))
+    assert cli.main(["plan", str(job), "--model-config", str(tmp_path / "null.json")]) == ExitCode.UNSUPPORTED_ARCHITECTURE.code
+    [line] = [line for line in capsys.readouterr().err.splitlines() if line.startswith("kompress plan:")]
+    assert line.startswith("kompress plan: UnsupportedArchitecture:") and "num_hidden_layers" in line
 
 
 def test_the_console_script(tmp_path):
@@ -187,7 +234,7 @@ def test_worker_plan_stage_sets_the_plan_and_refuses_errors(tiny_models, tmp_pat
     assert pipeline.result_of(ctx, ExitCode.OK, "done").compression_ratio == pytest.approx(ctx.plan.compression_ratio, rel=1e-3)
 
     bad = make_ctx(make_job(tiny_models["llama"], preset="w4a16-w8a8"), None, tmp_path / "bad")  # a dense model
-    with pytest.raises(PlanRejected) as err:
+    with pytest.raises(UnsupportedArchitecture) as err:  # exit 12, as docs/presets.md says
         pipeline.stage_function("plan")(bad)
     assert "PresetDoesNotApply" in err.value.message and "w4a16" in err.value.message
 

@@ -5,6 +5,8 @@
                                 memory): the same modules the worker will load, so the recipe resolves the same
     load_dtype(spec, config)    the dtype the worker loads in, which is also the dtype of everything the
                                 checkpoint keeps unquantized (spec.model.dtype, or the config's for auto)
+    standard_names(config, model)  config.json with transformers' standard field names filled in from the
+                                model's own aliases (GPT-2's n_embd is hidden_size), which the planner reads
 
 Must not: read weights or import llm-compressor.
 """
@@ -13,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kompress_job.errors import UnsupportedArchitecture
+from kompress_job.errors import UnsupportedArchitecture, describe
 
 DTYPES = ("bfloat16", "float16", "float32")
 # transformers' `dtype="auto"` reads the config's dtype; without one it looks at the weights, which a plan
@@ -58,12 +60,26 @@ def meta_model(config: dict[str, Any], dtype: str, *, trust_remote_code: bool = 
             else " A newer transformers may know it."
         )
         raise UnsupportedArchitecture(f"transformers {_transformers_version()} does not know model_type {model_type!r} ({what}).{hint}")
+    from huggingface_hub.errors import StrictDataclassError  # transformers 5 checks config fields' types with it
+
     try:
         cfg = CONFIG_MAPPING[model_type].from_dict(dict(config))
         with torch.device("meta"):
             return AutoModelForCausalLM.from_config(cfg, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code)
-    except (ValueError, KeyError, TypeError, AttributeError, ImportError) as err:
-        raise UnsupportedArchitecture(f"transformers cannot build {what} from its config.json: {type(err).__name__}: {err}") from None
+    except (ValueError, KeyError, TypeError, AttributeError, ImportError, StrictDataclassError) as err:
+        raise UnsupportedArchitecture(f"transformers cannot build {what} from its config.json: {describe(err)}") from None
+
+
+def standard_names(config: dict[str, Any], model: Any) -> dict[str, Any]:
+    """`config` with the standard names transformers maps to this model's own fields (its config class's
+    attribute_map: hidden_size, num_hidden_layers, num_attention_heads... from GPT-2's n_embd, n_layer, n_head)
+    added where config.json does not have them, in the text config where there is one."""
+    text_config = model.config.get_text_config()
+    aliases = {name: getattr(text_config, name, None) for name in getattr(text_config, "attribute_map", {})}
+    aliases = {name: value for name, value in aliases.items() if value is not None}
+    if isinstance(config.get("text_config"), dict):
+        return {**config, "text_config": {**aliases, **config["text_config"]}}
+    return {**aliases, **config}
 
 
 def _transformers_version() -> str:

@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Literal
 
+from kompress_api.exit_codes import ExitCode
+
 ERROR = "error"
 WARNING = "warning"
 
@@ -48,6 +50,17 @@ RECIPE_NOTE = "RecipeNote"
 TASK_SIZE_UNKNOWN = "TaskSizeUnknown"
 
 
+# The errors that are one of the worker's own refusals keep its exit code, so `kompress plan`, the planning pod
+# and the worker's plan stage end with the code kompress_api.exit_codes documents for them; any other error
+# (memory, scratch), or errors of several kinds, is PlanRejected (20).
+_EXIT_OF = {
+    TARGETS_MATCH_NOTHING: ExitCode.TARGETS_MATCH_NOTHING,
+    OVERLAPPING_GROUPS: ExitCode.OVERLAPPING_GROUPS,
+    INVALID_RECIPE: ExitCode.INVALID_RECIPE,
+    PRESET_DOES_NOT_APPLY: ExitCode.UNSUPPORTED_ARCHITECTURE,
+}
+
+
 @dataclass(frozen=True)
 class Problem:
     severity: Literal["error", "warning"]
@@ -69,6 +82,12 @@ def error(code: str, message: str, fix: str = "") -> Problem:
 
 def warning(code: str, message: str, fix: str = "") -> Problem:
     return Problem(WARNING, code, message, fix)
+
+
+def exit_for(errors: list[Problem]) -> ExitCode:
+    """The exit code of a plan with these errors: their own when they are all of one kind that has one."""
+    codes = {_EXIT_OF.get(p.code, ExitCode.PLAN_REJECTED) for p in errors}
+    return codes.pop() if len(codes) == 1 else ExitCode.PLAN_REJECTED
 
 
 def ordered(problems: list[Problem]) -> list[Problem]:

@@ -72,7 +72,9 @@ def _broken_regexes(value: Any, where: str) -> list[str]:
 
 
 def _short(err: Exception, limit: int = 1500) -> str:
-    text = f"{type(err).__name__}: {err}"
+    from kompress_job.errors import describe  # one line: pydantic's field paths and reasons, without its web links
+
+    text = describe(err)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

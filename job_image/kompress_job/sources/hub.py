@@ -22,6 +22,7 @@ from typing import Any
 from kompress_api.v1alpha1 import HubAccess, ModelSource
 from kompress_api.worker_protocol import ENV_HF_ENDPOINT, ENV_HF_TOKEN
 
+from kompress_job import credentials
 from kompress_job.checksums import VerifiedFiles, git_blob_id, sha256_file
 from kompress_job.errors import AccessDenied, KompressError, ModelNotFound, StorageUnreachable
 from kompress_job.sources import ByteCallback, FetchedConfig, FetchedModel, prune_extras
@@ -42,7 +43,7 @@ class HubSettings:
 
 def hub_settings(access: HubAccess | None, env: Mapping[str, str], what: str = "model") -> HubSettings:
     access = access or HubAccess()
-    token = env.get(ENV_HF_TOKEN) or None
+    token = credentials.read(env, ENV_HF_TOKEN, where=f"the {what}'s huggingFace.tokenSecret")
     if access.token_secret is not None and token is None:
         raise AccessDenied(
             f"the {what}'s huggingFace.tokenSecret names Secret '{access.token_secret.name}' key '{access.token_secret.key}', "

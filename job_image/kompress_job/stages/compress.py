@@ -13,6 +13,7 @@ from __future__ import annotations
 from kompress_job import distributed, modelio
 from kompress_job.compression import planned_vs_applied, run_oneshot
 from kompress_job.context import RunContext
+from kompress_job.errors import CompressionMismatch
 from kompress_job.recipe import resolve
 
 
@@ -55,7 +56,9 @@ def run(ctx: RunContext) -> None:
     )
     problems = planned_vs_applied(ctx.model, resolved)
     if problems:
-        raise RuntimeError("llm-compressor did not apply the planned schemes: " + "; ".join(problems[:10]))
+        # The same model, recipe and library versions would do the same again: not worth a retry on GPUs.
+        more = f" (and {len(problems) - 10} more)" if len(problems) > 10 else ""
+        raise CompressionMismatch("llm-compressor did not apply the planned schemes: " + "; ".join(problems[:10]) + more)
 
 
 def _on_meta(model) -> bool:

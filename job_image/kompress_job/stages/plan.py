@@ -1,7 +1,8 @@
 """plan: the same plan the planning pod made, made again inside the worker before the big download.
 
 config.json and the safetensors index (at the revision preflight resolved, so plan and weights agree), the
-recipe resolved on the meta device. Errors refuse the job here (PlanRejected, exit 20) with every error and its fix; warnings go to
+recipe resolved on the meta device. Errors refuse the job here with every error and its fix, and the plan's exit code
+(Plan.exit: their own when they are all of one kind, e.g. TargetsMatchNothing 14, else PlanRejected 20); warnings go to
 the log. Fills ctx.plan (kompress_job.plan.Plan: its bf16_bytes give the result's compression ratio) and
 ctx.resolved_revision when the Hub named one.
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 from kompress_job import collector
 from kompress_job.context import RunContext
-from kompress_job.errors import PlanRejected
+from kompress_job.errors import error_for
 from kompress_job.plan import fetch_config, fetch_weight_names, make_plan
 
 
@@ -30,6 +31,6 @@ def run(ctx: RunContext) -> None:
     for problem in plan.warnings:
         ctx.log.warning("plan: %s: %s (fix: %s)", problem.code, problem.message, problem.fix or "-", extra={"stage": "plan"})
     if plan.errors:
-        raise PlanRejected(" ".join(f"{p.code}: {p.message} Fix: {p.fix}" for p in plan.errors))
+        raise error_for(plan.exit, " ".join(f"{p.code}: {p.message} Fix: {p.fix}" for p in plan.errors))
     ctx.progress.message("loading libraries")
     collector.import_and_freeze(*LIBRARIES)

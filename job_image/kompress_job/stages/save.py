@@ -1,6 +1,7 @@
 """save: the compressed checkpoint in ctx.workdir/checkpoint, complete enough to load and to audit.
 
-    *.safetensors, config.json    compressed-tensors format (llm-compressor's save_pretrained wrapper)
+    *.safetensors, config.json    compressed-tensors format (llm-compressor's save_pretrained wrapper), with
+                                  the sparsity it no longer records (kompress_job.sparsity_metadata)
     tokenizer files, chat template
     recipe.yaml                   the llm-compressor recipe that ran, readable back with
                                   llmcompressor's Recipe.create_instance (upstream's own recipe.yaml
@@ -23,6 +24,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from kompress_job import sparsity_metadata
 from kompress_job.context import RunContext
 
 RECORD = "kompress-record.json"
@@ -38,6 +40,10 @@ def run(ctx: RunContext) -> None:
             shutil.rmtree(out)
         ctx.progress.message("writing compressed safetensors")
         ctx.model.save_pretrained(str(out), save_compressed=True)
+    total = sum(p.numel() for p in ctx.model.parameters())  # on the meta device too (distributed ranks saved)
+    sparsity = sparsity_metadata.expected(ctx.recipe, total)
+    if sparsity is not None and not sparsity_metadata.record(out / "config.json", sparsity):
+        ctx.log.warning("the checkpoint is pruned but has no quantization_config to record it in", extra={"stage": "save"})
     ctx.tokenizer.save_pretrained(str(out))
     _carry_mtp(ctx, out)
     _carry_model_files(ctx.model_dir, out)
