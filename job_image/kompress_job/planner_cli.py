@@ -39,9 +39,11 @@ def _plan(job: Any, config_path: str | None, env: Mapping[str, str]) -> Any:
 
     if config_path is not None:
         return planner.make_plan(job, planner.read_config(config_path))
+    from kompress_job.cache import plan as cache_plan
+
     with tempfile.TemporaryDirectory(prefix="kompress-plan-") as tmp:
         config, _revision = planner.fetch_config(job, env, Path(tmp))
-    return planner.make_plan(job, config)
+    return cache_plan.apply(planner.make_plan(job, config), cache_plan.assess(job, env))
 
 
 def main_plan(args: Any, env: Mapping[str, str] | None = None) -> int:

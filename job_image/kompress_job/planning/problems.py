@@ -24,6 +24,7 @@ INVALID_RECIPE = "InvalidRecipe"
 PRESET_DOES_NOT_APPLY = "PresetDoesNotApply"
 HOST_MEMORY_TOO_SMALL = "HostMemoryTooSmall"
 SCRATCH_TOO_SMALL = "ScratchTooSmall"
+CACHE_TOO_SMALL = "CacheTooSmall"  # the model cache volume cannot hold what is missing of the model
 # Warnings: it runs; know this.
 GROUP_SIZE_FALLBACK = "GroupSizeFallback"
 SPARSE24_NOT_SERVABLE = "Sparse24NotServable"

@@ -9,6 +9,7 @@ ctx.resolved_revision when the Hub named one.
 from __future__ import annotations
 
 from kompress_job import collector
+from kompress_job.cache import plan as cache_plan
 from kompress_job.context import RunContext
 from kompress_job.errors import PlanRejected
 from kompress_job.plan import fetch_config, make_plan
@@ -23,9 +24,11 @@ def run(ctx: RunContext) -> None:
     config, revision = fetch_config(ctx.job, ctx.env, ctx.workdir / "plan", revision=ctx.resolved_revision)
     ctx.resolved_revision = ctx.resolved_revision or revision
     ctx.progress.message("planning from config.json")
-    plan = make_plan(ctx.job, config, devices=ctx.devices)
+    plan = cache_plan.apply(make_plan(ctx.job, config, devices=ctx.devices), cache_plan.assess(ctx.job, ctx.env))
     ctx.plan = plan
     ctx.log.info("plan: %s", plan.headline(), extra={"stage": "plan"})
+    if plan.cache is not None:
+        ctx.log.info("plan: model %s", plan.cache.line(), extra={"stage": "plan"})
     for problem in plan.warnings:
         ctx.log.warning("plan: %s: %s (fix: %s)", problem.code, problem.message, problem.fix or "-", extra={"stage": "plan"})
     if plan.errors:
