@@ -20,13 +20,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from kompress_api.worker_protocol import ENV_CACHE_DIR, ENV_CACHE_MAX_BYTES, ENV_CACHE_STALE_SECONDS
+
 from kompress_job.cache.keys import Listing
 from kompress_job.cache.lock import STALE_AFTER, InUse, SourceLock, alive
 from kompress_job.checksums import VerifiedFiles
 
-ENV_CACHE_DIR = "KOMPRESS_CACHE_DIR"  # where the operator mounted the cache claim
-ENV_CACHE_MAX_BYTES = "KOMPRESS_CACHE_MAX_BYTES"  # the chart's size limit for eviction (0 or unset: the volume's size)
-ENV_CACHE_STALE_SECONDS = "KOMPRESS_CACHE_STALE_SECONDS"  # a lock not refreshed this long is a dead pod's (default 60)
+# The environment (kompress_api.worker_protocol): ENV_CACHE_DIR where the operator mounted the claim,
+# ENV_CACHE_MAX_BYTES the chart's size limit for eviction (0 or unset: the volume's size), ENV_CACHE_STALE_SECONDS
+# after which a lock not refreshed is a dead pod's (default lock.STALE_AFTER).
 
 
 def disk_bytes(path: Path) -> int:
