@@ -255,3 +255,24 @@ def test_a_lock_whose_holder_stopped_heart_beating_is_taken_over(tmp_path):
     second.release()
     first.release()  # a dead holder's late release does not remove the new holder's lock (already gone here)
     assert not path.exists()
+
+
+def test_a_hub_model_is_cached_by_commit_and_a_second_job_fetches_no_file(hub, model_folder, tmp_path):
+    hub.add_repo("zai-org/Tiny-MoE", model_folder)
+    cache = ModelCache(tmp_path / "cache")
+    source = ModelSource(uri="hf://zai-org/Tiny-MoE", hugging_face={"endpoint": hub.endpoint})
+
+    first = fetch_cached(source, cache, {})
+    served = len(hub.downloaded())
+    assert served == len(first.fetched.files) and first.before.cached == 0
+    assert first.fetched.resolved_revision in str(first.fetched.model_dir)  # the entry is the commit's
+    first.use.release()
+    second = fetch_cached(source, cache, {})
+
+    assert len(hub.downloaded()) == served  # the Hub's own log: no file requested again
+    assert second.fetched.model_dir == first.fetched.model_dir and second.before.cached == second.before.total > 0
+    (model_folder / "config.json").write_text('{"model_type": "changed"}')
+    hub.add_repo("zai-org/Tiny-MoE", model_folder)  # a new commit on main
+    third = fetch_cached(source, cache, {})
+    assert third.fetched.model_dir != first.fetched.model_dir  # a new version is a new entry, the old one untouched
+    assert (first.fetched.model_dir / "config.json").read_text() != '{"model_type": "changed"}'
