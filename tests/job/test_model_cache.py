@@ -198,19 +198,32 @@ def test_a_worker_killed_mid_download_resumes_within_1_1x_of_the_model(s3, bucke
 
 
 def test_a_cache_too_small_is_refused_in_the_plan_naming_the_sizes(s3, bucket, proxy, tmp_path, capsys):
-    folder = big_model(tmp_path / "src", 6 * MiB)
+    from kompress_job.sources.select import wanted
+    from kompress_testing.models import write_model
+
+    folder = write_model("llama", tmp_path / "src")
     upload(s3, bucket, folder, "m/small")
-    total = model_bytes(folder, ["config.json", "model.safetensors"])
-    env = {**s3.env("model"), "KOMPRESS_CACHE_DIR": str(tmp_path / "cache"), "KOMPRESS_CACHE_MAX_BYTES": str(4 * MiB)}
+    total = model_bytes(folder, [p.name for p in folder.iterdir() if p.is_file() and wanted(p.name)])
+    limit = total // 2
+    env = {**s3.env("model"), "KOMPRESS_CACHE_DIR": str(tmp_path / "cache"), "KOMPRESS_CACHE_MAX_BYTES": str(limit)}
     (tmp_path / "cache").mkdir()
     job = job_for(f"s3://{bucket}/m/small", s3, proxy)
     from kompress_job.cache import plan as cache_plan
 
     view = cache_plan.assess(job, env)
     assert view.total == total and view.cached == 0
-    assert f"{total:,} bytes" in view.problem and f"{4 * MiB:,} bytes" in view.problem
+    assert f"{total:,} bytes" in view.problem and f"{limit:,} bytes" in view.problem
     with pytest.raises(PlanRejected, match="CacheTooSmall"):
         fetch_cached(job.spec.model, ModelCache.from_env(env), env)
+    job_file = tmp_path / "job.yaml"
+    job_file.write_text(yaml.safe_dump(job.model_dump(by_alias=True, exclude_none=True, mode="json")))
+    from kompress_job.planner_cli import main_plan
+
+    capsys.readouterr()
+    assert main_plan(SimpleNamespace(job=str(job_file), model_config=None, json=True), env) == 20  # PlanRejected
+    refused = json.loads(capsys.readouterr().out)
+    (problem,) = [p for p in refused["problems"] if p["code"] == "CacheTooSmall"]
+    assert f"{total:,} bytes" in problem["message"] and refused["cache"] == {"cached_bytes": 0, "total_bytes": total, "download_bytes": total, "problem": view.problem}
     assert proxy.body_bytes("model.safetensors") == 0  # refused before a byte of weights moved
 
 
@@ -277,3 +290,23 @@ def test_a_hub_model_is_cached_by_commit_and_a_second_job_fetches_no_file(hub, m
     third = fetch_cached(source, cache, {})
     assert third.fetched.model_dir != first.fetched.model_dir  # a new version is a new entry, the old one untouched
     assert (first.fetched.model_dir / "config.json").read_text() != '{"model_type": "changed"}'
+
+
+@pytest.mark.unit
+def test_a_volume_without_room_for_the_missing_bytes_is_refused_counting_what_eviction_frees(tmp_path, monkeypatch):
+    from kompress_job.cache import store
+    from kompress_job.cache.fetch import too_small
+    from kompress_job.cache.store import Holdings
+
+    cache = ModelCache(tmp_path)
+    old = make_entry(cache, "old", MiB, time.time() - 60)  # unused: eviction may free it
+    real = os.statvfs(tmp_path)
+    monkeypatch.setattr(store.os, "statvfs", lambda _: SimpleNamespace(f_bavail=2, f_frsize=MiB, f_blocks=real.f_blocks))
+    wanted = Holdings(total=10 * MiB, cached=7 * MiB, files_cached=1, files=2)  # 3 MiB missing
+    assert too_small(cache, wanted, "s3://b/m", cache.root / "models" / "new") is None  # 2 MiB free + 1 MiB evictable
+    mark = cache.use(old, "running-job", "s3://b/old", SimpleNamespace(revision="r", bytes=MiB))
+    try:
+        problem = too_small(cache, wanted, "s3://b/m", cache.root / "models" / "new")
+    finally:
+        mark.release()
+    assert problem is not None and f"({3 * MiB:,} bytes) to download" in problem and f"{2 * MiB:,} bytes) free or evictable" in problem

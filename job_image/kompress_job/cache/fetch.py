@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from kompress_api.v1alpha1 import CompressionJob, ModelSource, model_uri_scheme
 
@@ -36,11 +37,12 @@ def cache_for(job: CompressionJob, env: Mapping[str, str]) -> ModelCache | None:
     return ModelCache.from_env(env)  # type: ignore[arg-type]
 
 
-def too_small(cache: ModelCache, holdings: Holdings, uri: str) -> str | None:
-    """Why the cache cannot hold what is missing of this model even after evicting every unused entry, or None."""
+def too_small(cache: ModelCache, holdings: Holdings, uri: str, entry: Path) -> str | None:
+    """Why the cache cannot hold what is missing of this model even after evicting every unused entry (but its
+    own, `entry`: what it holds of this model is already counted as cached), or None."""
     if cache.max_bytes is not None and holdings.total > cache.max_bytes:
         return f"the model cache's size limit is {holdings_gb(cache.max_bytes)}, {uri} alone needs {holdings_gb(holdings.total)}"
-    room = cache.free_bytes() + sum(e.bytes for e in cache.evictable())
+    room = cache.free_bytes() + sum(e.bytes for e in cache.evictable(keep=entry))
     if holdings.missing > room:
         return (
             f"the model cache cannot hold {uri}: {holdings_gb(holdings.missing)} to download "
@@ -81,7 +83,7 @@ def fetch_cached(
         use = cache.use(entry, owner, source.uri, listing)
         try:
             before = cache.holdings(listing)
-            problem = too_small(cache, before, source.uri)
+            problem = too_small(cache, before, source.uri, entry)
             if problem:
                 raise PlanRejected(f"CacheTooSmall: {problem}. Fix: give the cache a larger volume (cache.size in the chart) or disable it for this job (spec.model.cache.enabled: false)")
             evicted = cache.make_room(before.missing, keep=entry)

@@ -46,7 +46,7 @@ def assess(job: CompressionJob, env: Mapping[str, str]) -> CacheView | None:
     if listing is None:
         return None
     holdings = cache.holdings(listing)
-    return CacheView(holdings.total, holdings.cached, too_small(cache, holdings, job.spec.model.uri))
+    return CacheView(holdings.total, holdings.cached, too_small(cache, holdings, job.spec.model.uri, cache.entry_dir(listing)))
 
 
 def apply(plan: Any, view: CacheView | None) -> Any:
