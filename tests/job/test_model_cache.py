@@ -252,6 +252,10 @@ def test_eviction_is_least_recently_used_and_spares_what_a_running_job_uses(tmp_
         mark.release()
     assert [e.path for e in evicted] == [older]  # not the in-use one, not the recent one
     assert oldest.exists() and recent.exists() and not older.exists()
+    dead = oldest / ".kompress" / "users" / "killed-pod"
+    dead.write_text("{}")
+    os.utime(dead, (now - 3600, now - 3600))  # a pod killed an hour ago: its mark was never refreshed
+    assert [e.path for e in cache.make_room(MiB + MiB // 2)] == [oldest] and not dead.exists()
 
 
 @pytest.mark.unit

@@ -105,9 +105,15 @@ class ModelCache:
         return sorted(found, key=lambda e: e.last_used)
 
     def in_use(self, entry: Path) -> bool:
+        """Whether a live job reads the entry. Marks of dead pods (no heartbeat) are removed on the way."""
         users = entry / ".kompress" / "users"
-        marks = list(users.iterdir()) if users.is_dir() else []
-        return any(alive(m, self.stale_after) for m in marks)
+        live = False
+        for mark in list(users.iterdir()) if users.is_dir() else []:
+            if alive(mark, self.stale_after):
+                live = True
+            else:
+                mark.unlink(missing_ok=True)
+        return live
 
     # -- space --------------------------------------------------------------------------------------
     def used_bytes(self) -> int:
