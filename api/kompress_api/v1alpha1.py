@@ -143,6 +143,13 @@ class VolumeRef(ApiModel):
     read_only: bool = api_field(True, description="mount read-only. Default true.")
 
 
+class ModelCacheSetting(ApiModel):
+    """The model cache: a ReadWriteMany volume shared by jobs, so no model version is downloaded twice."""
+
+    enabled: bool = api_field(True, description="fetch the model through the cache (the operator's default claim, or claimName). Default true; false downloads into the job's scratch as without a cache.")
+    claim_name: str | None = api_field(None, description="a ReadWriteMany PersistentVolumeClaim to use as the cache instead of the operator's default (chart cache.existingClaim).", pattern=DNS_SUBDOMAIN_RE, max_length=253)
+
+
 class ModelSource(ApiModel):
     """The model to compress."""
 
@@ -165,6 +172,7 @@ class ModelSource(ApiModel):
     volume: VolumeRef | None = api_field(None, description="a volume to mount for file:// or path URIs.")
     s3: S3Access | None = api_field(None, description="S3 connection settings for s3:// URIs.")
     hugging_face: HubAccess | None = api_field(None, description="Hub connection settings for hf:// URIs.")
+    cache: ModelCacheSetting | None = api_field(None, description="the model cache for hf:// and s3:// models (a volume folder is used in place). Default: the operator's cache claim when it has one.")
 
     @model_validator(mode="after")
     def _revision_on_the_hub_only(self) -> "ModelSource":

@@ -37,6 +37,8 @@ class RunContext:
     model_dir: Path | None = None
     resolved_revision: str | None = None
     source_bytes: int | None = None
+    # the model cache's in-use mark of the entry (cache.lock.InUse), held until the worker ends
+    cache_use: Any = None
     # calibration: tokenized datasets.Dataset for calibration, and held-out rows for evaluation; the commit of a
     # Hub dataset (pinned by preflight)
     calibration_revision: str | None = None

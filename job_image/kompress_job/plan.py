@@ -128,6 +128,7 @@ class Plan:
     tensor_parallel: dict[str, Any] = field(default_factory=dict)  # serving.tensor_parallel_summary
     resolved: Any = None  # the ResolvedRecipe (None when the recipe was refused)
     layout: Any = None  # planning.checkpoint.CheckpointLayout: every tensor the checkpoint will hold
+    cache: Any = None  # cache.plan.CacheView: what the model cache holds of this model (None without a cache)
 
     # -- figures -------------------------------------------------------------------------------------------
     @property
@@ -210,6 +211,7 @@ class Plan:
             "checkpoint_shards": self.checkpoint_shards,
             "mtp": self.mtp.summary() if self.mtp else None,
             "tensor_parallel": self.tensor_parallel,
+            "cache": self.cache.summary() if self.cache is not None else None,
             "footprint": f.summary(),
             "problems": [p.summary() for p in P.ordered(self.problems)],
         }

@@ -42,10 +42,12 @@ def _plan(job: Any, config_path: str | None, env: Mapping[str, str]) -> Any:
 
     if config_path is not None:
         return planner.make_plan(job, planner.read_config(config_path), weight_names=planner.local_weight_names(config_path))
+    from kompress_job.cache import plan as cache_plan
+
     with tempfile.TemporaryDirectory(prefix="kompress-plan-") as tmp:
         config, revision = planner.fetch_config(job, env, Path(tmp))
         names = planner.fetch_weight_names(job, env, Path(tmp), revision=revision)
-    return planner.make_plan(job, config, weight_names=names)
+    return cache_plan.apply(planner.make_plan(job, config, weight_names=names), cache_plan.assess(job, env))
 
 
 def main_plan(args: Any, env: Mapping[str, str] | None = None) -> int:

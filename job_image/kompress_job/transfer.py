@@ -10,7 +10,8 @@ Must not: know about jobs, manifests or progress beyond a byte-count callback.
 
 Layout of a download in progress: DEST.partial (sparse, written at offsets) + DEST.partial.json.
 Tuning (env): KOMPRESS_TRANSFER_WORKERS (parts in flight, default twice the CPUs, 4 to 16: every part is
-hashed, so more requests than cores only contend), KOMPRESS_TRANSFER_PART_MIB (smallest part, default 16).
+hashed, so more requests than cores only contend), KOMPRESS_TRANSFER_PART_MIB (smallest part, default 16),
+KOMPRESS_TRANSFER_RANGE_MIB (bytes per ranged GET, default 64).
 Memory: about (workers + 4) x part size during uploads.
 """
 
@@ -61,7 +62,8 @@ class TransferSettings:
         base = cls()
         workers = int(env.get("KOMPRESS_TRANSFER_WORKERS", base.workers))
         part = int(env.get("KOMPRESS_TRANSFER_PART_MIB", base.part_size // MiB)) * MiB
-        return cls(workers=max(1, workers), part_size=max(MIN_PART, part), threshold=max(MIN_PART, part), file_workers=base.file_workers)
+        ranges = int(env.get("KOMPRESS_TRANSFER_RANGE_MIB", base.range_size // MiB)) * MiB  # what a killed download loses at most per request
+        return cls(workers=max(1, workers), part_size=max(MIN_PART, part), threshold=max(MIN_PART, part), file_workers=base.file_workers, range_size=max(MIN_PART, ranges))
 
 
 def part_size_for(size: int, settings: TransferSettings) -> int:

@@ -40,6 +40,7 @@ PLAN_CONTAINER_NAME = "planner"
 SHM_VOLUME = "dshm"
 SCRATCH_VOLUME = "scratch"
 MODEL_VOLUME = "model"
+CACHE_VOLUME = "model-cache"
 OUTPUT_VOLUME = "output"
 TASKS_VOLUME = "tasks"
 
@@ -246,6 +247,33 @@ def _pvc_volume(ref: api.VolumeRef, volume: str, read_only: bool) -> dict[str, A
     return {"name": volume, "persistentVolumeClaim": {"claimName": ref.claim_name, "readOnly": read_only}}
 
 
+def cache_claim(spec: api.CompressionJobSpec, config: OperatorConfig) -> str | None:
+    """The model cache claim this job mounts: the spec's, else the operator's; none when disabled or for a volume folder."""
+    setting = spec.model.cache
+    if setting is not None and not setting.enabled:
+        return None
+    if api.model_uri_scheme(spec.model.uri) == "file":
+        return None  # used in place, never cached
+    return (setting.claim_name if setting is not None else None) or config.cache_claim or None
+
+
+def with_cache(pod: dict[str, Any], container: dict[str, Any], spec: api.CompressionJobSpec, config: OperatorConfig) -> None:
+    """Mount the model cache claim read-write, tell the worker where it is, and make the worker's UID's group own it.
+
+    fsGroupChangePolicy OnRootMismatch: the kubelet re-owns the volume only when its root is not the group's yet,
+    not every file of a terabyte cache at every pod start.
+    """
+    claim = cache_claim(spec, config)
+    if claim is None:
+        return
+    container.setdefault("volumeMounts", []).append({"name": CACHE_VOLUME, "mountPath": wp.CACHE_DIR})
+    pod.setdefault("volumes", []).append({"name": CACHE_VOLUME, "persistentVolumeClaim": {"claimName": claim}})
+    container["env"].append({"name": wp.ENV_CACHE_DIR, "value": wp.CACHE_DIR})
+    if config.cache_max_bytes:
+        container["env"].append({"name": wp.ENV_CACHE_MAX_BYTES, "value": str(config.cache_max_bytes)})
+    pod["securityContext"] = pod["securityContext"] | {"fsGroup": wp.WORKER_UID, "fsGroupChangePolicy": "OnRootMismatch"}
+
+
 def _service_account(spec: api.CompressionJobSpec, config: OperatorConfig) -> dict[str, Any]:
     name = (spec.scheduling.service_account_name if spec.scheduling else None) or config.worker_service_account
     return {"serviceAccountName": name} if name else {}
@@ -340,6 +368,7 @@ def build_plan_job(cjob: api.CompressionJob, config: OperatorConfig) -> dict[str
     if spec.model.volume is not None:
         container["volumeMounts"] = [_volume_mount(spec.model.volume, MODEL_VOLUME, read_only=True)]
         pod["volumes"] = [_pvc_volume(spec.model.volume, MODEL_VOLUME, read_only=True)]
+    with_cache(pod, container, spec, config)
     job_spec = {
         "backoffLimit": 2,
         "activeDeadlineSeconds": config.plan_active_deadline_seconds,
@@ -435,6 +464,7 @@ def build_worker_job(cjob: api.CompressionJob, plan: api.PlanSummary | None, con
     container["volumeMounts"] = mounts
 
     pod = _base_pod_spec(config, spec) | _scheduling(spec) | {"containers": [container], "volumes": volumes}
+    with_cache(pod, container, spec, config)
     job_spec: dict[str, Any] = {
         "backoffLimit": spec.backoff_limit,
         "podFailurePolicy": pod_failure_policy(CONTAINER_NAME),

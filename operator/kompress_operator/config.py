@@ -50,6 +50,10 @@ class OperatorConfig:
     default_memory: str = "32Gi"
     default_scratch: str = "100Gi"
     default_shm: str = "16Gi"
+    # The model cache (chart cache.*): a ReadWriteMany claim in each job's namespace mounted by planning and worker
+    # pods; empty: no cache unless spec.model.cache.claimName names one. Eviction keeps it under cache_max_bytes (0: the volume).
+    cache_claim: str = ""
+    cache_max_bytes: int = 0
     # Path of a kubeconfig; empty: in-cluster config, else $KUBECONFIG / ~/.kube/config.
     kubeconfig: str = ""
 
@@ -79,6 +83,8 @@ _HELP: dict[str, str] = {
     "default_memory": "worker memory when neither spec nor plan gives one",
     "default_scratch": "worker scratch when neither spec nor plan gives one",
     "default_shm": "size of /dev/shm when spec.resources.shm is unset",
+    "cache_claim": "ReadWriteMany PersistentVolumeClaim of the model cache, mounted by planning and worker pods (default: none)",
+    "cache_max_bytes": "size limit of the model cache for least-recently-used eviction (0: the volume's size)",
     "kubeconfig": "path of a kubeconfig (default: in-cluster, else $KUBECONFIG)",
 }
 

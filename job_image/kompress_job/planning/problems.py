@@ -28,6 +28,7 @@ HOST_MEMORY_TOO_SMALL = "HostMemoryTooSmall"
 SCRATCH_TOO_SMALL = "ScratchTooSmall"
 OUTPUT_OVERLAPS_MODEL = "OutputOverlapsModel"
 MTP_QUANTIZE_UNSUPPORTED = "MtpQuantizeUnsupported"
+CACHE_TOO_SMALL = "CacheTooSmall"  # the model cache volume cannot hold what is missing of the model
 # Warnings: it runs; know this.
 GROUP_SIZE_FALLBACK = "GroupSizeFallback"
 SPARSE24_NOT_SERVABLE = "Sparse24NotServable"

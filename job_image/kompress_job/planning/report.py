@@ -96,6 +96,8 @@ def render(plan: Any) -> str:
         + (f"  (layer {_gb(f.gpu_parts['layer_weights'])}, Hessians {_gb(f.gpu_parts['hessians'])})" if plan.devices else ""),
         f"scratch disk  {_gb(f.disk_bytes)}  (" + ", ".join(f"{k} {_gb(v)}" for k, v in f.disk_parts.items() if v) + ")",
     ]
+    if getattr(plan, "cache", None) is not None:
+        out.append(f"model cache   {plan.cache.line()}")
     ev = f.evaluation
     if ev.get("enabled"):
         out.append(f"evaluation    adds {_duration(ev['seconds'])}, up to {_gb(ev['gpu_bytes'])} of free GPU memory for batched logits, and a "

@@ -1,6 +1,9 @@
-"""Stage fetch-model: the model's weights, config and tokenizer into scratch (or used in place on a volume).
+"""Stage fetch-model: the model's weights, config and tokenizer into scratch or the model cache (or used in place
+on a volume).
 
-Resumable: a re-run keeps complete, verified files and continues partial ones. Fills ctx.model_dir,
+Resumable: a re-run keeps complete, verified files and continues partial ones. With a model cache mounted
+($KOMPRESS_CACHE_DIR, kompress_job.cache) the files go to the cache entry of this exact model version, shared
+with every other job, and the entry stays marked in use until the worker ends. Fills ctx.model_dir,
 ctx.resolved_revision (Hub commit, S3 ETag digest) and ctx.source_bytes.
 Must not: load the model.
 """
@@ -10,6 +13,7 @@ from __future__ import annotations
 from kompress_api.v1alpha1 import model_uri_scheme
 
 from kompress_job import sources
+from kompress_job.cache.fetch import cache_for, fetch_cached
 from kompress_job.context import RunContext
 
 
@@ -19,7 +23,18 @@ def run(ctx: RunContext) -> None:
         # The commit preflight (or the plan) resolved: the weights must be the ones that were planned for.
         source = source.model_copy(update={"revision": ctx.resolved_revision})
     ctx.progress.message(f"fetching {source.uri}")
-    fetched = sources.fetch_model(source, ctx.workdir / "model", ctx.env, on_bytes=ctx.progress.transfer)
+    cache = cache_for(ctx.job, ctx.env)
+    if cache is not None:
+        def waiting(holder: str | None) -> None:
+            ctx.progress.message(f"waiting for {holder or 'another job'} to finish fetching {source.uri} into the model cache")
+            ctx.log.info("model cache: %s is being fetched by %s; waiting, then reading what it verified", source.uri, holder or "another job")
+
+        through = fetch_cached(source, cache, ctx.env, on_bytes=ctx.progress.transfer, on_wait=waiting)
+        ctx.cache_use = through.use
+        fetched = through.fetched
+        ctx.log.info("model cache: %d of %d bytes were cached (%d of %d files), entry %s", through.before.cached, through.before.total, through.before.files_cached, through.before.files, fetched.model_dir)
+    else:
+        fetched = sources.fetch_model(source, ctx.workdir / "model", ctx.env, on_bytes=ctx.progress.transfer)
     ctx.model_dir = fetched.model_dir
     ctx.resolved_revision = fetched.resolved_revision or ctx.resolved_revision
     ctx.source_bytes = fetched.bytes

@@ -10,6 +10,7 @@ ctx.resolved_revision when the Hub named one.
 from __future__ import annotations
 
 from kompress_job import collector
+from kompress_job.cache import plan as cache_plan
 from kompress_job.context import RunContext
 from kompress_job.errors import error_for
 from kompress_job.plan import fetch_config, fetch_weight_names, make_plan
@@ -25,9 +26,11 @@ def run(ctx: RunContext) -> None:
     ctx.resolved_revision = ctx.resolved_revision or revision
     names = fetch_weight_names(ctx.job, ctx.env, ctx.workdir / "plan", revision=ctx.resolved_revision)
     ctx.progress.message("planning from config.json")
-    plan = make_plan(ctx.job, config, devices=ctx.devices, weight_names=names)
+    plan = cache_plan.apply(make_plan(ctx.job, config, devices=ctx.devices, weight_names=names), cache_plan.assess(ctx.job, ctx.env))
     ctx.plan = plan
     ctx.log.info("plan: %s", plan.headline(), extra={"stage": "plan"})
+    if plan.cache is not None:
+        ctx.log.info("plan: model %s", plan.cache.line(), extra={"stage": "plan"})
     for problem in plan.warnings:
         ctx.log.warning("plan: %s: %s (fix: %s)", problem.code, problem.message, problem.fix or "-", extra={"stage": "plan"})
     if plan.errors:
