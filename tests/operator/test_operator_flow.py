@@ -331,7 +331,8 @@ def test_a_missing_service_account_is_explained_while_planning_then_fails(cluste
     planned = wait_for("the reason the planning pod was not created",
                        lambda: (p := cluster.condition("tiny", "Planned")) and p["reason"] == "FailedCreate" and p)
     assert 'serviceaccount "nobody" not found' in planned["message"]
-    assert any(e["reason"] == "FailedCreate" and e["type"] == "Warning" for e in cluster.events("tiny"))
+    # the Event follows the status write
+    wait_for("a FailedCreate Warning", lambda: any(e["reason"] == "FailedCreate" and e["type"] == "Warning" for e in cluster.events("tiny")))
     clock.advance(601)
     cluster.wait_phase("tiny", "Failed")
     assert cluster.condition("tiny", "Failed")["reason"] == "FailedCreate" and jobs_of(cluster, "worker") == []
