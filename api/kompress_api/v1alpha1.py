@@ -35,6 +35,10 @@ class Preset(str, Enum):
     W4A16_W8A8 = "w4a16-w8a8"
     W4A16 = "w4a16"
     FP8_DYNAMIC = "fp8-dynamic"
+    FP8_BLOCK = "fp8-block"
+    NVFP4A16 = "nvfp4a16"
+    MXFP4A16 = "mxfp4a16"
+    NVFP4 = "nvfp4"
 
 
 MODEL_URI_RE = r"^(hf://[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*|s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?|file:///.+|/.+)$"
@@ -167,6 +171,20 @@ class Calibration(ApiModel):
         return self
 
 
+class RecipePath(str, Enum):
+    """How the worker applies the recipe."""
+
+    AUTO = "auto"
+    DATA_FREE = "data-free"
+    LOADED = "loaded"
+
+
+# The presets whose schemes need no calibration data (the worker derives the same from the resolved recipe;
+# tests/job/test_data_free.py holds the two together). The CRD refuses path data-free for the others.
+DATA_FREE_PRESETS = ("fp8-dynamic", "fp8-block", "nvfp4a16", "mxfp4a16")
+_DATA_FREE_MESSAGE = "spec.recipe.path data-free needs a preset that learns nothing from data: fp8-dynamic, fp8-block, nvfp4a16 or mxfp4a16 (or path auto/loaded)"
+
+
 class RecipeOverrides(ApiModel):
     """Typed knobs on a preset. Anything beyond these calls for spec.recipe.custom."""
 
@@ -193,6 +211,10 @@ class Recipe(ApiModel):
     cel_rules: ClassVar[list[tuple[str, str]]] = [
         ("has(self.preset) != has(self.custom)", "spec.recipe needs exactly one of preset or custom"),
         ("!has(self.overrides) || has(self.preset)", "spec.recipe.overrides applies to a preset only"),
+        (
+            "!has(self.path) || self.path != 'data-free' || !has(self.preset) || self.preset in " + str(list(DATA_FREE_PRESETS)).replace('"', "'"),
+            _DATA_FREE_MESSAGE,
+        ),
     ]
 
     preset: Preset | None = api_field(
@@ -201,10 +223,21 @@ class Recipe(ApiModel):
             "a named recipe: sparse24-w4a16-w8a8 (the founding recipe: SparseGPT 2:4, AWQ, INT4 W4A16 on attention and "
             "dense MLP, INT8 W8A8 static on experts, router/gate_proj/lm_head 16-bit; NOT servable by vLLM today), "
             "w4a16-w8a8 (servable: INT4 W4A16 non-experts, INT8 W8A8 dynamic on experts), w4a16 (servable, smallest), "
-            "fp8-dynamic (servable on FP8 GPUs, no calibration). See docs/presets.md."
+            "fp8-dynamic (servable on FP8 GPUs, no calibration), fp8-block (FP8, 128x128 weight blocks, no calibration), "
+            "nvfp4a16 and mxfp4a16 (FP4 weights only, no calibration), nvfp4 (FP4 weights and activations, calibrated; "
+            "Blackwell). See docs/presets.md."
         ),
     )
     overrides: RecipeOverrides | None = api_field(None, description="typed adjustments of the preset. Only with preset.")
+    path: RecipePath = api_field(
+        RecipePath.AUTO,
+        description=(
+            "how the worker applies the recipe: data-free (llm-compressor's model_free_ptq: the safetensors files one by one, "
+            "never the whole model in memory; only for recipes that need no calibration: fp8-dynamic, fp8-block, nvfp4a16, "
+            "mxfp4a16), loaded (the whole model in host memory, llm-compressor's oneshot; every recipe), or auto (default: "
+            "data-free when the recipe allows it, else loaded)."
+        ),
+    )
     custom: str | None = api_field(
         None,
         description="a complete llm-compressor recipe in YAML, used as given. Every targets and ignore entry must match a module, and no module may be in two config groups.",
@@ -218,6 +251,8 @@ class Recipe(ApiModel):
             raise ValueError("spec.recipe needs exactly one of preset or custom")
         if self.overrides is not None and self.preset is None:
             raise ValueError("spec.recipe.overrides applies to a preset only")
+        if self.path is RecipePath.DATA_FREE and self.preset is not None and self.preset.value not in DATA_FREE_PRESETS:
+            raise ValueError(_DATA_FREE_MESSAGE)
         return self
 
 

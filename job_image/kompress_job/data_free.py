@@ -1,0 +1,87 @@
+"""The data-free path: a recipe whose schemes need no calibration, applied to the safetensors files one by one
+with llm-compressor 0.14's `model_free_ptq`, never building the model.
+
+    uses_data_free(recipe_spec, resolved)   which path a job takes (spec.recipe.path, else: data-free when it can)
+    quantization_config(resolved, extra)    the compressed-tensors QuantizationConfig (as a dict) that does what the
+                                            resolver planned: its config groups with their exact targets, and an
+                                            ignore list of every module the plan keeps 16-bit
+    apply(source, out, resolved, ...)       run model_free_ptq: each shard is read, its targeted 2-D weights
+                                            quantized and compressed, and written; fused sets (q/k/v, gate/up) that
+                                            share an FP4 global scale are read together even across shards
+
+Host memory is bounded by the largest shard (plus its quantized copy) times the worker threads, not by the
+model. Targets are the resolver's exact module regexes, so tensors the model definition does not know (a
+multi-token-prediction layer transformers drops) are not touched by accident: `extra_ignore` is where other
+roles add what they keep (the MTP layer, issue #16).
+Must not: import llm-compressor at module import, or build a model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from kompress_api.v1alpha1 import RecipePath
+
+from kompress_job.errors import InvalidSpec
+from kompress_job.recipe.patterns import exact_patterns
+from kompress_job.recipe.resolve import ResolvedRecipe
+
+DATA_FREE = "data-free"
+LOADED = "loaded"
+
+
+def data_free_reason(resolved: ResolvedRecipe) -> str | None:
+    """Why this recipe cannot run data-free (None when it can)."""
+    if resolved.needs_calibration:
+        return "it learns from calibration data (SparseGPT, AWQ, or calibrated activation scales)"
+    kinds = {kind for kind, _ in resolved.recipe_modifiers()}
+    if kinds - {"QuantizationModifier"}:
+        return f"model_free_ptq applies quantization schemes only, and this recipe also runs {', '.join(sorted(kinds - {'QuantizationModifier'}))}"
+    if any(a.sparsity for a in resolved.assignment.values()):
+        return "it prunes, which needs the loaded model"
+    if not any(a.scheme is not None for a in resolved.assignment.values()):
+        return "it quantizes nothing"
+    return None
+
+
+def choose_path(path: RecipePath, resolved: ResolvedRecipe) -> str:
+    """The path a job takes: `auto` is data-free whenever the recipe allows it; an explicit data-free for a recipe
+    that needs the model is refused (InvalidSpec, before any weights are read)."""
+    reason = data_free_reason(resolved)
+    if path is RecipePath.LOADED:
+        return LOADED
+    if path is RecipePath.DATA_FREE:
+        if reason is not None:
+            raise InvalidSpec(f"spec.recipe.path is data-free, but this recipe cannot run without the model: {reason}. Use path auto or loaded.")
+        return DATA_FREE
+    return LOADED if reason is not None else DATA_FREE
+
+
+def ignore_list(resolved: ResolvedRecipe, extra_ignore: Iterable[str] = ()) -> list[str]:
+    """Every 2-D weight module the plan keeps 16-bit (router, lm_head, whatever overrides.ignore named), as exact
+    patterns, plus `extra_ignore` entries; norms are skipped by model_free_ptq itself. config.json carries the
+    list, as llm-compressor's own save does, so vLLM knows these layers are not quantized."""
+    kept = [name for name in resolved.kept_modules]
+    return exact_patterns(kept, resolved.inventory.name_index) + list(extra_ignore) if kept else list(extra_ignore)
+
+
+def quantization_config(resolved: ResolvedRecipe, extra_ignore: Iterable[str] = ()) -> dict[str, Any]:
+    """compressed-tensors QuantizationConfig fields for model_free_ptq, from the resolved recipe's one
+    QuantizationModifier (the same config groups the loaded path's oneshot gets)."""
+    modifiers = [args for kind, args in resolved.recipe_modifiers() if kind == "QuantizationModifier"]
+    if len(modifiers) != 1:
+        raise ValueError(f"a data-free recipe has one QuantizationModifier, this one has {len(modifiers)}")
+    return {"config_groups": modifiers[0]["config_groups"], "ignore": ignore_list(resolved, extra_ignore)}
+
+
+def apply(source: Path, out: Path, resolved: ResolvedRecipe, *, devices: int, workers: int = 1, extra_ignore: Iterable[str] = ()) -> None:
+    """Write the compressed checkpoint of the model in `source` to `out`, shard by shard (model_free_ptq copies the
+    config, tokenizer and other files, then rewrites config.json's quantization_config)."""
+    from compressed_tensors.quantization import QuantizationConfig
+    from llmcompressor.entrypoints.model_free import model_free_ptq
+
+    config = QuantizationConfig.model_validate(quantization_config(resolved, extra_ignore))
+    device = [f"cuda:{i}" for i in range(devices)] if devices else "cpu"
+    model_free_ptq(str(source), str(out), config=config, max_workers=max(1, workers), device=device)
