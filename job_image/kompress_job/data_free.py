@@ -18,6 +18,7 @@ Must not: import llm-compressor at module import, or build a model.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -84,4 +85,20 @@ def apply(source: Path, out: Path, resolved: ResolvedRecipe, *, devices: int, wo
 
     config = QuantizationConfig.model_validate(quantization_config(resolved, extra_ignore))
     device = [f"cuda:{i}" for i in range(devices)] if devices else "cpu"
+    if out.exists():  # a retried pod: never mix shards of two attempts
+        shutil.rmtree(out)
     model_free_ptq(str(source), str(out), config=config, max_workers=max(1, workers), device=device)
+    _drop_source_extras(out)
+
+
+# What a checkpoint folder keeps of the files model_free_ptq copies from the source; the save stage adds the
+# tokenizer, the recipe and Kompress's record, as on the loaded path. The rest (the source's README, datasets,
+# *.bin/*.pth weights it cannot process, which it copies unquantized) is not part of the compressed model.
+_KEEP_NAMES = {"config.json", "generation_config.json", "model.safetensors.index.json"}
+_KEEP_SUFFIXES = (".safetensors", ".py", ".tiktoken", ".jinja")
+
+
+def _drop_source_extras(out: Path) -> None:
+    for path in out.rglob("*"):
+        if path.is_file() and path.name not in _KEEP_NAMES and not path.name.endswith(_KEEP_SUFFIXES):
+            path.unlink()

@@ -6,11 +6,15 @@
        (kompress_job.distributed); the ranks also write the checkpoint, which the save stage completes.
        A data-free recipe (fp8-dynamic) has nothing to share out: it loads here and runs in process.
     3. check every module got its planned scheme (in process; the verify stage re-checks on disk)
+
+On the data-free path (ctx.recipe_path, chosen by load-model) none of that: llm-compressor's model_free_ptq
+rewrites the safetensors files one by one into the checkpoint folder, on the GPUs present or the CPU
+(kompress_job.data_free), and the save stage completes the folder.
 """
 
 from __future__ import annotations
 
-from kompress_job import distributed, modelio
+from kompress_job import data_free, distributed, modelio
 from kompress_job.compression import planned_vs_applied, run_oneshot
 from kompress_job.context import RunContext
 from kompress_job.recipe import resolve
@@ -24,6 +28,15 @@ def run(ctx: RunContext) -> None:
 
     def report(done: int, total: int, message: str) -> None:
         ctx.progress.set_steps(done, total, message=message)
+
+    if ctx.recipe_path == data_free.DATA_FREE:
+        out = ctx.workdir / "checkpoint"
+        shards = len(list(ctx.model_dir.glob("*.safetensors")))
+        report(0, shards, f"data-free: quantizing {shards} safetensors file(s) one by one on {f'{ctx.devices} GPU(s)' if ctx.devices else 'the CPU'}")
+        data_free.apply(ctx.model_dir, out, resolved, devices=ctx.devices, workers=max(1, ctx.devices))
+        report(shards, shards, f"{shards} safetensors file(s) quantized")
+        ctx.checkpoint_dir = out
+        return
 
     if ctx.devices > 1 and resolved.needs_calibration:
         plan = distributed.launch_plan(devices=ctx.devices, work=ctx.workdir / "distributed")
