@@ -281,6 +281,29 @@ class Resources(ApiModel):
     shm: Quantity | None = api_field(None, description="size of /dev/shm (memory-backed), for data loaders and NCCL. Default 16Gi.", int_or_string=True)
 
 
+class GpuArchitecture(str, Enum):
+    """NVIDIA GPU generations, as vLLM's kernels tell them apart."""
+
+    AMPERE = "ampere"  # A100, A10, RTX 30xx: compute capability 8.0/8.6
+    ADA = "ada"  # L4, L40S, RTX 40xx: 8.9 (FP8)
+    HOPPER = "hopper"  # H100, H200: 9.0 (FP8)
+    BLACKWELL = "blackwell"  # B200, GB200, RTX PRO 6000: 10.x/12.x (FP8, FP4)
+
+
+class Serving(ApiModel):
+    """Where the checkpoint will be served, so the plan can say whether vLLM serves it there and why."""
+
+    gpu: GpuArchitecture | None = api_field(
+        None,
+        description=(
+            "GPU architecture vLLM will serve on: ampere, ada, hopper or blackwell. Default: the job's own GPUs, read from "
+            "spec.scheduling.nodeSelector's nvidia.com/gpu.family or nvidia.com/gpu.product label when set, else hopper."
+        ),
+    )
+    tensor_parallel: int | None = api_field(None, description="vLLM --tensor-parallel-size. Default: spec.resources.gpus (at least 1).", ge=1, le=64)
+    expert_parallel: bool = api_field(False, description="vLLM --enable-expert-parallel: every routed expert whole on one GPU instead of split across the tensor-parallel GPUs. Default false.")
+
+
 class Scheduling(ApiModel):
     """Passed through to the worker pod unchanged."""
 
@@ -326,6 +349,7 @@ class CompressionJobSpec(ApiModel):
     resources: Resources = api_field(Resources(), description=_immutable("what the worker asks for."), mutable=False, schema_default={})
     scheduling: Scheduling | None = api_field(None, description=_immutable("scheduling pass-through for the worker pod."), mutable=False)
     evaluation: Evaluation = api_field(Evaluation(), description=_immutable("fidelity evaluation and quality gate."), mutable=False, schema_default={})
+    serving: Serving | None = api_field(None, description=_immutable("where the checkpoint will be served (GPU architecture, tensor and expert parallelism): the plan checks vLLM can serve it there."), mutable=False)
     suspend: bool = api_field(False, description="true stops the worker (or keeps it from starting); false lets it run. The only field that may change after creation. Default false.", schema_default=False)
     backoff_limit: int = api_field(2, description=_immutable("retries of the worker pod after failures that may be transient (not bad input, not disruptions). Default 2."), ge=0, le=20, mutable=False, schema_default=2)
     active_deadline_seconds: int | None = api_field(None, description=_immutable("the most seconds the worker Job may run before it is failed."), ge=1, mutable=False)

@@ -45,6 +45,8 @@ class VerificationReport:
     generated_tokens: int | None = None
     sample: str | None = None
     seconds: float | None = None
+    # "reload": loaded back as users load it and run; "streamed": files and config.json only, tensor by tensor
+    mode: str = "reload"
 
     @property
     def ok(self) -> bool:
@@ -62,6 +64,7 @@ class VerificationReport:
             "generated_tokens": self.generated_tokens,
             "sample": self.sample,
             "seconds": self.seconds,
+            "mode": self.mode,
         }
 
 
@@ -346,6 +349,46 @@ def verify_checkpoint(folder: Path, resolved: ResolvedRecipe, *, load: Any, toke
     check_runs(model, tokenizer, report)
     report.seconds = round(time.monotonic() - started, 3)
     return report, model
+
+
+def check_config(folder: Path, resolved: ResolvedRecipe, report: VerificationReport) -> None:
+    """What a loader will apply, read from config.json alone: each planned module is matched by exactly the config
+    group of its planned scheme (targets, not ignored), and each 16-bit module by none: the reload check without
+    the model, for the streamed mode."""
+    from kompress_job.recipe.patterns import matches
+    from kompress_job.recipe.schemes import scheme_from_ct
+
+    config = json.loads((folder / "config.json").read_text()).get("quantization_config") or {}
+    groups = {name: (g.get("targets", []), scheme_from_ct(name, g)) for name, g in config.get("config_groups", {}).items()}
+    ignore = config.get("ignore") or []
+    classes = resolved.inventory.classes
+    for name, assignment in resolved.assignment.items():
+        own = classes.get(name, ())
+        ignored = any(matches(entry, name, own) for entry in ignore)
+        hits = [] if ignored else [g for g, (targets, _) in groups.items() if any(matches(t, name, own) for t in targets)]
+        if assignment.scheme is None:
+            if hits:
+                report.failures.append(f"{name}: planned 16-bit but config.json's group {hits[0]} targets it")
+            continue
+        if len(hits) != 1:
+            report.failures.append(f"{name}: planned {assignment.scheme.name}, but config.json {'ignores it' if ignored else f'matches it with {len(hits)} groups'}")
+            continue
+        loaded = groups[hits[0]][1]
+        for what, planned, actual in (("weights", assignment.scheme.weights, loaded.weights if loaded else None), ("activations", assignment.scheme.activations, loaded.activations if loaded else None)):
+            diff = _same(planned, actual.to_ct() if actual is not None else None)
+            if diff:
+                report.failures.append(f"{name}: config.json {what} {diff}")
+
+
+def verify_streamed(folder: Path, resolved: ResolvedRecipe) -> VerificationReport:
+    """Every check that needs no model in memory: the files tensor by tensor, fused global scales, config.json."""
+    started = time.monotonic()
+    report = VerificationReport(checkpoint=str(folder), mode="streamed")
+    check_files(folder, resolved, report)
+    check_fused_global_scales(folder, resolved, report)
+    check_config(folder, resolved, report)
+    report.seconds = round(time.monotonic() - started, 3)
+    return report
 
 
 def failure_message(report: VerificationReport) -> str:

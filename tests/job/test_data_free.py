@@ -30,7 +30,7 @@ def sharded(tmp_path_factory):
     return out
 
 
-def _run(ctx, monkeypatch):
+def _run(ctx, monkeypatch, stages=STAGES):
     """The stages in order; every from_pretrained of a causal LM and every tensor read of the data-free path,
     with the stage it happened in."""
     import importlib
@@ -54,7 +54,7 @@ def _run(ctx, monkeypatch):
     monkeypatch.setattr(model_free, "load_tensors_from_inverse_weight_map", read)
     tokenizer = modelio.load_tokenizer(ctx.model_dir)
     ctx.holdout = models.calibration_dataset(tokenizer, 24, 64, offset=200)
-    for name in STAGES:
+    for name in stages:
         module = importlib.import_module(f"kompress_job.stages.{name.replace('-', '_')}")
         with ctx.progress.stage(name):
             module.run(ctx)
@@ -104,3 +104,26 @@ def test_fp4_global_scales_are_shared_across_a_fused_set_split_over_files(sharde
     gate_up = {scale(f"model.layers.0.mlp.{p}_proj.weight_global_scale") for p in ("gate", "up")}
     assert len(qkv) == 1 and len(gate_up) == 1
     assert scale("model.layers.1.self_attn.o_proj.weight_global_scale") not in qkv  # not fused: its own
+
+
+def test_without_evaluation_nothing_ever_builds_the_model_and_verify_streams(sharded, tmp_path, monkeypatch):
+    """The plan's few-GB promise: no baseline, and verify checks files and config.json tensor by tensor."""
+    job = make_job(sharded, preset="fp8-block").model_copy(deep=True)
+    job.spec.evaluation.enabled = False
+    stages = ["load-model", "compress", "save", "verify"]
+    ctx = make_ctx(job, sharded, tmp_path)
+    ctx.progress = type(ctx.progress)(stages)
+    builds, _ = _run(ctx, monkeypatch, stages)
+    assert builds == []
+    assert ctx.verification["ok"] and ctx.verification["mode"] == "streamed", ctx.verification["failures"]
+    assert ctx.verification["modules_checked"] == len(ctx.recipe.assignment)
+
+    # a config.json that would load the experts with another scheme is caught without loading anything
+    from kompress_job.verification import verify_streamed
+
+    path = ctx.checkpoint_dir / "config.json"
+    config = json.loads(path.read_text())
+    config["quantization_config"]["config_groups"]["fp8-block"]["weights"]["num_bits"] = 4
+    path.write_text(json.dumps(config))
+    report = verify_streamed(ctx.checkpoint_dir, ctx.recipe)
+    assert not report.ok and any("config.json weights bits 8 != 4" in f for f in report.failures)

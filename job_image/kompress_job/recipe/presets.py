@@ -36,7 +36,7 @@ from kompress_api.v1alpha1 import Preset, RecipeOverrides
 
 from kompress_job.errors import UnsupportedArchitecture
 from kompress_job.recipe.awq import derive_mappings
-from kompress_job.recipe.inventory import ATTENTION_INPUT_NAMES, GATE_PROJ_NAMES, MLP_ROLES, UP_PROJ_NAMES, ModuleInventory, Role, WeightModule
+from kompress_job.recipe.inventory import ATTENTION_INPUT_NAMES, ATTENTION_OUTPUT_NAMES, DOWN_PROJ_NAMES, GATE_PROJ_NAMES, MLP_ROLES, UP_PROJ_NAMES, ModuleInventory, Role, WeightModule
 from kompress_job.recipe.patterns import exact_patterns
 from kompress_job.recipe.schemes import FP8_BLOCK, FP8_DYNAMIC, MXFP4A16, NVFP4, NVFP4A16, W8A8_DYNAMIC, W8A8_STATIC, Scheme, w4a16
 
@@ -68,6 +68,16 @@ class Fallback:
 
     def summary(self) -> dict[str, Any]:
         return {"module": self.module, "in_features": self.in_features, "requested": self.requested, "applied": self.applied, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class Parallelism:
+    """How vLLM will split the model (spec.serving): what FP8 blocks must stay whole across. Block-scaled layers
+    are split by tensor parallelism (column-parallel ones by rows, o_proj/down_proj by columns), routed experts
+    too unless expert parallelism keeps each whole; vLLM refuses a per-GPU shard that is not whole blocks."""
+
+    tensor: int = 1
+    experts: bool = False
 
 
 @dataclass(frozen=True)
@@ -164,7 +174,9 @@ def group_size_fallback(in_features: int, group_size: int) -> int | None:
     return None
 
 
-def assign(preset: Preset, inventory: ModuleInventory, overrides: RecipeOverrides | None, ignored: set[str]) -> tuple[dict[str, Assignment], list[Fallback], PresetRule]:
+def assign(
+    preset: Preset, inventory: ModuleInventory, overrides: RecipeOverrides | None, ignored: set[str], parallelism: Parallelism = Parallelism()
+) -> tuple[dict[str, Assignment], list[Fallback], PresetRule]:
     """Per-module assignment of a preset. Pure: no model, no llm-compressor."""
     group_size = (overrides.group_size if overrides and overrides.group_size else None) or DEFAULT_GROUP_SIZE
     rule = rule_for(preset, group_size)
@@ -190,13 +202,10 @@ def assign(preset: Preset, inventory: ModuleInventory, overrides: RecipeOverride
                 Fallback(m.name, m.in_features, requested=scheme.name, applied="16-bit", reason=f"input width {m.in_features} is not a multiple of {scheme.name}'s group of {scheme.weights.group_size}")
             )
             scheme = sparsity = None
-        elif scheme is not None and scheme.weights.block_structure and _off_block(m, scheme.weights.block_structure):
-            # compressed-tensors needs whole blocks (and vLLM's block kernels whole blocks per GPU): FP8 with a scale
-            # per output channel and per-token activations is the same format family, served by the same GPUs.
-            rows, cols = scheme.weights.block_structure
-            fallbacks.append(
-                Fallback(m.name, m.in_features, requested=f"{scheme.name} {rows}x{cols}", applied=FP8_DYNAMIC.name, reason=f"shape {m.out_features}x{m.in_features} is not made of whole {rows}x{cols} blocks")
-            )
+        elif scheme is not None and scheme.weights.block_structure and _off_block(m, scheme.weights.block_structure, parallelism):
+            # compressed-tensors needs whole blocks, and vLLM whole blocks on every GPU: FP8 with a scale per output
+            # channel and per-token activations is the same format family, served by the same GPUs.
+            fallbacks.append(Fallback(m.name, m.in_features, requested=scheme.name, applied=FP8_DYNAMIC.name, reason=_off_block(m, scheme.weights.block_structure, parallelism)))
             scheme = FP8_DYNAMIC
         elif scheme is not None and scheme.weights.strategy == "group":
             applied = group_size_fallback(m.in_features, scheme.weights.group_size or group_size)
@@ -249,8 +258,25 @@ def fused_kind(m: WeightModule) -> str | None:
     return None
 
 
-def _off_block(m: WeightModule, block: tuple[int, int]) -> bool:
-    return bool(m.out_features % block[0] or m.in_features % block[1])
+def _off_block(m: WeightModule, block: tuple[int, int], parallelism: Parallelism) -> str | None:
+    """Why m's weight, or its share on one GPU, is not made of whole blocks (None when it is)."""
+    rows, cols = block
+    if m.out_features % rows or m.in_features % cols:
+        return f"shape {m.out_features}x{m.in_features} is not made of whole {rows}x{cols} blocks"
+    split = parallelism.tensor if not (m.role is Role.ROUTED_EXPERTS and parallelism.experts) else 1
+    if split > 1:
+        dim, size, block_side = ("input", m.in_features, cols) if row_parallel(m) else ("output", m.out_features, rows)
+        if size % (split * block_side):
+            why = f"its {dim} {size} split over tensor parallel {split} is {size / split:g} per GPU, not whole {block_side}-wide blocks"
+            if m.role is Role.ROUTED_EXPERTS:
+                why += " (spec.serving.expertParallel: true keeps every expert whole, in blocks)"
+            return why
+    return None
+
+
+def row_parallel(m: WeightModule) -> bool:
+    """vLLM splits o_proj and down_proj by their input (row-parallel), every other Linear by its output."""
+    return m.leaf in DOWN_PROJ_NAMES or m.leaf in ATTENTION_OUTPUT_NAMES
 
 
 def _scheme_for(rule: PresetRule, m: WeightModule) -> Scheme | None:

@@ -17,12 +17,13 @@ from __future__ import annotations
 from kompress_job import data_free, distributed, modelio
 from kompress_job.compression import planned_vs_applied, run_oneshot
 from kompress_job.context import RunContext
+from kompress_job.planning import kernels
 from kompress_job.recipe import resolve
 
 
 def run(ctx: RunContext) -> None:
     spec = ctx.job.spec
-    resolved = resolve(spec.recipe, ctx.model)
+    resolved = resolve(spec.recipe, ctx.model, parallelism=kernels.target_of(ctx.job).parallelism)
     ctx.recipe = resolved
     _log_plan(ctx)
 

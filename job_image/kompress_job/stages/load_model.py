@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from kompress_job import data_free, modelio
 from kompress_job.context import RunContext
+from kompress_job.planning import kernels
 from kompress_job.recipe import resolve
 
 
@@ -22,7 +23,7 @@ def run(ctx: RunContext) -> None:
     if ctx.tokenizer is None:
         ctx.tokenizer = modelio.load_tokenizer(folder, trust_remote_code=spec.trust_remote_code)
     structure = modelio.meta_model(folder, trust_remote_code=spec.trust_remote_code)
-    ctx.recipe_path = data_free.choose_path(ctx.job.spec.recipe.path, resolve(ctx.job.spec.recipe, structure))
+    ctx.recipe_path = data_free.choose_path(ctx.job.spec.recipe.path, resolve(ctx.job.spec.recipe, structure, parallelism=kernels.target_of(ctx.job).parallelism))
     ctx.log.info("recipe path: %s", ctx.recipe_path, extra={"stage": "load-model"})
     if ctx.recipe_path == data_free.DATA_FREE:
         ctx.progress.message("data-free recipe: the model's structure only (the weights are rewritten file by file)")
