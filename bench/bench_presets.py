@@ -7,7 +7,11 @@ Every run goes through the worker's own stages in this process (calibration, loa
 save, verify, evaluate; kompress_testing.compute_runs), 64 calibration and 96 evaluation conversations of
 at most 128 tokens, none of them seen in training, one CPU thread.
 
-    python bench/bench_presets.py [--markdown]
+    python bench/bench_presets.py [--markdown] [--presets a,b]   (--presets: only those, without the references)
+
+fp8-dynamic, fp8-block, nvfp4a16 and mxfp4a16 take the data-free path (model_free_ptq). FP4 is emulated on the
+CPU by compressed-tensors (the FP4 values and scales are exact; the matmuls run in bfloat16, the float32 test
+model's checkpoint being reloaded in bfloat16: kompress_job.modelio).
 
 Prints `figure: value` lines (ratios against the original and against the references), then, with
 --markdown, the README table.
@@ -25,7 +29,7 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-PRESETS = ["fp8-dynamic", "w4a16-w8a8", "w4a16", "sparse24-w4a16-w8a8"]
+PRESETS = ["fp8-dynamic", "fp8-block", "nvfp4a16", "mxfp4a16", "nvfp4", "w4a16-w8a8", "w4a16", "sparse24-w4a16-w8a8"]
 
 def weights_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.glob("*.safetensors"))
@@ -72,10 +76,24 @@ def rtn_recipe(awq_ctx) -> str:
     return yaml.safe_dump(compute_runs.round_to_nearest(yaml.safe_load((awq_ctx.checkpoint_dir / "recipe.yaml").read_text())))
 
 
+def _markdown(rows: list[dict], original_bytes: int) -> None:
+    print()
+    print("| preset | path | weights | smaller | perplexity | increase | KL (nats) | top-1 agreement | compress | evaluate |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print(f"| original (fp32) | | {original_bytes / 1e6:.2f} MB | | {rows[0]['ppl_original']:.2f} | | | | | |")
+    for r in rows:
+        print(
+            f"| `{r['name']}` | {r['ctx'].recipe_path} | {r['bytes'] / 1e6:.2f} MB | {original_bytes / r['bytes']:.2f}x | {r['ppl']:.2f} | {r['increase']:+.1%} | "
+            f"{r['kl']:.4f} | {r['top1']:.1%} | {r['compress_s']:.1f} s | {r['evaluation_s']:.1f} s |"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--markdown", action="store_true", help="print the README table too")
+    parser.add_argument("--presets", help="comma-separated presets to run (default: all, with the references)")
     args = parser.parse_args(argv)
+    presets = args.presets.split(",") if args.presets else PRESETS
 
     import torch
 
@@ -87,11 +105,13 @@ def main(argv: list[str] | None = None) -> int:
     original_bytes = weights_bytes(trained_model.folder())
     with tempfile.TemporaryDirectory(prefix="kompress-bench-presets-") as tmp:
         root = Path(tmp)
-        rows = [run(p, {"preset": p}, root) for p in PRESETS]
+        rows = [run(p, {"preset": p}, root) for p in presets]
         by_name = {r["name"]: r for r in rows}
-        sparsegpt = run("sparsegpt-2:4", {"custom": compute_runs.SPARSEGPT_24}, root)
-        magnitude = magnitude_reference(sparsegpt["ctx"])
-        rtn = run("w4a16-rtn", {"custom": rtn_recipe(by_name["w4a16"]["ctx"])}, root)
+        references = not args.presets
+        if references:
+            sparsegpt = run("sparsegpt-2:4", {"custom": compute_runs.SPARSEGPT_24}, root)
+            magnitude = magnitude_reference(sparsegpt["ctx"])
+            rtn = run("w4a16-rtn", {"custom": rtn_recipe(by_name["w4a16"]["ctx"])}, root)
 
     print(f"model: {trained_model.NAME}, {parameters:,} parameters, fp32 {original_bytes / 1e6:.2f} MB")
     print(f"held_out_perplexity_original: {rows[0]['ppl_original']:.3f}")
@@ -105,6 +125,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{key}_compress_seconds: {r['compress_s']:.1f}")
         print(f"{key}_evaluation_seconds: {r['evaluation_s']:.1f}")
         print(f"{key}_evaluation_over_compress: {r['evaluation_s'] / r['compress_s']:.2f}")
+        print(f"{key}_path: {r['ctx'].recipe_path}")
+    if not references:
+        if args.markdown:
+            _markdown(rows, original_bytes)
+        return 0
     print(f"sparsegpt_24_perplexity_increase: {sparsegpt['increase']:+.4%}")
     print(f"magnitude_24_perplexity_increase: {magnitude['increase']:+.4%}")
     print(f"sparsegpt_over_magnitude_increase: {sparsegpt['increase'] / magnitude['increase']:.2f}")
@@ -115,15 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"awq_over_rtn_kl: {by_name['w4a16']['kl'] / rtn['kl']:.2f}")
 
     if args.markdown:
-        print()
-        print("| preset | weights | smaller | perplexity | increase | KL (nats) | top-1 agreement | compress | evaluate |")
-        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-        print(f"| original (fp32) | {original_bytes / 1e6:.2f} MB | | {rows[0]['ppl_original']:.2f} | | | | | |")
-        for r in rows:
-            print(
-                f"| `{r['name']}` | {r['bytes'] / 1e6:.2f} MB | {original_bytes / r['bytes']:.2f}x | {r['ppl']:.2f} | {r['increase']:+.1%} | "
-                f"{r['kl']:.4f} | {r['top1']:.1%} | {r['compress_s']:.1f} s | {r['evaluation_s']:.1f} s |"
-            )
+        _markdown(rows, original_bytes)
         print()
         print("| reference (same layers, same held-out rows) | perplexity increase | KL (nats) | top-1 agreement |")
         print("|---|---:|---:|---:|")

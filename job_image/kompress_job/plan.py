@@ -308,7 +308,7 @@ def _make_plan(job: CompressionJob, config: Mapping[str, Any], devices: int | No
         problems=P.ordered(problems),
         servable=(servable := serving.servable(resolved, problems) if resolved is not None else None),
         serving_target=target,
-        serving_verdict=kernels.verdict(servable, target, problems),
+        serving_verdict=kernels.verdict(servable, target, problems, len(per_tp.get(target.tensor_parallel, []))),
         serving=resolved.serving if resolved is not None else None,
         roles=_roles(resolved) if resolved is not None else {},
         tensor_parallel=serving.tensor_parallel_summary(per_tp),

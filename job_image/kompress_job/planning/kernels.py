@@ -144,7 +144,10 @@ def _alternative(scheme: str, target: ServingTarget) -> str:
     return "choose a preset whose schemes the target GPU runs (docs/presets.md)"
 
 
-def verdict(servable: bool | None, target: ServingTarget, found: list[Problem]) -> str:
+def verdict(servable: bool | None, target: ServingTarget, found: list[Problem], misaligned_at_target: int = 0) -> str:
+    """`misaligned_at_target`: weight-only modules that do not fit Marlin at the target's TP degree (serving.misaligned)."""
+    if servable and misaligned_at_target and target.gpu is not GpuArchitecture.BLACKWELL:
+        return f"servable by vLLM at {target.describe()}, but {misaligned_at_target} module(s) do not fit Marlin there (TensorParallelMisalignment: a slower kernel, or a smaller TP)"
     if servable:
         return f"servable by vLLM at {target.describe()}"
     if servable is None:
