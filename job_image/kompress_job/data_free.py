@@ -84,7 +84,10 @@ def apply(source: Path, out: Path, resolved: ResolvedRecipe, *, devices: int, wo
     from llmcompressor.entrypoints.model_free import model_free_ptq
 
     config = QuantizationConfig.model_validate(quantization_config(resolved, extra_ignore))
-    device = [f"cuda:{i}" for i in range(devices)] if devices else "cpu"
+    import torch
+
+    present = torch.cuda.device_count() if devices else 0
+    device: list[str] | str = [f"cuda:{i}" for i in range(min(devices, present))] or "cpu"
     if out.exists():  # a retried pod: never mix shards of two attempts
         shutil.rmtree(out)
     model_free_ptq(str(source), str(out), config=config, max_workers=max(1, workers), device=device)
