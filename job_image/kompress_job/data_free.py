@@ -64,8 +64,8 @@ def ignore_list(resolved: ResolvedRecipe, extra_ignore: Iterable[str] = ()) -> l
     """Every 2-D weight module the plan keeps 16-bit (router, lm_head, whatever overrides.ignore named), as exact
     patterns, plus `extra_ignore` entries; norms are skipped by model_free_ptq itself. config.json carries the
     list, as llm-compressor's own save does, so vLLM knows these layers are not quantized."""
-    kept = [name for name in resolved.kept_modules]
-    return exact_patterns(kept, resolved.inventory.name_index) + list(extra_ignore) if kept else list(extra_ignore)
+    kept = resolved.kept_modules
+    return (exact_patterns(kept, resolved.inventory.name_index) if kept else []) + list(extra_ignore)
 
 
 def quantization_config(resolved: ResolvedRecipe, extra_ignore: Iterable[str] = ()) -> dict[str, Any]:
