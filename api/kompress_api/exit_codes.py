@@ -37,6 +37,8 @@ class ExitCode(Enum):
     PLAN_REJECTED = _Exit(20, "PlanRejected", False, "the plan found errors; nothing ran")
     INVALID_RECIPE = _Exit(21, "InvalidRecipe", False, "the recipe could not be read")
     CALIBRATION_NOT_FOUND = _Exit(22, "CalibrationNotFound", False, "the calibration data could not be found")
+    MODEL_FILE_CORRUPT = _Exit(23, "ModelFileCorrupt", False, "a weight file of the model is corrupt, truncated or missing")
+    COMPRESSION_MISMATCH = _Exit(24, "CompressionMismatch", False, "llm-compressor did not do what the resolved recipe said")
     STORAGE_UNREACHABLE = _Exit(30, "StorageUnreachable", True, "an object store or the Hub could not be reached")
 
     @property

@@ -1,7 +1,9 @@
 """CompressionJob, kompress.dev/v1alpha1: the one typed model of the API.
 
-Owns: every spec and status field, its docs, bounds, defaults and CEL rules. The CRD in crds/
-is generated from this module (`make crds`); the operator, the worker and the CLI parse with it.
+Owns: every spec field, its docs, bounds, defaults and CEL rules (the status types live in
+v1alpha1_status and the syntax of pod-spec values in podspec; both are re-exported or used from
+here). The CRD in crds/ is generated from this module (`make crds`); the operator, the worker and
+the CLI parse with it.
 Must not: contain behaviour beyond parsing and the few derived facts every consumer needs.
 """
 
@@ -11,9 +13,39 @@ import re
 from enum import Enum
 from typing import Annotated, Any, ClassVar, Literal, Union
 
-from pydantic import StringConstraints, model_validator
+from pydantic import StringConstraints, field_validator, model_validator
 
-from kompress_api._model import QUANTITY_RE, ApiModel, api_field
+from kompress_api import locations
+from kompress_api._model import QUANTITY_RE, ApiModel, api_field, re2_search
+from kompress_api.paths import WORKER_PATHS
+from kompress_api.podspec import (
+    Affinity,
+    DNS_SUBDOMAIN_RE,
+    EXTENDED_RESOURCE_RE,
+    LABEL_VALUE_RE,
+    NODE_SELECTOR_KEYS_MESSAGE,
+    NODE_SELECTOR_KEYS_RULE,
+    PREFIX_LENGTH_RE,
+    QUALIFIED_NAME_MAX,
+    QUALIFIED_NAME_RE,
+    WORKER_PATH_RE,
+    LabelValue,
+    Toleration,
+)
+from kompress_api.v1alpha1_status import (  # noqa: F401 - the API's status types, re-exported
+    MAX_STATUS_TASK_SCORES,
+    Children,
+    CompressionJobStatus,
+    Condition,
+    EvaluationMetrics,
+    JobResult,
+    MtpResult,
+    Phase,
+    PlanProblem,
+    PlanSummary,
+    Progress,
+    TaskScore,
+)
 
 GROUP = "kompress.dev"
 VERSION = "v1alpha1"
@@ -44,8 +76,12 @@ class Preset(str, Enum):
 MODEL_URI_RE = r"^(hf://[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*|s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?|file:///.+|/.+)$"
 CALIBRATION_URI_RE = r"^(builtin://[a-z0-9-]+|hf://[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*|s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/.+|file:///.+|/.+)$"
 OUTPUT_URI_RE = r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?|file:///.+)$"
-DNS_SUBDOMAIN_RE = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 ABS_PATH_RE = r"^/.*$"
+TASK_SOURCE_URI_RE = r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?|file:///.+|/.+)$"
+# lm-eval registry names: letters, digits, _ - . and : (e.g. mmlu_abstract_algebra, arc_easy, leaderboard_bbh).
+TASK_NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$"
+# Where the operator mounts a spec.evaluation.taskSource.configMap in the worker.
+TASK_CONFIG_MAP_MOUNT = "/kompress/tasks"
 
 Quantity = Union[int, str]
 # Bounded strings let the API server estimate the cost of the CEL rules that compare whole objects.
@@ -93,8 +129,21 @@ class VolumeRef(ApiModel):
     """A PersistentVolumeClaim mounted into the worker."""
 
     claim_name: str = api_field(description="name of the PersistentVolumeClaim.", pattern=DNS_SUBDOMAIN_RE, max_length=253)
-    mount_path: str = api_field(description="absolute path where the claim is mounted in the worker, e.g. /models.", pattern=ABS_PATH_RE, max_length=1024)
-    sub_path: str | None = api_field(None, description="sub-path inside the volume to mount instead of its root.", max_length=1024)
+    mount_path: str = api_field(
+        description=f"absolute path where the claim is mounted in the worker, e.g. /models. Not on, above or inside {', '.join(WORKER_PATHS)} (the worker's own).",
+        pattern=ABS_PATH_RE,
+        rules=[(f"!self.matches(r'{WORKER_PATH_RE}')", f"mountPath must not be on, above or inside {', '.join(WORKER_PATHS)}: the worker mounts its own volumes there")],
+        max_length=1024,
+    )
+    sub_path: str | None = api_field(
+        None,
+        description="relative path inside the volume to mount instead of its root (no '..').",
+        rules=[
+            ("!self.startsWith('/')", "subPath must be a relative path inside the volume, not an absolute one"),
+            (r"!self.matches(r'(^|/)\.\.(/|$)')", "subPath must not contain '..': it must stay inside the volume"),
+        ],
+        max_length=1024,
+    )
     read_only: bool = api_field(True, description="mount read-only. Default true.")
 
 
@@ -183,6 +232,22 @@ class RecipePath(str, Enum):
 # tests/job/test_data_free.py holds the two together). The CRD refuses path data-free for the others.
 DATA_FREE_PRESETS = ("fp8-dynamic", "fp8-block", "nvfp4a16", "mxfp4a16")
 _DATA_FREE_MESSAGE = "spec.recipe.path data-free needs a preset that learns nothing from data: fp8-dynamic, fp8-block, nvfp4a16 or mxfp4a16 (or path auto/loaded)"
+REGEX_PREFIX = "re:"
+# Kubernetes' CEL cannot compile a regex, so admission refuses only what is surely broken, in RE2: an
+# unclosed, unescaped [ and a *, + or ? with nothing to repeat. The typed model compiles every entry.
+BROKEN_REGEX_RE = r"^re:([*+?]|.*[^\\](\\\\)*\[[^\]]*$)"
+BROKEN_REGEX_WHY = "an unclosed [, or a *, + or ? with nothing to repeat"
+
+
+def regex_problem(entry: str) -> str | None:
+    """Why a `re:` entry is not a regex Python compiles (compressed-tensors matches them with `re`), or None."""
+    if not entry.startswith(REGEX_PREFIX):
+        return None
+    try:
+        re.compile(entry[len(REGEX_PREFIX) :])
+    except re.error as err:
+        return f"{entry!r} is not a valid regex: {err}"
+    return None
 
 
 class RecipeOverrides(ApiModel):
@@ -194,15 +259,34 @@ class RecipeOverrides(ApiModel):
             "more modules to keep in 16-bit, untouched: exact module names (model.layers.0.mlp.down_proj) or "
             "regexes prefixed re: (re:.*mlp\\.down_proj$). Each entry must match at least one module."
         ),
+        rules=[(f"self.all(p, !p.matches(r'{BROKEN_REGEX_RE}'))", f"spec.recipe.overrides.ignore has a re: entry that is not a valid regex ({BROKEN_REGEX_WHY})")],
         max_length=256,
     )
     group_size: int | None = api_field(None, description="group size for 4-bit weights. Layers whose input width is not a multiple fall back to the largest of 64 or 32 that divides it, else to per-channel. Default 128.", ge=16, le=1024)
     experts: str | None = api_field(
         None,
         description="regex (re:...) of module names to treat as routed experts, overriding the detection from the model's structure.",
-        rules=[("self.startsWith('re:')", "spec.recipe.overrides.experts must be a regex starting with re:")],
+        rules=[
+            ("self.startsWith('re:')", "spec.recipe.overrides.experts must be a regex starting with re:"),
+            (f"!self.matches(r'{BROKEN_REGEX_RE}')", f"spec.recipe.overrides.experts is not a valid regex ({BROKEN_REGEX_WHY})"),
+        ],
         max_length=1024,
     )
+
+    @field_validator("ignore")
+    @classmethod
+    def _ignore_regexes_compile(cls, entries: list[str]) -> list[str]:
+        problems = [f"spec.recipe.overrides.ignore[{i}]: {why}" for i, entry in enumerate(entries) if (why := regex_problem(entry))]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return entries
+
+    @field_validator("experts")
+    @classmethod
+    def _experts_regex_compiles(cls, entry: str | None) -> str | None:
+        if entry is not None and (why := regex_problem(entry)):
+            raise ValueError(f"spec.recipe.overrides.experts: {why}")
+        return entry
 
 
 class Recipe(ApiModel):
@@ -238,6 +322,16 @@ class Recipe(ApiModel):
             "data-free when the recipe allows it, else loaded)."
         ),
     )
+    mtp: Literal["keep", "drop", "quantize"] = api_field(
+        "keep",
+        description=(
+            "what happens to the model's multi-token-prediction (MTP) layers, which vLLM uses for speculative decoding "
+            "(GLM-4.5's model.layers.46.*, DeepSeek-V3's, Qwen3-Next's mtp.*): keep carries them into the checkpoint "
+            "unchanged (the source dtype, byte-identical, listed in quantization_config.ignore); drop leaves them out; "
+            "quantize is refused by the plan today (see docs/presets.md). Default keep."
+        ),
+        schema_default="keep",
+    )
     custom: str | None = api_field(
         None,
         description="a complete llm-compressor recipe in YAML, used as given. Every targets and ignore entry must match a module, and no module may be in two config groups.",
@@ -256,8 +350,24 @@ class Recipe(ApiModel):
         return self
 
 
+OUTPUT_NEEDS_VOLUME = (
+    "spec.output.uri is a file:// path but spec.output.volume is not set: in a cluster the checkpoint would be written "
+    "inside the worker's container and lost; mount a PersistentVolumeClaim there, or publish to s3:// (kompress run on "
+    "a laptop needs no volume)"
+)
+OUTPUT_INSIDE_VOLUME = "spec.output.uri must lie inside spec.output.volume.mountPath, or the checkpoint is not written to the volume"
+
+
 class Output(ApiModel):
     """Where the compressed checkpoint is published."""
+
+    # The first rule holds in a cluster only: the typed model (and so `kompress run`) accepts a file:// output
+    # without a volume, which on a laptop is simply a folder.
+    cel_rules: ClassVar[list[tuple[str, str]]] = [
+        ("!self.uri.startsWith('file://') || has(self.volume)", OUTPUT_NEEDS_VOLUME),
+        ("!has(self.volume) || !self.uri.startsWith('file://') || (self.uri + '/').startsWith('file://' + self.volume.mountPath.find('^.*[^/]') + '/')",
+         OUTPUT_INSIDE_VOLUME),
+    ]
 
     uri: str = api_field(
         description="s3://BUCKET/PREFIX (any S3-compatible store) or file:///PATH (local runs, or a mounted volume). The manifest kompress.json is written last: a prefix without it is never a finished model.",
@@ -268,16 +378,34 @@ class Output(ApiModel):
     volume: VolumeRef | None = api_field(None, description="a volume to mount for file:// URIs (mounted read-write).")
     overwrite: bool = api_field(False, description="replace a finished model already at the destination. Default false: the job fails rather than overwrite.")
 
+    @model_validator(mode="after")
+    def _inside_its_volume(self) -> "Output":
+        # The second of cel_rules (the first is for clusters only).
+        if self.volume is not None and self.uri.startswith("file://"):
+            if not (self.uri[len("file://") :] + "/").startswith(self.volume.mount_path.rstrip("/") + "/"):
+                raise ValueError(OUTPUT_INSIDE_VOLUME)
+        return self
+
 
 class Resources(ApiModel):
     """What the worker pod asks for. Unset memory and scratch are sized from the plan."""
 
     gpus: int = api_field(DEFAULT_GPUS, description="number of GPUs. More than one runs llm-compressor's distributed (DDP) oneshot; 0 runs on CPU. Default 4.", ge=0, le=64, schema_default=DEFAULT_GPUS)
-    gpu_resource_name: str | None = api_field(None, description="extended resource name of the GPU, e.g. nvidia.com/gpu or amd.com/gpu. Default: the operator's setting.", pattern=r"^([a-z0-9.-]+/)?[a-z0-9A-Z._-]+$", max_length=253)
+    gpu_resource_name: str | None = api_field(
+        None,
+        description="extended resource name of the GPU (DOMAIN/NAME, outside kubernetes.io), e.g. nvidia.com/gpu or amd.com/gpu. Default: the operator's setting.",
+        pattern=EXTENDED_RESOURCE_RE,
+        rules=[
+            (f"self.matches('{PREFIX_LENGTH_RE}')", "gpuResourceName's domain must be at most 253 characters"),
+            (r"!self.matches(r'kubernetes\.io/')", "gpuResourceName must be an extended resource, not in the kubernetes.io domain"),
+            ("!self.startsWith('requests.')", "gpuResourceName must not start with requests."),
+        ],
+        max_length=QUALIFIED_NAME_MAX,
+    )
     cpu: Quantity | None = api_field(None, description="CPU request and limit, e.g. 16. Default: 8 per GPU, at least 2.", int_or_string=True)
     memory: Quantity | None = api_field(None, description="memory request and limit, e.g. 256Gi. Default: the plan's host RAM estimate (the whole model is held in host RAM).", int_or_string=True)
     scratch: Quantity | None = api_field(None, description="scratch disk for the download and the compressed output, e.g. 500Gi. Default: the plan's disk estimate.", int_or_string=True)
-    scratch_storage_class: str | None = api_field(None, description="storage class of a per-job ephemeral volume for scratch. Default: an emptyDir on the node.", max_length=253)
+    scratch_storage_class: str | None = api_field(None, description="storage class of a per-job ephemeral volume for scratch. Default: an emptyDir on the node.", pattern=DNS_SUBDOMAIN_RE, max_length=253)
     shm: Quantity | None = api_field(None, description="size of /dev/shm (memory-backed), for data loaders and NCCL. Default 16Gi.", int_or_string=True)
 
 
@@ -305,17 +433,30 @@ class Serving(ApiModel):
 
 
 class Scheduling(ApiModel):
-    """Passed through to the worker pod unchanged."""
+    """Passed through to the worker pod unchanged. The API refuses what a Job could not hold."""
 
-    node_selector: dict[str, Name] | None = api_field(None, description="node labels the worker pod must match.", max_length=64)
-    tolerations: list[dict[str, Any]] | None = api_field(None, description="tolerations of the worker pod (core/v1 Toleration).", preserve_unknown=True, max_length=64)
-    affinity: dict[str, Any] | None = api_field(None, description="affinity of the worker pod (core/v1 Affinity).", preserve_unknown=True)
-    priority_class_name: str | None = api_field(None, description="PriorityClass of the worker pod.", max_length=253)
-    runtime_class_name: str | None = api_field(None, description="RuntimeClass of the worker pod, e.g. nvidia.", max_length=253)
-    service_account_name: str | None = api_field(None, description="ServiceAccount of the worker pod (for workload identity). It needs no Kubernetes rights. Default: the operator's worker account.", max_length=253)
+    node_selector: dict[str, LabelValue] | None = api_field(
+        None,
+        description="node labels the worker pod must match: label keys and label values (at most 63 characters).",
+        rules=[(NODE_SELECTOR_KEYS_RULE, NODE_SELECTOR_KEYS_MESSAGE)],
+        max_length=64,
+    )
+    tolerations: list[Toleration] | None = api_field(None, description="tolerations of the worker pod (core/v1 Toleration).", max_length=64)
+    affinity: Affinity | None = api_field(None, description="affinity of the worker pod (core/v1 Affinity): nodeAffinity is checked, pod (anti-)affinity passed through.")
+    priority_class_name: str | None = api_field(None, description="PriorityClass of the worker pod.", pattern=DNS_SUBDOMAIN_RE, max_length=253)
+    runtime_class_name: str | None = api_field(None, description="RuntimeClass of the worker pod, e.g. nvidia.", pattern=DNS_SUBDOMAIN_RE, max_length=253)
+    service_account_name: str | None = api_field(None, description="ServiceAccount of the worker pod (for workload identity). It needs no Kubernetes rights. Default: the operator's worker account.", pattern=DNS_SUBDOMAIN_RE, max_length=253)
     image_pull_secrets: list[Name] | None = api_field(None, description="names of Secrets to pull the worker image.", max_length=16)
-    queue_name: str | None = api_field(None, description="Kueue LocalQueue: the Job is labelled kueue.x-k8s.io/queue-name and waits for admission.", max_length=63)
-    workload_priority_class: str | None = api_field(None, description="Kueue WorkloadPriorityClass (label kueue.x-k8s.io/priority-class).", max_length=253)
+    queue_name: str | None = api_field(None, description="Kueue LocalQueue: the Job is labelled kueue.x-k8s.io/queue-name and waits for admission. A label value: at most 63 characters.", pattern=LABEL_VALUE_RE, max_length=63)
+    workload_priority_class: str | None = api_field(None, description="Kueue WorkloadPriorityClass (label kueue.x-k8s.io/priority-class). A label value: at most 63 characters.", pattern=LABEL_VALUE_RE, max_length=63)
+
+    @field_validator("node_selector")
+    @classmethod
+    def _label_keys(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        # The same rule as NODE_SELECTOR_KEYS_RULE.
+        if value and not all(re2_search(QUALIFIED_NAME_RE, k) and re2_search(PREFIX_LENGTH_RE, k) for k in value):
+            raise ValueError(NODE_SELECTOR_KEYS_MESSAGE)
+        return value
 
 
 class QualityGate(ApiModel):
@@ -324,23 +465,140 @@ class QualityGate(ApiModel):
     max_perplexity_increase: float | None = api_field(None, description="largest relative perplexity increase, e.g. 0.1 for +10%.", ge=0)
     max_kl_divergence: float | None = api_field(None, description="largest mean KL divergence (nats) between the original's and the compressed model's next-token distributions.", ge=0)
     min_top1_agreement: float | None = api_field(None, description="smallest share of positions where both models predict the same next token, 0 to 1.", ge=0, le=1)
+    max_task_drop: float | None = api_field(
+        None,
+        description=(
+            "largest drop allowed in any metric of spec.evaluation.tasks, absolute, in the metric's own units (0.02: two "
+            "points of accuracy); a drop is a fall in a metric where higher is better, a rise where lower is."
+        ),
+        ge=0,
+    )
+
+
+class EvaluationTask(ApiModel):
+    """One lm-evaluation-harness task (or group), scored on the original before compression and on the checkpoint after."""
+
+    name: str = api_field(
+        description="the task's name in lm-eval's registry (arc_easy, gsm8k, mmlu, hellaswag...) or in spec.evaluation.taskSource's YAML.",
+        rules=[(f"self.matches('{TASK_NAME_RE}')", "spec.evaluation.tasks[].name must be an lm-eval task name (letters, digits, _ - . :)")],
+        max_length=128,
+    )
+    num_fewshot: int | None = api_field(None, description="few-shot examples in each prompt. Default: the task's own.", ge=0, le=64)
+    limit: int | None = api_field(None, description="score only the first N documents of the task (faster; the figures are then not comparable with published full-task scores). Default: all.", ge=1, le=1000000)
+
+
+class TaskSource(ApiModel):
+    """lm-eval task YAML and the local data files it reads, provided by the cluster (no Hub access needed)."""
+
+    cel_rules: ClassVar[list[tuple[str, str]]] = [
+        (
+            "(has(self.configMap) ? 1 : 0) + (has(self.volume) ? 1 : 0) + (has(self.uri) ? 1 : 0) == 1",
+            "spec.evaluation.taskSource needs exactly one of configMap, volume or uri",
+        ),
+        ("!has(self.s3) || (has(self.uri) && self.uri.startsWith('s3://'))", "spec.evaluation.taskSource.s3 applies to an s3:// uri only"),
+    ]
+
+    config_map: str | None = api_field(
+        None,
+        description=f"a ConfigMap in the job's namespace whose keys are the files (task YAML, JSONL data), mounted read-only at {TASK_CONFIG_MAP_MOUNT}.",
+        pattern=DNS_SUBDOMAIN_RE,
+        max_length=253,
+    )
+    volume: VolumeRef | None = api_field(None, description="a PersistentVolumeClaim holding the task folder, mounted read-only at its mountPath.")
+    uri: str | None = api_field(
+        None,
+        description="s3://BUCKET/PREFIX (downloaded before the baseline), or file:///PATH or /PATH (a folder the worker can already read).",
+        rules=[(f"self.matches('{TASK_SOURCE_URI_RE}')", "spec.evaluation.taskSource.uri must be s3://BUCKET/PREFIX, file:///PATH or an absolute /PATH")],
+        max_length=1024,
+    )
+    s3: S3Access | None = api_field(None, description="S3 connection settings for an s3:// uri.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "TaskSource":
+        # The same rules as cel_rules, so a manifest the API server would refuse is refused locally too.
+        if sum(x is not None for x in (self.config_map, self.volume, self.uri)) != 1:
+            raise ValueError("spec.evaluation.taskSource needs exactly one of configMap, volume or uri")
+        if self.s3 is not None and not (self.uri or "").startswith("s3://"):
+            raise ValueError("spec.evaluation.taskSource.s3 applies to an s3:// uri only")
+        return self
+
+
+GATE_NEEDS_EVALUATION = "spec.evaluation.gate needs spec.evaluation.enabled: true: with evaluation disabled no gate would be applied"
 
 
 class Evaluation(ApiModel):
-    """Fidelity of the compressed model against the original, on held-out samples."""
+    """Fidelity of the compressed model against the original, on held-out samples, and lm-eval task scores."""
+
+    # A task limit with no task to check would be a gate the user believes in and nothing enforces.
+    cel_rules: ClassVar[list[tuple[str, str]]] = [
+        (
+            "!has(self.gate) || !has(self.gate.maxTaskDrop) || (has(self.tasks) && size(self.tasks) > 0)",
+            "spec.evaluation.gate.maxTaskDrop needs spec.evaluation.tasks to check",
+        ),
+        ("!has(self.enabled) || self.enabled || !has(self.tasks) || size(self.tasks) == 0", "spec.evaluation.tasks are not scored with spec.evaluation.enabled false"),
+        # A gate without an evaluation would never be applied, and the job would succeed unchecked.
+        ("self.enabled || !has(self.gate)", GATE_NEEDS_EVALUATION),
+    ]
 
     enabled: bool = api_field(True, description="evaluate after compression. Default true.", schema_default=True)
     samples: int = api_field(16, description="held-out samples (never used for calibration). Default 16.", ge=1, le=10000, schema_default=16)
     max_sequence_length: int | None = api_field(None, description="tokens per evaluation sample. Default: the calibration length, at most 1024.", ge=8, le=131072)
-    gate: QualityGate | None = api_field(None, description="limits that fail the job instead of publishing.")
+    tasks: list[EvaluationTask] = api_field(
+        [],
+        description="lm-evaluation-harness tasks to score the original (before compression) and the checkpoint on; the scores go to the manifest, the model card's model-index and status.result.metrics.tasks.",
+        max_length=32,
+        list_map_keys=["name"],
+    )
+    task_source: TaskSource | None = api_field(None, description="task definitions and data the cluster provides, for tasks not in lm-eval's registry or clusters without the Hub.")
+    task_backend: Literal["auto", "hf", "vllm"] = api_field(
+        "auto",
+        description=(
+            "lm-eval backend: hf (transformers, on the worker's GPUs or CPU), vllm (needs vLLM in the image, a GPU and a "
+            "servable checkpoint), auto (vllm where all three hold, else hf). Both models are scored by the same backend. Default auto."
+        ),
+        schema_default="auto",
+    )
+    gate: QualityGate | None = api_field(None, description="limits that fail the job instead of publishing. Only with enabled: true.")
+
+    @model_validator(mode="after")
+    def _gate_needs_evaluation(self) -> "Evaluation":
+        # The same rule as cel_rules.
+        if not self.enabled and self.gate is not None:
+            raise ValueError(GATE_NEEDS_EVALUATION)
+        return self
+
+    @model_validator(mode="after")
+    def _tasks_are_checkable(self) -> "Evaluation":
+        names = [t.name for t in self.tasks]
+        if len(set(names)) != len(names):
+            raise ValueError("spec.evaluation.tasks names each task once")
+        if self.gate is not None and self.gate.max_task_drop is not None and not self.tasks:
+            raise ValueError("spec.evaluation.gate.maxTaskDrop needs spec.evaluation.tasks to check")
+        if self.tasks and not self.enabled:
+            raise ValueError("spec.evaluation.tasks are not scored with spec.evaluation.enabled false")
+        return self
 
 
 def _immutable(description: str) -> str:
     return description + " Immutable."
 
 
+# CEL has no rstrip: the longest prefix ending in a character other than '/' is the path without trailing slashes.
+def _cel_trimmed(expr: str) -> str:
+    return f"{expr}.find('^.*[^/]')"
+
+
+MOUNT_PATHS_DIFFER = "spec.model.volume.mountPath and spec.output.volume.mountPath must differ: two volumes cannot be mounted on one path"
+
+
 class CompressionJobSpec(ApiModel):
     """Desired compression: what model, what data, what recipe, where to publish, on what hardware."""
+
+    cel_rules: ClassVar[list[tuple[str, str]]] = [
+        (f"!has(self.model.volume) || !has(self.output.volume) || {_cel_trimmed('self.model.volume.mountPath')} != {_cel_trimmed('self.output.volume.mountPath')}",
+         MOUNT_PATHS_DIFFER),
+        (locations.OVERLAP_RULE, locations.OVERLAP_MESSAGE),
+    ]
 
     model: ModelSource = api_field(description=_immutable("the model to compress."), mutable=False)
     calibration: Calibration = api_field(Calibration(), description=_immutable("calibration data."), mutable=False, schema_default={})
@@ -355,129 +613,19 @@ class CompressionJobSpec(ApiModel):
     active_deadline_seconds: int | None = api_field(None, description=_immutable("the most seconds the worker Job may run before it is failed."), ge=1, mutable=False)
     ttl_seconds_after_finished: int | None = api_field(None, description=_immutable("delete the finished Job (not the CompressionJob, never the output) this many seconds after it ends."), ge=0, mutable=False)
     pending_timeout_seconds: int = api_field(1800, description=_immutable("how long the worker pod may wait unschedulable or failing to pull its image before the job fails. Default 1800."), ge=30, mutable=False, schema_default=1800)
-    image: str | None = api_field(None, description=_immutable("worker image override. Default: the operator's setting."), max_length=1024, mutable=False)
+    # A container image is refused by the Job's validation if empty or with whitespace (it would be a ChildRefused).
+    image: str | None = api_field(None, description=_immutable("worker image override, e.g. registry.example/kompress-worker:0.1.0. Default: the operator's setting."), pattern=r"^\S+$", max_length=1024, mutable=False)
 
-
-# ---------------------------------------------------------------------------------------------
-# Status
-# ---------------------------------------------------------------------------------------------
-
-
-class Phase(str, Enum):
-    """A one-word summary for humans, derived from the conditions (never stored independently)."""
-
-    PENDING = "Pending"
-    PLANNING = "Planning"
-    QUEUED = "Queued"
-    RUNNING = "Running"
-    PUBLISHING = "Publishing"
-    SUCCEEDED = "Succeeded"
-    FAILED = "Failed"
-    SUSPENDED = "Suspended"
-
-
-class Condition(ApiModel):
-    """A Kubernetes condition (metav1.Condition)."""
-
-    type: str = api_field(description="condition type, e.g. Succeeded.", max_length=316)
-    status: Literal["True", "False", "Unknown"] = api_field(description="True, False or Unknown.")
-    reason: str = api_field(description="CamelCase machine-readable reason, e.g. OOMKilled.", max_length=1024)
-    message: str = api_field("", description="what happened, in words a user can act on.", max_length=32768)
-    last_transition_time: str = api_field(description="when status last changed (RFC 3339).")
-    observed_generation: int | None = api_field(None, description="metadata.generation this condition was set for.", ge=0)
-
-
-class Progress(ApiModel):
-    """Where the worker is. Polled from the worker while it runs."""
-
-    stage: str | None = api_field(None, description="current stage: plan, fetch-model, calibration, baseline, compress, save, verify, evaluate, publish, done.")
-    stage_index: int | None = api_field(None, description="1-based index of the stage.", ge=0)
-    stage_count: int | None = api_field(None, description="number of stages.", ge=0)
-    step: int | None = api_field(None, description="step within the stage.", ge=0)
-    total_steps: int | None = api_field(None, description="steps in the stage, when known.", ge=0)
-    percent: int | None = api_field(None, description="overall percent done, 0 to 100.", ge=0, le=100)
-    message: str | None = api_field(None, description="what the stage is doing.")
-    bytes_done: int | None = api_field(None, description="bytes moved in the current transfer.", ge=0)
-    bytes_total: int | None = api_field(None, description="bytes to move in the current transfer.", ge=0)
-    eta_seconds: int | None = api_field(None, description="estimated seconds left in the whole job.", ge=0)
-    started_at: str | None = api_field(None, description="when the worker started (RFC 3339).")
-    updated_at: str | None = api_field(None, description="when this progress was reported (RFC 3339).")
-
-
-class PlanProblem(ApiModel):
-    """Something the plan found, with what to do about it."""
-
-    severity: Literal["error", "warning"] = api_field(description="error stops the job before any GPU is asked for; warning is reported.")
-    code: str = api_field(description="stable identifier, e.g. GroupSizeMismatch.")
-    message: str = api_field(description="what is wrong.")
-    fix: str = api_field("", description="what to change.")
-
-
-class PlanSummary(ApiModel):
-    """The figures of the plan made before any GPU was asked for."""
-
-    total_parameters: int | None = api_field(None, description="parameters of the model as loaded.", ge=0)
-    estimated_checkpoint_bytes: int | None = api_field(None, description="estimated size of the compressed checkpoint.", ge=0)
-    compression_ratio: float | None = api_field(None, description="bf16 size divided by the estimated checkpoint size.")
-    host_memory_bytes: int | None = api_field(None, description="host RAM the worker needs.", ge=0)
-    gpu_memory_bytes: int | None = api_field(None, description="GPU memory the worker needs per device.", ge=0)
-    disk_bytes: int | None = api_field(None, description="scratch disk the worker needs.", ge=0)
-    shm_bytes: int | None = api_field(None, description="size of /dev/shm the worker needs (with several GPUs the ranks share the model there).", ge=0)
-    servable: bool | None = api_field(None, description="whether vLLM can serve the result, as far as known.")
-    problems: list[PlanProblem] = api_field([], description="errors and warnings found by the plan.")
-
-
-class EvaluationMetrics(ApiModel):
-    """Fidelity of the compressed model against the original."""
-
-    samples: int | None = api_field(None, description="held-out samples evaluated.", ge=0)
-    tokens: int | None = api_field(None, description="tokens evaluated.", ge=0)
-    perplexity_original: float | None = api_field(None, description="perplexity of the original model.")
-    perplexity_compressed: float | None = api_field(None, description="perplexity of the compressed model.")
-    perplexity_increase: float | None = api_field(None, description="relative perplexity increase, e.g. 0.05 for +5%.")
-    kl_divergence: float | None = api_field(None, description="mean KL divergence (nats) of next-token distributions, original to compressed.")
-    top1_agreement: float | None = api_field(None, description="share of positions where both models predict the same next token.")
-    gate_passed: bool | None = api_field(None, description="whether the quality gate passed (unset without a gate).")
-
-
-class JobResult(ApiModel):
-    """What the worker produced."""
-
-    output_uri: str | None = api_field(None, description="where the checkpoint was published.")
-    manifest_uri: str | None = api_field(None, description="the manifest kompress.json: sizes, checksums, recipe, metrics.")
-    rejected_uri: str | None = api_field(None, description="where a checkpoint that failed the quality gate was kept for inspection.")
-    resolved_revision: str | None = api_field(None, description="the exact model revision compressed (Hub commit or S3 ETag digest).")
-    checkpoint_bytes: int | None = api_field(None, description="size of the published checkpoint.", ge=0)
-    original_bytes: int | None = api_field(None, description="size of the model as fetched.", ge=0)
-    compression_ratio: float | None = api_field(None, description="bf16 size of the model divided by checkpoint_bytes.")
-    metrics: EvaluationMetrics | None = api_field(None, description="fidelity figures.")
-
-
-class Children(ApiModel):
-    """Objects the operator created for this job."""
-
-    plan_job: str | None = api_field(None, description="name of the CPU-only planning Job.")
-    worker_job: str | None = api_field(None, description="name of the GPU worker Job.")
-    worker_pod: str | None = api_field(None, description="name of the current worker pod.")
-
-
-class CompressionJobStatus(ApiModel):
-    """Observed state, written only by the operator."""
-
-    observed_generation: int | None = api_field(None, description="the metadata.generation the status describes.", ge=0)
-    phase: Phase | None = api_field(None, description="Pending, Planning, Queued, Running, Publishing, Succeeded, Failed or Suspended; derived from conditions.")
-    conditions: list[Condition] = api_field(
-        [],
-        description="Planned, Queued, Running, Suspended, Succeeded, Failed, plus Reconciling and Stalled for kstatus-based tools.",
-        list_map_keys=["type"],
-    )
-    progress: Progress | None = api_field(None, description="where the worker is.")
-    plan: PlanSummary | None = api_field(None, description="the plan made before any GPU was asked for.")
-    children: Children | None = api_field(None, description="the Jobs and pod created for this job.")
-    result: JobResult | None = api_field(None, description="what was published.")
-    start_time: str | None = api_field(None, description="when the worker started (RFC 3339).")
-    completion_time: str | None = api_field(None, description="when the job ended (RFC 3339).")
-    attempts: int | None = api_field(None, description="worker pods started so far.", ge=0)
+    @model_validator(mode="after")
+    def _as_the_cel_rules_say(self) -> "CompressionJobSpec":
+        # The same rules as cel_rules, so a manifest the API server would refuse is refused locally too.
+        model, output = self.model.volume, self.output.volume
+        if model is not None and output is not None and model.mount_path.rstrip("/") == output.mount_path.rstrip("/"):
+            raise ValueError(MOUNT_PATHS_DIFFER)
+        endpoints = [loc.s3.endpoint if loc.s3 else None for loc in (self.model, self.output)]
+        if locations.uris_overlap(self.model.uri, endpoints[0], self.output.uri, endpoints[1]):
+            raise ValueError(locations.OVERLAP_MESSAGE)
+        return self
 
 
 class ObjectMeta(ApiModel):

@@ -12,7 +12,8 @@ import json
 from typing import Any
 
 from kompress_api._model import ApiModel, api_field
-from kompress_api.v1alpha1 import EvaluationMetrics, PlanSummary, Progress
+from kompress_api.paths import SCRATCH_DIR, SHM_DIR, TERMINATION_LOG  # noqa: F401 - part of the protocol
+from kompress_api.v1alpha1 import EvaluationMetrics, MtpResult, PlanSummary, Progress
 
 # The CompressionJob (metadata name/namespace/uid and spec, never status) as JSON. It holds only
 # references to Secrets, so an env var is safe; secret values arrive as the variables below.
@@ -20,7 +21,7 @@ ENV_JOB = "KOMPRESS_JOB"
 ENV_HF_TOKEN = "HF_TOKEN"
 ENV_HF_ENDPOINT = "HF_ENDPOINT"
 # Per-location S3 credentials arrive by envFrom with these prefixes, e.g. KOMPRESS_MODEL_S3_AWS_ACCESS_KEY_ID.
-S3_ENV_PREFIX = {"model": "KOMPRESS_MODEL_S3_", "calibration": "KOMPRESS_CALIBRATION_S3_", "output": "KOMPRESS_OUTPUT_S3_"}
+S3_ENV_PREFIX = {"model": "KOMPRESS_MODEL_S3_", "calibration": "KOMPRESS_CALIBRATION_S3_", "output": "KOMPRESS_OUTPUT_S3_", "tasks": "KOMPRESS_TASKS_S3_"}
 ENV_PROGRESS_BIND = "KOMPRESS_PROGRESS_BIND"
 ENV_TERMINATION_LOG = "KOMPRESS_TERMINATION_LOG"
 ENV_LOG_FORMAT = "KOMPRESS_LOG_FORMAT"
@@ -31,9 +32,7 @@ PROGRESS_PORT = 8080
 PROGRESS_PATH = "/progress"
 METRICS_PATH = "/metrics"
 HEALTH_PATH = "/healthz"
-TERMINATION_LOG = "/dev/termination-log"
 TERMINATION_LIMIT = 4096
-SCRATCH_DIR = "/scratch"
 
 # The same image runs both commands.
 WORKER_COMMAND = ["kompress", "worker"]
@@ -60,6 +59,7 @@ class WorkerResult(ApiModel):
     original_bytes: int | None = api_field(None, description="size of the source model.")
     compression_ratio: float | None = api_field(None, description="bf16 size / checkpoint size.")
     metrics: EvaluationMetrics | None = api_field(None, description="fidelity figures.")
+    mtp: MtpResult | None = api_field(None, description="what became of the multi-token-prediction layers.")
 
 
 class PlannerResult(ApiModel):
@@ -94,10 +94,16 @@ def encode_termination(result: ApiModel, limit: int = TERMINATION_LIMIT) -> str:
         text = _fit(doc)
         if len(text.encode()) <= limit:
             return text
-    # Still too long: keep errors before warnings, as many as fit.
+    # Still too long: keep errors before warnings, as many as fit; then task scores from the end (those that
+    # missed the gate come first), counted in taskScoresOmitted: the manifest has them all.
     problems.sort(key=lambda p: p.get("severity") != "error")
     while problems and len(_fit(doc).encode()) > limit:
         problems.pop()
+    metrics = doc.get("metrics") or {}
+    scores = metrics.get("tasks") or []
+    while scores and len(_fit(doc).encode()) > limit:
+        scores.pop()
+        metrics["taskScoresOmitted"] = metrics.get("taskScoresOmitted", 0) + 1
     text = _fit(doc)
     if len(text.encode()) > limit:
         raise ValueError("termination message does not fit even when shortened")

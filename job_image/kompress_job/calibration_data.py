@@ -68,13 +68,19 @@ def builtin_rows(name: str, *, chat: bool) -> list[dict[str, Any]]:
 
 
 def read_jsonl(path: Path) -> tuple[list[Any], Counter]:
-    """Rows of a JSON-lines file; lines that are not JSON objects are counted, not fatal."""
+    """Rows of a JSON-lines file; lines that are not JSON objects (or not UTF-8) are counted, not fatal.
+
+    A byte-order mark (what Windows editors and Excel put first) is not part of the first row: UTF-8-SIG."""
     opener = gzip.open if path.name.endswith(".gz") else open
     rows: list[Any] = []
     bad: Counter = Counter()
-    with opener(path, "rt", encoding="utf-8") as f:  # type: ignore[operator]
-        for line in f:
-            line = line.strip()
+    with opener(path, "rb") as f:  # type: ignore[operator]
+        for number, raw in enumerate(f):
+            try:
+                line = raw.decode("utf-8-sig" if number == 0 else "utf-8").strip()
+            except UnicodeDecodeError:
+                bad["lines that are not UTF-8 text"] += 1
+                continue
             if not line:
                 continue
             try:
@@ -156,7 +162,10 @@ def _dataset_commit(cal: Calibration, api: Any, settings: Any) -> str:
 
 
 def _json_rows(path: Path) -> list[Any]:
-    doc = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        doc = json.loads(path.read_bytes().decode("utf-8-sig"))
+    except ValueError as err:  # UnicodeDecodeError is one too: the file's, so never worth a retry
+        raise NoCalibrationSamples(f"calibration file {path.name} is not UTF-8 JSON: {err}") from None
     if isinstance(doc, dict):  # {"data": [...]} or {"rows": [...]}, as some datasets ship
         doc = next((v for v in doc.values() if isinstance(v, list)), [])
     return doc if isinstance(doc, list) else []

@@ -46,8 +46,12 @@ class RunContext:
     # checkpoint reloaded as users load it, for the evaluate stage)
     model: Any = None
     tokenizer: Any = None
-    # baseline: the original model's figures on the held-out rows, kept so both models never share memory
+    # baseline: the original model's figures on the held-out rows, kept so both models never share memory;
+    # with spec.evaluation.tasks, the lm-eval backend, the task folder and the original's scores on disk
     baseline: Any = None
+    task_backend: str | None = None
+    task_folder: Path | None = None
+    task_record: Path | None = None
     # compress: the resolved recipe (kompress_job.recipe.ResolvedRecipe: groups, modifiers, summary())
     recipe: Any = None
     # load-model: how the recipe is applied, "data-free" (file by file, the model never built) or "loaded"
@@ -56,10 +60,15 @@ class RunContext:
     # save
     checkpoint_dir: Path | None = None
     checkpoint_bytes: int | None = None
+    # kompress_job.mtp.carry.CarryResult: the multi-token-prediction layers kept or dropped (None: the model has none)
+    mtp: Any = None
     # verify: kompress_job.verification.VerificationReport.summary(), a JSON-able dict
     verification: Any = None
     # evaluate
     metrics: EvaluationMetrics | None = None
+    # every task score (kompress_api TaskScore) and both records' timing, for the manifest and the model card
+    task_scores: list[Any] = field(default_factory=list)
+    task_summary: dict[str, Any] | None = None
     gate_failures: list[str] = field(default_factory=list)
     # publish
     output_uri: str | None = None

@@ -19,7 +19,7 @@ Must not: import llm-compressor at module import, or build a model.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +77,9 @@ def quantization_config(resolved: ResolvedRecipe, extra_ignore: Iterable[str] = 
     return {"config_groups": modifiers[0]["config_groups"], "ignore": ignore_list(resolved, extra_ignore)}
 
 
-def apply(source: Path, out: Path, resolved: ResolvedRecipe, *, devices: int, workers: int = 1, extra_ignore: Iterable[str] = ()) -> None:
+def apply(
+    source: Path, out: Path, resolved: ResolvedRecipe, *, devices: int, workers: int = 1, extra_ignore: Iterable[str] = (), leave_out: Callable[[str], bool] | None = None
+) -> None:
     """Write the compressed checkpoint of the model in `source` to `out`, shard by shard (model_free_ptq copies the
     config, tokenizer and other files, then rewrites config.json's quantization_config)."""
     from compressed_tensors.quantization import QuantizationConfig
@@ -92,6 +94,9 @@ def apply(source: Path, out: Path, resolved: ResolvedRecipe, *, devices: int, wo
         shutil.rmtree(out)
     model_free_ptq(str(source), str(out), config=config, max_workers=max(1, workers), device=device)
     _drop_source_extras(out)
+    _as_oneshot_writes(out / "config.json")
+    if leave_out is not None:
+        _leave_out(out, leave_out)
 
 
 # What a checkpoint folder keeps of the files model_free_ptq copies from the source; the save stage adds the
@@ -99,6 +104,42 @@ def apply(source: Path, out: Path, resolved: ResolvedRecipe, *, devices: int, wo
 # *.bin/*.pth weights it cannot process, which it copies unquantized) is not part of the compressed model.
 _KEEP_NAMES = {"config.json", "generation_config.json", "model.safetensors.index.json"}
 _KEEP_SUFFIXES = (".safetensors", ".py", ".tiktoken", ".jinja")
+
+
+def _as_oneshot_writes(config_path: Path) -> None:
+    """quantization_config as llm-compressor's save writes it: with its (empty) sparsity_config, which
+    model_free_ptq leaves out; readers (vLLM, kompress_job.sparsity_metadata) then see one layout."""
+    import json
+
+    config = json.loads(config_path.read_text())
+    quantization = config.get("quantization_config")
+    if isinstance(quantization, dict) and "sparsity_config" not in quantization:
+        quantization["sparsity_config"] = {}
+        config_path.write_text(json.dumps(config, indent=2, sort_keys=True))
+
+
+def _leave_out(out: Path, unwanted: Callable[[str], bool]) -> None:
+    """Take tensors out of the written shards, one shard in memory at a time: model_free_ptq writes every tensor of
+    every source file, and the save stage carries the MTP layers itself (byte for byte, in a shard of their own)."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    index_path = out / "model.safetensors.index.json"
+    index = json.loads(index_path.read_text()) if index_path.exists() else None
+    for path in sorted(out.glob("*.safetensors")):
+        with safe_open(str(path), framework="pt") as handle:
+            names = list(handle.keys())
+            if not any(unwanted(n) for n in names):
+                continue
+            kept = {n: handle.get_tensor(n) for n in names if not unwanted(n)}
+        save_file(kept, str(path), metadata={"format": "pt"})
+        if index is not None:
+            index["weight_map"] = {n: f for n, f in index["weight_map"].items() if not unwanted(n)}
+    if index is not None:
+        index["metadata"]["total_size"] = sum(p.stat().st_size for p in out.glob("*.safetensors"))
+        index_path.write_text(json.dumps(index, indent=2, sort_keys=True))
 
 
 def _drop_source_extras(out: Path) -> None:

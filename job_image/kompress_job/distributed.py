@@ -18,7 +18,9 @@ This module is that script, driven by files in a work folder the parent writes:
     checkpoint/         the compressed checkpoint (written by the source rank)
 
     launch_plan(...)    pure: the torchrun command line and environment
-    run(...)            the parent side: write the request, run torchrun, relay progress, read the result
+    run(...)            the parent side: write the request, run torchrun (its own process group), relay progress
+                        and stream every rank's output into the worker's log as it comes, read the result;
+                        stopped (SIGTERM), it passes SIGTERM to the whole group, then SIGKILL after a grace
     python -m kompress_job.distributed --work DIR     one rank
 
 Without an accelerator (tests on CPU) ranks join a gloo process group instead of init_dist(), which
@@ -31,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -49,6 +52,9 @@ PROGRESS = "progress.jsonl"
 RESULT = "result.json"
 CALIBRATION = "calibration"
 CHECKPOINT = "checkpoint"
+# How long torchrun and the ranks get to stop after SIGTERM before they are killed: inside Kubernetes' default
+# 30 s termination grace, so the worker still writes its termination message.
+TERMINATE_GRACE_SECONDS = 20.0
 
 
 @dataclass(frozen=True)
@@ -107,35 +113,81 @@ def write_request(work: Path, *, model_dir: Path, dtype: str, trust_remote_code:
     (work / REQUEST).write_text(json.dumps(request))
 
 
-def run(plan: LaunchPlan, *, report: Callable[[int, int, str], None] | None = None, log: Callable[[str], None] | None = None) -> Path:
-    """Run the ranks; relay rank 0's progress; return the checkpoint folder or raise the rank's error."""
+def run(
+    plan: LaunchPlan,
+    *,
+    report: Callable[[int, int, str], None] | None = None,
+    log: Callable[[str], None] | None = None,
+    grace_seconds: float = TERMINATE_GRACE_SECONDS,
+) -> Path:
+    """Run the ranks; relay rank 0's progress and every rank's output (to `log`, line by line as it comes);
+    return the checkpoint folder or raise the rank's error.
+
+    torchrun and its ranks run in a process group of their own. When this process is stopped (SIGTERM raises
+    runner.Terminated here, or any other exception), the whole group gets SIGTERM, `grace_seconds` to exit,
+    then SIGKILL: no rank is left running on the GPUs after the worker is gone."""
     env = {**os.environ, **plan.env}
     stop = threading.Event()
     relay = threading.Thread(target=_relay_progress, args=(plan.work / PROGRESS, report, stop), daemon=True)
     relay.start()
+    output = subprocess.PIPE if log is not None else None
     try:
-        proc = subprocess.run(plan.argv, env=env, stdout=None if log is None else subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False)
+        proc = subprocess.Popen(plan.argv, env=env, stdout=output, stderr=subprocess.STDOUT if log else None, text=True, errors="replace", start_new_session=True)
+        reader = threading.Thread(target=_stream_lines, args=(proc.stdout, log), daemon=True) if log is not None else None
+        if reader is not None:
+            reader.start()
+        try:
+            returncode = proc.wait()
+        except BaseException:
+            _stop_group(proc, grace_seconds)
+            raise
+        finally:
+            if reader is not None:
+                reader.join(timeout=5)
     finally:
         stop.set()
         relay.join(timeout=5)
-    if log is not None and proc.stdout:
-        for line in proc.stdout.splitlines()[-200:]:
-            log(line)
     result = _read_json(plan.work / RESULT)
     if result and not result.get("ok"):
         raise _error_from(result)
-    if proc.returncode != 0 or not result:
-        raise RuntimeError(f"distributed compression failed (torchrun exit code {proc.returncode}); see the worker log for each rank's output")
+    if returncode != 0 or not result:
+        raise RuntimeError(f"distributed compression failed (torchrun exit code {returncode}); see the worker log for each rank's output")
     return plan.checkpoint
 
 
+def _stream_lines(stream: Any, log: Callable[[str], None]) -> None:
+    """Every line the ranks print, into the worker's log (which redacts it) as it comes, not at the end."""
+    for line in stream:
+        line = line.rstrip("\n").rsplit("\r", 1)[-1].rstrip()  # a progress bar redrawing itself: its last state
+        if line:
+            log(line)
+    stream.close()
+
+
+def _stop_group(proc: subprocess.Popen, grace_seconds: float) -> None:
+    """SIGTERM to torchrun and every rank (one process group), then SIGKILL to what is left after the grace."""
+    for sig, wait in ((signal.SIGTERM, grace_seconds), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            continue
+        try:  # torchrun is gone; a rank that outlived it would still hold its GPU
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        return
+
+
 def _error_from(result: dict[str, Any]) -> Exception:
-    member = ExitCode.from_code(int(result.get("exit_code", 1))) or ExitCode.INTERNAL
-    for name in dir(errors):
-        cls = getattr(errors, name)
-        if isinstance(cls, type) and issubclass(cls, errors.KompressError) and cls.exit is member and cls is not errors.KompressError:
-            return cls(result.get("message", "a distributed rank failed"))
-    return RuntimeError(result.get("message", "a distributed rank failed"))
+    """The error rank 0 reported, with its reason and message as it reported them."""
+    by_reason = {m.reason: m for m in ExitCode}
+    code = result.get("exit_code")
+    member = by_reason.get(str(result.get("reason"))) or (ExitCode.from_code(code) if isinstance(code, int) else None) or ExitCode.INTERNAL
+    return errors.error_for(member, str(result.get("message") or "a distributed rank failed"))
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -145,22 +197,30 @@ def _read_json(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def _relay_progress(path: Path, report: Callable[[int, int, str], None] | None, stop: threading.Event) -> None:
+def _relay_progress(path: Path, report: Callable[[int, int, str], None] | None, stop: threading.Event, interval: float = 0.5) -> None:
+    """Relay each complete line rank 0 appended to `path`; a line still being written waits for the next poll.
+
+    The file is read by byte offset (a text file's tell() is refused after iterating it), and a line that is
+    not what rank 0 writes is skipped, never retried for ever: progress must not freeze for a multi-hour run."""
     offset = 0
-    while not stop.is_set() or path.exists():
-        if path.exists() and report is not None:
-            with path.open() as handle:
+    while True:
+        finished = stop.is_set()  # read once more after the ranks ended: their last lines
+        if report is not None and path.exists():
+            with path.open("rb") as handle:
                 handle.seek(offset)
-                for line in handle:
-                    try:
-                        item = json.loads(line)
-                    except ValueError:
-                        break
-                    report(int(item["done"]), int(item["total"]), str(item.get("message", "")))
-                offset = handle.tell()
-        if stop.is_set():
+                data = handle.read()
+            complete = data[: data.rfind(b"\n") + 1]
+            offset += len(complete)
+            for line in complete.splitlines():
+                try:
+                    item = json.loads(line)
+                    done, total, message = int(item["done"]), int(item["total"]), str(item.get("message", ""))
+                except (ValueError, KeyError, TypeError):
+                    continue
+                report(done, total, message)
+        if finished:
             return
-        time.sleep(0.5)
+        stop.wait(interval)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -199,7 +259,7 @@ def rank_main(work: Path) -> int:
         return err.exit.code
     except Exception as err:  # noqa: BLE001 - reported to the parent, which fails the stage
         if rank == 0:
-            (work / RESULT).write_text(json.dumps({"ok": False, "exit_code": 1, "reason": "WorkerError", "message": f"rank 0: {type(err).__name__}: {err}"}))
+            (work / RESULT).write_text(json.dumps({"ok": False, "exit_code": 1, "reason": "WorkerError", "message": f"rank 0: {errors.describe(err)}"}))
         raise
     finally:
         if dist.is_initialized():
@@ -220,7 +280,10 @@ def _rank_work(work: Path, rank: int) -> None:
     tokenizer = modelio.load_tokenizer(request["model_dir"], trust_remote_code=request["trust_remote_code"])
     resolved = resolve(Recipe.model_validate(request["recipe"]), model)
     if resolved.module_table() != request["modules"]:
-        raise RuntimeError("the recipe resolved differently on the loaded model than in the parent process")
+        differ = sorted(name for name in set(request["modules"]) | set(resolved.module_table()) if request["modules"].get(name) != resolved.module_table().get(name))
+        raise errors.CompressionMismatch(
+            f"the recipe resolved differently on the loaded model than in the parent process, for {len(differ)} module(s): {', '.join(differ[:5])}"
+        )
     dataset = None
     if request["calibration"]:
         from datasets import load_from_disk

@@ -14,6 +14,8 @@
     ├── PlanRejected                   20  the plan found errors
     ├── InvalidRecipe                  21  a custom recipe that does not parse
     ├── CalibrationNotFound            22  nothing at spec.calibration.uri
+    ├── ModelFileCorrupt               23  a weight file that cannot be read (header, size), or one the index names missing
+    ├── CompressionMismatch            24  llm-compressor did not apply the planned schemes; DDP ranks resolved differently
     └── StorageUnreachable             30  network trouble: the only retriable one
 
 Anything else escaping a stage is an internal error (exit 1, retriable by the Job's backoffLimit).
@@ -22,13 +24,43 @@ Messages are for users: say what is wrong and what to change, never a secret val
 
 from __future__ import annotations
 
+import re
+
 from kompress_api.exit_codes import ExitCode
+
+# pydantic appends a web link to every error; users need the field and the reason, not the link.
+_PYDANTIC_LINK = re.compile(r"\s*For further information visit \S+")
+
+
+def one_line(text: str) -> str:
+    """`text` as one readable line: line breaks and runs of blanks become one space, pydantic's links go.
+
+    Reasons end up in a Kubernetes condition, an Event and a one-line CLI message; the details a
+    library printed over several lines stay readable joined (the log keeps the original exception)."""
+    return " ".join(_PYDANTIC_LINK.sub("", text).split())
+
+
+def describe(err: BaseException) -> str:
+    """What a library's exception says, in one line: a pydantic ValidationError as `field: reason; ...`
+    (its own text repeats input values over many lines), anything else as `Type: message`."""
+    from pydantic import ValidationError
+
+    if isinstance(err, ValidationError):
+        problems = []
+        for e in err.errors()[:10]:
+            loc = ".".join(str(p) for p in e["loc"])
+            msg = e["msg"].removeprefix("Value error, ")
+            problems.append(msg if not loc or msg.startswith(loc) else f"{loc}: {msg}")
+        more = f" (and {len(err.errors()) - 10} more)" if len(err.errors()) > 10 else ""
+        return one_line(f"{err.title}: " + "; ".join(problems) + more)
+    return one_line(f"{type(err).__name__}: {err}")
 
 
 class KompressError(Exception):
     exit: ExitCode = ExitCode.INTERNAL
 
     def __init__(self, message: str, *, stage: str | None = None) -> None:
+        message = one_line(message)
         super().__init__(message)
         self.message = message
         self.stage = stage
@@ -38,8 +70,24 @@ class KompressError(Exception):
         return self.exit.reason
 
 
+_BY_EXIT: dict[ExitCode, type[KompressError]] = {}
+
+
 def _error(name: str, exit_code: ExitCode) -> type[KompressError]:
-    return type(name, (KompressError,), {"exit": exit_code, "__doc__": exit_code.summary})
+    cls = type(name, (KompressError,), {"exit": exit_code, "__doc__": exit_code.summary})
+    _BY_EXIT[exit_code] = cls
+    return cls
+
+
+def error_for(exit_code: ExitCode, message: str) -> KompressError:
+    """The error of `exit_code` with `message`: for a failure another process reported by its code
+    (a distributed rank), or a refusal whose code a table chose (a plan's errors)."""
+    cls = _BY_EXIT.get(exit_code)
+    if cls is not None:
+        return cls(message)
+    err = KompressError(message)
+    err.exit = exit_code
+    return err
 
 
 InvalidSpec = _error("InvalidSpec", ExitCode.INVALID_SPEC)
@@ -55,4 +103,6 @@ AccessDenied = _error("AccessDenied", ExitCode.ACCESS_DENIED)
 PlanRejected = _error("PlanRejected", ExitCode.PLAN_REJECTED)
 InvalidRecipe = _error("InvalidRecipe", ExitCode.INVALID_RECIPE)
 CalibrationNotFound = _error("CalibrationNotFound", ExitCode.CALIBRATION_NOT_FOUND)
+ModelFileCorrupt = _error("ModelFileCorrupt", ExitCode.MODEL_FILE_CORRUPT)
+CompressionMismatch = _error("CompressionMismatch", ExitCode.COMPRESSION_MISMATCH)
 StorageUnreachable = _error("StorageUnreachable", ExitCode.STORAGE_UNREACHABLE)

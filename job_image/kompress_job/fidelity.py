@@ -205,15 +205,7 @@ class _Runner:
         self.logits_budget = LOGITS_BUDGET
 
     def __enter__(self) -> _Runner:
-        from kompress_job.cpu_workarounds import has_accelerator
-
-        if has_accelerator() and self.device.type == "cpu":
-            import torch
-            from compressed_tensors.offload import set_onload_device
-
-            self.device = torch.device(torch.accelerator.current_accelerator().type, torch.accelerator.current_device_index())
-            set_onload_device(self.model, self.device)
-            self._dispatched = True
+        self.device, self._dispatched = onload(self.model)
         if self.device.type != "cpu":
             free = _free_memory(self.device)
             self.logits_budget = min(ACCELERATOR_LOGITS_BUDGET, free // 4) if free else LOGITS_BUDGET
@@ -226,9 +218,7 @@ class _Runner:
             handle.remove()
         self._handles.clear()
         if self._dispatched:
-            from compressed_tensors.offload import remove_dispatch
-
-            remove_dispatch(self.model)  # weights stay on their offload device: the model is as it was
+            undo_onload(self.model)
 
     def _hook(self, name: str) -> Callable[..., None]:
         def hook(_module: Any, _inputs: Any, output: Any) -> None:
@@ -250,6 +240,28 @@ class _Runner:
         with torch.no_grad():
             out = self.model(input_ids=batch.input_ids.to(self.device), attention_mask=batch.mask.long().to(self.device), use_cache=False)
         return out.logits
+
+
+def onload(model: Any) -> tuple[Any, bool]:
+    """(device to run on, whether the model was dispatched): with an accelerator and a model in host memory, each
+    module is onloaded to the accelerator for its own forward (compressed-tensors' offloading); undo_onload undoes it."""
+    from kompress_job.cpu_workarounds import has_accelerator
+
+    device = _input_device(model)
+    if not has_accelerator() or device.type != "cpu":
+        return device, False
+    import torch
+    from compressed_tensors.offload import set_onload_device
+
+    device = torch.device(torch.accelerator.current_accelerator().type, torch.accelerator.current_device_index())
+    set_onload_device(model, device)
+    return device, True
+
+
+def undo_onload(model: Any) -> None:
+    from compressed_tensors.offload import remove_dispatch
+
+    remove_dispatch(model)  # weights stay on their offload device: the model is as it was
 
 
 def _free_memory(device: Any) -> int | None:

@@ -1,8 +1,8 @@
 """The manifest `kompress.json`: what a published prefix holds and how it was made.
 
 Owns: its layout (format 1): source model and exact revision, preset and effective recipe,
-per-group module counts, calibration actually used, library versions, every file with its size
-and SHA-256, evaluation metrics and gate outcome, stage timings. A prefix without this file is
+per-group module counts, calibration actually used, the multi-token-prediction layers kept or dropped, library versions,
+every file with its size and SHA-256, evaluation metrics, lm-eval task scores and gate outcome, stage timings. A prefix without this file is
 never a finished model; it is written last (stages/publish.py).
 Must not: do I/O beyond reading installed package versions, or hold any secret (only the spec's
 references and public facts go in).
@@ -30,6 +30,7 @@ LIBRARIES = [
     "datasets",
     "huggingface_hub",
     "safetensors",
+    "lm_eval",
 ]
 
 
@@ -91,11 +92,14 @@ def build_manifest(
     calibration_used: dict[str, Any] | None,
     metrics: dict[str, Any] | None,
     gate_failures: list[str],
+    tasks: dict[str, Any] | None = None,
     timings: dict[str, float],
     libraries: dict[str, str],
+    mtp: dict[str, Any] | None = None,
     created_at: datetime | None = None,
 ) -> dict[str, Any]:
-    """The manifest document. `files` are {path, size, sha256[, s3Checksum]} of everything published but itself."""
+    """The manifest document. `files` are {path, size, sha256[, s3Checksum]} of everything published but itself;
+    `tasks` the lm-eval scores ({backend, ..., scores: [TaskScore wire]}: all of them, unlike metrics.tasks)."""
     spec = job.spec
     created = (created_at or datetime.now(timezone.utc)).strftime("%Y-%m-%dT%H:%M:%SZ")
     checkpoint_bytes = sum(f["size"] for f in files)
@@ -135,8 +139,11 @@ def build_manifest(
             "gate": spec.evaluation.gate.wire() if spec.evaluation.gate else None,
             "gatePassed": (not gate_failures) if spec.evaluation.gate else None,
             "gateFailures": list(gate_failures),
+            "tasks": tasks,
         },
         "checkpointBytes": checkpoint_bytes,
+        # The multi-token-prediction layers (kompress_job.mtp.carry.CarryResult.summary()): kept or dropped.
+        "mtp": mtp,
         "files": sorted(files, key=lambda f: f["path"]),
         "libraries": libraries,
         "timings": dict(timings),

@@ -1,7 +1,8 @@
 """The model card README.md published with every checkpoint, in the style of compressed models on the Hub.
 
-Owns: turning a manifest (manifest.build_manifest) into Markdown with Hub front matter: what was
-done and by which recipe, sizes, evaluation figures, how to serve it (or why it can't be served
+Owns: turning a manifest (manifest.build_manifest) into Markdown with Hub front matter (base_model,
+base_model_relation, the lm-eval scores as model-index): what was done and by which recipe, sizes, evaluation
+figures and task scores, how to serve it (or why it can't be served
 by vLLM today), and how to reproduce it. A rejected model's card says so first.
 Must not: do I/O, or state anything the manifest does not hold.
 """
@@ -9,6 +10,8 @@ Must not: do I/O, or state anything the manifest does not hold.
 from __future__ import annotations
 
 from typing import Any
+
+import yaml
 
 # Published beside the checkpoint by the evaluate stage (kompress_job.stages.evaluate); linked when present.
 PLOT = "fidelity.png"
@@ -53,7 +56,67 @@ def _gate(gate: dict[str, Any]) -> str:
         limits.append(f"KL divergence at most {gate['maxKlDivergence']:.4g} nats")
     if gate.get("minTop1Agreement") is not None:
         limits.append(f"top-1 agreement at least {gate['minTop1Agreement'] * 100:.1f} %")
+    if gate.get("maxTaskDrop") is not None:
+        limits.append(f"lm-eval task metrics dropping at most {gate['maxTaskDrop']:.4g}")
     return ", ".join(limits) or "no limits set"
+
+
+def _mtp_line(mtp: dict[str, Any]) -> str:
+    """The manifest's MTP record in words: 'MTP kept, 404 tensors, 7.23 GB ...'."""
+    n, size = mtp.get("tensors") or 0, _gb(mtp.get("bytes"))
+    if mtp.get("handling") == "keep" and n:
+        return (f"MTP kept, {n} tensors, {size}: the multi-token-prediction layer(s) as the source stores them (byte-identical, "
+                "unquantized, listed in quantization_config.ignore), for vLLM's MTP speculative decoding.")
+    if mtp.get("handling") == "keep":
+        return "the source declares multi-token-prediction layer(s) but holds none of their tensors, so this checkpoint has none either."
+    return f"MTP dropped (spec.recipe.mtp: {mtp.get('handling')}): the source's {n} multi-token-prediction tensors ({size}) are not in this checkpoint; MTP speculative decoding is not available."
+def front_matter(hub_id: str | None, preset: str | None, servable: bool | None, title: str, scores: list[dict[str, Any]]) -> str:
+    """The card's YAML metadata: the base model and how this one relates to it, and the compressed model's lm-eval
+    scores as the Hub's model-index (built with huggingface_hub's own EvalResult), the original's in each metric's name."""
+    from huggingface_hub import EvalResult
+    from huggingface_hub.repocard_data import eval_results_to_model_index
+
+    data: dict[str, Any] = {}
+    if hub_id:
+        # Every preset and a custom recipe's output are quantized checkpoints of the base model.
+        data |= {"base_model": hub_id, "base_model_relation": "quantized"}
+    data["library_name"] = "transformers"
+    data["tags"] = ["kompress", "llm-compressor", "compressed-tensors", *TAGS.get(preset or "", []), *(["vllm"] if servable else [])]
+    results = [
+        EvalResult(
+            task_type="text-generation",
+            task_name="Text Generation",
+            dataset_type=s["task"],
+            dataset_name=s["task"],
+            metric_type=s["metric"],
+            metric_value=s["compressed"],
+            metric_name=f"{s['metric']} (original {s['original']:.4f}, difference {s['difference']:+.4f})" if s.get("difference") is not None else s["metric"],
+        )
+        for s in scores
+        if s.get("compressed") is not None
+    ]
+    if results:
+        data["model-index"] = eval_results_to_model_index(title, results)
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+
+
+def task_table(tasks: dict[str, Any], gate: dict[str, Any]) -> list[str]:
+    """The lm-eval scores of both models, in Markdown."""
+    scores = tasks.get("scores") or []
+    if not scores:
+        return []
+
+    def cell(value: Any, stderr: Any = None) -> str:
+        return "–" if value is None else f"{value:.4f}" + (f" ± {stderr:.4f}" if stderr is not None else "")
+
+    lines = ["", f"lm-evaluation-harness tasks, both models scored by its `{tasks.get('backend', '?')}` backend (± the standard error lm-eval reports):", ""]
+    lines += ["| task | metric | original | compressed | difference |", "|---|---|---:|---:|---:|"]
+    for s in scores:
+        difference = "–" if s.get("difference") is None else f"{s['difference']:+.4f}"
+        lines += [f"| {s['task']} | {s['metric']} | {cell(s.get('original'), s.get('originalStderr'))} | {cell(s.get('compressed'), s.get('compressedStderr'))} | {difference} |"]
+    if gate.get("maxTaskDrop") is not None:
+        lines += ["", f"Largest drop allowed per task metric: {gate['maxTaskDrop']:.4g}."]
+    return lines
 
 
 def render(manifest: dict[str, Any], *, output_uri: str) -> str:
@@ -68,16 +131,9 @@ def render(manifest: dict[str, Any], *, output_uri: str) -> str:
     if isinstance(effective.get("servable"), bool):
         servable = effective["servable"]  # the resolved recipe knows better than the preset's name
 
-    lines: list[str] = ["---"]
-    if hub_id:
-        lines += [f"base_model: {hub_id}"]
-    lines += ["library_name: transformers", "tags:", "- kompress", "- llm-compressor", "- compressed-tensors"]
-    lines += [f"- {tag}" for tag in TAGS.get(preset or "", [])]
-    if servable:
-        lines += ["- vllm"]
-    lines += ["---", ""]
-
     title = f"{hub_id.split('/')[-1] if hub_id else name}-{preset or 'custom'}"
+    tasks = manifest["evaluation"].get("tasks") or {}
+    lines: list[str] = ["---", front_matter(hub_id, preset, servable, title, tasks.get("scores") or []).rstrip("\n"), "---", ""]
     lines += [f"# {title}", ""]
     if rejected:
         failures = manifest["evaluation"].get("gateFailures") or []
@@ -107,6 +163,9 @@ def render(manifest: dict[str, Any], *, output_uri: str) -> str:
     if isinstance(kept, dict) and kept.get("of_parameters"):
         share = 100 * kept.get("parameters", 0) / kept["of_parameters"]
         lines += [f"- **Kept in 16-bit:** {kept.get('modules', 0)} modules ({share:.1f} % of parameters)."]
+    mtp = manifest.get("mtp")
+    if mtp:
+        lines += [f"- **Speculative decoding:** {_mtp_line(mtp)}"]
     detailed = [g for g in effective.get("groups") or [] if isinstance(g, dict) and "name" in g]
     groups = manifest.get("groups")
     if detailed:
@@ -122,7 +181,7 @@ def render(manifest: dict[str, Any], *, output_uri: str) -> str:
 
     metrics = manifest["evaluation"].get("metrics")
     lines += ["", "## Evaluation", ""]
-    if metrics:
+    if metrics and metrics.get("perplexityOriginal") is not None:
         lines += [
             f"On {metrics.get('samples', '?')} held-out samples ({metrics.get('tokens', '?')} tokens) never used for calibration:",
             "",
@@ -148,8 +207,9 @@ def render(manifest: dict[str, Any], *, output_uri: str) -> str:
             ]
         if REPORT in published:
             lines += ["", f"Every figure, per layer, and how each is computed (the KL divergence uses the original's top-k tokens): [`{REPORT}`]({REPORT})."]
-    else:
+    elif not tasks.get("scores"):
         lines += ["Not evaluated (spec.evaluation.enabled was false, or evaluation did not run)."]
+    lines += task_table(tasks, manifest["evaluation"].get("gate") or {})
 
     lines += ["", "## Use", ""]
     if servable is False:
@@ -169,6 +229,15 @@ def render(manifest: dict[str, Any], *, output_uri: str) -> str:
             f"vllm serve ./{title}",
             "```",
         ]
+        if mtp and mtp.get("handling") == "keep" and mtp.get("tensors"):
+            lines += [
+                "",
+                "With its multi-token-prediction layer as the draft (speculative decoding; vLLM's MTP method):",
+                "",
+                "```sh",
+                f"vllm serve ./{title} --speculative-config '{{\"method\":\"mtp\",\"num_speculative_tokens\":1}}'",
+                "```",
+            ]
     lines += [
         "",
         "## Reproduce",

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from kompress_job.errors import ModelNotFound, UnsupportedArchitecture
+from kompress_job.errors import ModelFileCorrupt, ModelNotFound, UnsupportedArchitecture, describe
 
 DTYPES = {"bfloat16", "float16", "float32"}
 
@@ -38,9 +38,40 @@ def check_model_dir(path: Path | str | None) -> Path:
         raise ModelNotFound(f"model folder {folder} does not exist; check spec.model.uri (and the volume it is on)")
     if not (folder / "config.json").is_file():
         raise ModelNotFound(f"{folder} has no config.json: spec.model.uri must point at a Hugging Face style model folder")
+    try:
+        json.loads((folder / "config.json").read_bytes())
+    except ValueError as err:
+        raise ModelNotFound(f"the config.json in {folder} is not JSON: {err}") from None
     if not any(folder.glob("*.safetensors")) and not any(folder.glob("*.bin")):
         raise ModelNotFound(f"{folder} has a config.json but no weights (*.safetensors)")
+    check_weight_files(folder)
     return folder
+
+
+def check_weight_files(folder: Path) -> None:
+    """ModelFileCorrupt naming the file, for a safetensors file whose header cannot be read or whose size is not
+    what its header says (truncated, overwritten), or a shard the index names that is not there.
+
+    Reads headers only (safetensors checks the offsets against the file's size), so a 200 GB model costs
+    milliseconds; without it transformers fails the load with a message naming no file, as an internal error
+    that the Job would retry on GPUs, failing the same way each time."""
+    from safetensors import safe_open
+
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            shards = set(json.loads(index.read_text())["weight_map"].values())
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+            raise ModelFileCorrupt(f"{index.name} in {folder} is not a safetensors index (no weight_map): {type(err).__name__}") from None
+        missing = sorted(name for name in shards if not (folder / name).is_file())
+        if missing:
+            raise ModelFileCorrupt(f"{index.name} names {len(missing)} weight file(s) that are not in the model: {', '.join(missing[:3])}")
+    for path in sorted(folder.glob("*.safetensors")):
+        try:
+            with safe_open(str(path), framework="numpy"):
+                pass
+        except Exception as err:  # noqa: BLE001 - safetensors raises its own SafetensorError, OSError, ValueError
+            raise ModelFileCorrupt(f"weight file {path.name} of the model cannot be read: {err}; fetch it again or fix the source at spec.model.uri") from None
 
 
 def _unsupported(folder: Path, err: Exception, trust_remote_code: bool) -> UnsupportedArchitecture:
@@ -50,7 +81,7 @@ def _unsupported(folder: Path, err: Exception, trust_remote_code: bool) -> Unsup
         config = {}
     what = config.get("architectures") or config.get("model_type") or "this model"
     hint = "" if trust_remote_code else " If the model ships its own code, set spec.model.trustRemoteCode: true."
-    return UnsupportedArchitecture(f"transformers cannot build {what}: {type(err).__name__}: {err}.{hint}")
+    return UnsupportedArchitecture(f"transformers cannot build {what}: {describe(err)}.{hint}")
 
 
 def load_causal_lm(path: Path | str, *, dtype: str = "auto", trust_remote_code: bool = False, offloaded: bool = False, offload_folder: Path | None = None) -> Any:
@@ -85,10 +116,12 @@ def load_causal_lm(path: Path | str, *, dtype: str = "auto", trust_remote_code: 
                 import psutil
 
                 kwargs["max_memory"] = {"cpu": psutil.virtual_memory().available}
+        from huggingface_hub.errors import StrictDataclassError  # a config.json field of the wrong type
+
         try:
             model = AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)
-        except (ValueError, KeyError, ImportError) as err:
-            if "does not recognize this architecture" in str(err) or "trust_remote_code" in str(err) or isinstance(err, KeyError):
+        except (ValueError, KeyError, ImportError, StrictDataclassError) as err:
+            if "does not recognize this architecture" in str(err) or "trust_remote_code" in str(err) or isinstance(err, (KeyError, StrictDataclassError)):
                 raise _unsupported(folder, err, trust_remote_code) from None
             raise
     model.eval()
@@ -135,14 +168,22 @@ def _conversion_mappings_restored():
 
 
 def load_tokenizer(path: Path | str, *, trust_remote_code: bool = False) -> Any:
+    """The model's tokenizer, or ModelNotFound (not retried: the model's files are what they are) when the folder
+    holds none transformers can load (no tokenizer.json, tokenizer.model or vocabulary, or one it cannot read)."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+    try:
+        return AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, KeyError) as err:
+        raise ModelNotFound(
+            f"the model at {path} has no tokenizer transformers can load (tokenizer.json, tokenizer.model or a vocabulary): {describe(err)}"
+        ) from None
 
 
 def meta_model(path: Path | str, *, trust_remote_code: bool = False) -> Any:
     """The model's structure on the meta device, from config.json alone (no weights read)."""
     import torch
+    from huggingface_hub.errors import StrictDataclassError
     from transformers import AutoConfig, AutoModelForCausalLM
 
     folder = Path(path)
@@ -150,5 +191,5 @@ def meta_model(path: Path | str, *, trust_remote_code: bool = False) -> Any:
         config = AutoConfig.from_pretrained(str(folder), trust_remote_code=trust_remote_code)
         with torch.device("meta"):
             return AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
-    except (ValueError, KeyError, ImportError) as err:
+    except (ValueError, KeyError, ImportError, StrictDataclassError) as err:
         raise _unsupported(folder, err, trust_remote_code) from None

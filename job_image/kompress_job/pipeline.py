@@ -23,10 +23,11 @@ import time
 from collections.abc import Callable
 
 from kompress_api.exit_codes import ExitCode
+from kompress_api.v1alpha1 import MtpResult
 from kompress_api.worker_protocol import WorkerResult
 
 from kompress_job.context import RunContext
-from kompress_job.errors import KompressError
+from kompress_job.errors import KompressError, describe
 
 STAGES: list[str] = [
     "preflight",
@@ -76,7 +77,7 @@ def run(ctx: RunContext, resolve: Callable[[str], Callable[[RunContext], None]] 
         return result_of(ctx, err.exit, err.message, stage=err.stage)
     except Exception as err:  # noqa: BLE001 - anything unexpected is an internal, retriable failure
         ctx.log.exception("stage %s failed unexpectedly", current, extra={"stage": current})
-        return result_of(ctx, ExitCode.INTERNAL, f"{type(err).__name__}: {err}", stage=current)
+        return result_of(ctx, ExitCode.INTERNAL, describe(err), stage=current)
     ctx.progress.finish()
     return result_of(ctx, ExitCode.OK, f"published to {ctx.output_uri}")
 
@@ -100,4 +101,5 @@ def result_of(ctx: RunContext, exit_code: ExitCode, message: str, *, stage: str 
         original_bytes=ctx.source_bytes,
         compression_ratio=ratio,
         metrics=ctx.metrics,
+        mtp=MtpResult(handling=ctx.mtp.handling, layers=ctx.mtp.layers, tensors=ctx.mtp.tensors, bytes=ctx.mtp.bytes) if ctx.mtp is not None else None,
     )

@@ -4,6 +4,8 @@
                                       resolve it (on the meta device), every group with its scheme, size and
                                       parameters, the checkpoint's size, memory, disk, time, problems with fixes
     read_config(path)                 a local config.json (or the folder holding one), or ModelNotFound
+    fetch_weight_names(job, env, dest) the source's tensor names from its safetensors index (which MTP layers it
+                                      holds); local_weight_names(path) for a config.json on disk
     fetch_config(job, env, dest)      config.json from spec.model.uri with the job's credentials (nothing else is
                                       downloaded), and the Hub revision it came from
     Plan.summary()                    the PlanSummary the operator stores in status.plan
@@ -26,27 +28,30 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from kompress_api.exit_codes import ExitCode
 from kompress_api.v1alpha1 import CompressionJob, PlanProblem, PlanSummary, model_uri_scheme
 
-from kompress_job import collector, fidelity
-from kompress_job.errors import InvalidRecipe, InvalidSpec, ModelNotFound, OverlappingGroups, TargetsMatchNothing, UnsupportedArchitecture
+from kompress_job import collector, fidelity, task_scores
+from kompress_job.errors import InvalidRecipe, InvalidSpec, ModelNotFound, OverlappingGroups, TargetsMatchNothing, UnsupportedArchitecture, describe
 from kompress_job.planning import checkpoint as ckpt
+from kompress_job.planning import destination
 from kompress_job.planning import footprint as fp
 from kompress_job.planning import problems as P
 from kompress_job.planning import kernels, serving
-from kompress_job.planning.model import MtpLayers, config_dtype, dtype_bytes, load_dtype, meta_model, mtp_layers, ASSUMED_DTYPE
+from kompress_job.planning import mtp as mtp_planning
+from kompress_job.planning.model import config_dtype, dtype_bytes, load_dtype, meta_model, standard_names, ASSUMED_DTYPE
 from kompress_job.planning.problems import Problem, examples
 
 # A share of the parameters kept 16-bit above which the plan says so (lm_head and routers alone are ~1 %).
 KEPT_SHARE_WARNING = 0.10
 EVALUATION_MAX_LENGTH = 1024  # spec.evaluation.maxSequenceLength's default cap
 
-# Resolver refusals that are the recipe's fault: they become plan errors (exit 20) with the resolver's message.
+# Resolver refusals that are the recipe's fault: they become plan errors (with their own exit code) and the resolver's message.
 _REFUSALS = {
     TargetsMatchNothing: (P.TARGETS_MATCH_NOTHING, "change or remove the entries named, so that each matches at least one module"),
     OverlappingGroups: (P.OVERLAPPING_GROUPS, "narrow the config groups' targets, or add the modules to one group's ignore"),
     InvalidRecipe: (P.INVALID_RECIPE, "fix spec.recipe.custom as the message says"),
-    UnsupportedArchitecture: (P.PRESET_DOES_NOT_APPLY, "use preset w4a16 or fp8-dynamic, or set spec.recipe.overrides.experts"),
+    UnsupportedArchitecture: (P.PRESET_DOES_NOT_APPLY, "a model without routed experts takes preset w4a16 or fp8-dynamic (or set spec.recipe.overrides.experts); a model whose decoder layers hold no Linear layers (GPT-2 style Conv1D) is not supported"),
 }
 
 
@@ -112,7 +117,7 @@ class Plan:
     estimated_checkpoint_bytes: int | None
     checkpoint_tensors: int
     checkpoint_shards: int
-    mtp: MtpLayers | None
+    mtp: mtp_planning.MtpPlan | None  # the multi-token-prediction layers config.json declares
     footprint: fp.Footprint
     devices: int
     shm_bytes: int  # /dev/shm the worker gets: spec.resources.shm, else what DDP needs, else the default
@@ -130,8 +135,10 @@ class Plan:
     # -- figures -------------------------------------------------------------------------------------------
     @property
     def bf16_bytes(self) -> int:
-        """The model in bf16 (as loaded, without layers transformers drops): what compression ratios compare to."""
-        return self.total_parameters * 2
+        """The model in bf16 (as loaded, plus the MTP layers when the checkpoint carries them): what compression
+        ratios compare to."""
+        carried = self.mtp.parameters if self.mtp is not None and self.mtp.checkpoint_tensors else 0
+        return (self.total_parameters + carried) * 2
 
     @property
     def compression_ratio(self) -> float | None:
@@ -146,6 +153,11 @@ class Plan:
     @property
     def errors(self) -> list[Problem]:
         return [p for p in self.problems if p.is_error]
+
+    @property
+    def exit(self) -> ExitCode:
+        """The exit code this plan ends with: OK without errors, else its errors' own (planning.problems.exit_for)."""
+        return P.exit_for(self.errors) if self.errors else ExitCode.OK
 
     @property
     def warnings(self) -> list[Problem]:
@@ -202,7 +214,7 @@ class Plan:
             "file_overhead_bytes": self.file_overhead_bytes,
             "checkpoint_tensors": self.checkpoint_tensors,
             "checkpoint_shards": self.checkpoint_shards,
-            "mtp": self.mtp.summary(dtype_bytes(self.source_dtype)) if self.mtp else None,
+            "mtp": self.mtp.summary() if self.mtp else None,
             "tensor_parallel": self.tensor_parallel,
             "footprint": f.summary(),
             "problems": [p.summary() for p in P.ordered(self.problems)],
@@ -218,15 +230,22 @@ def _gb(n: int | None) -> str:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def make_plan(job: CompressionJob, config: Mapping[str, Any], *, devices: int | None = None) -> Plan:
+def make_plan(job: CompressionJob, config: Mapping[str, Any], *, devices: int | None = None, weight_names: list[str] | None = None) -> Plan:
     """Plan `job` for the model `config` (a parsed config.json). Raises UnsupportedArchitecture when transformers
     cannot build the model from it; everything about the recipe is reported as problems instead.
-    `devices`: the accelerators the run will use (default spec.resources.gpus)."""
+    `devices`: the accelerators the run will use (default spec.resources.gpus). `weight_names`: every tensor
+    name of the source checkpoint (its safetensors index), which says whether it holds its MTP layers; None: unknown."""
     with collector.paused():  # ~1M short-lived objects and no cycles: see kompress_job.collector
-        return _make_plan(job, config, devices)
+        try:
+            return _make_plan(job, config, devices, weight_names)
+        except (KeyError, TypeError) as err:
+            # A config.json transformers can build but whose figures the plan cannot read (a field missing, or
+            # null): the model's, not a transient failure, so never a retry (and never a traceback for `kompress plan`).
+            what = config.get("architectures") or config.get("model_type") or "this model"
+            raise UnsupportedArchitecture(f"Kompress cannot plan {what} from its config.json: {describe(err)}") from None
 
 
-def _make_plan(job: CompressionJob, config: Mapping[str, Any], devices: int | None) -> Plan:
+def _make_plan(job: CompressionJob, config: Mapping[str, Any], devices: int | None, weight_names: list[str] | None) -> Plan:
     from kompress_job.recipe import resolve
 
     # 1. The model as the worker will load it, on the meta device.
@@ -236,6 +255,7 @@ def _make_plan(job: CompressionJob, config: Mapping[str, Any], devices: int | No
     source_dtype = config_dtype(config) or ASSUMED_DTYPE
     devices = spec.resources.gpus if devices is None else devices
     model = meta_model(config, dtype, trust_remote_code=spec.model.trust_remote_code)
+    config = standard_names(config, model)
     total = sum(p.numel() for p in model.parameters())
     problems: list[Problem] = []
 
@@ -249,13 +269,16 @@ def _make_plan(job: CompressionJob, config: Mapping[str, Any], devices: int | No
         problems.append(P.error(code, err.message, fix))
     path = _recipe_path(spec.recipe.path, resolved, problems)
 
-    # 3. Every tensor of the checkpoint, by group.
+    # 3. Every tensor of the checkpoint, by group (the MTP layers in a shard of their own when kept).
+    mtp = mtp_planning.plan_mtp(config, spec.recipe.mtp, weight_names, _last_decoder_layer(model, resolved), source_dtype, dtype)
     groups: list[GroupPlan] = []
     other_parameters = other_bytes = overhead = tensors = 0
     shards = 1
     estimated = lay = None
     if resolved is not None:
         lay = ckpt.layout(model, resolved, ckpt.safetensors_dtype(dtype))
+        if mtp is not None:
+            lay.add_shard(mtp.checkpoint_tensors, mtp_planning.GROUP)
         by_group = lay.bytes_by_group()
         for g in resolved.groups:
             groups.append(GroupPlan(g.name, g.scheme, g.sparsity, lay.formats.get(g.name, "dense"), len(g.modules), g.parameters, by_group.get(g.name, 0), dict(g.roles)))
@@ -266,7 +289,6 @@ def _make_plan(job: CompressionJob, config: Mapping[str, Any], devices: int | No
         tensors, shards = len(lay.tensors), lay.shards()
 
     # 4. Memory, disk and time; then every problem.
-    mtp = mtp_layers(config, type(model), _last_decoder_layer(model, resolved))
     workload = _workload(job, config, model, resolved, total, dtype, source_dtype, estimated, mtp, devices, path)
     if job.spec.resources.shm is None and workload.distributed:
         # Unset /dev/shm is sized like unset memory and scratch: to what the run needs. With several GPUs that is
@@ -282,8 +304,11 @@ def _make_plan(job: CompressionJob, config: Mapping[str, Any], devices: int | No
         problems += kernels.check(resolved, target)
         problems += _kept_share(groups, total, dtype)
         problems += _nothing_compressed(resolved)
-    problems += _mtp_problems(mtp, source_dtype)
+    problems += mtp_planning.problems(mtp, source_dtype)
     problems += _resource_problems(job, workload, foot)
+    problems += destination.output_overlaps_model(spec)
+    if workload.task_cost is not None and workload.task_cost.unknown:
+        problems.append(P.warning(P.TASK_SIZE_UNKNOWN, f"the plan cannot tell what lm-eval task(s) {', '.join(workload.task_cost.unknown)} add: their size is known only once the worker reads them; the time estimate leaves them out", "set spec.evaluation.tasks[].limit to bound (and count) them"))
 
     return Plan(
         job=job.metadata.name or "",
@@ -381,7 +406,7 @@ def _workload(job, config, model, resolved, total, dtype, source_dtype, estimate
     model_bytes = total * dtype_bytes(dtype)
     download = 0
     if model_uri_scheme(spec.model.uri) != "file":  # a volume is used in place
-        download = (total + (mtp.parameters if mtp else 0)) * dtype_bytes(source_dtype)
+        download = total * dtype_bytes(source_dtype) + (mtp.download_bytes if mtp else 0)
     layer_bytes, hessian_bytes, widest = _layer_cost(resolved, dtype) if resolved is not None else (0, 0, int(text.get("hidden_size") or 0))
     evaluation = spec.evaluation
     calibrating = bool(resolved.needs_calibration) if resolved is not None else True
@@ -410,6 +435,7 @@ def _workload(job, config, model, resolved, total, dtype, source_dtype, estimate
         evaluation_length=evaluation_length,
         evaluation_cost=evaluation_cost,
         data_free=path == "data-free",
+        task_cost=task_scores.estimate(config, evaluation.tasks) if evaluation.enabled and evaluation.tasks else None,
         shm_bytes=parse_quantity(spec.resources.shm) if spec.resources.shm is not None else fp.DEFAULT_SHM,
     )
 
@@ -476,27 +502,6 @@ def _nothing_compressed(resolved: Any) -> list[Problem]:
     if any(a.scheme is not None or a.sparsity for a in resolved.assignment.values()):
         return []
     return [P.warning(P.NOTHING_COMPRESSED, "the recipe quantizes and prunes no module: the checkpoint will be the model as it is", "check the recipe's targets")]
-
-
-def _mtp_problems(mtp: MtpLayers | None, source_dtype: str) -> list[Problem]:
-    if mtp is None or mtp.in_checkpoint:
-        return []
-    size = mtp.parameters * dtype_bytes(source_dtype)
-    where = f"stored as {mtp.prefix}.*" if mtp.prefix else "stored under a prefix config.json does not name"
-    if mtp.in_checkpoint is None:
-        fate = "Kompress cannot tell from config.json whether llm-compressor copies it back (it copies only tensors named mtp*)"
-    else:
-        fate = "transformers does not load it, and llm-compressor 0.14 copies back only tensors named mtp*, so the compressed checkpoint will not have it"
-    return [
-        P.warning(
-            P.MTP_LAYER_DROPPED,
-            f"the model declares {mtp.count} multi-token-prediction layer(s) ({where}, at least {mtp.parameters / 1e9:.2f} B parameters, "
-            f"{size / 1e9:.2f} GB in {source_dtype}; downloaded, but not in the estimates of the checkpoint or host RAM): {fate}. "
-            "The checkpoint serves normally; vLLM's MTP speculative decoding will not be available for it.",
-            f"nothing, unless you need MTP speculative decoding: then copy the {mtp.prefix or 'MTP'}.* tensors (bf16) from the original checkpoint "
-            "into the output and list them in quantization_config.ignore",
-        )
-    ]
 
 
 def _resource_problems(job: CompressionJob, w: fp.Workload, f: fp.Footprint) -> list[Problem]:
@@ -597,6 +602,24 @@ def read_config(path: Path | str) -> dict[str, Any]:
     if not isinstance(config, dict):
         raise ModelNotFound(f"{path} is not a model config (a JSON object)")
     return config
+
+
+def fetch_weight_names(job: CompressionJob, env: Mapping[str, str], dest: Path, *, revision: str | None = None) -> list[str] | None:
+    """The source checkpoint's tensor names from its safetensors index (None when it has none), for make_plan."""
+    from kompress_job import sources
+
+    try:
+        return sources.fetch_weight_names(job.spec.model, dest, env, revision=revision)
+    except ValueError:  # an index that is not one: planned as if unseen; the worker reads the files themselves
+        return None
+
+
+def local_weight_names(config_path: Path | str) -> list[str] | None:
+    """The tensor names of the checkpoint beside a local config.json (its index or its headers), if any."""
+    from kompress_job.mtp.layers import weight_names
+
+    path = Path(config_path)
+    return weight_names(path if path.is_dir() else path.parent)
 
 
 def fetch_config(job: CompressionJob, env: Mapping[str, str], dest: Path, *, revision: str | None = None) -> tuple[dict[str, Any], str | None]:

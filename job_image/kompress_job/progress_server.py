@@ -6,14 +6,14 @@
 
 Owns: a stdlib HTTP server on a daemon thread, bound to $KOMPRESS_PROGRESS_BIND (HOST:PORT, default
 0.0.0.0:8080), reading the one ProgressReporter and the stage timings at request time.
-Must not: change progress, or serve anything that could hold a secret.
+Must not: change progress, or serve anything that could hold a secret (progress JSON passes the redactor).
 """
 
 from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -91,10 +91,19 @@ class _Collector:
 class ProgressServer:
     """`with ProgressServer(reporter, bind, timings):` serves until the block ends."""
 
-    def __init__(self, reporter: ProgressReporter, bind: str = DEFAULT_BIND, *, timings: Mapping[str, float] | None = None, labels: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        reporter: ProgressReporter,
+        bind: str = DEFAULT_BIND,
+        *,
+        timings: Mapping[str, float] | None = None,
+        labels: dict[str, str] | None = None,
+        redact: Callable[[str], str] | None = None,
+    ) -> None:
         from prometheus_client import CollectorRegistry
 
         self.reporter = reporter
+        self.redact = redact or (lambda text: text)  # stage messages are free text: the last guard, as for logs
         self.host, self.port = parse_bind(bind)
         self.stage_bytes = StageBytes()
         reporter.add_sink(self.stage_bytes)
@@ -118,7 +127,7 @@ class ProgressServer:
             def do_GET(self) -> None:  # noqa: N802
                 path = self.path.split("?", 1)[0]
                 if path == PROGRESS_PATH:
-                    body, ctype = json.dumps(owner.reporter.snapshot().wire()).encode(), "application/json"
+                    body, ctype = owner.redact(json.dumps(owner.reporter.snapshot().wire())).encode(), "application/json"
                 elif path == METRICS_PATH:
                     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 

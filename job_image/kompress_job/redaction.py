@@ -2,20 +2,30 @@
 
 Owns: which environment variables hold secrets (the Hugging Face token and every S3 credential,
 with or without the per-location prefixes of kompress_api.worker_protocol) and replacing their
-values in text: log lines, the manifest, the model card, the termination message.
+values, in every escaped form a library or a format could give them (repr, JSON, URL, base64...),
+in text: log lines, the manifest, the model card, the termination message, the progress JSON.
 Must not: log, or keep secret values anywhere but in memory.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import re
 from collections.abc import Iterable, Mapping
+from urllib.parse import quote, quote_plus
 
 from kompress_api.worker_protocol import ENV_HF_TOKEN, S3_ENV_PREFIX
+
+from kompress_job.credentials import clean
 
 MASK = "***"
 # Values this short can't be told apart from ordinary words; credentials are never this short.
 MIN_SECRET_LENGTH = 4
+# A base64 run shorter than this could be anything (a checksum holds every 6-character run sooner or later).
+MIN_BASE64_CORE = 8
+_URLSAFE = str.maketrans("+/", "-_")
+_PERCENT = re.compile(r"%[0-9A-F]{2}")
 _CREDENTIAL_SUFFIXES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
 _OTHER_SECRET_NAMES = (ENV_HF_TOKEN, "HUGGING_FACE_HUB_TOKEN", "AWS_WEB_IDENTITY_TOKEN")
 
@@ -35,6 +45,36 @@ def secret_values(env: Mapping[str, str]) -> list[str]:
     return sorted(values, key=len, reverse=True)
 
 
+def _base64_cores(data: bytes) -> set[str]:
+    """What base64 of any text holding `data` contains for certain, whatever comes before or after it (`user:`
+    in a Basic auth header, a JSON document): for each of the three alignments, the characters made of `data`'s
+    bits alone, in both alphabets."""
+    cores = set()
+    for shift in range(3):
+        encoded = base64.b64encode(bytes(shift) + data).decode()
+        bits = 8 * (shift + len(data))
+        core = encoded[-(-8 * shift // 6): bits // 6]  # from the first char free of the prefix to the last full one
+        if len(core) >= MIN_BASE64_CORE:
+            cores |= {core, core.translate(_URLSAFE)}
+    return cores
+
+
+def escaped_forms(value: str) -> set[str]:
+    """`value` as it can appear in text the worker writes: itself and without surrounding whitespace (what
+    kompress_job.credentials sends), Python repr/ascii, \\n-escaped, JSON-escaped, URL-encoded (either case of
+    hex, + or %20 for spaces, / kept or not), and base64 of it inside anything (kompress_job.redaction)."""
+    forms: set[str] = set()
+    for v in {value, clean(value)}:
+        if len(v) < MIN_SECRET_LENGTH:
+            continue
+        quoted = {quote(v, safe=""), quote(v), quote_plus(v), quote_plus(v, safe="/")}
+        forms |= {v, repr(v)[1:-1], ascii(v)[1:-1], v.encode("unicode_escape").decode("ascii")}
+        forms |= {json.dumps(v)[1:-1], json.dumps(v, ensure_ascii=False)[1:-1]}
+        forms |= quoted | {_PERCENT.sub(lambda m: m.group().lower(), q) for q in quoted}
+        forms |= _base64_cores(v.encode())
+    return {f for f in forms if len(f) >= MIN_SECRET_LENGTH}
+
+
 class Redactor:
     """Replaces known secret values in text. Cheap when there are none."""
 
@@ -48,7 +88,7 @@ class Redactor:
         return cls(secret_values(env))
 
     def add(self, values: Iterable[str]) -> None:
-        new = {v for v in values if v and len(v) >= MIN_SECRET_LENGTH} - set(self._values)
+        new = set().union(*(escaped_forms(v) for v in values if v)) - set(self._values)
         if not new:
             return
         self._values = sorted(set(self._values) | new, key=len, reverse=True)

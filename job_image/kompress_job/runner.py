@@ -42,7 +42,7 @@ from kompress_api.worker_protocol import (
 
 from kompress_job import logs, pipeline
 from kompress_job.context import RunContext
-from kompress_job.errors import InvalidSpec
+from kompress_job.errors import InvalidSpec, describe
 from kompress_job.progress import ProgressReporter, Sink
 from kompress_job.progress_server import DEFAULT_BIND, ProgressServer
 from kompress_job.redaction import Redactor
@@ -59,24 +59,13 @@ class Terminated(BaseException):
 # ---------------------------------------------------------------------------------------------
 
 
-def describe_validation_error(err: ValidationError) -> str:
-    """Field paths and reasons only: pydantic's own text repeats input values."""
-    problems = []
-    for e in err.errors()[:10]:
-        loc = ".".join(str(p) for p in e["loc"])
-        msg = e["msg"].removeprefix("Value error, ")
-        problems.append(msg if msg.startswith(loc) else f"{loc}: {msg}" if loc else msg)
-    more = f" (and {len(err.errors()) - 10} more)" if len(err.errors()) > 10 else ""
-    return "; ".join(problems) + more
-
-
 def parse_job(obj: Any, where: str) -> v1alpha1.CompressionJob:
     if not isinstance(obj, dict):
         raise InvalidSpec(f"{where} is not a CompressionJob object")
     try:
         return v1alpha1.parse(obj)
     except ValidationError as err:
-        raise InvalidSpec(f"{where} is not a valid CompressionJob: {describe_validation_error(err)}") from None
+        raise InvalidSpec(f"{where} is not a valid CompressionJob: {describe(err)}") from None
 
 
 def load_job_file(path: str) -> v1alpha1.CompressionJob:
@@ -163,7 +152,7 @@ def execute(
     if progress_bind:
         labels = {"job": job.metadata.name or "", "namespace": job.metadata.namespace or ""}
         try:
-            server = ProgressServer(ctx.progress, progress_bind, timings=ctx.timings, labels={k: v for k, v in labels.items() if v}).start()
+            server = ProgressServer(ctx.progress, progress_bind, timings=ctx.timings, labels={k: v for k, v in labels.items() if v}, redact=redact).start()
             log.info("progress at %s/progress", server.url)
         except (OSError, ValueError) as exc:
             # Progress is for watching; the job itself can still succeed without it.
@@ -230,6 +219,12 @@ def main_run(args: Any) -> int:
     sinks: list[Sink] = [logs.TqdmProgressSink()] if fmt == "text" and sys.stderr.isatty() else [logs.LogProgressSink(log)]
     temporary = args.workdir is None
     workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="kompress-"))
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # the command line's, so exit 2 and one line, not a traceback
+        usage = ExitCode.USAGE
+        print(f"Failed ({usage.reason}, exit {usage.code}): cannot use --workdir {workdir}: {exc.strerror or exc}", file=logs.RESULT_STREAM)
+        return usage.code
     devices = available_devices(args.devices if args.devices is not None else job.spec.resources.gpus, log)
     termination = Path(env[ENV_TERMINATION_LOG]) if env.get(ENV_TERMINATION_LOG) else None
     previous = signal.signal(signal.SIGTERM, _on_sigterm)

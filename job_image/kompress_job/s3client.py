@@ -16,7 +16,8 @@ from typing import Any
 from kompress_api.v1alpha1 import S3Access
 from kompress_api.worker_protocol import S3_ENV_PREFIX
 
-from kompress_job.errors import AccessDenied, KompressError, StorageUnreachable
+from kompress_job import credentials
+from kompress_job.errors import AccessDenied, InvalidSpec, KompressError, StorageUnreachable
 
 # Codes S3 and S3-compatible stores use when the caller is not allowed (bad key, bad signature...).
 _DENIED_CODES = {
@@ -66,17 +67,20 @@ class Credentials:
     session_token: str | None = None
 
 
-def credentials_from_env(location: str, env: Mapping[str, str]) -> Credentials | None:
-    """The credentials the operator passed for `location` (model, calibration, output), if any."""
-    prefix = S3_ENV_PREFIX[location]
-    key_id = env.get(prefix + "AWS_ACCESS_KEY_ID")
-    secret = env.get(prefix + "AWS_SECRET_ACCESS_KEY")
+def credentials_from_env(location: str, env: Mapping[str, str], prefix: str | None = None) -> Credentials | None:
+    """The credentials the operator passed for `location` (model, calibration, output), if any. `prefix` "": the
+    standard AWS_* variables instead (a laptop's `kompress run`). Read by kompress_job.credentials' rule (surrounding
+    whitespace stripped, control characters refused), which boto3's own chain would not apply."""
+    prefix = S3_ENV_PREFIX[location] if prefix is None else prefix
+    where = f"the {location}'s s3.credentialsSecret" if prefix else "the standard AWS variables"
+    key_id = credentials.read(env, prefix + "AWS_ACCESS_KEY_ID", where=where)
+    secret = credentials.read(env, prefix + "AWS_SECRET_ACCESS_KEY", where=where, in_header=False)
     if not key_id and not secret:
         return None
     if not key_id or not secret:
         missing = prefix + ("AWS_ACCESS_KEY_ID" if not key_id else "AWS_SECRET_ACCESS_KEY")
         raise AccessDenied(f"incomplete S3 credentials for the {location}: {missing} is not set; the Secret needs both AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
-    return Credentials(key_id, secret, env.get(prefix + "AWS_SESSION_TOKEN") or None)
+    return Credentials(key_id, secret, credentials.read(env, prefix + "AWS_SESSION_TOKEN", where=where))
 
 
 def make_client(
@@ -92,7 +96,8 @@ def make_client(
     """A boto3 S3 client for `location` ("model", "calibration" or "output").
 
     Credentials: the per-location variables (KOMPRESS_<LOCATION>_S3_AWS_*) when present; a
-    credentialsSecret in the spec without them is a configuration error; otherwise boto3's own chain.
+    credentialsSecret in the spec without them is a configuration error; otherwise the standard AWS_*
+    variables, then boto3's own chain (profile, IRSA / workload identity, instance role).
     """
     import boto3
     from botocore.config import Config
@@ -105,6 +110,8 @@ def make_client(
             f"the {location}'s s3.credentialsSecret is '{access.credentials_secret}', but {prefix}AWS_ACCESS_KEY_ID is not set "
             f"in the worker's environment: the Secret must hold keys AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
         )
+    if creds is None:
+        creds = credentials_from_env(location, env, prefix="")  # else boto3's chain: profile, IRSA, instance role
     config = Config(
         # Bodies are not hashed a second time for the signature: every upload carries an x-amz-checksum-sha256
         # header, which is signed and which the store checks the body against (over http too).
@@ -124,7 +131,10 @@ def make_client(
         kwargs["endpoint_url"] = access.endpoint
     if creds is not None:
         kwargs.update(aws_access_key_id=creds.access_key_id, aws_secret_access_key=creds.secret_access_key, aws_session_token=creds.session_token)
-    return session.client("s3", **kwargs)
+    try:
+        return session.client("s3", **kwargs)
+    except ValueError as err:  # botocore: "Invalid endpoint: ...", "Provided region_name ... doesn't match a supported format"
+        raise InvalidSpec(f"the {location}'s S3 settings are refused (s3.endpoint {access.endpoint or 'unset'}, s3.region {region}): {err}") from None
 
 
 def error_code(exc: BaseException) -> str | None:

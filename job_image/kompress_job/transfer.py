@@ -88,6 +88,7 @@ class Meter:
         self._lock = threading.Lock()
 
     def add(self, n: int) -> None:
+        """Count `n` more bytes done (negative: bytes that will be moved again)."""
         if not n:
             return
         with self._lock:
@@ -281,6 +282,7 @@ class S3Transfer:
         whole = hashlib.sha256()
         futures: list[Future] = []
         sent = [0]
+        counted = [0]  # bytes this attempt added to the meter: taken back if the upload starts over
         sent_lock = threading.Lock()
         failed = threading.Event()
 
@@ -298,6 +300,8 @@ class S3Transfer:
                     )["ETag"].strip('"')
                     with sent_lock:
                         sent[0] += len(data)
+                with sent_lock:
+                    counted[0] += len(data)
                 meter.add(len(data))
                 return {"PartNumber": number, "ETag": f'"{etag}"', "ChecksumSHA256": b64(digest), "_digest": digest}
             except BaseException:
@@ -331,8 +335,10 @@ class S3Transfer:
         except ClientError:
             if not resumed:
                 raise
-            # An open upload we could not finish (made by another tool, without SHA-256): start clean.
+            # An open upload we could not finish (made by another tool, without SHA-256): start clean. Its bytes
+            # were counted as done; the new upload counts them again, so progress never passes 100 %.
             self.client.abort_multipart_upload(Bucket=item.bucket, Key=item.key, UploadId=upload_id)
+            meter.add(-counted[0])
             return self._put_multipart(item, size, meter, resume=False)
         return UploadResult(item.key, size, whole.hexdigest(), f"{composite(digests)}-{count}", part_size, False, sent[0])
 
@@ -377,6 +383,7 @@ class S3Transfer:
                 names = ", ".join(f"s3://{i.bucket}/{i.remote.key}" for i in mismatched)
                 raise TransferError(f"downloaded data does not match the store's checksum twice: {names}")
             todo = mismatched
+            meter.add(-sum(item.remote.size for item in mismatched))  # fetched again from the start: counted again
         meter.flush()
         return [results[item.rel] for item in items]
 

@@ -16,6 +16,8 @@ loaded back the way users load it.
               cannot load per-expert checkpoints of fused-expert models); every module is where the
               plan put it, with the planned bits, type, strategy, group size, symmetry, activations
     run       a forward pass gives finite logits; greedy generation produces new tokens
+    config    config.json has a quantization_config, and its sparsity_config records the recipe's pruning
+              (structure and targets; kompress_job.sparsity_metadata)
 
 Owns: these checks and the report. Must not: modify the checkpoint.
 """
@@ -28,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kompress_job import sparsity_metadata
 from kompress_job.recipe.resolve import ResolvedRecipe
 from kompress_job.recipe.schemes import QuantArgs
 
@@ -47,6 +50,7 @@ class VerificationReport:
     seconds: float | None = None
     # "reload": loaded back as users load it and run; "streamed": files and config.json only, tensor by tensor
     mode: str = "reload"
+    mtp_tensors_checked: int | None = None  # the source's MTP tensors compared byte for byte (stages/verify)
 
     @property
     def ok(self) -> bool:
@@ -65,6 +69,7 @@ class VerificationReport:
             "sample": self.sample,
             "seconds": self.seconds,
             "mode": self.mode,
+            "mtp_tensors_checked": self.mtp_tensors_checked,
         }
 
 
@@ -342,6 +347,7 @@ def verify_checkpoint(folder: Path, resolved: ResolvedRecipe, *, load: Any, toke
     quantized = any(a.scheme is not None for a in resolved.assignment.values())
     if quantized and "quantization_config" not in config:
         report.failures.append("config.json has no quantization_config")
+    report.failures += sparsity_metadata.check(config, resolved)
     check_files(folder, resolved, report)
     check_fused_global_scales(folder, resolved, report)
     model = load(folder)

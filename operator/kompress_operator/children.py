@@ -41,6 +41,7 @@ SHM_VOLUME = "dshm"
 SCRATCH_VOLUME = "scratch"
 MODEL_VOLUME = "model"
 OUTPUT_VOLUME = "output"
+TASKS_VOLUME = "tasks"
 
 # A Job's name is copied into a label on its pods (batch.kubernetes.io/job-name), so it has to be a
 # valid label value: 63 characters at most.
@@ -180,10 +181,31 @@ def credential_env(spec: api.CompressionJobSpec, locations: tuple[str, ...]) -> 
         env.append({"name": wp.ENV_HF_ENDPOINT, "value": endpoint})
     env_from = []
     for loc in locations:
-        s3 = getattr(spec, loc).s3
+        s3 = _s3_access(spec, loc)
         if s3 is not None and s3.credentials_secret:
             env_from.append({"prefix": wp.S3_ENV_PREFIX[loc], "secretRef": {"name": s3.credentials_secret}})
     return env, env_from
+
+
+def _s3_access(spec: api.CompressionJobSpec, location: str) -> api.S3Access | None:
+    if location == "tasks":
+        source = spec.evaluation.task_source
+        return source.s3 if source is not None else None
+    return getattr(spec, location).s3
+
+
+def task_source_mounts(spec: api.CompressionJobSpec) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(volumeMounts, volumes) that give the worker spec.evaluation.taskSource: a ConfigMap at TASK_CONFIG_MAP_MOUNT or
+    a claim at its mountPath, both read-only (lm-eval only reads them); an S3 prefix needs none (the worker downloads it)."""
+    source = spec.evaluation.task_source
+    if source is None or not spec.evaluation.enabled or not spec.evaluation.tasks:
+        return [], []
+    if source.config_map is not None:
+        mount = {"name": TASKS_VOLUME, "mountPath": api.TASK_CONFIG_MAP_MOUNT, "readOnly": True}
+        return [mount], [{"name": TASKS_VOLUME, "configMap": {"name": source.config_map}}]
+    if source.volume is not None:
+        return [_volume_mount(source.volume, TASKS_VOLUME, read_only=True)], [_pvc_volume(source.volume, TASKS_VOLUME, read_only=True)]
+    return [], []
 
 
 def restricted_security_context() -> dict[str, Any]:
@@ -351,8 +373,8 @@ def _scheduling(spec: api.CompressionJobSpec) -> dict[str, Any]:
         return {}
     passed = {
         "nodeSelector": sched.node_selector,
-        "tolerations": sched.tolerations,
-        "affinity": sched.affinity,
+        "tolerations": [t.wire() for t in sched.tolerations] if sched.tolerations else None,
+        "affinity": sched.affinity.wire() if sched.affinity else None,
         "priorityClassName": sched.priority_class_name,
         "runtimeClassName": sched.runtime_class_name,
     }
@@ -377,7 +399,7 @@ def build_worker_job(cjob: api.CompressionJob, plan: api.PlanSummary | None, con
     """The GPU Job running `kompress worker`, sized from the spec or, where it is silent, the plan."""
     spec = cjob.spec
     sizes = worker_resources(spec, plan, config)
-    credentials, env_from = credential_env(spec, ("model", "calibration", "output"))
+    credentials, env_from = credential_env(spec, ("model", "calibration", "output", *(("tasks",) if spec.evaluation.tasks else ())))
     env = [
         {"name": wp.ENV_JOB, "value": job_document(cjob)},
         {"name": wp.ENV_GPUS, "value": sizes["gpus"]},
@@ -398,7 +420,7 @@ def build_worker_job(cjob: api.CompressionJob, plan: api.PlanSummary | None, con
     container["resources"] = {"requests": requests, "limits": limits}
     container["ports"] = [{"name": "progress", "containerPort": config.progress_port, "protocol": "TCP"}]
 
-    mounts = [{"name": SHM_VOLUME, "mountPath": "/dev/shm"}, {"name": SCRATCH_VOLUME, "mountPath": wp.SCRATCH_DIR}]
+    mounts = [{"name": SHM_VOLUME, "mountPath": wp.SHM_DIR}, {"name": SCRATCH_VOLUME, "mountPath": wp.SCRATCH_DIR}]
     volumes = [{"name": SHM_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": sizes["shm"]}}, _scratch_volume(spec, sizes["scratch"])]
     if spec.model.volume is not None:
         mounts.append(_volume_mount(spec.model.volume, MODEL_VOLUME, read_only=spec.model.volume.read_only))
@@ -407,6 +429,9 @@ def build_worker_job(cjob: api.CompressionJob, plan: api.PlanSummary | None, con
         # The output is written, whatever read_only says.
         mounts.append(_volume_mount(spec.output.volume, OUTPUT_VOLUME, read_only=False))
         volumes.append(_pvc_volume(spec.output.volume, OUTPUT_VOLUME, read_only=False))
+    task_mounts, task_volumes = task_source_mounts(spec)
+    mounts += task_mounts
+    volumes += task_volumes
     container["volumeMounts"] = mounts
 
     pod = _base_pod_spec(config, spec) | _scheduling(spec) | {"containers": [container], "volumes": volumes}

@@ -81,6 +81,9 @@ WORKER_JOB_DELETED = Reason(
 )
 INVALID_SPEC = Reason("InvalidSpec", "the spec is invalid: {detail}")
 CHILD_NAME_TAKEN = Reason("ChildNameTaken", "{detail}")
+# The API server refused to create a child (a spec it cannot hold, an admission policy, missing rights): retrying
+# the same request gets the same answer, so the job fails once with the server's words.
+CHILD_REFUSED = Reason("ChildRefused", "the API server refused to create the {role} Job {job} (HTTP {status}): {detail}")
 # Where the worker waits for something a person must fix; shown while pending, a failure after spec.pendingTimeoutSeconds.
 WAITING_PROBLEMS = {
     "Unschedulable": "ask for fewer GPUs or less memory, fix nodeSelector/tolerations/affinity, or add nodes",
@@ -89,7 +92,10 @@ WAITING_PROBLEMS = {
     "InvalidImageName": "fix spec.image",
     "CreateContainerConfigError": "create the Secrets the job names (spec.*.s3.credentialsSecret, spec.*.huggingFace.tokenSecret) in its namespace",
     "CreateContainerError": "check the image and the pod's events (kubectl describe pod)",
+    # Not a container state: the Job controller's Event when it cannot create the pod at all.
+    "FailedCreate": "create what the message names (spec.scheduling.serviceAccountName, priorityClassName, runtimeClassName) or lift the quota",
 }
+FAILED_CREATE = "FailedCreate"
 # Waiting reasons that will never clear by themselves: fail at once rather than after the timeout.
 HOPELESS_WAITING = {"InvalidImageName"}
 

@@ -24,6 +24,7 @@ from kompress_operator import children
 from kompress_operator import conditions as c
 from kompress_operator.kube import connection_info
 from kompress_operator.reconciler import Runtime, reconcile
+from kompress_operator.supervisor import Supervised
 
 log = logging.getLogger("kompress.operator")
 OURS = {children.LABEL_MANAGED_BY: children.MANAGED_BY}
@@ -49,8 +50,9 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, compressionjob
     settings.posting.enabled = False
     # 2. No CRD/namespace scanning: the chart grants no such rights, and the CRD is installed first.
     settings.scanning.disabled = True
-    # 3. Resync: poll progress and check pending timeouts, where no watch event would come.
-    memo.resync = asyncio.create_task(resync_forever(memo.runtime, compressionjobs, kompress_jobs, kompress_pods))
+    # 3. Resync: poll progress and check pending timeouts, where no watch event would come. Supervised: restarted
+    #    if it fails, and the liveness probe fails if it keeps failing (see resync_alive).
+    memo.resync = Supervised("resync", lambda: resync_forever(memo.runtime, compressionjobs, kompress_jobs, kompress_pods)).start()
 
 
 @kopf.on.cleanup()
@@ -58,6 +60,15 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
     if getattr(memo, "resync", None) is not None:
         memo.resync.cancel()
     await memo.runtime.progress.close()
+
+
+@kopf.on.probe(id="resync")
+def resync_alive(memo: kopf.Memo, **_: Any) -> dict[str, Any]:
+    """Part of /healthz: an operator whose resync is dead for good is not alive (the kubelet restarts it)."""
+    resync = getattr(memo, "resync", None)
+    if resync is not None and resync.failure:
+        raise kopf.PermanentError(resync.failure)
+    return {"restarts": resync.restarts if resync is not None else 0}
 
 
 # --- what is known: indices fed by the watches ---------------------------------------------------
@@ -94,7 +105,10 @@ async def compression_job_changed(type: str | None, body: kopf.Body, memo: kopf.
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=OURS)
-async def child_job_changed(body: kopf.Body, memo: kopf.Memo, compressionjobs: kopf.Index, kompress_jobs: kopf.Index, kompress_pods: kopf.Index, **_: Any) -> None:
+async def child_job_changed(type: str | None, body: kopf.Body, memo: kopf.Memo, compressionjobs: kopf.Index, kompress_jobs: kopf.Index, kompress_pods: kopf.Index, **_: Any) -> None:
+    # 1. A Job we deleted is really gone now: its name may be used again.
+    if type == "DELETED":
+        memo.runtime.deleted_jobs.discard(body.metadata.uid)
     await _reconcile_owner(memo.runtime, body, compressionjobs, kompress_jobs, kompress_pods)
 
 

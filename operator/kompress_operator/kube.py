@@ -17,6 +17,7 @@ import json
 import os
 import socket
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Any
@@ -36,6 +37,10 @@ COMPONENT = "kompress-operator"
 EVENT_MESSAGE_LIMIT = 1024
 
 
+# 400 (malformed), 403 (RBAC, admission: PodSecurity, quota), 422 (invalid): not transient.
+REFUSED = (400, 403, 422)
+
+
 class ApiError(Exception):
     def __init__(self, status: int, method: str, path: str, body: str) -> None:
         reason = body
@@ -45,6 +50,12 @@ class ApiError(Exception):
             pass
         super().__init__(f"{method} {path}: HTTP {status}: {reason}")
         self.status = status
+        self.reason = reason
+
+    @property
+    def refused(self) -> bool:
+        """The server will give the same answer to the same request: bad request, forbidden, invalid."""
+        return self.status in REFUSED
 
 
 class Conflict(ApiError):
@@ -108,18 +119,30 @@ def _jobs_path(namespace: str, name: str | None = None) -> str:
     return f"{path}/{quote(name)}" if name else path
 
 
+def event_name(name: str, unique: int) -> str:
+    """`<object>.<unique hex>`, as client-go names Events; a name cut to 200 must not end in '-' or '.'
+    (then `-.` or `..` would make it no DNS subdomain, and the Event would be refused)."""
+    return f"{name[:200].rstrip('-.')}.{unique:x}"
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
 class Kube:
-    def __init__(self, cfg: kubernetes.client.Configuration, *, timeout_s: float = 15.0, workers: int = 16) -> None:
+    def __init__(self, cfg: kubernetes.client.Configuration, *, timeout_s: float = 15.0, workers: int = 16, clock: Callable[[], datetime] = _utcnow) -> None:
         cfg.connection_pool_maxsize = max(cfg.connection_pool_maxsize or 0, workers)
         self.configuration = cfg
+        # The operator's clock (a test moves it): Event times agree with the conditions' times.
+        self._clock = clock
         self._client = kubernetes.client.ApiClient(cfg)
         self._timeout = timeout_s
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kube")
         self._instance = os.environ.get("HOSTNAME") or socket.gethostname()
 
     @classmethod
-    def connect(cls, config: OperatorConfig) -> Kube:
-        return cls(load_client_configuration(config))
+    def connect(cls, config: OperatorConfig, clock: Callable[[], datetime] = _utcnow) -> Kube:
+        return cls(load_client_configuration(config), clock=clock)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -204,17 +227,28 @@ class Kube:
         doc = await self._request("GET", f"/api/v1/namespaces/{quote(namespace)}/pods", query=query)
         return list((doc or {}).get("items") or [])
 
+    async def pod_creation_failure(self, job: dict[str, Any]) -> str | None:
+        """The Job controller's latest FailedCreate Event on `job`, if any: a pod it could not create (a missing
+        ServiceAccount, PriorityClass or RuntimeClass, a quota) shows nowhere else, neither in the Job's status
+        nor as a pod."""
+        meta = job["metadata"]
+        query = {"fieldSelector": f"involvedObject.uid={meta['uid']},reason=FailedCreate"}
+        doc = await self._request("GET", f"/api/v1/namespaces/{quote(meta['namespace'])}/events", query=query)
+        items = sorted((doc or {}).get("items") or [], key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
+        return str(items[-1].get("message") or "") if items else None
+
     # --- Events ---
 
     async def post_event(self, cjob: dict[str, Any], event: Event) -> None:
         meta = cjob["metadata"]
-        now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        now = self._clock().astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         message = event.message if len(event.message) <= EVENT_MESSAGE_LIMIT else event.message[: EVENT_MESSAGE_LIMIT - 1] + "…"
         body = {
             "apiVersion": "v1",
             "kind": "Event",
             # client-go names events <object>.<unique hex>; no generateName round trip needed
-            "metadata": {"name": f"{meta['name'][:200]}.{time.time_ns():x}", "namespace": meta["namespace"]},
+            # time_ns, not the clock: the name must be unique even when a test's clock stands still
+            "metadata": {"name": event_name(meta["name"], time.time_ns()), "namespace": meta["namespace"]},
             "involvedObject": {"apiVersion": api.API_VERSION, "kind": api.KIND, "name": meta["name"], "namespace": meta["namespace"], "uid": meta["uid"]},
             "reason": event.reason,
             "message": message,

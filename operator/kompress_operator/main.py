@@ -33,7 +33,7 @@ from kompress_operator.reconciler import Runtime, utcnow
 def build_runtime(config: OperatorConfig, clock: Callable[[], datetime] | None = None) -> Runtime:
     return Runtime(
         config=config,
-        kube=Kube.connect(config),
+        kube=Kube.connect(config, clock or utcnow),
         progress=ProgressClient(timeout_s=config.progress_timeout_s, default_port=config.progress_port),
         metrics=Metrics(),
         clock=clock or utcnow,

@@ -27,7 +27,7 @@ from pydantic import ValidationError
 from kompress_operator import actions, children
 from kompress_operator import conditions as c
 from kompress_operator.config import OperatorConfig
-from kompress_operator.kube import Conflict, Kube, NotOurs
+from kompress_operator.kube import ApiError, Conflict, Kube, NotOurs
 from kompress_operator.metrics import Metrics
 from kompress_operator.progress_client import ProgressClient
 from kompress_operator.status import Observed, StatusUpdate, compute_status, failed_status, invalid_spec_status, iso, job_outcome, parse_time, terminated
@@ -54,9 +54,23 @@ class Runtime:
     # uid -> (a resourceVersion our own status write replaced, the object that write returned). A watch
     # event may still carry the replaced version; reconciling from it would only meet a 409.
     written: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)
+    # uids of Jobs this operator deleted whose DELETED event has not arrived yet. Until it does, the watch-fed
+    # index (and a GET) may still show them as if alive (a background deletion leaves no deletionTimestamp to
+    # see): they are seen as being deleted, and never adopted again (a Kueue job suspended and resumed at once
+    # would otherwise take the old Job back, then read its late DELETED event as someone else deleting the
+    # worker). In memory only: after a restart the first listing shows what is really there.
+    deleted_jobs: set[str] = field(default_factory=set)
 
     def lock(self, uid: str) -> asyncio.Lock:
         return self.locks.setdefault(uid, asyncio.Lock())
+
+    def as_seen(self, job: dict[str, Any] | None) -> dict[str, Any] | None:
+        """`job`, marked as being deleted if this operator deleted it."""
+        if job is None or job["metadata"].get("uid") not in self.deleted_jobs or job["metadata"].get("deletionTimestamp"):
+            return job
+        marked = copy.deepcopy(job)
+        marked["metadata"]["deletionTimestamp"] = iso(self.clock())
+        return marked
 
     def forget(self, uid: str) -> None:
         self.locks.pop(uid, None)
@@ -67,6 +81,14 @@ class Runtime:
         """The object our last write returned, if `cjob` is the very version that write replaced."""
         replaced, newer = self.written.get(cjob["metadata"]["uid"], (None, None))
         return newer if replaced is not None and replaced == cjob["metadata"].get("resourceVersion") else cjob
+
+
+class ChildRefused(Exception):
+    """The API server refused a child the operator tried to create (see kube.REFUSED)."""
+
+    def __init__(self, role: str, job: str, err: ApiError) -> None:
+        self.message = c.truncate(c.CHILD_REFUSED.message(role=role, job=job, status=err.status, detail=err.reason))
+        super().__init__(self.message)
 
 
 async def reconcile(rt: Runtime, cjob: dict[str, Any], jobs: Index, pods: Index, *, poll: bool = False) -> None:
@@ -105,6 +127,11 @@ async def _reconcile_once(rt: Runtime, cjob: dict[str, Any], jobs: Index, pods: 
         # Not transient: someone else's Job holds the name; say so rather than retry forever.
         await _write(rt, cjob, failed_status(cjob, c.CHILD_NAME_TAKEN.name, str(err), now))
         return
+    except ChildRefused as err:
+        # Not transient either: the same create would be refused at every resync. Failed once, one Event.
+        log.warning("%s/%s: %s", cjob["metadata"]["namespace"], cjob["metadata"]["name"], err.message)
+        await _write(rt, cjob, failed_status(cjob, c.CHILD_REFUSED.name, err.message, now))
+        return
     if todo:
         update = compute_status(obs, now)
     await _write(rt, cjob, update)
@@ -117,26 +144,39 @@ async def observe(rt: Runtime, cjob: dict[str, Any], jobs: Index, pods: Index, *
     finished = c.is_finished(status.get("conditions") or [])
     kids = status.get("children") or {}
     # Labels can be copied; the controller ownerReference is what makes a Job ours.
-    by_name = {job["metadata"]["name"]: job for job in jobs.get(uid, ()) if children.is_owned_by(job, uid)}
+    by_name = {job["metadata"]["name"]: rt.as_seen(job) for job in jobs.get(uid, ()) if children.is_owned_by(job, uid)}
     plan_name, worker_name = (children.child_name(name, uid, role) for role in (children.ROLE_PLAN, children.ROLE_WORKER))
     plan_job, worker_job = by_name.get(plan_name), by_name.get(worker_name)
 
     # An index is fed by a watch and may not hold our own creation yet: ask before concluding it's gone.
     if not finished and worker_job is None and kids.get("workerJob"):
-        worker_job = _ours(await rt.kube.get_job(namespace, worker_name), uid)
+        worker_job = rt.as_seen(_ours(await rt.kube.get_job(namespace, worker_name), uid))
     if not finished and plan_job is None and kids.get("planJob") and not c.is_planned(status.get("conditions") or []):
-        plan_job = _ours(await rt.kube.get_job(namespace, plan_name), uid)
+        plan_job = rt.as_seen(_ours(await rt.kube.get_job(namespace, plan_name), uid))
 
     pod_list = list(pods.get(uid, ()))
     plan_pods = await _pods_of(rt, plan_job, pod_list, uid, children.ROLE_PLAN, children.PLAN_CONTAINER_NAME, finished)
     worker_pods = await _pods_of(rt, worker_job, pod_list, uid, children.ROLE_WORKER, children.CONTAINER_NAME, finished)
+
+    plan_not_created = await _pod_not_created(rt, plan_job, plan_pods, finished)
+    worker_not_created = await _pod_not_created(rt, worker_job, worker_pods, finished)
 
     progress = None
     if poll and worker_job is not None and not finished:
         running = [p for p in worker_pods if p.get("status", {}).get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")]
         if running:
             progress = await rt.progress.poll(running[-1])
-    return Observed(cjob, plan_job, plan_pods, worker_job, worker_pods, progress)
+    return Observed(cjob, plan_job, plan_pods, worker_job, worker_pods, progress,
+                    plan_pod_not_created=plan_not_created, worker_pod_not_created=worker_not_created)
+
+
+async def _pod_not_created(rt: Runtime, job: dict[str, Any] | None, pods: list[dict[str, Any]], finished: bool) -> str | None:
+    """Asked only of a running, unsuspended Job without a pod: the one case where the reason is in an Event."""
+    if job is None or finished or pods or job.get("spec", {}).get("suspend") or job_outcome(job)[0] is not None:
+        return None
+    if job["metadata"].get("deletionTimestamp") or not job["metadata"].get("uid"):
+        return None
+    return await rt.kube.pod_creation_failure(job)
 
 
 async def _pods_of(rt: Runtime, job: dict[str, Any] | None, pods: list[dict[str, Any]], uid: str, role: str, container: str, finished: bool) -> list[dict[str, Any]]:
@@ -164,7 +204,17 @@ async def _apply(rt: Runtime, obs: Observed, action: actions.Action, now: dateti
     meta = obs.cjob["metadata"]
     namespace = meta["namespace"]
     if isinstance(action, actions.Create):
-        job, created = await rt.kube.create_job(action.manifest, meta["uid"])
+        try:
+            job, created = await rt.kube.create_job(action.manifest, meta["uid"])
+        except ApiError as err:
+            if err.refused:
+                raise ChildRefused(action.role, action.manifest["metadata"]["name"], err) from err
+            raise
+        if job["metadata"].get("uid") in rt.deleted_jobs:
+            # The name is still held by the Job we deleted: create again once its DELETED event has come.
+            log.info("%s/%s: %s Job %s is still being deleted; it is created again once it is gone",
+                     namespace, meta["name"], action.role, job["metadata"]["name"])
+            return obs
         if created:
             log.info("%s/%s: created %s Job %s", namespace, meta["name"], action.role, job["metadata"]["name"])
             if action.role == children.ROLE_PLAN and (born := parse_time(meta.get("creationTimestamp"))):
@@ -175,10 +225,12 @@ async def _apply(rt: Runtime, obs: Observed, action: actions.Action, now: dateti
         log.info("%s/%s: %s Job %s", namespace, meta["name"], "suspended" if action.suspend else "resumed", action.job)
         return replace(obs, worker_job=job)
     if isinstance(action, actions.Delete):
+        role = "worker_job" if obs.worker_job is not None and obs.worker_job["metadata"]["name"] == action.job else "plan_job"
+        if (doomed := getattr(obs, role)) is not None and doomed["metadata"].get("uid"):
+            rt.deleted_jobs.add(doomed["metadata"]["uid"])
         await rt.kube.delete_job(namespace, action.job)
         log.info("%s/%s: deleted Job %s: %s", namespace, meta["name"], action.job, action.why)
         # Deletion takes effect later; until then the Job is one being deleted, not one that vanished.
-        role = "worker_job" if obs.worker_job is not None and obs.worker_job["metadata"]["name"] == action.job else "plan_job"
         job = copy.deepcopy(getattr(obs, role))
         job["metadata"]["deletionTimestamp"] = iso(now)
         return replace(obs, **{role: job})

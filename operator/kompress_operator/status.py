@@ -38,6 +38,9 @@ class Observed:
     worker_pods: Sequence[dict[str, Any]] = ()
     # GET /progress of the running worker, if it was polled this time; None keeps the last one.
     progress: dict[str, Any] | None = None
+    # The Job controller's FailedCreate message for a child Job that has no pod (read only then).
+    plan_pod_not_created: str | None = None
+    worker_pod_not_created: str | None = None
 
 
 @dataclass(frozen=True)
@@ -190,6 +193,12 @@ def waiting_of(pod: dict[str, Any], container: str, who: str) -> Waiting:
     return Waiting(c.POD_PENDING.name, c.POD_PENDING.message(pod=name, state=state), False, since)
 
 
+def not_created(job: dict[str, Any], message: str, who: str) -> Waiting:
+    """A Job whose pod the Job controller could not create, waiting as a pending pod would (since the Job's creation)."""
+    since = parse_time(job.get("metadata", {}).get("creationTimestamp"))
+    return Waiting(c.FAILED_CREATE, f"the {who} Job {_name(job)}: {message}; {c.WAITING_PROBLEMS[c.FAILED_CREATE]}", True, since)
+
+
 def _timed_out(waiting: Waiting, now: datetime, timeout_s: int) -> bool:
     if waiting.reason in c.HOPELESS_WAITING:
         return True
@@ -295,9 +304,20 @@ def result_summary(result: WorkerResult | None, spec: api.CompressionJobSpec) ->
             figures.append(f"top-1 agreement {metrics.top1_agreement:.1%}")
         if metrics.kl_divergence is not None:
             figures.append(f"KL {metrics.kl_divergence:.4f}")
+        figures += task_figures(metrics)
         if figures:
             text += "; " + ", ".join(figures)
     return text
+
+
+def task_figures(metrics: api.EvaluationMetrics, shown: int = 3) -> list[str]:
+    """The first lm-eval scores in words (status.result.metrics.tasks has them all, within its bound)."""
+    scores = [s for s in metrics.tasks or [] if s.original is not None and s.compressed is not None]
+    words = [f"{s.task} {s.metric} {s.original:.3f} -> {s.compressed:.3f}" for s in scores[:shown]]
+    more = len(metrics.tasks or []) - len(words) + (metrics.task_scores_omitted or 0)
+    if more > 0:
+        words.append(f"{more} more task scores in status.result.metrics.tasks and the manifest")
+    return words
 
 
 _RESULT_FIELDS = set(api.JobResult.model_fields)
@@ -430,8 +450,10 @@ def _planning(run: _Run) -> None:
         failed = [p for p in _by_creation(pods) if _pod_phase(p) == "Failed"]
         result = read_result(PlannerResult, (terminated(failed[-1], children.PLAN_CONTAINER_NAME) or {}).get("message")) if failed else None
         _store_plan(run, result)
-        if result is not None and result.plan is not None and result.reason == c.PLAN_REJECTED.name:
-            errors = [p for p in result.plan.problems if p.severity == "error"]
+        errors = [p for p in result.plan.problems if p.severity == "error"] if result is not None and result.plan is not None else []
+        # A rejected plan exits with its errors' own code (TargetsMatchNothing 14...) or PlanRejected (20): either way
+        # the condition is PlanRejected, with every error and its fix.
+        if errors:
             message = c.PLAN_REJECTED.message(count=len(errors), errors=" ".join(problem_text(p) for p in errors) or result.message)
             _plan_failed(run, c.PLAN_REJECTED.name, message)
         else:
@@ -439,6 +461,8 @@ def _planning(run: _Run) -> None:
             _plan_failed(run, reason, message)
     else:
         waiting = next((waiting_of(p, children.PLAN_CONTAINER_NAME, "planning") for p in _live(pods) if _pod_phase(p) == "Pending"), None)
+        if not _live(pods) and run.obs.plan_pod_not_created:
+            waiting = not_created(job, run.obs.plan_pod_not_created, "planning")
         timeout = run.spec.pending_timeout_seconds
         if waiting is not None and _timed_out(waiting, run.now, timeout):
             _plan_failed(run, waiting.reason, _timeout_message(waiting, timeout))
@@ -457,12 +481,13 @@ def _worker(run: _Run) -> None:
     job = run.obs.worker_job
     kueue = children.uses_kueue(run.spec)
     being_deleted = job is not None and bool(job.get("metadata", {}).get("deletionTimestamp"))
-    if job is None or (being_deleted and run.spec.suspend and kueue):
+    if job is None or (being_deleted and kueue):
         recorded = run.kids.get("workerJob")
-        if recorded and not (run.spec.suspend and kueue):
+        if job is None and recorded and not (run.spec.suspend and kueue):
             run.fail(c.WORKER_JOB_DELETED.name, c.WORKER_JOB_DELETED.message(job=recorded, output=run.spec.output.uri))
         elif recorded:
-            # Suspending a Kueue Job means deleting it (Kueue would admit it again); resuming makes a new one.
+            # Suspending a Kueue Job means deleting it (Kueue would admit it again); resuming makes a new one,
+            # once the old one is gone.
             run.kids.pop("workerJob", None)
             run.kids.pop("workerPod", None)
         if run.spec.suspend:
@@ -531,11 +556,14 @@ def _active(run: _Run, job: dict[str, Any]) -> None:
     else:
         run.conds.clear(c.RUNNING, c.WORKER_STOPPED)
     pending = [p for p in pods if _pod_phase(p) == "Pending"]
-    if not pending:
+    if not pending and not run.obs.worker_pod_not_created:
         run.conds.set(c.QUEUED, TRUE, c.WAITING_FOR_POD)
         return
-    run.kids["workerPod"] = _name(pending[-1])
-    waiting = waiting_of(pending[-1], children.CONTAINER_NAME, "worker")
+    if pending:
+        run.kids["workerPod"] = _name(pending[-1])
+        waiting = waiting_of(pending[-1], children.CONTAINER_NAME, "worker")
+    else:
+        waiting = not_created(job, run.obs.worker_pod_not_created or "", "worker")
     timeout = run.spec.pending_timeout_seconds
     if _timed_out(waiting, run.now, timeout):
         run.fail(waiting.reason, _timeout_message(waiting, timeout))

@@ -35,11 +35,15 @@ def trained_job(
     calibration_samples: int = CALIBRATION_SAMPLES,
     evaluation_samples: int = EVALUATION_SAMPLES,
     output_uri: str = "file:///tmp/kompress-fidelity-out",
+    tasks: list[dict[str, Any]] | None = None,
 ) -> CompressionJob:
-    from kompress_testing import trained_model
+    """`tasks`: spec.evaluation.tasks, read from the local lm-eval task folder (kompress_testing.lmeval_task)."""
+    from kompress_testing import lmeval_task, trained_model
 
     folder = model_dir or trained_model.folder()
     evaluation: dict[str, Any] = {"samples": evaluation_samples}
+    if tasks:
+        evaluation |= {"tasks": tasks, "taskSource": {"uri": f"file://{lmeval_task.FOLDER}"}}
     if gate:
         evaluation["gate"] = gate
     return CompressionJob.model_validate(

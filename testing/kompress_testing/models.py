@@ -12,7 +12,11 @@ Everything is seeded, so two builds give byte-identical weights.
     llama       a dense Llama. Intermediate 344 is not a multiple of 32: its down_proj falls back to
                 per-channel 4-bit.
 
-    python -m kompress_testing.models NAME DIR
+    glm4-moe with mtp=True (--mtp)   also GLM-4.5's multi-token-prediction layer, `model.layers.2.*`, with real
+                (seeded) weights, in a shard of its own as GLM-4.5-Air ships it (add_mtp_layer; its config,
+                like transformers' default, declares num_nextn_predict_layers: 1 either way)
+
+    python -m kompress_testing.models NAME DIR [--mtp]
 
 Development harness, not product: product code never imports this module.
 """
@@ -197,8 +201,9 @@ def seeded_model(config: Any):
     return model
 
 
-def write_model(name: str, out_dir: str | Path) -> Path:
-    """Build the model and tokenizer and save them as a Hub-style folder (config, safetensors, tokenizer)."""
+def write_model(name: str, out_dir: str | Path, *, mtp: bool = False) -> Path:
+    """Build the model and tokenizer and save them as a Hub-style folder (config, safetensors, tokenizer).
+    mtp (glm4-moe only): also write a multi-token-prediction layer with real weights (add_mtp_layer)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model = build_model(name)
@@ -207,6 +212,8 @@ def write_model(name: str, out_dir: str | Path) -> Path:
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
+    if mtp:
+        add_mtp_layer(out)
     return out
 
 
@@ -237,6 +244,118 @@ def reshard(source: str | Path, out_dir: str | Path, shards: int) -> Path:
     total = sum(t.numel() * t.element_size() for t in tensors.values())
     (out / "model.safetensors.index.json").write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2, sort_keys=True))
     return out
+MTP_SEED = SEED + 46  # its own stream: adding the layer leaves every other weight as it was
+
+
+def mtp_layer_tensors(config: Any) -> dict[str, Any]:
+    """GLM-4.5's MTP layer for a GLM4-MoE `config`, named and laid out as GLM-4.5-Air's checkpoint stores
+    `model.layers.46.*` (vLLM's glm4_moe_mtp reads it so): a whole MoE decoder block with per-expert
+    projections, plus enorm, hnorm, eh_proj (2·hidden -> hidden), shared_head.{norm,head} and its own
+    embed_tokens. Seeded like the tiny models (normal weights, norms near 1)."""
+    import torch
+    from transformers.models.glm4_moe.modeling_glm4_moe import Glm4MoeDecoderLayer
+
+    index = config.num_hidden_layers
+    hidden, vocab = config.hidden_size, config.vocab_size
+    torch.manual_seed(MTP_SEED)
+    block = Glm4MoeDecoderLayer(config, index)
+    generator = torch.Generator().manual_seed(MTP_SEED)
+
+    def draw(pname: str, shape: tuple[int, ...]) -> Any:
+        if len(shape) == 1 and "norm" in pname:
+            return 1.0 + 0.05 * torch.randn(shape, generator=generator)
+        return (0.02 if len(shape) > 1 else 0.01) * torch.randn(shape, generator=generator)
+
+    raw: dict[str, Any] = {}
+    for pname, tensor in block.state_dict().items():
+        raw[pname] = torch.zeros(tensor.shape) if pname.endswith("e_score_correction_bias") else draw(pname, tuple(tensor.shape))
+    for pname, shape in (("enorm.weight", (hidden,)), ("hnorm.weight", (hidden,)), ("eh_proj.weight", (hidden, 2 * hidden)),
+                         ("shared_head.norm.weight", (hidden,)), ("shared_head.head.weight", (vocab, hidden)), ("embed_tokens.weight", (vocab, hidden))):
+        raw[pname] = draw(pname, shape)
+    out: dict[str, Any] = {}
+    for pname, tensor in raw.items():
+        if pname == "mlp.experts.gate_up_proj":  # fused in transformers, per expert in the checkpoint (gate first)
+            half = tensor.shape[1] // 2
+            for e in range(tensor.shape[0]):
+                out[f"mlp.experts.{e}.gate_proj.weight"] = tensor[e, :half].contiguous()
+                out[f"mlp.experts.{e}.up_proj.weight"] = tensor[e, half:].contiguous()
+        elif pname == "mlp.experts.down_proj":
+            for e in range(tensor.shape[0]):
+                out[f"mlp.experts.{e}.down_proj.weight"] = tensor[e].contiguous()
+        else:
+            out[pname] = tensor.contiguous()
+    return {f"model.layers.{index}.{k}": v.to(torch.float32) for k, v in out.items()}
+
+
+def add_mtp_layer(folder: str | Path) -> list[str]:
+    """Add GLM-4.5's MTP layer (mtp_layer_tensors) to the GLM4-MoE checkpoint in `folder` as GLM-4.5-Air ships
+    it: sharded, the MTP tensors in a shard of their own, model.safetensors.index.json naming every tensor.
+    Returns the MTP tensor names. Written with safetensors itself, not with Kompress's carry-over code."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+    from transformers import AutoConfig
+
+    folder = Path(folder)
+    config = AutoConfig.from_pretrained(folder)
+    if config.model_type != "glm4_moe" or getattr(config, "num_nextn_predict_layers", 0) != 1:
+        raise ValueError(f"{folder}: add_mtp_layer writes one GLM4-MoE MTP layer; this config is {config.model_type}")
+    tensors = mtp_layer_tensors(config)
+    single = folder / "model.safetensors"
+    first, second = "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"
+    single.rename(folder / first)
+    save_file(tensors, str(folder / second), metadata={"format": "pt"})
+    weight_map: dict[str, str] = {}
+    total = 0
+    for shard in (first, second):
+        with safe_open(str(folder / shard), framework="pt") as handle:
+            for key in handle.keys():
+                weight_map[key] = shard
+                sliced = handle.get_slice(key)
+                total += _numel(sliced.get_shape()) * _DTYPE_BYTES[sliced.get_dtype()]
+    doc = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
+    (folder / "model.safetensors.index.json").write_text(json.dumps(doc, indent=2) + "\n")
+    return sorted(tensors)
+
+
+_DTYPE_BYTES = {"F32": 4, "BF16": 2, "F16": 2, "I64": 8, "I32": 4, "I8": 1, "U8": 1}
+
+
+def _numel(shape: list[int]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def mtp_layer_names(config: dict[str, Any]) -> list[str]:
+    """The names mtp_layer_tensors gives, for a config.json of any size (built on the meta device: no weights)."""
+    import torch
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+    from transformers.models.glm4_moe.modeling_glm4_moe import Glm4MoeDecoderLayer
+
+    cfg = CONFIG_MAPPING[config["model_type"]].from_dict(dict(config))
+    index = cfg.num_hidden_layers
+    with torch.device("meta"):
+        block = Glm4MoeDecoderLayer(cfg, index)
+    names = ["enorm.weight", "hnorm.weight", "eh_proj.weight", "shared_head.norm.weight", "shared_head.head.weight", "embed_tokens.weight"]
+    for pname, tensor in block.state_dict().items():
+        if pname in ("mlp.experts.gate_up_proj", "mlp.experts.down_proj"):
+            projections = ("gate_proj", "up_proj") if pname.endswith("gate_up_proj") else ("down_proj",)
+            names += [f"mlp.experts.{e}.{p}.weight" for e in range(tensor.shape[0]) for p in projections]
+        else:
+            names.append(pname)
+    return sorted(f"model.layers.{index}.{n}" for n in names)
+
+
+def synthetic_index(config: dict[str, Any]) -> str:
+    """GLM-4.5-Air's model.safetensors.index.json as far as planning reads it: the MTP layer's tensor names (the
+    real index, 4 MB, is not stored here). The rest of the weight map is the model's own, which the plan builds."""
+    import json
+
+    names = mtp_layer_names(config)
+    return json.dumps({"metadata": {"total_size": 0}, "weight_map": {n: "model-00047-of-00047.safetensors" for n in names}}, indent=2)
 
 
 def calibration_dataset(tokenizer, samples: int = 16, max_length: int = 64, *, offset: int = 0):
@@ -262,8 +381,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m kompress_testing.models", description="Build a tiny model and its tokenizer into a folder.")
     parser.add_argument("name", choices=sorted(FAMILIES))
     parser.add_argument("dir")
+    parser.add_argument("--mtp", action="store_true", help="glm4-moe: also write a multi-token-prediction layer (GLM-4.5's layout)")
     args = parser.parse_args(argv)
-    out = write_model(args.name, args.dir)
+    out = write_model(args.name, args.dir, mtp=args.mtp)
     print(out)
     return 0
 

@@ -40,7 +40,9 @@ class _TinyModels(dict):
     def __missing__(self, name: str) -> Path:
         from kompress_testing import models
 
-        self[name] = models.write_model(name, self.root / name)
+        # "glm4-moe+mtp": the tiny GLM4-MoE with a multi-token-prediction layer (models.add_mtp_layer)
+        family, _, extra = name.partition("+")
+        self[name] = models.write_model(family, self.root / name, mtp=extra == "mtp")
         return self[name]
 
 

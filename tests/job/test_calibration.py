@@ -143,6 +143,23 @@ def test_rows_that_hold_nothing_usable_are_counted_in_the_error(chat_tokenizer, 
         assert phrase in message
 
 
+def test_a_byte_order_mark_does_not_cost_the_first_row_and_bad_bytes_are_counted(chat_tokenizer, tmp_path):
+    """What Windows editors and Excel write: a UTF-8 BOM before the first row, sometimes a Latin-1 line."""
+    rows = [{"text": f"row number {i}"} for i in range(12)]
+    path = tmp_path / "bom.jsonl"
+    path.write_bytes("\ufeff".encode() + "".join(json.dumps(r) + "\n" for r in rows).encode() + b'{"text": "caf\xe9"}\n')
+    loaded = cd.load_rows(Calibration(uri=str(path)), tmp_path / "work", {}, chat=False)
+    assert loaded.rows == rows
+    assert loaded.unreadable == {"lines that are not UTF-8 text": 1}
+
+    whole = tmp_path / "rows.json"
+    whole.write_bytes("\ufeff".encode() + json.dumps(rows).encode())
+    assert cd.load_rows(Calibration(uri=str(whole)), tmp_path / "work", {}, chat=False).rows == rows
+    whole.write_text('[{"text": "unterminated"')
+    with pytest.raises(NoCalibrationSamples, match="rows.json is not UTF-8 JSON"):  # the file's fault: not retried
+        cd.load_rows(Calibration(uri=str(whole)), tmp_path / "work", {}, chat=False)
+
+
 def test_a_missing_file_or_set_is_calibration_not_found(tokenizer, tmp_path):
     with pytest.raises(CalibrationNotFound, match="no calibration file at /data/absent.jsonl"):
         cd.check_source(Calibration(uri="/data/absent.jsonl"), {})

@@ -146,3 +146,25 @@ def test_a_correct_custom_recipe_runs_as_given_and_verifies(tiny_models, tmp_pat
     assert groups["group_0+sparse2:4"]["modules"] == 4  # the 4 experts' down_proj
     assert groups["group_0"]["weights"]["bits"] == 8 and groups["group_0"]["activations"]["dynamic"] is True
     assert groups["16bit"]["roles"] == {"lm_head": 1, "router": 1}
+
+
+BROKEN_REGEX = """
+quant_stage:
+  quant_modifiers:
+    QuantizationModifier:
+      config_groups:
+        int8: {targets: ["re:.*mlp[.down"], weights: {num_bits: 8, type: int, strategy: channel, symmetric: true}}
+      ignore: [lm_head, "re:(.*gate"]
+"""
+
+
+@pytest.mark.unit
+def test_a_custom_recipe_with_a_broken_regex_is_an_invalid_recipe_naming_each_entry(tmp_path):
+    from kompress_job.plan import make_plan
+    from kompress_testing.models import build_config
+
+    plan = make_plan(make_job(tmp_path, preset=None, custom=BROKEN_REGEX), build_config("glm4-moe").to_dict())
+    (problem,) = plan.errors
+    assert problem.code == "InvalidRecipe"
+    assert "config_groups.int8.targets[0]: 're:.*mlp[.down' is not a valid regex: unterminated character set" in problem.message
+    assert "ignore[1]: 're:(.*gate' is not a valid regex: missing )" in problem.message

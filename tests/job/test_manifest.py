@@ -97,3 +97,23 @@ def test_a_hub_datasets_commit_is_recorded_beside_the_revision_asked_for():
     assert (cal["uri"], cal["revision"], cal["resolvedRevision"], cal["samples"]) == ("hf://HuggingFaceH4/ultrachat_200k", "main", "8049631c405ae6576f93f445c6b8166f76f5505a", 512)
     card = model_card.render(doc, output_uri="s3://models/glm")
     assert "from `hf://HuggingFaceH4/ultrachat_200k` at `8049631c405ae6576f93f445c6b8166f76f5505a`" in card
+
+
+MTP_KEPT = {"handling": "keep", "layers": 1, "tensors": 404, "bytes": 7_233_147_136, "shard": "model-00004-of-00004.safetensors"}
+
+
+def test_manifest_and_card_record_a_kept_mtp_layer_and_how_to_serve_with_it():
+    job = make_job("hf://zai-org/GLM-4.5-Air", "s3://models/glm")
+    doc = build(job, mtp=MTP_KEPT)
+    assert json.loads(manifest.dumps(doc))["mtp"] == MTP_KEPT
+    card = model_card.render(doc, output_uri="s3://models/glm")
+    assert "- **Speculative decoding:** MTP kept, 404 tensors, 7.23 GB" in card and "quantization_config.ignore" in card
+    assert """vllm serve ./GLM-4.5-Air-w4a16-w8a8 --speculative-config '{"method":"mtp","num_speculative_tokens":1}'""" in card
+
+
+def test_card_of_a_dropped_mtp_layer_says_so_and_offers_no_speculative_decoding():
+    job = make_job("hf://zai-org/GLM-4.5-Air", "s3://models/glm")
+    card = model_card.render(build(job, mtp={**MTP_KEPT, "handling": "drop", "shard": None}), output_uri="s3://models/glm")
+    assert "MTP dropped (spec.recipe.mtp: drop): the source's 404 multi-token-prediction tensors (7.23 GB) are not in this checkpoint" in card
+    assert "--speculative-config" not in card and "vllm serve ./GLM-4.5-Air-w4a16-w8a8" in card
+    assert "Speculative decoding" not in model_card.render(build(job), output_uri="s3://models/glm")  # a model without MTP layers

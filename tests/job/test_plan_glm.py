@@ -5,8 +5,10 @@ experts + 1 shared of width 1408, dense width 10944, 96 query / 8 KV heads of 12
 embeddings, bf16) and from compressed-tensors' formats as docs/plan.md states them: INT4 packs 8 weights into
 an int32 (half a byte each) with one bf16 scale per group of 128 (64 for the 10944-wide down_proj) and a
 2-int64 weight_shape; INT8 stores one byte per weight with one bf16 scale per output channel (+ one bf16 input
-scale when activations are static); 16-bit stays 2 bytes per weight. The multi-token-prediction layer is not
-in these figures (transformers drops it, llm-compressor does not copy it back: it is its own line).
+scale when activations are static); 16-bit stays 2 bytes per weight. From config.json alone the
+multi-token-prediction layer is not in these figures (no index says the checkpoint holds it: MtpLayerUnverified);
+planned with the safetensors index (a synthetic one naming layer 46's tensors) it is, in every preset, as the
+source stores it (the last tests here).
 """
 
 from __future__ import annotations
@@ -108,11 +110,11 @@ EXPECTED = {
 }
 
 
-def glm_job(preset: str, **spec) -> CompressionJob:
+def glm_job(preset: str, recipe_mtp: str = "keep", **spec) -> CompressionJob:
     return CompressionJob.model_validate(
         {
             "metadata": {"name": "glm"},
-            "spec": {"model": {"uri": "hf://zai-org/GLM-4.5-Air"}, "recipe": {"preset": preset}, "output": {"uri": "s3://bucket/glm"}, **spec},
+            "spec": {"model": {"uri": "hf://zai-org/GLM-4.5-Air"}, "recipe": {"preset": preset, "mtp": recipe_mtp}, "output": {"uri": "s3://bucket/glm"}, **spec},
         }
     )
 
@@ -190,7 +192,8 @@ def test_memory_and_disk():
     assert layer + hessians < f.gpu_memory_bytes < 80e9  # fits one 80 GB GPU
     # scratch: the download (with the MTP layer) and the checkpoint at least
     assert f.disk_bytes >= f.disk_parts["download"] + plan.estimated_checkpoint_bytes
-    assert f.disk_parts["download"] == (TOTAL + plan.mtp.parameters) * BF16
+    # without an index the MTP layer's download is its lower bound: one MoE decoder layer + eh_proj + 3 norms
+    assert f.disk_parts["download"] == (TOTAL + MTP_DECODER - EXPERTS + 2 * H * H + 3 * H) * BF16  # (parameters: no router bias)
     # evaluation (16 x 1024 held-out tokens by default): two forward passes; on the GPU at least one row's float32
     # logits and log-probabilities (the evaluation batches rows up to its budget: its own estimate decides how many);
     # on disk the baseline's record, 32 ids + 32 log-probs + loss + tail (4 bytes each) per token, plus drift sketches;
@@ -212,15 +215,50 @@ def test_memory_and_disk():
     assert fp8.host_memory_bytes >= TOTAL * BF16
 
 
-def test_multi_token_prediction_layer_is_its_own_line():
+# one more MoE decoder layer (attention with biases, 2 norms, 128 experts + shared, router)
+MTP_DECODER = sum(n(s) for s in ATTENTION.values()) + ATTENTION_BIASES + 2 * H + (EXPERTS + SHARED) * sum(n(s) for s in EXPERT.values()) + n(ROUTER) + EXPERTS
+# ... plus eh_proj (2H -> H), enorm, hnorm, shared_head.norm, and its own embed_tokens and shared_head.head: ≈ 3.62 B
+MTP_PARAMS = MTP_DECODER + 2 * H * H + 3 * H + 2 * VOCAB * H
+
+
+def glm_index_names() -> list[str]:
+    import json
+
+    from kompress_testing.models import synthetic_index
+
+    return sorted(json.loads(synthetic_index(read_config(config_dir("glm-4.5-air"))))["weight_map"])
+
+
+def test_without_an_index_the_mtp_layer_is_not_counted_and_the_plan_says_so():
     plan = plan_for("w4a16-w8a8")
-    mtp = plan.mtp
-    # one more MoE decoder layer (attention with biases, 2 norms, 128 experts + shared, router) + eh_proj + 3 norms
-    decoder = sum(n(s) for s in ATTENTION.values()) + ATTENTION_BIASES + 2 * H + (EXPERTS + SHARED) * sum(n(s) for s in EXPERT.values()) + n(ROUTER)
-    assert mtp.parameters == decoder + 2 * H * H + 3 * H  # ≈ 2.38 B
-    assert mtp.prefix == "model.layers.46" and mtp.in_checkpoint is False
-    assert "model.layers.46" in codes(plan)["MtpLayerDropped"].message
-    assert plan.to_json()["mtp"]["source_bytes"] == mtp.parameters * BF16
+    assert plan.mtp.layers.prefixes == ("model.layers.46.",) and plan.mtp.in_source is None and not plan.mtp.checkpoint_tensors
+    assert "model.layers.46.*" in codes(plan)["MtpLayerUnverified"].message
+    assert "MtpLayerDropped" not in codes(plan)
+    assert plan.bf16_bytes == TOTAL * BF16
+
+
+@pytest.mark.parametrize("preset", ["sparse24-w4a16-w8a8", "w4a16-w8a8", "w4a16", "fp8-dynamic"])
+def test_every_preset_counts_the_kept_mtp_layer_in_the_checkpoint(preset):
+    config = read_config(config_dir("glm-4.5-air"))
+    names = glm_index_names()
+    kept = make_plan(glm_job(preset), config, weight_names=names)
+    dropped = make_plan(glm_job(preset, recipe_mtp="drop"), config, weight_names=names)
+    assert kept.mtp.parameters == MTP_PARAMS and len(kept.mtp.checkpoint_tensors) == len(names) == 404
+    assert kept.mtp.bytes == MTP_PARAMS * BF16 - EXPERTS * BF16 + EXPERTS * 4  # the router's correction bias is float32
+    # the layer in its own shard: its bytes plus its header and index entries, nothing else changes
+    grown = kept.estimated_checkpoint_bytes - dropped.estimated_checkpoint_bytes
+    assert kept.mtp.bytes < grown < kept.mtp.bytes + 200_000
+    assert kept.checkpoint_shards == dropped.checkpoint_shards + 1
+    assert not {"MtpLayerDropped", "MtpLayerUnverified", "MtpLayerMissing"} & set(codes(kept))
+    assert "model.layers.46" in codes(dropped)["MtpLayerDropped"].message and not dropped.mtp.checkpoint_tensors
+    assert kept.bf16_bytes == (TOTAL + MTP_PARAMS) * BF16 and dropped.bf16_bytes == TOTAL * BF16
+    assert kept.to_json()["mtp"]["source_bytes"] == kept.mtp.bytes
+
+
+def test_quantizing_the_mtp_layer_is_refused_with_the_reason():
+    plan = make_plan(glm_job("w4a16", recipe_mtp="quantize"), read_config(config_dir("glm-4.5-air")), weight_names=glm_index_names())
+    (error,) = plan.errors
+    assert error.code == "MtpQuantizeUnsupported" and "transformers does not build them" in error.message and "keep" in error.fix
 
 
 def test_vllm_serving_problems_of_the_founding_preset_are_warnings():
@@ -271,3 +309,26 @@ def test_memory_below_the_model_is_an_error_and_shm_is_sized():
     assert "ShmTooSmallForDistributed" not in codes(sized) and sized.footprint.offload_bytes == 0
     assert sized.summary().shm_bytes == TOTAL * BF16 + 5 * 10**9
     assert make_plan(glm_job("w4a16-w8a8", resources={"gpus": 1}), read_config(config_dir("glm-4.5-air"))).summary().shm_bytes is None
+
+
+def test_lm_eval_tasks_add_their_time_to_the_plan_or_it_says_it_cannot():
+    config = read_config(config_dir("glm-4.5-air"))
+    base = make_plan(glm_job("w4a16"), config).footprint
+    tasks = [{"name": "arc_easy"}, {"name": "gsm8k", "numFewshot": 5, "limit": 100}]
+    planned = make_plan(glm_job("w4a16", evaluation={"tasks": tasks}), config)
+    times = {t.stage: t for t in planned.footprint.times}
+    # arc_easy: 2376 documents x 4 choices x 60 tokens; gsm8k: 100 documents, 6 x 200 tokens of context, 256 generated
+    # tokens each recomputing the context; both models, 2 x active parameters FLOPs per token at 2e14 FLOP/s
+    from kompress_job.fidelity import parameter_counts
+
+    _total, active = parameter_counts(config)
+    tokens = 2376 * 4 * 60 + 100 * (1200 + 256 * (1200 + 128))
+    added = times["baseline+evaluate"].seconds - next(t.seconds for t in base.times if t.stage == "baseline+evaluate")
+    assert added == pytest.approx(4 * active * tokens / 2e14, abs=1)
+    assert "lm-eval: " in times["baseline+evaluate"].basis and not any(p.code == "TaskSizeUnknown" for p in planned.problems)
+    # one batch of the longest request's fp32 logits, when it is more than the fidelity evaluation's own
+    assert planned.footprint.evaluation["gpu_bytes"] >= 8 * (1200 + 256) * VOCAB * 4
+
+    unknown = make_plan(glm_job("w4a16", evaluation={"tasks": [{"name": "my_private_eval"}]}), config)
+    (problem,) = [p for p in unknown.problems if p.code == "TaskSizeUnknown"]
+    assert problem.severity == "warning" and "my_private_eval" in problem.message and "limit" in problem.fix

@@ -93,6 +93,14 @@ def test_a_missing_model_or_calibration_set_fails_before_any_download(s3, s3_out
     assert done.returncode == ExitCode.CALIBRATION_NOT_FOUND.code, done.stdout
 
 
+def test_a_workdir_that_cannot_be_made_is_a_usage_error_in_one_line(tmp_path):
+    (tmp_path / "file").write_text("not a folder")
+    path = write_job(tmp_path, job_doc(str(tmp_path / "model"), {"uri": "file:///tmp/out"}))
+    done = kompress("run", path, "--workdir", str(tmp_path / "file" / "work"))
+    assert done.returncode == ExitCode.USAGE.code, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr and done.stdout.startswith("Failed (InvalidArguments, exit 2): cannot use --workdir")
+
+
 def test_an_invalid_manifest_names_the_field(tmp_path):
     path = write_job(tmp_path, job_doc("ftp://nowhere", {"uri": "file:///tmp/out"}))
     done = kompress("run", path)

@@ -1,11 +1,18 @@
 """Secret values never leave the worker: a whole pod run with planted credentials in every credential
 variable, the Hub token really sent (private repository) and S3 keys really used, then every log line,
-the manifest, the model card and the termination message are searched for each value."""
+the manifest, the model card, the termination message and the progress JSON are searched for each value
+in every encoding a library or a format could give it (repr, JSON, URL, base64 of it and of `user:it`).
+
+The credentials are planted as Secrets made from files often are: with a trailing newline or spaces
+(`echo KEY > f; kubectl create secret generic --from-file`), and with `/`, `+`, `=`, `%` and non-ASCII
+letters in the values that allow them."""
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
+from urllib.parse import quote, quote_plus
 
 import pytest
 
@@ -14,12 +21,33 @@ from kompress_testing.jobs import write_checkpoint
 
 pytestmark = pytest.mark.integration
 
-HF_TOKEN = "hf_PLANTEDsecretTOKEN0123456789abcdef"
+HF_TOKEN = "hf_PLANTEDsecretTOKEN0123456789abcdef\n"
 UNUSED = {
-    "KOMPRESS_MODEL_S3_AWS_ACCESS_KEY_ID": "AKIAPLANTEDMODELKEY01",
-    "KOMPRESS_MODEL_S3_AWS_SECRET_ACCESS_KEY": "planted/model/secret+key=0123456789",
+    "KOMPRESS_MODEL_S3_AWS_ACCESS_KEY_ID": "  AKIAPLANTEDMODELKEY01\n",
+    "KOMPRESS_MODEL_S3_AWS_SECRET_ACCESS_KEY": "planted/model/sécret+key=%41 0123456789\n",
     "KOMPRESS_OUTPUT_S3_AWS_SESSION_TOKEN": None,  # filled in per test
 }
+
+
+def padded(env: dict[str, str]) -> dict[str, str]:
+    """The same credentials, as Secrets made from files carry them."""
+    return {name: value + ("\n" if i % 2 == 0 else "  \r\n") for i, (name, value) in enumerate(env.items())}
+
+
+def encodings(secret: str) -> set[str]:
+    """Everything a leak of `secret` would contain: the value (and trimmed), repr/ascii/JSON/URL escapes, and the
+    middle of base64 of it alone and inside a wrapper (Basic auth's user:secret, a JSON body), which is there
+    whatever the wrapper's length."""
+    found: set[str] = set()
+    for value in {secret, secret.strip()}:
+        found |= {value, repr(value)[1:-1], ascii(value)[1:-1], json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1]}
+        found |= {quote(value, safe=""), quote(value, safe="").replace("%2F", "%2f"), quote(value), quote_plus(value), value.replace("\n", "\\n")}
+        for before, after in (("", ""), ("user:", ""), ("AWS:", ""), ('{"token": "', '"}')):
+            start, end = len(before.encode()), len(before.encode()) + len(value.encode())
+            for encode in (base64.b64encode, base64.urlsafe_b64encode):
+                text = encode((before + value + after).encode()).decode()
+                found.add(text[-(-8 * start // 6) : 8 * end // 6])  # the characters made of the value's bits alone
+    return {f for f in found if len(f) >= 6}
 
 
 def pod(tmp_path, doc, env, checkpoint) -> tuple[subprocess.CompletedProcess, str]:
@@ -31,11 +59,12 @@ def assert_no_secret(secrets: list[str], **texts: str) -> None:
     for name, text in texts.items():
         assert text, f"{name} is empty: nothing was scanned"
         for secret in secrets:
-            assert secret not in text, f"a secret value appears in the {name}"
+            for form in encodings(secret):
+                assert form not in text, f"a secret value appears in the {name} (as {len(form)} characters of an encoding)"
 
 
 def test_a_whole_run_leaks_no_secret_value(s3, bucket, hub, model_folder, tokenizer_files, tmp_path):
-    commit = hub.add_repo("planted/tiny-moe", model_folder, token=HF_TOKEN)
+    commit = hub.add_repo("planted/tiny-moe", model_folder, token=HF_TOKEN.strip())
     s3.client().put_object(Bucket=bucket, Key="data/calib.jsonl", Body="".join(json.dumps({"text": f"calibration line {i}"}) + "\n" for i in range(30)).encode())
     checkpoint = write_checkpoint(tmp_path / "checkpoint", tokenizer_files)
     doc = {
@@ -49,12 +78,12 @@ def test_a_whole_run_leaks_no_secret_value(s3, bucket, hub, model_folder, tokeni
             "evaluation": {"samples": 4},
         },
     }
-    env = {"HF_TOKEN": HF_TOKEN, **s3.env("calibration"), **s3.env("output"), **{k: v for k, v in UNUSED.items() if v}}
+    env = {"HF_TOKEN": HF_TOKEN, **padded({**s3.env("calibration"), **s3.env("output")}), **{k: v for k, v in UNUSED.items() if v}}
 
     done, termination = pod(tmp_path, doc, env, checkpoint)
 
     assert done.returncode == 0, done.stderr[-3000:]
-    assert {r.authorization for r in hub.requests} == {f"Bearer {HF_TOKEN}"}  # the token was used
+    assert {r.authorization for r in hub.requests} == {f"Bearer {HF_TOKEN.strip()}"}  # the token was used, without its newline
     manifest = s3.client().get_object(Bucket=bucket, Key="out/planted/kompress.json")["Body"].read().decode()
     card = s3.client().get_object(Bucket=bucket, Key="out/planted/README.md")["Body"].read().decode()
     assert json.loads(manifest)["source"]["resolvedRevision"] == commit
@@ -78,6 +107,50 @@ def test_a_failing_run_leaks_no_secret_value_either(s3, bucket, model_folder, to
     assert_no_secret([wrong, session, HF_TOKEN, s3.access_key_id], logs=done.stderr, termination_message=termination)
 
 
+@pytest.mark.parametrize("variable", ["KOMPRESS_OUTPUT_S3_AWS_ACCESS_KEY_ID", "HF_TOKEN"])
+def test_a_credential_with_a_control_character_inside_is_refused_once_naming_it(s3, bucket, hub, model_folder, tokenizer_files, tmp_path, variable):
+    """Two values pasted into one Secret: AccessDenied (19, not retried) naming the variable, never the value;
+    not a malformed header whose error shows the key id, retried as WorkerError or StorageUnreachable."""
+    hub.add_repo("planted/tiny-moe", model_folder, token=HF_TOKEN.strip())
+    env = {"HF_TOKEN": HF_TOKEN, **s3.env("output")}
+    broken = env[variable].strip()
+    env[variable] = broken[:6] + "\n" + broken[6:] + "\n"
+    doc = {
+        "metadata": {"name": "planted", "namespace": "ml"},
+        "spec": {
+            "model": {"uri": "hf://planted/tiny-moe", "huggingFace": {"endpoint": hub.endpoint, "tokenSecret": {"name": "hf", "key": "token"}}},
+            "recipe": {"preset": "w4a16"},
+            "output": {"uri": f"s3://{bucket}/out", "s3": s3.access()},
+            "resources": {"gpus": 0},
+        },
+    }
+
+    done, termination = pod(tmp_path, doc, env, write_checkpoint(tmp_path / "checkpoint", tokenizer_files))
+
+    assert done.returncode == 19, done.stderr[-3000:]
+    result = json.loads(termination)
+    assert result["reason"] == "AccessDenied" and f"${variable}" in result["message"] and "U+000A" in result["message"]
+    assert_no_secret([env[variable], broken[:6], broken[6:], s3.secret_access_key], logs=done.stderr, termination_message=termination)
+
+
+def test_the_progress_json_is_redacted_too():
+    import urllib.request
+
+    from kompress_job.progress import ProgressReporter
+    from kompress_job.progress_server import ProgressServer
+    from kompress_job.redaction import Redactor
+
+    secret = "planted/progress+secret=%41 é\n"
+    reporter = ProgressReporter(["publish"])
+    with ProgressServer(reporter, "127.0.0.1:0", redact=Redactor.from_env({"AWS_SECRET_ACCESS_KEY": secret})) as server:
+        with reporter.stage("publish"):
+            reporter.message(f"uploading with {secret!r}, {json.dumps(secret)}, {quote(secret)}, {base64.b64encode(('u:' + secret).encode()).decode()}")
+            with urllib.request.urlopen(server.url + "/progress", timeout=5) as response:
+                body = response.read().decode()
+    assert "uploading with" in body
+    assert_no_secret([secret], progress_json=body)
+
+
 @pytest.mark.slow
 def test_a_run_that_really_compresses_leaks_no_secret_value(s3, bucket, hub, tmp_path):
     """The tiny GLM4-MoE from the Hub stand-in, compressed by llm-compressor for real (load, compress, save,
@@ -86,7 +159,7 @@ def test_a_run_that_really_compresses_leaks_no_secret_value(s3, bucket, hub, tmp
     from kompress_testing.models import write_model
 
     model = write_model("glm4-moe", tmp_path / "glm4-moe")
-    commit = hub.add_repo("planted/tiny-glm4-moe", model, token=HF_TOKEN)
+    commit = hub.add_repo("planted/tiny-glm4-moe", model, token=HF_TOKEN.strip())
     doc = {
         "metadata": {"name": "planted-real", "namespace": "ml", "uid": "5678"},
         "spec": {

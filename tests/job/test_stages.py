@@ -12,7 +12,7 @@ from _worker_helpers import CALIBRATION_LENGTH, RUNS, compressed, make_ctx, make
 from kompress_api.exit_codes import ExitCode
 
 from kompress_job import pipeline
-from kompress_job.errors import ModelNotFound, NoCalibrationSamples, VerificationFailed
+from kompress_job.errors import CompressionMismatch, ModelFileCorrupt, ModelNotFound, NoCalibrationSamples, VerificationFailed
 from kompress_job.verification import holds_n_m
 
 
@@ -40,6 +40,20 @@ def test_preset_compresses_saves_and_verifies(compressed, tiny_models, model, pr
     groups = config["quantization_config"]["config_groups"]
     # one compressed-tensors config group per planned scheme (sparsity is not a config group)
     assert len(groups) == len({a.scheme.name for a in ctx.recipe.assignment.values() if a.scheme is not None})
+    # a pruned checkpoint says so, as compressed-tensors' SparsityCompressionConfig reads it; an unpruned one does not
+    from compressed_tensors.config import SparsityCompressionConfig
+
+    from kompress_job.recipe.patterns import matched_names
+
+    recorded = config["quantization_config"]["sparsity_config"]
+    pruned = {name for name, a in ctx.recipe.assignment.items() if a.sparsity}
+    if preset.startswith("sparse24"):
+        sparsity = SparsityCompressionConfig.load_from_registry(recorded["format"], **recorded)
+        assert sparsity.sparsity_structure == "2:4" and sparsity.format == "dense" and sparsity.ignore == []
+        assert set(matched_names(sparsity.targets, ctx.recipe.assignment)) == pruned  # exactly the pruned modules
+        assert 0.1 < sparsity.global_sparsity < 0.5
+    else:
+        assert recorded == {} and not pruned
     # the recipe that ran can be read back by llm-compressor itself (upstream's recipe.yaml cannot)
     readback = LlmcRecipe.create_instance(str(out / "recipe.yaml"))
     assert [type(m).__name__ for m in readback.modifiers] == [type(m).__name__ for m in ctx.recipe.modifiers()]
@@ -121,14 +135,61 @@ def test_verification_fails_on_a_checkpoint_that_is_not_what_the_recipe_said(com
     expert[expert == 0] = 1  # 2:4 gone where it was asked for
     tensors["model.layers.1.mlp.experts.0.down_proj.weight"] = expert
     save_file(tensors, str(shard), metadata={"format": "pt"})
+    config = json.loads((tampered / "config.json").read_text())
+    config["quantization_config"]["sparsity_config"] = {}  # what compressed-tensors 0.19 writes by itself
+    (tampered / "config.json").write_text(json.dumps(config))
 
     check = make_ctx(ctx.job, ctx.model_dir, tmp_path)
     check.recipe, check.tokenizer, check.checkpoint_dir = ctx.recipe, ctx.tokenizer, tampered
     with pytest.raises(VerificationFailed) as err:
         run_stages(check, "verify")
     assert "lm_head: planned untouched but carries a 2:4 sparsity mask" in err.value.message
+    assert "config.json's sparsity_config does not record the 2:4 sparsity" in err.value.message
     assert "model.layers.1.mlp.experts.0.down_proj: 2:4 sparsity planned but not present" in err.value.message
     assert err.value.exit is ExitCode.VERIFICATION_FAILED
+
+
+@pytest.mark.slow
+def test_a_corrupt_or_missing_weight_file_is_model_file_corrupt_naming_the_file(tiny_models, tmp_path):
+    """Not an internal error retried on GPUs: a distinct, non-retried code, and which file it is."""
+    model = shutil.copytree(tiny_models["llama"], tmp_path / "model")
+    [shard] = sorted(model.glob("*.safetensors"))
+    shard.write_bytes(shard.read_bytes()[:-1000])  # truncated, as an interrupted copy leaves it
+    with pytest.raises(ModelFileCorrupt) as err:
+        run_stages(make_ctx(make_job(model, preset="w4a16"), model, tmp_path / "work"), "load-model")
+    assert shard.name in err.value.message and err.value.exit.code == 23 and not err.value.exit.retriable
+
+    shard.unlink()
+    (model / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"lm_head.weight": shard.name}}))
+    (model / "other.safetensors").write_bytes((tiny_models["llama"] / shard.name).read_bytes())
+    with pytest.raises(ModelFileCorrupt, match=shard.name):
+        run_stages(make_ctx(make_job(model, preset="w4a16"), model, tmp_path / "work2"), "load-model")
+
+
+@pytest.mark.slow
+def test_a_model_without_a_usable_tokenizer_or_config_is_model_not_found_not_retried(tiny_models, tmp_path):
+    model = shutil.copytree(tiny_models["llama"], tmp_path / "model")
+    for path in model.glob("tokenizer*"):
+        path.unlink()
+    with pytest.raises(ModelNotFound, match="has no tokenizer transformers can load") as err:
+        run_stages(make_ctx(make_job(model, preset="w4a16"), model, tmp_path / "work"), "load-model")
+    assert "\n" not in err.value.message
+    (model / "config.json").write_text("{not json")
+    with pytest.raises(ModelNotFound, match="config.json in .* is not JSON"):
+        run_stages(make_ctx(make_job(model, preset="w4a16"), model, tmp_path / "work2"), "load-model")
+
+
+@pytest.mark.slow
+def test_schemes_llm_compressor_did_not_apply_are_a_non_retried_compression_mismatch(tiny_models, tmp_path, monkeypatch):
+    from kompress_job.stages import compress
+
+    ctx = make_ctx(make_job(tiny_models["llama"], preset="w4a16"), tiny_models["llama"], tmp_path)
+    run_stages(ctx, "load-model")
+    monkeypatch.setattr(compress, "run_oneshot", lambda *args, **kwargs: None)  # a library that silently did nothing
+    with pytest.raises(CompressionMismatch) as err:
+        run_stages(ctx, "compress")
+    assert "did not apply the planned schemes" in err.value.message and "model.layers.0.self_attn.q_proj" in err.value.message
+    assert err.value.exit.code == 24 and not err.value.exit.retriable
 
 
 @pytest.mark.unit

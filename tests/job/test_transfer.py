@@ -105,6 +105,32 @@ def test_an_interrupted_multipart_upload_resumes_without_resending_its_parts(s3,
     assert client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
 
 
+def test_an_upload_that_starts_over_counts_its_bytes_once(s3, client, bucket, big_file):
+    """A resumed upload whose completion the store refuses starts clean: progress must not pass 100 %."""
+    from botocore.exceptions import ClientError
+
+    fail_after(client, "UploadPart", allowed=2)
+    with S3Transfer(client, SMALL_PARTS) as transfer, pytest.raises(InjectedFault):
+        transfer.upload_files([UploadItem(big_file, bucket, "m/shard")])
+
+    fresh = make_client(S3Access(**s3.access()), s3.env("output"), "output")
+    refused: list[str] = []
+
+    def refuse_first_completion(request, **_):
+        if not refused:
+            refused.append(request.url)
+            raise ClientError({"Error": {"Code": "InvalidPart", "Message": "one or more parts could not be found"}}, "CompleteMultipartUpload")
+
+    fresh.meta.events.register("before-send.s3.CompleteMultipartUpload", refuse_first_completion)
+    progress: list[tuple[int, int]] = []
+    with S3Transfer(fresh, SMALL_PARTS) as transfer:
+        transfer.upload_files([UploadItem(big_file, bucket, "m/shard")], on_bytes=lambda done, total: progress.append((done, total)))
+
+    size = big_file.stat().st_size
+    assert refused and fresh.get_object(Bucket=bucket, Key="m/shard")["Body"].read() == big_file.read_bytes()
+    assert max(done for done, _ in progress) <= size and progress[-1] == (size, size)
+
+
 @pytest.mark.parametrize("range_mib", [5, 10, 64])  # one part per range, two, all three
 def test_download_verifies_against_the_stores_checksums(client, bucket, big_file, tmp_path, range_mib):
     small = tmp_path / "config.json"
@@ -151,10 +177,13 @@ def test_a_corrupted_partial_download_is_caught_and_fetched_again(s3, client, bu
         f.write(bytes([byte[0] ^ 0xFF]))
 
     gets = count(client, "GetObject")
+    progress: list[tuple[int, int]] = []
     with S3Transfer(client, SMALL_PARTS) as transfer:
-        transfer.download_objects(download_items(client, bucket, [("m/shard", "shard")], dest))
+        transfer.download_objects(download_items(client, bucket, [("m/shard", "shard")], dest), on_bytes=lambda d, t: progress.append((d, t)))
     assert len(gets) == 2 + 3  # the missing ranges, then the whole object again after the mismatch
     assert (dest / "shard").read_bytes() == big_file.read_bytes()
+    size = big_file.stat().st_size
+    assert max(done for done, _ in progress) <= size and progress[-1] == (size, size)  # fetched twice, counted once
 
 
 def test_a_verified_download_is_not_fetched_again(client, bucket, big_file, tmp_path):

@@ -1,5 +1,6 @@
-"""Helpers and fixtures for the operator's integration tests: the emulated API server, the operator, and a
-stand-in for the Job controller and kubelet that writes Job and Pod status through the API, as they would.
+"""Helpers and fixtures for the operator's integration tests: the session's real control plane (a namespace
+per test), the operator, and the test playing the kubelet of one Node (it writes Pod status through the API,
+as a kubelet would). The Job controller, the scheduler and the garbage collector are Kubernetes' own.
 (conftest.py re-exports the fixtures; tests import the helpers from here.)"""
 
 from __future__ import annotations
@@ -22,11 +23,6 @@ from kompress_api import v1alpha1 as api
 from kompress_api.worker_protocol import PlannerResult, WorkerResult
 from kompress_testing.wrappers import make_cjob
 
-KUBECTL = "/usr/bin/kubectl"
-NAMESPACE = "ml"
-CJOBS = "/apis/kompress.dev/v1alpha1/namespaces/ml/compressionjobs"
-JOBS = "/apis/batch/v1/namespaces/ml/jobs"
-PODS = "/api/v1/namespaces/ml/pods"
 
 
 def wait_for(what: str, probe: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05) -> Any:
@@ -47,30 +43,45 @@ def wait_for(what: str, probe: Callable[[], Any], timeout: float = 10.0, interva
 
 @dataclass
 class Cluster:
-    """The emulated API server (the harness's `apiserver` fixture) with the views these tests need."""
+    """The session's control plane seen from this test's namespace, with the views these tests need."""
 
     api: Any  # kompress_testing.pytest_plugin.Cluster
-    kubeconfig: Path  # admin, default namespace ml
+
+    @property
+    def namespace(self) -> str:
+        return self.api.namespace
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.api.kubeconfig
 
     @property
     def client(self) -> Any:
         return self.api.client
 
     @property
-    def server(self) -> Any:
-        return self.api.server
+    def cjobs_path(self) -> str:
+        return f"/apis/kompress.dev/v1alpha1/namespaces/{self.namespace}/compressionjobs"
+
+    @property
+    def jobs_path(self) -> str:
+        return f"/apis/batch/v1/namespaces/{self.namespace}/jobs"
+
+    @property
+    def pods_path(self) -> str:
+        return f"/api/v1/namespaces/{self.namespace}/pods"
 
     def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run([KUBECTL, *args], input=input, env=self.api.env(self.kubeconfig), capture_output=True, text=True, timeout=60)
-        if check and result.returncode != 0:
-            raise AssertionError(f"kubectl {' '.join(args)} failed ({result.returncode}): {result.stderr}")
-        return result
+        return self.api.kubectl(*args, input=input, check=check)
 
     def apply(self, manifest: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+        """kubectl apply, into this test's namespace whatever the manifest says."""
+        manifest = copy.deepcopy(manifest)
+        manifest["metadata"]["namespace"] = self.namespace
         return self.kubectl("apply", "-f", "-", input=yaml.safe_dump(manifest))
 
     def cjob(self, name: str) -> dict[str, Any]:
-        return self.client.get(f"{CJOBS}/{name}")
+        return self.client.get(f"{self.cjobs_path}/{name}")
 
     def status(self, name: str) -> dict[str, Any]:
         return self.cjob(name).get("status") or {}
@@ -79,25 +90,25 @@ class Cluster:
         return next((c for c in self.status(name).get("conditions") or [] if c["type"] == ctype), None)
 
     def jobs(self) -> list[dict[str, Any]]:
-        return self.client.get(JOBS)["items"]
+        return self.client.get(self.jobs_path)["items"]
 
     def job(self, name: str) -> dict[str, Any]:
-        return self.client.get(f"{JOBS}/{name}")
+        return self.client.get(f"{self.jobs_path}/{name}")
+
+    def pods(self, job_name: str) -> list[dict[str, Any]]:
+        return self.client.get(self.pods_path, labelSelector=f"batch.kubernetes.io/job-name={job_name}")["items"]
 
     def events(self, name: str) -> list[dict[str, Any]]:
-        items = self.client.get(f"/api/v1/namespaces/{NAMESPACE}/events")["items"]
+        items = self.client.get(f"/api/v1/namespaces/{self.namespace}/events")["items"]
         return [e for e in items if e.get("involvedObject", {}).get("name") == name and e["involvedObject"].get("kind") == "CompressionJob"]
 
-    def wait_phase(self, name: str, phase: str, timeout: float = 10.0) -> dict[str, Any]:
+    def wait_phase(self, name: str, phase: str, timeout: float = 15.0) -> dict[str, Any]:
         return wait_for(f"{name} to be {phase}", lambda: (s := self.status(name)).get("phase") == phase and s, timeout)
 
 
 @pytest.fixture
-def cluster(apiserver: Any, tmp_path: Path) -> Cluster:
-    from kompress_testing.apiserver import ADMIN_TOKEN, write_kubeconfig
-
-    apiserver.client.post("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
-    return Cluster(apiserver, write_kubeconfig(tmp_path / "kubeconfig-ml", apiserver.url, ADMIN_TOKEN, namespace=NAMESPACE))
+def cluster(apiserver: Any) -> Cluster:
+    return Cluster(apiserver)
 
 
 @dataclass
@@ -114,13 +125,16 @@ class Clock:
 
 
 class OperatorThread:
-    """The real operator (Kopf, real HTTP) in its own thread and event loop."""
+    """The real operator (Kopf, real HTTP) in its own thread and event loop. It watches only the test's
+    namespace unless told otherwise: the session's cluster holds other tests' leftovers."""
 
-    def __init__(self, kubeconfig: Path, clock: Clock, **settings: Any) -> None:
+    def __init__(self, cluster: Cluster, clock: Clock, **settings: Any) -> None:
         from kompress_operator.config import OperatorConfig
 
-        settings = {"resync_interval_s": 0.3, "worker_image": "registry.example/kompress-job:1.0", **settings}
-        self.config = OperatorConfig(kubeconfig=str(kubeconfig), health_port=0, metrics_port=0, **settings)
+        settings = {"kubeconfig": cluster.kubeconfig, "resync_interval_s": 0.3, "worker_image": "registry.example/kompress-job:1.0",
+                    "watch_namespaces": (cluster.namespace,), "health_port": 0, "metrics_port": 0, **settings}
+        settings["kubeconfig"] = str(settings["kubeconfig"])
+        self.config = OperatorConfig(**settings)
         self.clock = clock
         self.runtime: Any = None
         self._stop = threading.Event()
@@ -164,55 +178,88 @@ def clock() -> Clock:
 
 @pytest.fixture
 def operator(cluster: Cluster, clock: Clock) -> Iterator[OperatorThread]:
-    op = OperatorThread(cluster.kubeconfig, clock).start()
+    op = OperatorThread(cluster, clock).start()
     yield op
     op.stop()
 
 
-class JobController:
-    """Plays the Job controller and the kubelet: makes a Job's pod and writes Pod and Job status through the API."""
+GPU_NODE_CAPACITY = {"cpu": "64", "memory": "1Ti", "ephemeral-storage": "10Ti", "pods": "110", "nvidia.com/gpu": "8"}
 
-    def __init__(self, cluster: Cluster) -> None:
+
+class Kubelet:
+    """The test plays the kubelet of one Node (8 GPUs) that kube-scheduler binds pods to: it writes the
+    status of the pods the real Job controller made, and the Job controller decides the rest."""
+
+    def __init__(self, cluster: Cluster, node_name: str) -> None:
         self.cluster = cluster
+        self.node_name = node_name
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._confirm_deletions, name=f"kubelet {node_name}", daemon=True)
 
-    def start_pod(self, job_name: str, suffix: str = "aaaaa") -> dict[str, Any]:
-        from kompress_testing.wrappers import pod_for
+    def _confirm_deletions(self) -> None:
+        """What a kubelet does for a deleted pod (the Job controller's, on suspend or a deadline): the container is
+        stopped (SIGTERM: exit 143) and the pod's deletion confirmed with grace 0, so replacements can follow."""
+        from kompress_testing.cluster.client import ApiStatusError
+        from kompress_testing.wrappers import PodWrapper
 
-        job = self.cluster.job(job_name)
-        pod = pod_for(job, suffix).obj()
-        for key in ("uid", "creationTimestamp"):
-            pod["metadata"].pop(key, None)
-        pod.pop("status", None)
-        return self.cluster.client.post(PODS, pod)
+        client = self.cluster.client
+        while not self._stop.wait(0.2):
+            try:
+                pods = client.get("/api/v1/pods", fieldSelector=f"spec.nodeName={self.node_name}")["items"]
+                for pod in (p for p in pods if p["metadata"].get("deletionTimestamp")):
+                    url = f"/api/v1/namespaces/{pod['metadata']['namespace']}/pods/{pod['metadata']['name']}"
+                    if (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed"):
+                        client.patch(url + "/status", {"status": PodWrapper(copy.deepcopy(pod)).terminated(143).obj()["status"]})
+                    client.delete(url, {"apiVersion": "v1", "kind": "DeleteOptions", "gracePeriodSeconds": 0,
+                                        "preconditions": {"uid": pod["metadata"]["uid"]}})
+            except (ApiStatusError, OSError):
+                continue
+
+    def register(self) -> None:
+        node = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": self.node_name, "labels": {"kubernetes.io/hostname": self.node_name}}}
+        url = f"/api/v1/nodes/{self.node_name}"
+        self.cluster.client.post("/api/v1/nodes", node)
+        # TaintNodesByCondition's not-ready taint: the node lifecycle controller would lift it (not run here).
+        self.cluster.client.patch(url, {"spec": {"taints": None}})
+        now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        ready = {"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "played by the test",
+                 "lastHeartbeatTime": now, "lastTransitionTime": now}
+        self.cluster.client.patch(url + "/status", {"status": {"capacity": GPU_NODE_CAPACITY, "allocatable": GPU_NODE_CAPACITY,
+                                                               "conditions": [ready]}})
+        self._thread.start()
+
+    def remove(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.cluster.client.delete(f"/api/v1/nodes/{self.node_name}")
+
+    def start_pod(self, job_name: str) -> dict[str, Any]:
+        """The pod the Job controller made for `job_name` (waits for it); the newest if there are several."""
+        pods = wait_for(f"a pod of Job {job_name}", lambda: [p for p in self.cluster.pods(job_name) if not p["metadata"].get("deletionTimestamp")
+                                                              and (p.get("status") or {}).get("phase") in (None, "Pending")])
+        return max(pods, key=lambda p: p["metadata"]["creationTimestamp"])
 
     def pod_status(self, pod_name: str, state: Callable[[Any], Any]) -> dict[str, Any]:
         """state: a PodWrapper method chain, e.g. lambda p: p.running(ip="127.0.0.1")."""
         from kompress_testing.wrappers import PodWrapper
 
-        pod = self.cluster.client.get(f"{PODS}/{pod_name}")
+        pod = self.cluster.client.get(f"{self.cluster.pods_path}/{pod_name}")
         status = state(PodWrapper(copy.deepcopy(pod))).obj()["status"]
-        return self.cluster.client.patch(f"{PODS}/{pod_name}/status", {"status": status})
+        return self.cluster.client.patch(f"{self.cluster.pods_path}/{pod_name}/status", {"status": status})
 
-    def job_status(self, job_name: str, state: Callable[[Any], Any]) -> dict[str, Any]:
-        """state: a JobWrapper method chain, e.g. lambda j: j.started().counts(active=1)."""
-        from kompress_testing.wrappers import JobWrapper
-
-        job = self.cluster.job(job_name)
-        status = state(JobWrapper(job)).obj()["status"]
-        return self.cluster.client.patch(f"{JOBS}/{job_name}/status", {"status": status})
-
-    def run_to_end(self, job_name: str, pod_state: Callable[[Any], Any], job_state: Callable[[Any], Any], suffix: str = "aaaaa") -> dict[str, Any]:
-        """A pod that runs and ends (pod_state), then the Job's verdict (job_state)."""
-        pod = self.start_pod(job_name, suffix)
-        self.job_status(job_name, lambda j: j.started())
-        self.pod_status(pod["metadata"]["name"], pod_state)
-        self.job_status(job_name, job_state)
-        return pod
+    def run_to_end(self, job_name: str, pod_state: Callable[[Any], Any]) -> dict[str, Any]:
+        """The Job's pod runs and ends (pod_state); the Job controller then gives the Job its verdict."""
+        pod = self.start_pod(job_name)
+        self.pod_status(pod["metadata"]["name"], lambda p: p.running())
+        return self.pod_status(pod["metadata"]["name"], pod_state)
 
 
 @pytest.fixture
-def controller(cluster: Cluster) -> JobController:
-    return JobController(cluster)
+def controller(cluster: Cluster) -> Iterator[Kubelet]:
+    kubelet = Kubelet(cluster, f"gpu-node-{cluster.namespace[-6:]}")
+    kubelet.register()
+    yield kubelet
+    kubelet.remove()
 
 
 def result_json(model: Any) -> str:
@@ -248,10 +295,10 @@ def one_job(cluster: Cluster, role: str) -> dict[str, Any]:
     return job
 
 
-def plan(cluster: Cluster, controller: JobController, result: PlannerResult | None = None) -> dict[str, Any]:
+def plan(cluster: Cluster, controller: Kubelet, result: PlannerResult | None = None) -> dict[str, Any]:
     """Let the planning pod succeed with a plan, and return the worker Job that follows."""
     job = one_job(cluster, "plan")
-    controller.run_to_end(job["metadata"]["name"], lambda p: p.succeeded(result or PlannerResult(ok=True, plan=PLAN)), lambda j: j.complete())
+    controller.run_to_end(job["metadata"]["name"], lambda p: p.succeeded(result or PlannerResult(ok=True, plan=PLAN)))
     return one_job(cluster, "worker")
 
 

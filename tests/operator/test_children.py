@@ -217,7 +217,7 @@ def test_scratch_on_a_storage_class_is_a_generic_ephemeral_volume():
 
 def test_scheduling_is_passed_through_unchanged():
     affinity = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": [{"key": "gpu", "operator": "In", "values": ["h100"]}]}]}}}
-    tolerations = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    tolerations = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}, {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}]
     wrapper = make_cjob().with_scheduling(
         nodeSelector={"pool": "gpu"},
         tolerations=tolerations,
@@ -294,3 +294,41 @@ def test_quantities_round_up():
     assert children.bytes_to_quantity(8 * 1024**3) == "8Gi"
     assert children.bytes_to_quantity(10 * 1024**3) == "10Gi"
     assert children.bytes_to_quantity(10 * 1024**3 + 1) == "11Gi"
+
+
+# --- lm-eval task sources ----------------------------------------------------------------------
+
+
+def _with_tasks(source):
+    return make_cjob(uid=UID).with_spec(evaluation={"tasks": [{"name": "kompress_chat_mc"}], "taskSource": source})
+
+
+def test_a_task_config_map_is_mounted_read_only_where_the_worker_reads_tasks():
+    job = worker(_with_tasks({"configMap": "lm-eval-tasks"}))
+    kubernetes_validate.validate(job, "1.32.0", strict=True)
+    mounts = {m["name"]: m for m in container(job)["volumeMounts"]}
+    assert mounts["tasks"] == {"name": "tasks", "mountPath": api.TASK_CONFIG_MAP_MOUNT, "readOnly": True}
+    volumes = {v["name"]: v for v in job["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["tasks"] == {"name": "tasks", "configMap": {"name": "lm-eval-tasks"}}
+
+
+def test_a_task_volume_is_mounted_read_only_even_when_the_spec_says_read_write():
+    job = worker(_with_tasks({"volume": {"claimName": "evals", "mountPath": "/evals", "subPath": "lm-eval", "readOnly": False}}))
+    kubernetes_validate.validate(job, "1.32.0", strict=True)
+    mounts = {m["name"]: m for m in container(job)["volumeMounts"]}
+    assert mounts["tasks"] == {"name": "tasks", "mountPath": "/evals", "readOnly": True, "subPath": "lm-eval"}
+    volumes = {v["name"]: v for v in job["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["tasks"]["persistentVolumeClaim"] == {"claimName": "evals", "readOnly": True}
+
+
+def test_an_s3_task_source_gets_its_own_credentials_by_reference_and_no_mount():
+    job = worker(_with_tasks({"uri": "s3://evals/lm-eval", "s3": {"credentialsSecret": "evals-creds"}}))
+    env_from = {e["prefix"]: e["secretRef"]["name"] for e in container(job)["envFrom"]}
+    assert env_from == {S3_ENV_PREFIX["tasks"]: "evals-creds"}
+    assert "tasks" not in {m["name"] for m in container(job)["volumeMounts"]}
+
+
+def test_the_plan_job_gets_no_task_source():
+    job = children.build_plan_job(parse(_with_tasks({"configMap": "lm-eval-tasks"})), CONFIG)
+    pod = job["spec"]["template"]["spec"]
+    assert all("configMap" not in v for v in pod.get("volumes", [])) and "tasks" not in {m["name"] for m in container(job).get("volumeMounts", [])}

@@ -17,7 +17,7 @@ from kompress_testing.wrappers import make_cjob
 
 from kompress_operator import children
 from kompress_operator.config import OperatorConfig
-from operator_cluster import CJOBS, JOBS, PLAN, OperatorThread, jobs_of, plan, wait_for
+from operator_cluster import PLAN, OperatorThread, jobs_of, plan, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -27,7 +27,7 @@ def _conditions(status):
 
 
 def test_restart_mid_flight_keeps_one_job_and_the_status(cluster, controller, clock):
-    first = OperatorThread(cluster.kubeconfig, clock).start()
+    first = OperatorThread(cluster, clock).start()
     cluster.apply(make_cjob("tiny").manifest())
     worker = plan(cluster, controller)
     before = cluster.wait_phase("tiny", "Queued")
@@ -36,10 +36,9 @@ def test_restart_mid_flight_keeps_one_job_and_the_status(cluster, controller, cl
     # while no operator runs, the worker starts
     name = worker["metadata"]["name"]
     pod = controller.start_pod(name)
-    controller.job_status(name, lambda j: j.started())
     controller.pod_status(pod["metadata"]["name"], lambda p: p.running())
 
-    second = OperatorThread(cluster.kubeconfig, clock).start()
+    second = OperatorThread(cluster, clock).start()
     try:
         after = cluster.wait_phase("tiny", "Running")
         # the replayed history (every object listed again as new) made nothing twice
@@ -58,10 +57,10 @@ def test_a_job_created_just_before_a_crash_is_adopted_not_duplicated(cluster, co
     # The operator created the planning Job and died before recording it in the status.
     cluster.apply(make_cjob("tiny").manifest())
     cjob = api.parse(cluster.cjob("tiny"))
-    cluster.client.post(JOBS, children.build_plan_job(cjob, OperatorConfig(worker_image="registry.example/kompress-job:1.0")))
+    cluster.client.post(cluster.jobs_path, children.build_plan_job(cjob, OperatorConfig(worker_image="registry.example/kompress-job:1.0")))
     assert cluster.status("tiny") == {}
 
-    op = OperatorThread(cluster.kubeconfig, clock).start()
+    op = OperatorThread(cluster, clock).start()
     try:
         status = cluster.wait_phase("tiny", "Planning")
         assert status["children"]["planJob"] == children.plan_job_name(cjob)
@@ -76,9 +75,9 @@ def test_a_job_of_the_same_name_owned_by_another_is_not_adopted(cluster, clock):
     cjob = api.parse(cluster.cjob("tiny"))
     squatter = children.build_plan_job(cjob, OperatorConfig())
     squatter["metadata"]["ownerReferences"] = []
-    cluster.client.post(JOBS, squatter)
+    cluster.client.post(cluster.jobs_path, squatter)
 
-    op = OperatorThread(cluster.kubeconfig, clock).start()
+    op = OperatorThread(cluster, clock).start()
     try:
         cluster.wait_phase("tiny", "Failed")
         failed = cluster.condition("tiny", "Failed")
@@ -95,8 +94,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _start_process(kubeconfig, health: int, metrics: int) -> subprocess.Popen:
-    args = [sys.executable, "-m", "kompress_operator", f"--kubeconfig={kubeconfig}", f"--health-port={health}", f"--metrics-port={metrics}", "--resync-interval=0.3", "--worker-image=registry.example/kompress-job:1.0"]
+def _start_process(cluster, health: int, metrics: int) -> subprocess.Popen:
+    args = [sys.executable, "-m", "kompress_operator", f"--kubeconfig={cluster.kubeconfig}", f"--watch-namespaces={cluster.namespace}", f"--health-port={health}", f"--metrics-port={metrics}", "--resync-interval=0.3", "--worker-image=registry.example/kompress-job:1.0"]
     return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**os.environ, "KOMPRESS_LOG_FORMAT": "json"})
 
 
@@ -111,7 +110,7 @@ def _get(url: str) -> str | None:
 def test_a_killed_operator_process_restarts_without_duplicates(cluster, controller):
     """SIGKILL mid-flight: no graceful shutdown, no chance to finish a write."""
     health, metrics = _free_port(), _free_port()
-    process = _start_process(cluster.kubeconfig, health, metrics)
+    process = _start_process(cluster, health, metrics)
     try:
         wait_for("the probe", lambda: _get(f"http://127.0.0.1:{health}/healthz"), timeout=20)
         for i in range(5):
@@ -121,10 +120,10 @@ def test_a_killed_operator_process_restarts_without_duplicates(cluster, controll
         process.send_signal(signal.SIGKILL)
         process.wait(10)
 
-        process = _start_process(cluster.kubeconfig, health, metrics)
+        process = _start_process(cluster, health, metrics)
         wait_for("every job planning", lambda: all(cluster.status(f"job-{i}").get("phase") == "Planning" for i in range(5)), timeout=20)
         for i in range(5):
-            controller.run_to_end(children.plan_job_name(api.parse(cluster.cjob(f"job-{i}"))), lambda p: p.succeeded(PlannerResult(ok=True, plan=PLAN)), lambda j: j.complete())
+            controller.run_to_end(children.plan_job_name(api.parse(cluster.cjob(f"job-{i}"))), lambda p: p.succeeded(PlannerResult(ok=True, plan=PLAN)))
         wait_for("every job queued", lambda: all(cluster.status(f"job-{i}").get("phase") == "Queued" for i in range(5)), timeout=20)
         time.sleep(1)  # a few resyncs
         assert len(jobs_of(cluster, "plan")) == 5 and len(jobs_of(cluster, "worker")) == 5
@@ -140,4 +139,4 @@ def test_a_killed_operator_process_restarts_without_duplicates(cluster, controll
             process.wait(10)
         except subprocess.TimeoutExpired:
             process.kill()
-    assert cluster.client.get(CJOBS)["items"]
+    assert cluster.client.get(cluster.cjobs_path)["items"]

@@ -492,3 +492,40 @@ def test_a_spec_the_model_refuses_fails_with_invalid_spec():
     failed = cond(update, "Failed")
     assert failed["reason"] == "InvalidSpec" and "exactly one of preset or custom" in failed["message"]
     assert update.status["phase"] == "Failed"
+
+
+def _scores(n: int) -> list[api.TaskScore]:
+    return [api.TaskScore(task=f"task{i}", metric="acc", original=0.875, compressed=0.8542, difference=-0.0208, original_stderr=0.048, compressed_stderr=0.051, higher_is_better=True) for i in range(n)]
+
+
+def test_task_scores_reach_the_status_result_and_the_succeeded_message():
+    with_tasks = RESULT.model_copy(update={"metrics": RESULT.metrics.model_copy(update={"tasks": _scores(1), "task_backend": "hf"})})
+    scene = Scene().worker_running({"stage": "publish", "percent": 97})
+    scene.step()
+    scene.worker_pods = [pod_for(scene.worker_job, "aaaaa").succeeded(with_tasks).obj()]
+    scene.worker_job = JobWrapper(scene.worker_job).complete().obj()
+    update = scene.step()
+    metrics = update.status["result"]["metrics"]
+    assert metrics["taskBackend"] == "hf"
+    assert metrics["tasks"] == [{"task": "task0", "metric": "acc", "original": 0.875, "compressed": 0.8542, "difference": -0.0208, "originalStderr": 0.048, "compressedStderr": 0.051, "higherIsBetter": True}]
+    assert cond(update, "Succeeded")["message"].endswith("top-1 agreement 92.0%, task0 acc 0.875 -> 0.854")
+
+
+def test_the_message_names_a_few_task_scores_and_says_where_the_rest_are():
+    metrics = api.EvaluationMetrics(tasks=_scores(5), task_scores_omitted=7)
+    assert st.task_figures(metrics) == ["task0 acc 0.875 -> 0.854", "task1 acc 0.875 -> 0.854", "task2 acc 0.875 -> 0.854", "9 more task scores in status.result.metrics.tasks and the manifest"]
+    assert st.task_figures(api.EvaluationMetrics()) == []
+
+
+def test_a_missed_task_drop_keeps_the_scores_and_the_figures_in_the_failed_message():
+    line = "task kompress_chat_mc acc 0.8750 -> 0.5625 (drop 0.3125) > limit 0.0100"
+    gate = WorkerResult(
+        ok=False, exit_code=17, reason="QualityGateFailed", stage="publish", rejected_uri="s3://models/tiny.rejected",
+        message=f"the compressed model missed the quality gate ({line}); kept for inspection at s3://models/tiny.rejected, not published to s3://models/tiny",
+        metrics=api.EvaluationMetrics(tasks=_scores(1), gate_passed=False),
+    )
+    update = Scene().worker_failed(_failure(gate)).step()
+    failed = cond(update, "Failed")
+    assert failed["reason"] == "QualityGateFailed" and line in failed["message"]
+    assert update.status["result"]["metrics"]["tasks"][0]["compressed"] == 0.8542
+    assert update.status["result"]["rejectedUri"] == "s3://models/tiny.rejected"

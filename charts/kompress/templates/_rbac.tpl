@@ -1,5 +1,5 @@
 {{- /*
-The operator's rights, and no more (tests/chart/test_rbac.py removes each rule in turn and shows a scenario
+The operator's rights, and no more (tests/operator/test_operator_rbac.py removes each rule in turn and shows a scenario
 failing). It never reads Secrets: Secret values reach worker pods only through secretKeyRef/envFrom, which the
 kubelet resolves. Planning pods and worker pods run under a ServiceAccount with no rights at all.
 */ -}}
@@ -23,8 +23,9 @@ kubelet resolves. Planning pods and worker pods run under a ServiceAccount with 
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list", "watch"]
-# Events on CompressionJobs for every transition.
+# Events on CompressionJobs for every transition; listed (by the Job's uid and reason FailedCreate) only for
+# a Job that has no pod: a pod the Job controller cannot create shows nowhere else.
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create"]
+  verbs: ["create", "list"]
 {{- end }}

@@ -23,7 +23,7 @@ checkpoints the worker writes), applied module by module to a resolved recipe:
 
 Fused 3-D experts are saved per expert (`experts.{i}.{gate,up,down}_proj.*`), as llm-compressor's linearized
 modules are. The files: safetensors shards of at most 50 GB (transformers' default), each with its JSON header,
-plus `model.safetensors.index.json` when there is more than one. Config, tokenizer and Kompress's records (a
+plus `model.safetensors.index.json` when there is more than one (a carried MTP layer has a shard of its own). Config, tokenizer and Kompress's records (a
 few kB to a few MB) are not counted.
 Must not: import llm-compressor or compressed-tensors, or read weights (a meta-device model is enough).
 """
@@ -87,9 +87,22 @@ class CheckpointLayout:
     group_of: list[str]
     formats: dict[str, str] = field(default_factory=dict)  # group -> compressed-tensors format
 
+    extra_shards: int = 0  # shards of their own (the carried MTP layer), besides the ones the save fills
+    extra_bytes: int = 0
+
     def __post_init__(self) -> None:
         self._sizes = [t.nbytes for t in self.tensors]
         self.tensor_bytes = sum(self._sizes)
+
+    def add_shard(self, tensors: list[Tensor], group: str) -> None:
+        """Tensors written to a shard of their own after the save (kompress_job.mtp.carry)."""
+        if not tensors:
+            return
+        self.tensors = self.tensors + list(tensors)
+        self.group_of = self.group_of + [group] * len(tensors)
+        self.extra_shards += 1
+        self.extra_bytes += sum(t.nbytes for t in tensors)
+        self.__post_init__()
 
     def bytes_by_group(self) -> dict[str, int]:
         out: dict[str, int] = defaultdict(int)
@@ -98,7 +111,7 @@ class CheckpointLayout:
         return dict(out)
 
     def shards(self) -> int:
-        return max(1, math.ceil(self.tensor_bytes / MAX_SHARD_BYTES))
+        return max(1, math.ceil((self.tensor_bytes - self.extra_bytes) / MAX_SHARD_BYTES)) + self.extra_shards
 
     def file_bytes(self) -> int:
         """What the *.safetensors files and the index take on disk."""

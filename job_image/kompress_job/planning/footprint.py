@@ -107,6 +107,7 @@ class Workload:
     evaluation_cost: Any = None  # kompress_job.fidelity.EvaluationCost: baseline + evaluate, by their own model; None when off
     data_free: bool = False  # the recipe runs on the data-free path (kompress_job.data_free)
     source_shard_bytes: int = ASSUMED_SOURCE_SHARD  # the largest source safetensors file
+    task_cost: Any = None  # kompress_job.task_scores.TaskCost: spec.evaluation.tasks on both models; None without tasks
 
     @property
     def distributed(self) -> bool:
@@ -276,12 +277,13 @@ def evaluation_time(w: Workload) -> StageTime:
     if w.devices == 0:
         return StageTime("baseline+evaluate", None, "no estimate without a GPU")
     cost = w.evaluation_cost
+    tasks = w.task_cost
     return StageTime(
         "baseline+evaluate",
-        round(cost.seconds),
+        round(cost.seconds + (tasks.seconds if tasks else 0)),
         f"two forward passes (original before compression, compressed after) over {w.evaluation_samples} x {w.evaluation_length} "
         "held-out tokens: 2 x active parameters x tokens FLOPs at a quarter of an H100's bf16 peak, plus every weight streamed "
-        "from host memory once per batch (kompress_job.fidelity.estimate)",
+        "from host memory once per batch (kompress_job.fidelity.estimate)" + (f"; {tasks.basis} (kompress_job.task_scores.estimate)" if tasks else ""),
     )
 
 
@@ -295,7 +297,7 @@ def evaluation_cost(w: Workload) -> dict[str, Any]:
         "enabled": True,
         "tokens": w.evaluation_samples * w.evaluation_length,
         "seconds": timing.seconds,
-        "gpu_bytes": w.evaluation_cost.memory_bytes,
+        "gpu_bytes": max(w.evaluation_cost.memory_bytes, w.task_cost.memory_bytes if w.task_cost else 0),
         "disk_bytes": w.evaluation_cost.disk_bytes,
         "host_bytes": 0,
         "basis": timing.basis + "; GPU memory: what its batches of rows take at most (fp32 logits, log-probabilities, "

@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Literal
 
+from kompress_api.exit_codes import ExitCode
+
 ERROR = "error"
 WARNING = "warning"
 
@@ -24,6 +26,8 @@ INVALID_RECIPE = "InvalidRecipe"
 PRESET_DOES_NOT_APPLY = "PresetDoesNotApply"
 HOST_MEMORY_TOO_SMALL = "HostMemoryTooSmall"
 SCRATCH_TOO_SMALL = "ScratchTooSmall"
+OUTPUT_OVERLAPS_MODEL = "OutputOverlapsModel"
+MTP_QUANTIZE_UNSUPPORTED = "MtpQuantizeUnsupported"
 # Warnings: it runs; know this.
 GROUP_SIZE_FALLBACK = "GroupSizeFallback"
 SPARSE24_NOT_SERVABLE = "Sparse24NotServable"
@@ -33,6 +37,9 @@ FUSED_PROJECTION_MISMATCH = "FusedProjectionSchemeMismatch"
 KERNEL_ALIGNMENT = "KernelAlignment"
 TENSOR_PARALLEL_MISALIGNMENT = "TensorParallelMisalignment"
 MTP_LAYER_DROPPED = "MtpLayerDropped"
+MTP_LAYER_MISSING = "MtpLayerMissing"
+MTP_LAYER_UNVERIFIED = "MtpLayerUnverified"
+MTP_LAYOUT_UNKNOWN = "MtpLayoutUnknown"
 LARGE_SHARE_KEPT_16BIT = "LargeShareKept16Bit"
 SHM_TOO_SMALL = "ShmTooSmallForDistributed"
 HOST_MEMORY_BELOW_ESTIMATE = "HostMemoryBelowEstimate"
@@ -44,6 +51,18 @@ NO_KERNEL_ON_TARGET = "NoKernelOnTargetGpu"
 
 # Warnings after which vLLM cannot load the checkpoint at all (alignment only costs kernels or TP degrees).
 NOT_LOADABLE_CODES = frozenset({STATIC_INT8_EXPERTS_NOT_LOADABLE, MIXED_SCHEMES_IN_EXPERT, FUSED_PROJECTION_MISMATCH, SPARSE24_NOT_SERVABLE, NO_KERNEL_ON_TARGET})
+TASK_SIZE_UNKNOWN = "TaskSizeUnknown"
+
+
+# The errors that are one of the worker's own refusals keep its exit code, so `kompress plan`, the planning pod
+# and the worker's plan stage end with the code kompress_api.exit_codes documents for them; any other error
+# (memory, scratch), or errors of several kinds, is PlanRejected (20).
+_EXIT_OF = {
+    TARGETS_MATCH_NOTHING: ExitCode.TARGETS_MATCH_NOTHING,
+    OVERLAPPING_GROUPS: ExitCode.OVERLAPPING_GROUPS,
+    INVALID_RECIPE: ExitCode.INVALID_RECIPE,
+    PRESET_DOES_NOT_APPLY: ExitCode.UNSUPPORTED_ARCHITECTURE,
+}
 
 
 @dataclass(frozen=True)
@@ -67,6 +86,12 @@ def error(code: str, message: str, fix: str = "") -> Problem:
 
 def warning(code: str, message: str, fix: str = "") -> Problem:
     return Problem(WARNING, code, message, fix)
+
+
+def exit_for(errors: list[Problem]) -> ExitCode:
+    """The exit code of a plan with these errors: their own when they are all of one kind that has one."""
+    codes = {_EXIT_OF.get(p.code, ExitCode.PLAN_REJECTED) for p in errors}
+    return codes.pop() if len(codes) == 1 else ExitCode.PLAN_REJECTED
 
 
 def ordered(problems: list[Problem]) -> list[Problem]:

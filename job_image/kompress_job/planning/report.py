@@ -61,7 +61,8 @@ def render(plan: Any) -> str:
     """The plan as text (kompress plan without --json; the planning pod's log)."""
     out = [
         f"Plan for {plan.job or 'job'}: {plan.model_uri} ({plan.architecture}, {plan.dtype}), {plan.recipe}",
-        f"{_params(plan.total_parameters)} parameters as loaded, {_gb(plan.bf16_bytes)} in bf16",
+        f"{_params(plan.total_parameters)} parameters as loaded, {_gb(plan.bf16_bytes)} in bf16"
+        + (f" with the {_params(plan.mtp.parameters)} of the MTP layer(s) the checkpoint keeps" if plan.mtp is not None and plan.mtp.checkpoint_tensors else ""),
         "",
     ]
     if plan.groups:
@@ -69,6 +70,8 @@ def render(plan: Any) -> str:
         for g in plan.groups:
             rows.append([g.name, _scheme(g), g.format, f"{g.modules:,}", _params(g.parameters), _gb(g.estimated_bytes)])
         rows.append(["other", "embeddings, norms, buffers", "dense", "", _params(plan.other_parameters), _gb(plan.other_bytes)])
+        if plan.mtp is not None and plan.mtp.checkpoint_tensors:
+            rows.append(["mtp", f"{plan.mtp.layers.count} MTP layer(s), as the source stores them", "dense", "", _params(plan.mtp.parameters), _gb(plan.mtp.bytes)])
         if plan.file_overhead_bytes:
             rows.append(["files", f"{plan.checkpoint_shards} shard(s), {plan.checkpoint_tensors:,} tensors: headers, index", "", "", "", _gb(plan.file_overhead_bytes)])
         rows.append(["total", "", "", "", "", _gb(plan.estimated_checkpoint_bytes)])
@@ -76,8 +79,15 @@ def render(plan: Any) -> str:
         out.append(f"checkpoint ≈ {_gb(plan.estimated_checkpoint_bytes)}: {plan.compression_ratio}x smaller than bf16; {_params(plan.kept_parameters)} parameters kept 16-bit")
     if plan.mtp is not None:
         m = plan.mtp
-        fate = "not in the checkpoint" if m.in_checkpoint is False else ("copied into the checkpoint" if m.in_checkpoint else "fate unknown")
-        out.append(f"multi-token prediction: {m.count} layer(s) {m.prefix or ''}, ≥ {_params(m.parameters)} parameters, downloaded, not loaded, {fate}")
+        if m.checkpoint_tensors:
+            fate = f"kept: {len(m.checkpoint_tensors):,} tensors, {_gb(m.bytes)}, copied unchanged into a shard of their own (counted above)"
+        elif m.handling == "keep" and m.in_source is None:
+            fate = "kept if the source holds them (no index seen: not counted)"
+        elif m.handling == "keep":
+            fate = "none in the source" if m.layers.known else "layout unknown: not carried"
+        else:
+            fate = m.handling
+        out.append(f"multi-token prediction: {m.layers.count} layer(s) {m.layers.where()}, not loaded for compression; {fate}")
     f = plan.footprint
     out += [
         "",

@@ -23,6 +23,8 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
+from kompress_api.v1alpha1 import regex_problem
+
 from kompress_job.errors import InvalidRecipe, OverlappingGroups, TargetsMatchNothing
 from kompress_job.recipe.inventory import ModuleInventory
 from kompress_job.recipe.patterns import matches
@@ -43,6 +45,8 @@ def parse(text: str) -> tuple[Any, dict[str, Any]]:
         raise InvalidRecipe(f"spec.recipe.custom is not valid YAML: {err}") from None
     if not isinstance(raw, dict):
         raise InvalidRecipe("spec.recipe.custom must be a YAML mapping: <name>_stage: {<name>_modifiers: {<ModifierType>: {...}}}")
+    if broken := _broken_regexes(raw, "spec.recipe.custom"):
+        raise InvalidRecipe("; ".join(broken))
     try:
         recipe = LlmcRecipe.from_dict(raw)
     except Exception as err:  # noqa: BLE001 - pydantic, factory and value errors all mean the same to the user
@@ -55,8 +59,22 @@ def parse(text: str) -> tuple[Any, dict[str, Any]]:
     return recipe, raw
 
 
+def _broken_regexes(value: Any, where: str) -> list[str]:
+    """Every `re:` string of the recipe that Python's re cannot compile, with its place (found before anything matches with it)."""
+    if isinstance(value, str):
+        why = regex_problem(value)
+        return [f"{where}: {why}"] if why else []
+    if isinstance(value, dict):
+        return [p for key, item in value.items() for p in _broken_regexes(item, f"{where}.{key}")]
+    if isinstance(value, list):
+        return [p for i, item in enumerate(value) for p in _broken_regexes(item, f"{where}[{i}]")]
+    return []
+
+
 def _short(err: Exception, limit: int = 1500) -> str:
-    text = f"{type(err).__name__}: {err}"
+    from kompress_job.errors import describe  # one line: pydantic's field paths and reasons, without its web links
+
+    text = describe(err)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

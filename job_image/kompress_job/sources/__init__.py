@@ -2,6 +2,8 @@
 
     fetch_model(source, dest, env)   every file the worker needs -> a local folder, resumable, verified
     fetch_config(source, dest, env)  config.json alone (the planner's view of the model)
+    fetch_weight_names(source, ...)  the checkpoint's tensor names, from its safetensors index (the planner's view
+                                     of which multi-token-prediction layers it holds)
 
 Each returns what was fetched and the exact version (Hub commit, digest of the S3 ETags). Failures
 are the worker's errors: ModelNotFound, AccessDenied, StorageUnreachable.
@@ -83,6 +85,28 @@ def fetch_config(source: ModelSource, dest: Path, env: Mapping[str, str], *, rev
     from kompress_job.sources import local
 
     return local.fetch_config(source)
+
+
+def fetch_weight_names(source: ModelSource, dest: Path, env: Mapping[str, str], *, revision: str | None = None) -> list[str] | None:
+    """Every tensor name of the source checkpoint, from model.safetensors.index.json (one more small file, no
+    weights); a folder on a volume without an index answers from its safetensors headers. None: not known (a
+    one-file checkpoint on the Hub or S3)."""
+    from kompress_job.mtp.layers import names_in_index, weight_names
+
+    if revision and model_uri_scheme(source.uri) == "hf":
+        source = source.model_copy(update={"revision": revision})
+    scheme = model_uri_scheme(source.uri)
+    if scheme == "hf":
+        from kompress_job.sources import hub
+
+        index = hub.fetch_index(source, dest, env)
+    elif scheme == "s3":
+        from kompress_job.sources import s3
+
+        index = s3.fetch_index(source, dest, env)
+    else:
+        return weight_names(local_path(source.uri))
+    return names_in_index(index.read_text()) if index is not None else None
 
 
 def check_model(source: ModelSource, env: Mapping[str, str]) -> str | None:

@@ -22,6 +22,7 @@ from typing import Any
 from kompress_api.v1alpha1 import HubAccess, ModelSource
 from kompress_api.worker_protocol import ENV_HF_ENDPOINT, ENV_HF_TOKEN
 
+from kompress_job import credentials
 from kompress_job.checksums import VerifiedFiles, git_blob_id, sha256_file
 from kompress_job.errors import AccessDenied, KompressError, ModelNotFound, StorageUnreachable
 from kompress_job.sources import ByteCallback, FetchedConfig, FetchedModel, prune_extras
@@ -42,7 +43,7 @@ class HubSettings:
 
 def hub_settings(access: HubAccess | None, env: Mapping[str, str], what: str = "model") -> HubSettings:
     access = access or HubAccess()
-    token = env.get(ENV_HF_TOKEN) or None
+    token = credentials.read(env, ENV_HF_TOKEN, where=f"the {what}'s huggingFace.tokenSecret")
     if access.token_secret is not None and token is None:
         raise AccessDenied(
             f"the {what}'s huggingFace.tokenSecret names Secret '{access.token_secret.name}' key '{access.token_secret.key}', "
@@ -256,3 +257,26 @@ def fetch_config(source: ModelSource, dest: Path, env: Mapping[str, str]) -> Fet
         **call,
     )
     return FetchedConfig(path=Path(path), resolved_revision=commit)
+
+
+def fetch_index(source: ModelSource, dest: Path, env: Mapping[str, str]) -> Path | None:
+    """model.safetensors.index.json at the source's revision, or None when the repository has none (one shard)."""
+    import huggingface_hub.errors as hf
+    from huggingface_hub import hf_hub_download
+
+    from kompress_job.mtp.layers import INDEX
+
+    settings = hub_settings(source.hugging_face, env)
+    repo_id = repo_id_of(source.uri)
+    api = hub_api(settings)
+    call = dict(uri=source.uri, what="model", settings=settings, not_found=ModelNotFound, revision=source.revision)
+    commit = hub_call(lambda: resolve_commit(api, repo_id, source.revision), **call)
+
+    def download() -> Path | None:
+        try:
+            return Path(hf_hub_download(repo_id, INDEX, revision=commit, local_dir=dest, endpoint=settings.endpoint, token=settings.token if settings.token else False))
+        except (hf.RemoteEntryNotFoundError, hf.EntryNotFoundError):
+            return None
+
+    dest.mkdir(parents=True, exist_ok=True)
+    return hub_call(download, **call)

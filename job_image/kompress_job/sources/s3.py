@@ -80,3 +80,24 @@ def fetch_config(source: ModelSource, dest: Path, env: Mapping[str, str]) -> Fet
         raise_storage_error(exc, what="model", uri=source.uri, not_found=ModelNotFound, endpoint=source.s3.endpoint if source.s3 else None)
         raise
     return FetchedConfig(path=dest / "config.json", resolved_revision=None)
+
+
+def fetch_index(source: ModelSource, dest: Path, env: Mapping[str, str]) -> Path | None:
+    """model.safetensors.index.json under the prefix, or None when there is none (one shard)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from kompress_job.mtp.layers import INDEX
+
+    loc = parse_s3_uri(source.uri)
+    client = make_client(source.s3, env, "model")
+    try:
+        remote = head_object(client, loc.bucket, loc.child(INDEX))
+        if remote is None:
+            return None
+        dest.mkdir(parents=True, exist_ok=True)
+        with S3Transfer(client, TransferSettings(workers=1)) as transfer:
+            transfer.download_objects([DownloadItem(loc.bucket, remote, dest / INDEX, INDEX)])
+    except (ClientError, BotoCoreError) as exc:
+        raise_storage_error(exc, what="model", uri=source.uri, not_found=ModelNotFound, endpoint=source.s3.endpoint if source.s3 else None)
+        raise
+    return dest / INDEX

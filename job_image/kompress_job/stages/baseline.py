@@ -9,6 +9,9 @@ One accelerator or none: ctx.model is the original in host memory; it is only re
 any dispatch undone), so compression starts from exactly what was loaded. Several accelerators: ctx.model
 is a meta-device structure (the DDP ranks load their own weights), so this stage loads the weights itself
 and drops them before the ranks start.
+With spec.evaluation.tasks, the original is also scored on them with lm-eval (kompress_job.task_scores), on the
+same loaded weights, and the scores are written to ctx.workdir/evaluation/tasks-original.json (ctx.task_record) for
+the evaluate stage; the backend is chosen here (ctx.task_backend) so both models are scored by the same one.
 Must not: modify ctx.model.
 """
 
@@ -16,7 +19,7 @@ from __future__ import annotations
 
 import gc
 
-from kompress_job import fidelity, modelio
+from kompress_job import fidelity, modelio, task_scores
 from kompress_job.context import RunContext
 
 RECORD_DIR = "evaluation/baseline"
@@ -41,9 +44,13 @@ def _on_meta(model) -> bool:  # noqa: ANN001
 
 def run(ctx: RunContext) -> None:
     rows = holdout_rows(ctx)
+    tasks = ctx.job.spec.evaluation.tasks
+    ctx.baseline = None
     if not rows:
-        ctx.baseline = None
-        ctx.log.warning("baseline: no held-out rows (the calibration data had too few usable rows); the model will not be evaluated", extra={"stage": "baseline"})
+        ctx.log.warning("baseline: no held-out rows (the calibration data had too few usable rows); fidelity will not be measured", extra={"stage": "baseline"})
+    if tasks:
+        _prepare_tasks(ctx)
+    if not rows and not tasks:
         return
     spec = ctx.job.spec.model
     model, loaded_here = ctx.model, False
@@ -51,23 +58,53 @@ def run(ctx: RunContext) -> None:
         ctx.progress.message("loading the original's weights for the baseline (the compression ranks load their own)")
         model = modelio.load_causal_lm(ctx.model_dir, dtype=spec.dtype, trust_remote_code=spec.trust_remote_code)
         loaded_here = True
-    ctx.progress.message(f"recording the original on {len(rows)} held-out samples")
     try:
-        ctx.baseline = fidelity.record(
-            model,
-            rows,
-            ctx.workdir / RECORD_DIR,
-            pad_id=pad_id(ctx.tokenizer),
-            on_batch=lambda done, total: ctx.progress.set_steps(done, total, message=f"batch {done}/{total} of held-out samples"),
-        )
+        if rows:
+            ctx.progress.message(f"recording the original on {len(rows)} held-out samples")
+            ctx.baseline = fidelity.record(
+                model,
+                rows,
+                ctx.workdir / RECORD_DIR,
+                pad_id=pad_id(ctx.tokenizer),
+                on_batch=lambda done, total: ctx.progress.set_steps(done, total, message=f"batch {done}/{total} of held-out samples"),
+            )
+        if tasks:
+            _score_original(ctx, model)
     finally:
         if loaded_here:
             del model
             gc.collect()
+    if ctx.baseline is not None:
+        _log_record(ctx)
+
+
+def _prepare_tasks(ctx: RunContext) -> None:
+    evaluation = ctx.job.spec.evaluation
+    servable = getattr(ctx.plan, "servable", None)
+    ctx.task_backend = task_scores.choose_backend(evaluation.task_backend, devices=ctx.devices, servable=servable, has_vllm=task_scores.vllm_installed())
+    ctx.task_folder = task_scores.task_folder(evaluation.task_source, ctx.workdir, dict(ctx.env))
+
+
+def _score_original(ctx: RunContext, model) -> None:  # noqa: ANN001 - a transformers model
+    tasks = ctx.job.spec.evaluation.tasks
+    ctx.progress.message(f"scoring the original on {len(tasks)} lm-eval task(s) ({ctx.task_backend} backend)")
+    if ctx.task_backend == "vllm":
+        record = task_scores.score_vllm(ctx.model_dir, tasks, ctx.task_folder, devices=ctx.devices, out=ctx.workdir / "evaluation/vllm-original.json", trust_remote_code=ctx.job.spec.model.trust_remote_code)
+    else:
+        on_task = lambda i, n, name: ctx.progress.set_steps(i, n, message=f"lm-eval task {name} ({i + 1}/{n}) on the original")  # noqa: E731
+        record = task_scores.score_hf(model, ctx.tokenizer, tasks, ctx.task_folder, on_task=on_task)
+    ctx.task_record = ctx.workdir / task_scores.ORIGINAL_RECORD
+    task_scores.write_record(record, ctx.task_record)
+    for task, entry in record["tasks"].items():
+        figures = ", ".join(f"{m} {v['value']:.4f}" for m, v in entry["metrics"].items() if v["value"] is not None)
+        ctx.log.info("baseline: lm-eval %s on %s samples: %s", task, entry["samples"], figures, extra={"stage": "baseline"})
+
+
+def _log_record(ctx: RunContext) -> None:
     record = ctx.baseline
     if record.tokens == 0:
         ctx.baseline = None
-        ctx.log.warning("baseline: every held-out row is shorter than 2 tokens; the model will not be evaluated", extra={"stage": "baseline"})
+        ctx.log.warning("baseline: every held-out row is shorter than 2 tokens; fidelity will not be measured", extra={"stage": "baseline"})
         return
     ctx.log.info(
         "baseline: %d samples, %d predicted tokens, top-%d distributions and %d layer taps recorded (%.1f MB) in %.1fs",

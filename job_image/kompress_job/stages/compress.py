@@ -18,6 +18,7 @@ from kompress_job import data_free, distributed, modelio
 from kompress_job.compression import planned_vs_applied, run_oneshot
 from kompress_job.context import RunContext
 from kompress_job.planning import kernels
+from kompress_job.errors import CompressionMismatch
 from kompress_job.recipe import resolve
 
 
@@ -34,7 +35,11 @@ def run(ctx: RunContext) -> None:
         out = ctx.workdir / "checkpoint"
         shards = len(list(ctx.model_dir.glob("*.safetensors")))
         report(0, shards, f"data-free: quantizing {shards} safetensors file(s) one by one on {f'{ctx.devices} GPU(s)' if ctx.devices else 'the CPU'}")
-        data_free.apply(ctx.model_dir, out, resolved, devices=ctx.devices, workers=max(1, ctx.devices))
+        mtp = _mtp_layers(ctx)  # carried (or dropped) by the save stage: model_free_ptq must neither quantize nor write them
+        data_free.apply(
+            ctx.model_dir, out, resolved, devices=ctx.devices, workers=max(1, ctx.devices),
+            extra_ignore=mtp.ignore_patterns if mtp else (), leave_out=mtp.holds if mtp else None,
+        )
         report(shards, shards, f"{shards} safetensors file(s) quantized")
         ctx.checkpoint_dir = out
         return
@@ -69,7 +74,18 @@ def run(ctx: RunContext) -> None:
     )
     problems = planned_vs_applied(ctx.model, resolved)
     if problems:
-        raise RuntimeError("llm-compressor did not apply the planned schemes: " + "; ".join(problems[:10]))
+        # The same model, recipe and library versions would do the same again: not worth a retry on GPUs.
+        more = f" (and {len(problems) - 10} more)" if len(problems) > 10 else ""
+        raise CompressionMismatch("llm-compressor did not apply the planned schemes: " + "; ".join(problems[:10]) + more)
+
+
+def _mtp_layers(ctx: RunContext):
+    import json
+
+    from kompress_job.mtp import layers
+
+    declared = layers.declared(json.loads((ctx.model_dir / "config.json").read_text()))
+    return declared if declared is not None and declared.known else None
 
 
 def _on_meta(model) -> bool:

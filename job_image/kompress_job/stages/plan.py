@@ -1,7 +1,8 @@
 """plan: the same plan the planning pod made, made again inside the worker before the big download.
 
-config.json only (at the revision preflight resolved, so plan and weights agree), the recipe resolved on the
-meta device. Errors refuse the job here (PlanRejected, exit 20) with every error and its fix; warnings go to
+config.json and the safetensors index (at the revision preflight resolved, so plan and weights agree), the
+recipe resolved on the meta device. Errors refuse the job here with every error and its fix, and the plan's exit code
+(Plan.exit: their own when they are all of one kind, e.g. TargetsMatchNothing 14, else PlanRejected 20); warnings go to
 the log. Fills ctx.plan (kompress_job.plan.Plan: its bf16_bytes give the result's compression ratio) and
 ctx.resolved_revision when the Hub named one.
 """
@@ -10,8 +11,8 @@ from __future__ import annotations
 
 from kompress_job import collector
 from kompress_job.context import RunContext
-from kompress_job.errors import PlanRejected
-from kompress_job.plan import fetch_config, make_plan
+from kompress_job.errors import error_for
+from kompress_job.plan import fetch_config, fetch_weight_names, make_plan
 
 
 # What the later stages import anyway: imported once, here, without the collector rescanning it (collector).
@@ -22,13 +23,14 @@ def run(ctx: RunContext) -> None:
     ctx.progress.message("fetching config.json")
     config, revision = fetch_config(ctx.job, ctx.env, ctx.workdir / "plan", revision=ctx.resolved_revision)
     ctx.resolved_revision = ctx.resolved_revision or revision
+    names = fetch_weight_names(ctx.job, ctx.env, ctx.workdir / "plan", revision=ctx.resolved_revision)
     ctx.progress.message("planning from config.json")
-    plan = make_plan(ctx.job, config, devices=ctx.devices)
+    plan = make_plan(ctx.job, config, devices=ctx.devices, weight_names=names)
     ctx.plan = plan
     ctx.log.info("plan: %s", plan.headline(), extra={"stage": "plan"})
     for problem in plan.warnings:
         ctx.log.warning("plan: %s: %s (fix: %s)", problem.code, problem.message, problem.fix or "-", extra={"stage": "plan"})
     if plan.errors:
-        raise PlanRejected(" ".join(f"{p.code}: {p.message} Fix: {p.fix}" for p in plan.errors))
+        raise error_for(plan.exit, " ".join(f"{p.code}: {p.message} Fix: {p.fix}" for p in plan.errors))
     ctx.progress.message("loading libraries")
     collector.import_and_freeze(*LIBRARIES)

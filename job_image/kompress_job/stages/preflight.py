@@ -1,6 +1,6 @@
 """Stage preflight: refuse in seconds what would otherwise fail hours later.
 
-Checks, before any download or GPU work: the output can be written with the given credentials
+Checks, before any download or GPU work: the output is not the model's folder (symlinks resolved), it can be written with the given credentials
 (AccessDenied), its endpoint answers (StorageUnreachable), no finished model is already there unless
 spec.output.overwrite (OutputExists); the model and the calibration data exist and can be read.
 Must not: download weights or data.
@@ -8,10 +8,33 @@ Must not: download weights or data.
 
 from __future__ import annotations
 
+import os
+
+from kompress_api import locations
+from kompress_api.v1alpha1 import CompressionJobSpec
+
 from kompress_job import calibration_data, sources
 from kompress_job.context import RunContext
-from kompress_job.errors import OutputExists
+from kompress_job.errors import InvalidSpec, OutputExists
+from kompress_job.planning.destination import file_path
 from kompress_job.storage import MANIFEST, open_destination
+
+
+def check_not_the_model(spec: CompressionJobSpec) -> None:
+    """The output folder is not the model's, inside it or around it, once symlinks are resolved.
+
+    The API compared the URIs as strings; on a laptop (or in a pod, inside one volume) two different
+    paths can still be one folder.
+    """
+    model, output = file_path(spec.model.uri), file_path(spec.output.uri)
+    if model is None or output is None:
+        return
+    real_model, real_output = os.path.realpath(model), os.path.realpath(output)
+    if locations.overlaps(real_model, real_output):
+        raise InvalidSpec(
+            f"spec.output.uri ({spec.output.uri}) and spec.model.uri ({spec.model.uri}) are the same folder, or one holds the other, "
+            f"once links are resolved ({real_output} and {real_model}): the job would write over its own source model"
+        )
 
 
 def check_output(ctx: RunContext, *, quick: bool = True) -> None:
@@ -28,6 +51,7 @@ def check_output(ctx: RunContext, *, quick: bool = True) -> None:
 def run(ctx: RunContext) -> None:
     spec = ctx.job.spec
     ctx.progress.set_steps(0, 3, message=f"checking the output {spec.output.uri}")
+    check_not_the_model(spec)
     check_output(ctx)
     ctx.output_checked = True
     ctx.progress.set_steps(1, message=f"checking the model {spec.model.uri}")

@@ -103,8 +103,10 @@ def run(ctx: RunContext) -> None:
         calibration_used=_calibration_used(ctx),
         metrics=ctx.metrics.wire() if ctx.metrics is not None else None,
         gate_failures=ctx.gate_failures,
+        tasks=_tasks(ctx),
         timings=timings,
         libraries=manifest_mod.library_versions(),
+        mtp=ctx.mtp.summary() if ctx.mtp is not None else None,
     )
     card = destination.put_text(MODEL_CARD, _guarded(model_card.render(doc, output_uri=uri), redact, "model card", ctx))
     doc["files"] = sorted([*doc["files"], entry(card)], key=lambda f: f["path"])
@@ -117,6 +119,13 @@ def run(ctx: RunContext) -> None:
         raise QualityGateFailed(f"the compressed model missed the quality gate ({'; '.join(ctx.gate_failures)}); kept for inspection at {uri}, not published to {spec.output.uri}")
     ctx.output_uri = uri
     ctx.manifest_uri = destination.uri_of(MANIFEST)
+
+
+def _tasks(ctx: RunContext) -> dict[str, Any] | None:
+    """Every lm-eval score (the status and the termination message carry a bounded share of them)."""
+    if not ctx.task_scores:
+        return None
+    return {**(ctx.task_summary or {}), "scores": [s.wire() for s in ctx.task_scores]}
 
 
 def _calibration_used(ctx: RunContext) -> dict[str, Any] | None:

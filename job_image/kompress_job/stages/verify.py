@@ -1,5 +1,6 @@
 """verify: load the saved checkpoint back the way users will and check it against the resolved recipe
-(kompress_job.verification says what is checked). Any mismatch fails the job with VerificationFailed:
+(kompress_job.verification says what is checked), and the source's multi-token-prediction tensors: all there
+and byte-identical when kept, none when dropped (kompress_job.mtp.carry.check). Any mismatch fails the job with VerificationFailed:
 a checkpoint that is not what the recipe said is never published.
 
 On the data-free path without evaluation nothing needs the model in memory, so nothing loads it: the files are
@@ -11,6 +12,8 @@ reloaded one is left in ctx.model for the evaluation stage. Fills ctx.verificati
 from __future__ import annotations
 
 import gc
+
+from pathlib import Path
 
 from kompress_job import data_free, modelio
 from kompress_job.context import RunContext
@@ -32,9 +35,23 @@ def run(ctx: RunContext) -> None:
             return modelio.load_causal_lm(folder, dtype="auto", trust_remote_code=spec.trust_remote_code)
 
         report, model = verify_checkpoint(ctx.checkpoint_dir, ctx.recipe, load=load, tokenizer=ctx.tokenizer)
+    _check_mtp(ctx, report)
     ctx.verification = report.summary()
     for failure in report.failures[:50]:
         ctx.log.error("verify: %s", failure, extra={"stage": "verify"})
     if not report.ok:
         raise VerificationFailed(failure_message(report))
     ctx.model = model
+
+
+def _check_mtp(ctx: RunContext, report) -> None:  # noqa: ANN001
+    """Every MTP tensor of the source in the checkpoint, byte-identical and ignored by quantization (keep), or none (drop)."""
+    import json
+
+    from kompress_job.mtp import carry, layers
+
+    if ctx.mtp is None or ctx.model_dir is None:
+        return
+    declared = layers.declared(json.loads((Path(ctx.model_dir) / "config.json").read_text()))
+    report.failures += carry.check(Path(ctx.model_dir), Path(ctx.checkpoint_dir), declared, ctx.mtp.handling)
+    report.mtp_tensors_checked = ctx.mtp.tensors

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from kompress_testing.demo import flow, report
-from kompress_testing.demo.stack import KUBECTL, REPO_ROOT, Stack, StackError, port_free, running_stack, tail
+from kompress_testing.cluster.build import binaries_dir, kubectl_binary
+from kompress_testing.demo.stack import REPO_ROOT, Stack, StackError, port_free, running_stack, tail
 
 
 class Demo:
@@ -36,14 +37,16 @@ class Demo:
         self.say(step)
 
     def run(self) -> int:
-        if not Path(KUBECTL).exists():
-            raise StackError(f"the demo uses kubectl as a user would, and {KUBECTL} is not there: install kubectl (1.28 or later)")
+        try:
+            kubectl_binary(), binaries_dir()
+        except RuntimeError as err:  # `make demo` builds both first; a bare `python -m` may not have
+            raise StackError(str(err)) from None
         job = flow.demo_job()
         port = flow.s3_port_of(job)
         if not port_free(port):
             self.say(f"port {port} (the S3 endpoint in examples/demo.yaml) is taken: the demo uses another and applies the job pointed at it")
             port = 0
-        self.doing("starting S3, the Kubernetes API, the node agent and the operator")
+        self.doing("starting S3, the Kubernetes control plane, the node agent (kubelet) and the operator")
         with running_stack(self.workdir, s3_port=port or None, progress=lambda text: self.say("  " + text)) as stack:
             try:
                 return self._flow(stack, flow.with_endpoint(job, stack.s3.endpoint))

@@ -25,7 +25,8 @@ from typing import Any
 
 import yaml
 
-from kompress_testing.demo.stack import KUBECTL, REPO_ROOT, Stack, StackError
+from kompress_testing.cluster.build import kubectl_binary
+from kompress_testing.demo.stack import REPO_ROOT, Stack, StackError
 
 DEMO_MANIFEST = REPO_ROOT / "examples" / "demo.yaml"
 SECRET_NAME = "demo-s3"
@@ -125,7 +126,7 @@ class Watch:
 
     def __init__(self, stack: Stack, show: Callable[[str], None]) -> None:
         self.show = show
-        self.proc = subprocess.Popen([KUBECTL, "get", "compressionjobs", "--watch"], env=stack.env(), stdout=subprocess.PIPE,
+        self.proc = subprocess.Popen([str(kubectl_binary()), "get", "compressionjobs", "--watch"], env=stack.env(), stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, text=True, cwd=REPO_ROOT)
         self._last = ""
         self._thread = threading.Thread(target=self._read, daemon=True)

@@ -1,10 +1,13 @@
-"""The whole product on one machine, as processes: S3, the Kubernetes API, the node agent, the operator.
+"""The whole product on one machine, as processes: S3, the real Kubernetes control plane (installed with
+the chart by `helm install`), the played kubelet (node agent), the operator.
 
     with running_stack(workdir) as stack:
         stack.kubectl("apply", "-f", "examples/demo.yaml")
 
-Owns: starting each part the way it runs for real (the operator with the chart's KOMPRESS_* settings
-and a ServiceAccount identity of its own; the node agent with its own; moto's S3 server with real
+Owns: starting each part the way it runs for real (the chart installed with helm: CRD, RBAC,
+ServiceAccounts; the operator with the chart's KOMPRESS_* settings and the chart's ServiceAccount's
+token, as a process rather than the Deployment's pod, whose in-cluster credentials sit at fixed paths
+a process can't be given; the node agent with its own identity; moto's S3 server with real
 credential checks), waiting until each is ready, their log files under `<workdir>/logs/`, and stopping
 everything it started, in reverse order, whatever happened. Used by `make demo` and the e2e test.
 Must not: decide what to compress or print a narrative (demo/__main__.py does).
@@ -12,10 +15,8 @@ Must not: decide what to compress or print a narrative (demo/__main__.py does).
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import ctypes
-import importlib
 import os
 import re
 import shutil
@@ -32,13 +33,15 @@ from typing import Any
 
 import yaml
 
-from kompress_testing.apiserver import KubeClient
+from kompress_testing.cluster.build import helm_binary, kubectl_binary
+from kompress_testing.cluster.client import KubeClient
+from kompress_testing.cluster.controlplane import ControlPlane
+from kompress_testing.node_agent import rbac_manifests
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
-CRD = REPO_ROOT / "crds" / "kompress.dev_compressionjobs.yaml"
-KUBECTL = "/usr/bin/kubectl"
 PYTHON = sys.executable
-OPERATOR_ACCOUNT = ("kompress-system", "kompress-operator")
+RELEASE, RELEASE_NAMESPACE = "kompress", "kompress-system"
+OPERATOR_ACCOUNT = (RELEASE_NAMESPACE, "kompress")  # the chart's (templates/serviceaccount.yaml)
 AGENT_ACCOUNT = ("kube-system", "kompress-node-agent")
 WORKER_IMAGE = "ghcr.io/kompress-dev/kompress-worker:0.1.0"  # the chart's default (values.yaml worker.image)
 
@@ -126,22 +129,18 @@ class Service:
 @dataclass
 class Stack:
     workdir: Path
-    api_url: str
+    plane: ControlPlane
     kubeconfig: Path  # the admin's: what a user's kubectl uses
     s3: Any  # kompress_testing.s3.MotoS3
     services: dict[str, Service]
-    _client: KubeClient | None = None
+
+    @property
+    def api_url(self) -> str:
+        return self.plane.url
 
     @property
     def client(self) -> KubeClient:
-        """An admin client trusting the API server's CA (from its kubeconfig: the server made it in its own process)."""
-        if self._client is None:
-            ca = self.workdir / "apiserver-ca.pem"
-            cluster = yaml.safe_load(self.kubeconfig.read_text())["clusters"][0]["cluster"]
-            ca.write_bytes(base64.b64decode(cluster["certificate-authority-data"]))
-            self._client = KubeClient(self.api_url)
-            self._client.session.verify = str(ca)
-        return self._client
+        return KubeClient(self.plane.url, self.plane.pki.ca_cert, cert=self.plane.pki.client("admin"))
 
     @property
     def node_logs(self) -> Path:
@@ -151,12 +150,27 @@ class Stack:
         return dict(os.environ, KUBECONFIG=str(self.kubeconfig), KUBECACHEDIR=str(self.workdir / "kubectl-cache"))
 
     def kubectl(self, *args: str, input: str | None = None, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run([KUBECTL, *args], env=self.env(), input=input, capture_output=True, text=True, timeout=timeout, cwd=REPO_ROOT)
+        result = subprocess.run([str(kubectl_binary()), *args], env=self.env(), input=input, capture_output=True, text=True,
+                                timeout=timeout, cwd=REPO_ROOT)
         if check and result.returncode != 0:
             raise StackError(f"kubectl {' '.join(args)} failed ({result.returncode}): {result.stderr.strip() or result.stdout.strip()}")
         return result
 
+    def helm(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run([str(helm_binary()), *args], env=self.env(), capture_output=True, text=True, timeout=timeout, cwd=REPO_ROOT)
+        if result.returncode != 0:
+            raise StackError(f"helm {' '.join(args)} failed ({result.returncode}): {result.stderr.strip() or result.stdout.strip()}")
+        return result
+
+    def service_account_kubeconfig(self, account: tuple[str, str], path: Path) -> Path:
+        """A kubeconfig with a real token of the ServiceAccount (TokenRequest API, one day)."""
+        namespace, name = account
+        request = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"expirationSeconds": 86400}}
+        token = self.client.post(f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token", request)["status"]["token"]
+        return self.plane.write_token_kubeconfig(path, token, namespace)
+
     def check_alive(self) -> None:
+        self.plane.check_alive()
         for service in self.services.values():
             service.check_alive()
 
@@ -192,23 +206,27 @@ def running_stack(workdir: Path, *, s3_port: int | None = None, operator_setting
         cleanup.callback(s3.stop)
         progress(f"S3 (moto) at {s3.endpoint}")
 
-        admin, operator_kc, agent_kc = workdir / "kubeconfig", workdir / "operator.kubeconfig", workdir / "node-agent.kubeconfig"
-        api = Service("the API server", [PYTHON, "-m", "kompress_testing.apiserver", "--crd", str(CRD), "--kubeconfig", str(admin),
-                                         "--service-account-kubeconfig", f"{'/'.join(OPERATOR_ACCOUNT)}={operator_kc}",
-                                         "--service-account-kubeconfig", f"{'/'.join(AGENT_ACCOUNT)}={agent_kc}"],
-                      logs / "apiserver.log", _python_env()).start()
-        services["apiserver"] = api
-        cleanup.callback(api.stop)
-        url = api.wait_for_line(r"emulated Kubernetes API server at (\S+)", 60).group(1)
-        api.wait_for("writing its kubeconfigs", lambda: agent_kc.exists() and operator_kc.exists(), 10)
-        progress(f"Kubernetes API (emulated) at {url}")
+        plane = ControlPlane.start(workdir / "cluster")
+        cleanup.callback(plane.stop)
+        stack = Stack(workdir=workdir, plane=plane, kubeconfig=plane.write_admin_kubeconfig(workdir / "kubeconfig"), s3=s3, services=services)
+        progress(f"Kubernetes {plane.version()} at {plane.url} (kube-apiserver, kube-controller-manager, kube-scheduler, etcd)")
+        # The chart as a platform team installs it: CRD, RBAC, ServiceAccounts. Its Deployment is scaled to 0:
+        # the operator runs below as a local process, with the chart's ServiceAccount's identity.
+        stack.helm("install", RELEASE, str(REPO_ROOT / "charts" / "kompress"), "--namespace", RELEASE_NAMESPACE, "--create-namespace")
+        stack.kubectl("scale", "deployment", "kompress-operator", "--namespace", RELEASE_NAMESPACE, "--replicas=0")
+        stack.kubectl("wait", "--for=condition=Established", "crd/compressionjobs.kompress.dev", "--timeout=60s")
+        progress("chart installed with helm (CRD, RBAC, ServiceAccounts)")
+        for manifest in rbac_manifests():
+            stack.kubectl("apply", "-f", "-", input=yaml.safe_dump(manifest))
+        operator_kc = stack.service_account_kubeconfig(OPERATOR_ACCOUNT, workdir / "operator.kubeconfig")
+        agent_kc = stack.service_account_kubeconfig(AGENT_ACCOUNT, workdir / "node-agent.kubeconfig")
 
         agent = Service("the node agent", [PYTHON, "-m", "kompress_testing.node_agent", "--kubeconfig", str(agent_kc),
                                            "--state-dir", str(workdir / "node"), *agent_args], logs / "node-agent.log", _python_env()).start()
         services["node-agent"] = agent
         cleanup.callback(agent.stop)
         agent.wait_for_line(r"node agent: node \S+ ready", 60)
-        progress("node agent ready (Job controller, scheduler, kubelet: pods run as local processes)")
+        progress("node agent ready (the played kubelet: pods run as local processes)")
 
         health = free_port()
         # The chart's settings (charts/kompress/templates/deployment.yaml), plus a quicker resync so progress shows live.
@@ -224,7 +242,6 @@ def running_stack(workdir: Path, *, s3_port: int | None = None, operator_setting
         operator.wait_for("healthy", lambda: _http_ok(f"http://127.0.0.1:{health}/healthz"), 90)
         progress("operator ready")
 
-        stack = Stack(workdir=workdir, api_url=url, kubeconfig=admin, s3=s3, services=services)
         yield stack
 
 

@@ -1,19 +1,17 @@
-"""A local node agent (development harness, not product): kwok, but the pods really run.
+"""The played kubelet (test harness, not product): kwok, but the pods really run.
 
-Against any Kubernetes API (here the emulated one, `kompress_testing.apiserver`) and only through it,
-with an identity of its own, it plays:
-
-- the **Job controller** (jobs.py): pods from a Job's template, status and conditions as batch/v1 1.32
-  writes them, suspend, backoffLimit, podFailurePolicy, activeDeadlineSeconds, ttlSecondsAfterFinished;
-- the **scheduler** of its one Node (scheduler.py): requests against the node's capacity, nodeSelector;
-- the **kubelet** (kubelet.py, runtime.py, podenv.py): each container is a local process run with the
-  pod's environment (Secrets and ConfigMaps read through the API), a loopback IP of its own as
-  `status.podIP`, its volumes as folders, its termination message from a file, its log in a file.
+On the real control plane (`kompress_testing.cluster`: kube-apiserver, kube-controller-manager with the
+Job controller, kube-scheduler), and only through its API with an identity of its own, the agent
+registers a Node and is that Node's **kubelet** (kubelet.py, runtime.py, podenv.py): each container of a
+pod bound to it is a local process run with the pod's environment (Secrets and ConfigMaps read through
+the API), a loopback IP of its own as `status.podIP`, its volumes as folders, its termination message
+from a file, its log in a file served to kube-apiserver's `kubectl logs` proxy (logserver.py).
+Pods are processes, not containers: no image is pulled, nothing is isolated.
 
 Images are not pulled: a container's program is looked up in this repository's `.venv/bin` first (so
 `kompress` is the worker's CLI, `python` the venv's), then on the host's PATH. See README.md.
 
-    python -m kompress_testing.node_agent --kubeconfig KUBECONFIG --state-dir DIR
+    python -m kompress_testing.node_agent --kubeconfig KUBECONFIG --state-dir DIR --node-name NAME
     with AgentThread(AgentConfig(kubeconfig=..., state_dir=...)):   # in a test
 """
 

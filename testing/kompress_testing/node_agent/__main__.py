@@ -23,7 +23,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--node-name", default="kompress-node")
     parser.add_argument("--pod-cidr", help="loopback network for pod IPs (default: a random 127.x.y.0/24)")
     parser.add_argument("--gpus", type=int, default=0, help="nvidia.com/gpu the node advertises (pods asking for more stay Pending)")
-    parser.add_argument("--backoff-base", type=float, default=10.0, help="the Job controller's pod failure back-off base, seconds")
+    parser.add_argument("--keep-node", action="store_true", help="leave the Node NotReady on stop instead of deleting it")
     parser.add_argument("--max-grace", type=float, default=30.0, help="cap on a deleted pod's grace period, seconds")
     parser.add_argument("--no-memory-limits", action="store_true", help="do not kill containers over their memory limit")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -32,7 +32,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 async def main(args: argparse.Namespace) -> None:
     config = AgentConfig(kubeconfig=args.kubeconfig, state_dir=args.state_dir, node_name=args.node_name, gpus=args.gpus,
-                         backoff_base_s=args.backoff_base, max_grace_s=args.max_grace, enforce_memory_limits=not args.no_memory_limits,
+                         delete_node_on_stop=not args.keep_node, max_grace_s=args.max_grace, enforce_memory_limits=not args.no_memory_limits,
                          **({"pod_cidr": args.pod_cidr} if args.pod_cidr else {}))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

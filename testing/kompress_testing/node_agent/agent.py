@@ -1,13 +1,17 @@
-"""The node agent: one Node, its scheduler, its kubelet, and the Job controller, in one asyncio loop.
+"""The played kubelet: one Node and the pods bound to it, as local processes, in one asyncio loop.
 
     agent = NodeAgent(AgentConfig(kubeconfig=..., state_dir=...))
     await agent.run(stop_event)                      # or AgentThread(config).start() ... .stop()
 
-Owns: registering the Node (capacity, Ready, the kubelet's log endpoint for `kubectl logs`), the loop (every controller re-reads Jobs and Pods
-after any watch event, a process exit, a due timer, or `resync_s`: level-triggered, so a restarted
-agent picks up where the cluster is), binding pending pods to the node (scheduler.py decides),
-Events, the RBAC rules its identity needs, and a clean stop (every child process ended, pods
-left Failed with DisruptionTarget as graceful node shutdown leaves them, the Node NotReady).
+Everything else is Kubernetes' own: kube-scheduler binds pods, kube-controller-manager's Job
+controller makes them (`kompress_testing.cluster`). Owns: registering the Node (capacity, Ready,
+the kubelet's HTTPS log endpoint that kube-apiserver proxies `kubectl logs` to), removing the
+`node.kubernetes.io/not-ready` taint the TaintNodesByCondition admission plugin puts on a new Node
+(the node lifecycle controller would, but it is not run: played nodes stop heartbeating between
+tests), the loop (the kubelet re-reads its pods after any watch event, a process exit or `resync_s`:
+level-triggered, so a restarted agent picks up where the cluster is), Events, the RBAC rules its
+identity needs, and a clean stop (every child process ended, pods left Failed with DisruptionTarget
+as graceful node shutdown leaves them, then the Node deleted so nothing is scheduled to it again).
 Must not: read or write anything but through the API (api.py) with its own credentials.
 """
 
@@ -19,27 +23,27 @@ import logging
 import threading
 import urllib.parse
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any
 
 import aiohttp
 
-from kompress_testing.node_agent import scheduler
 from kompress_testing.node_agent.api import Api, ApiError, Credentials, path
 from kompress_testing.node_agent.config import AgentConfig
-from kompress_testing.node_agent.jobs import JobController, deleting, iso, name
+from kompress_testing.node_agent.objects import iso
 from kompress_testing.node_agent.kubelet import Kubelet
-from kompress_testing.node_agent.logserver import LogServer
+from kompress_testing.node_agent.logserver import LogServer, self_signed_context
 
 log = logging.getLogger("kompress.node_agent")
 
 AGENT_NAMESPACE = "kube-system"
 AGENT_SERVICE_ACCOUNT = "kompress-node-agent"
-VERSION = "v1.32.0-kompress-node-agent"
+# The kubelet version a Node reports: the API server's own, marked as played (`kubectl get nodes` shows it).
+VERSION_SUFFIX = "-kompress-node-agent"
 
 
 class Events:
-    """core/v1 Events, as the job controller, the scheduler and the kubelet record them."""
+    """core/v1 Events, as the kubelet records them."""
 
     def __init__(self, api: Api, node_name: str) -> None:
         self.api = api
@@ -48,8 +52,7 @@ class Events:
     async def emit(self, obj: dict[str, Any], etype: str, reason: str, message: str, component: str, *, field_path: str | None = None) -> None:
         meta = obj["metadata"]
         now = iso(datetime.now(timezone.utc))
-        involved = {"apiVersion": obj.get("apiVersion") or ("batch/v1" if component == "job-controller" else "v1"),
-                    "kind": obj.get("kind") or ("Job" if component == "job-controller" else "Pod"),
+        involved = {"apiVersion": obj.get("apiVersion") or "v1", "kind": obj.get("kind") or "Pod",
                     "name": meta["name"], "namespace": meta["namespace"], "uid": meta.get("uid"),
                     "resourceVersion": meta.get("resourceVersion")}
         if field_path:
@@ -69,17 +72,16 @@ class Events:
 
 
 def rbac_manifests(namespace: str = AGENT_NAMESPACE, service_account: str = AGENT_SERVICE_ACCOUNT) -> list[dict[str, Any]]:
-    """What the agent's ServiceAccount needs on a server enforcing RBAC (the job controller's and a node's rights)."""
+    """What the agent's ServiceAccount needs, and no more: the requests it makes (a subset of the Node
+    authorizer's kubelet rights); each rule is shown needed by tests/testing/test_node_agent_life.py."""
     role = "kompress-node-agent"
     rules = [
-        {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get", "list", "watch", "delete"]},
-        {"apiGroups": ["batch"], "resources": ["jobs/status"], "verbs": ["get", "update", "patch"]},
-        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "create", "delete", "patch", "update"]},
-        {"apiGroups": [""], "resources": ["pods/status"], "verbs": ["get", "update", "patch"]},
-        {"apiGroups": [""], "resources": ["secrets", "configmaps", "persistentvolumeclaims"], "verbs": ["get", "list", "watch"]},
-        {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch", "create", "patch", "update"]},
-        {"apiGroups": [""], "resources": ["nodes/status"], "verbs": ["get", "patch", "update"]},
-        {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch", "update"]},
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "delete"]},
+        {"apiGroups": [""], "resources": ["pods/status"], "verbs": ["patch"]},
+        {"apiGroups": [""], "resources": ["secrets", "configmaps"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "create", "patch", "delete"]},
+        {"apiGroups": [""], "resources": ["nodes/status"], "verbs": ["patch"]},
+        {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
     ]
     return [
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": service_account, "namespace": namespace}},
@@ -101,7 +103,8 @@ class NodeAgent:
         self.wake = asyncio.Event()
         self.kubelet: Kubelet | None = None
         self.kubelet_port = 0
-        self.jobs: JobController | None = None
+        self.registered = False  # the Node exists (made or found by us): it is left on stop
+        self.kubelet_version = "v0.0.0" + VERSION_SUFFIX  # the server's, once read (run)
         # Unexpected exceptions of sync passes (bugs in the agent); AgentThread.stop() raises if any.
         self.errors: list[BaseException] = []
 
@@ -121,45 +124,24 @@ class NodeAgent:
             "capacity": dict(self.config.capacity), "allocatable": dict(self.config.capacity), "conditions": [condition],
             "addresses": [{"type": "InternalIP", "address": self.node_ip}, {"type": "Hostname", "address": self.config.node_name}],
             "daemonEndpoints": {"kubeletEndpoint": {"Port": self.kubelet_port}},
-            "nodeInfo": {"kubeletVersion": VERSION, "kubeProxyVersion": VERSION, "operatingSystem": "linux", "architecture": "amd64",
+            "nodeInfo": {"kubeletVersion": self.kubelet_version, "kubeProxyVersion": self.kubelet_version, "operatingSystem": "linux", "architecture": "amd64",
                          "containerRuntimeVersion": "kompress-node-agent://0.1", "osImage": "local processes",
                          "kernelVersion": "", "machineID": "", "systemUUID": "", "bootID": ""},
         }
 
-    async def _register_node(self, api: Api) -> dict[str, Any]:
+    async def _register_node(self, api: Api) -> None:
+        self.kubelet_version = (await api.get("/version"))["gitVersion"] + VERSION_SUFFIX
         url = path("v1", "nodes", None, self.config.node_name)
         if await api.get_or_none(url) is None:
             await api.create(path("v1", "nodes"), self.node_object())
-        return await api.merge_patch(url + "/status", {"status": self.node_status(ready=True)})
+        self.registered = True
+        # TaintNodesByCondition gave the new Node `not-ready:NoSchedule`; the node lifecycle controller
+        # would lift it once Ready, and is not run here (see the module docstring).
+        await api.merge_patch(url, {"spec": {"taints": None}})
+        await api.merge_patch(url + "/status", {"status": self.node_status(ready=True)})
 
-    # -----------------------------------------------------------------------------------------
-
-    async def _schedule(self, api: Api, events: Events, node: dict[str, Any], pods: Sequence[dict[str, Any]]) -> None:
-        """Bind each pending pod that fits; tell the others why not (PodScheduled=False, Unschedulable)."""
-        bound = [p for p in pods if (p.get("spec") or {}).get("nodeName") == self.config.node_name]
-        for pod in sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp") or ""):
-            spec = pod.get("spec") or {}
-            if spec.get("nodeName") or deleting(pod) or spec.get("schedulerName", "default-scheduler") != "default-scheduler":
-                continue
-            ns = pod["metadata"]["namespace"]
-            now = iso(datetime.now(timezone.utc))
-            problems = scheduler.fit_problems(pod, node, bound)
-            status = pod.get("status") or {}
-            others = [c for c in status.get("conditions") or [] if c.get("type") != "PodScheduled"]
-            if problems:
-                message = scheduler.unschedulable_message(problems)
-                previous = next((c for c in status.get("conditions") or [] if c.get("type") == "PodScheduled"), {})
-                if previous.get("message") != message:
-                    cond = {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message, "lastTransitionTime": now}
-                    await api.merge_patch(path("v1", "pods", ns, name(pod), "status"), {"status": {"conditions": [*others, cond]}})
-                    await events.emit(pod, "Warning", "FailedScheduling", message, "default-scheduler")
-                continue
-            # kube-scheduler POSTs a Binding; the emulated server has no binding subresource, so spec.nodeName is set directly.
-            bound_pod = await api.merge_patch(path("v1", "pods", ns, name(pod)), {"spec": {"nodeName": self.config.node_name}})
-            cond = {"type": "PodScheduled", "status": "True", "lastTransitionTime": now}
-            await api.merge_patch(path("v1", "pods", ns, name(pod), "status"), {"status": {"conditions": [*others, cond]}})
-            await events.emit(pod, "Normal", "Scheduled", f"Successfully assigned {ns}/{name(pod)} to {self.config.node_name}", "default-scheduler")
-            bound.append(bound_pod)
+    def _my_pods(self) -> str:
+        return path("v1", "pods") + "?" + urllib.parse.urlencode({"fieldSelector": f"spec.nodeName={self.config.node_name}"})
 
     # -----------------------------------------------------------------------------------------
 
@@ -168,67 +150,63 @@ class NodeAgent:
         async with Api(self.credentials) as api:
             events = Events(api, self.config.node_name)
             self.kubelet = Kubelet(api, self.config, events, self.node_ip)
-            self.jobs = JobController(api, events, timedelta(seconds=self.config.backoff_base_s))
             logs = LogServer(lambda ns, pod, container: self.config.state_dir / "logs" / f"{ns}_{pod}_{container}.log",
-                             self.kubelet.container_running)
-            self.kubelet_port = await logs.start(self.node_ip)
-            node = await self._register_node(api)
-            await self.kubelet.adopt_leftovers((await api.get(path("v1", "pods")))["items"])
-            watched = [path("batch/v1", "jobs"), path("v1", "pods"), path("v1", "secrets"), path("v1", "configmaps")]
-            watchers = [asyncio.create_task(api.watch_changes(url, self.wake), name=f"watch {url}") for url in watched]
-            if ready is not None:
-                ready()
-            log.info("node %s ready: pods get IPs in %s, state in %s", self.config.node_name, self.config.pod_cidr, self.config.state_dir)
-            due: datetime | None = None
+                             self.kubelet.container_running, self.kubelet.container_waiting)
+            self.kubelet_port = await logs.start(self.node_ip, ssl_context=self_signed_context(self.config.state_dir, self.node_ip))
+            watchers: list[asyncio.Task[None]] = []
             try:
-                while not stop.is_set():
-                    await self._wait(stop, due)
-                    try:
-                        due = await self._pass(api, events, node)
-                    except (ApiError, OSError, aiohttp.ClientError, asyncio.TimeoutError) as err:
-                        log.warning("sync pass failed (retrying): %s", err)
-                        due = datetime.now(timezone.utc) + timedelta(seconds=0.5)
-                    except Exception as err:  # noqa: BLE001 - a bug of ours: keep the node up, report it
-                        log.exception("sync pass failed unexpectedly")
-                        self.errors.append(err)
-                        due = datetime.now(timezone.utc) + timedelta(seconds=0.5)
+                await self._register_node(api)
+                await self.kubelet.adopt_leftovers((await api.get(self._my_pods()))["items"])
+                # Secrets and ConfigMaps too: a pod waiting for one starts when it appears.
+                watched = [self._my_pods(), path("v1", "secrets"), path("v1", "configmaps")]
+                watchers = [asyncio.create_task(api.watch_changes(url, self.wake), name=f"watch {url}") for url in watched]
+                if ready is not None:
+                    ready()
+                log.info("node %s ready: pods get IPs in %s, state in %s", self.config.node_name, self.config.pod_cidr, self.config.state_dir)
+                await self._sync_until(api, stop)
             finally:
                 for task in watchers:
                     task.cancel()
                 await asyncio.gather(*watchers, return_exceptions=True)
                 await self.kubelet.shutdown(min(3.0, self.config.max_grace_s))
                 await logs.stop()
-                try:
-                    await asyncio.wait_for(api.merge_patch(path("v1", "nodes", None, self.config.node_name, "status"),
-                                                           {"status": {"conditions": self.node_status(ready=False)["conditions"]}}), 5)
-                except (ApiError, OSError, asyncio.TimeoutError):
-                    pass
+                if self.registered:  # also when starting failed half-way: no Node of ours is left for kube-scheduler
+                    await self._leave(api)
 
-    async def _wait(self, stop: asyncio.Event, due: datetime | None) -> None:
+    async def _sync_until(self, api: Api, stop: asyncio.Event) -> None:
         assert self.kubelet is not None
-        timeout = self.config.resync_s
-        if due is not None:
-            timeout = max(0.0, min(timeout, (due - datetime.now(timezone.utc)).total_seconds()))
+        while not stop.is_set():
+            await self._wait(stop)
+            try:
+                await self.kubelet.sync((await api.get(self._my_pods()))["items"])
+            except (ApiError, OSError, aiohttp.ClientError, asyncio.TimeoutError) as err:
+                log.warning("sync pass failed (retrying): %s", err)
+            except Exception as err:  # noqa: BLE001 - a bug of ours: keep the node up, report it
+                log.exception("sync pass failed unexpectedly")
+                self.errors.append(err)
+
+    async def _leave(self, api: Api) -> None:
+        """Mark the Node NotReady, or delete it (the default for tests: kube-scheduler must never bind a later
+        test's pod to a node nobody plays any more; podgc then removes what was left bound to it)."""
+        url = path("v1", "nodes", None, self.config.node_name)
+        try:
+            if self.config.delete_node_on_stop:
+                await asyncio.wait_for(api.delete(url), 5)
+            else:
+                await asyncio.wait_for(api.merge_patch(url + "/status", {"status": {"conditions": self.node_status(ready=False)["conditions"]}}), 5)
+        except (ApiError, OSError, asyncio.TimeoutError):
+            pass
+
+    async def _wait(self, stop: asyncio.Event) -> None:
+        assert self.kubelet is not None
         waiters = [asyncio.create_task(e.wait()) for e in (self.wake, self.kubelet.changed, stop)]
         try:
-            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(waiters, timeout=self.config.resync_s, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for task in waiters:
                 task.cancel()
         self.wake.clear()
         self.kubelet.changed.clear()
-
-    async def _pass(self, api: Api, events: Events, node: dict[str, Any]) -> datetime | None:
-        assert self.kubelet is not None and self.jobs is not None
-        now = datetime.now(timezone.utc)
-        jobs = (await api.get(path("batch/v1", "jobs")))["items"]
-        pods = (await api.get(path("v1", "pods")))["items"]
-        due = await self.jobs.sync_all(jobs, pods, now)
-        pods = (await api.get(path("v1", "pods")))["items"]
-        await self._schedule(api, events, node, pods)
-        pods = (await api.get(path("v1", "pods")))["items"]
-        await self.kubelet.sync(pods)
-        return due
 
 
 class AgentThread:

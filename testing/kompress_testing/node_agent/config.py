@@ -46,8 +46,9 @@ class AgentConfig:
     pod_cidr: str = field(default_factory=random_pod_cidr)
     gpus: int = 0
     capacity: dict[str, str] = field(default_factory=dict)  # empty: measured (machine_capacity)
-    # The Job controller's pod failure back-off base (Kubernetes: 10 s); tests make it short.
-    backoff_base_s: float = 10.0
+    # Delete the Node when the agent stops (tests: nothing is scheduled to a node nobody plays);
+    # otherwise it is left NotReady, as a stopped kubelet leaves it.
+    delete_node_on_stop: bool = True
     # A deleted pod's grace period is capped to this (terminationGracePeriodSeconds defaults to 30).
     max_grace_s: float = 30.0
     # Kill a container over its memory limit, as the kernel's cgroup OOM killer would (reason OOMKilled).
@@ -55,7 +56,7 @@ class AgentConfig:
     # Added to every container's environment (after the image's, before the pod's).
     extra_env: dict[str, str] = field(default_factory=dict)
     entrypoints: dict[str, list[str]] = field(default_factory=lambda: dict(DEFAULT_ENTRYPOINTS))
-    # Every controller re-reads the cluster at least this often (timers, retries), besides watch events.
+    # The kubelet re-reads its pods at least this often, besides watch events and process exits.
     resync_s: float = 1.0
     # Set from the kubeconfig by the agent: KUBERNETES_SERVICE_HOST/PORT of the pods.
     api_host_port: str = ""

@@ -9,7 +9,8 @@ conditions, containerStatuses waiting/running/terminated with exitCode, reason a
 message, `FallbackToLogsOnError`), CreateContainerConfigError while a Secret or ConfigMap is missing,
 graceful stop of a deleted pod (SIGTERM, the grace period, SIGKILL, then the final DELETE), and the
 node's shutdown (pods terminated with the DisruptionTarget condition, as graceful node shutdown does).
-Must not: decide anything a controller decides (how many pods, retries): jobs.py does.
+Must not: decide anything a controller decides (how many pods, retries, where they run): the
+Job controller and kube-scheduler do.
 Not modelled: init and sidecar containers, container restarts (restartPolicy is taken as Never),
 probes (a running container is ready), resource limits other than memory, pod-level activeDeadlineSeconds.
 """
@@ -33,8 +34,8 @@ from typing import Any
 from kompress_testing.node_agent import podenv, runtime
 from kompress_testing.node_agent.api import Api, ApiError, path
 from kompress_testing.node_agent.config import AgentConfig
-from kompress_testing.node_agent.jobs import deleting, name, terminal, uid
-from kompress_testing.node_agent.scheduler import parse_quantity
+from kompress_testing.node_agent.objects import (KUBELET_CONDITIONS, condition, deleting, drop_nulls, had_started, keep_transition_times, name,
+                                                 parse_quantity, terminal, uid)
 
 log = logging.getLogger("kompress.node_agent.kubelet")
 
@@ -79,24 +80,6 @@ class PodRuntime:
     @property
     def finished(self) -> bool:
         return all(c.exit is not None for c in self.containers.values())
-
-
-def _condition(ctype: str, status: bool, reason: str | None = None, message: str | None = None, *, since: str) -> dict[str, Any]:
-    cond: dict[str, Any] = {"type": ctype, "status": "True" if status else "False", "lastTransitionTime": since}
-    if reason:
-        cond["reason"] = reason
-    if message:
-        cond["message"] = message
-    return cond
-
-
-def _keep_transition_times(new: list[dict[str, Any]], old: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    before = {c.get("type"): c for c in old}
-    for cond in new:
-        prior = before.get(cond["type"])
-        if prior and prior.get("status") == cond["status"] and prior.get("lastTransitionTime"):
-            cond["lastTransitionTime"] = prior["lastTransitionTime"]
-    return new
 
 
 def container_status(state: ContainerState, spec: dict[str, Any], log_path: Path, termination_file: Path) -> dict[str, Any]:
@@ -348,6 +331,14 @@ class Kubelet:
         self._ips_in_use.discard(rt.ip)
         shutil.rmtree(rt.sandbox, ignore_errors=True)
 
+    def container_waiting(self, namespace: str, pod: str, container: str) -> str | None:
+        """The reason a container of a pod this node holds has not started yet (None: it started, or is unknown)."""
+        for rt in self.pods.values():
+            if (rt.namespace, rt.name) == (namespace, pod) and container in rt.containers:
+                state = rt.containers[container]
+                return state.waiting[0] if state.process is None and state.exit is None else None
+        return None
+
     def container_running(self, namespace: str, pod: str, container: str) -> bool:
         for rt in self.pods.values():
             if (rt.namespace, rt.name) == (namespace, pod) and container in rt.containers:
@@ -379,17 +370,21 @@ class Kubelet:
         else:
             ready = (True, None, None)
         conditions = [
-            _condition("PodReadyToStartContainers", not rt.finished, since=now),
-            _condition("Initialized", True, since=now),
-            _condition("Ready", ready[0], ready[1], ready[2], since=now),
-            _condition("ContainersReady", ready[0], ready[1], ready[2], since=now),
-            _condition("PodScheduled", True, since=now),
+            condition("PodReadyToStartContainers", not rt.finished, since=now),
+            condition("Initialized", True, since=now),
+            condition("Ready", ready[0], ready[1], ready[2], since=now),
+            condition("ContainersReady", ready[0], ready[1], ready[2], since=now),
+            condition("PodScheduled", True, since=now),
         ]
         if rt.disruption:
             conditions.insert(0, rt.disruption)
+        # Conditions others wrote stay, as the kubelet's status manager keeps them (mergePodStatus): above all
+        # kube-apiserver's DisruptionTarget on an evicted pod, which a podFailurePolicy matches once it ends.
+        mine = {c["type"] for c in conditions}
+        conditions += [c for c in old.get("conditions") or [] if c.get("type") not in KUBELET_CONDITIONS | mine]
         status: dict[str, Any] = {
             "phase": pod_phase,
-            "conditions": _keep_transition_times(conditions, old.get("conditions") or []),
+            "conditions": keep_transition_times(conditions, old.get("conditions") or []),
             "hostIP": self.node_ip, "hostIPs": [{"ip": self.node_ip}],
             "podIP": rt.ip, "podIPs": [{"ip": rt.ip}],
             "startTime": rt.started_at,
@@ -413,7 +408,7 @@ class Kubelet:
         return old
 
     async def _write_status(self, pod: dict[str, Any], status: dict[str, Any]) -> None:
-        status = _drop_nulls(status)  # as the server stores a built-in object (Go structs have no nulls)
+        status = drop_nulls(status)  # as the server stores a built-in object (Go structs have no nulls)
         if status == (pod.get("status") or {}):
             return
         await self.api.json_patch(path("v1", "pods", pod["metadata"]["namespace"], name(pod), "status"),
@@ -428,7 +423,7 @@ class Kubelet:
         now = runtime.now_iso()
         for rt in list(self.pods.values()):
             if not rt.finished:
-                rt.disruption = _condition("DisruptionTarget", True, "TerminationByKubelet", SHUTDOWN_MESSAGE, since=now)
+                rt.disruption = condition("DisruptionTarget", True, "TerminationByKubelet", SHUTDOWN_MESSAGE, since=now)
                 rt.status_reason = ("Terminated", SHUTDOWN_MESSAGE)
         await asyncio.gather(*(self._stop(rt, grace_s) for rt in self.pods.values() if rt.running))
         for rt in list(self.pods.values()):
@@ -443,9 +438,13 @@ class Kubelet:
                 log.debug("could not report %s at shutdown: %s", rt.name, err)
 
     async def adopt_leftovers(self, pods: Sequence[dict[str, Any]]) -> None:
-        """Pods bound here that no process of ours runs (the agent was restarted): their containers are lost."""
+        """Pods bound here whose containers an earlier agent started (the agent was restarted): they are lost.
+        A pod none of whose containers had started (bound while no agent ran, or between this agent's
+        registration and now) is simply started by the next sync, as a kubelet starts a pod it finds."""
         for pod in pods:
             if (pod.get("spec") or {}).get("nodeName") != self.config.node_name or terminal(pod) or uid(pod) in self.pods:
+                continue
+            if not had_started(pod) and not deleting(pod):
                 continue
             status = self._never_started_status(pod)
             for cs, old in zip(status["containerStatuses"], (pod.get("status") or {}).get("containerStatuses") or []):
@@ -463,14 +462,6 @@ def _volume_ref(volume: dict[str, Any]) -> podenv.Ref | None:
     if "configMap" in volume:
         return podenv.Ref("configmaps", volume["configMap"]["name"])
     return None
-
-
-def _drop_nulls(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _drop_nulls(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list):
-        return [_drop_nulls(v) for v in value]
-    return value
 
 
 def _bindable(ip: str, port: int) -> bool:
