@@ -10,9 +10,10 @@ with llm-compressor 0.14's `model_free_ptq`, never building the model.
                                             share an FP4 global scale are read together even across shards
 
 Host memory is bounded by the largest shard (plus its quantized copy) times the worker threads, not by the
-model. Targets are the resolver's exact module regexes, so tensors the model definition does not know (a
-multi-token-prediction layer transformers drops) are not touched by accident: `extra_ignore` is where other
-roles add what they keep (the MTP layer, issue #16).
+model. Targets are the resolver's exact module regexes; tensors the model definition does not know but the
+targets' patterns would match (a multi-token-prediction layer transformers drops) are kept out with
+`extra_ignore` and taken out of the written files with `leave_out` (the compress stage passes the MTP layers,
+which the save stage then carries or drops: kompress_job.mtp.carry).
 Must not: import llm-compressor at module import, or build a model.
 """
 
