@@ -26,7 +26,7 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-PRESETS = ["fp8-dynamic", "w4a16-w8a8", "w4a16", "sparse24-w4a16-w8a8"]
+PRESETS = ["fp8-dynamic", "fp8-block", "nvfp4a16", "mxfp4a16", "nvfp4", "w4a16-w8a8", "w4a16", "sparse24-w4a16-w8a8"]
 
 def weights_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.glob("*.safetensors"))

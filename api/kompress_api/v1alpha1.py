@@ -67,6 +67,10 @@ class Preset(str, Enum):
     W4A16_W8A8 = "w4a16-w8a8"
     W4A16 = "w4a16"
     FP8_DYNAMIC = "fp8-dynamic"
+    FP8_BLOCK = "fp8-block"
+    NVFP4A16 = "nvfp4a16"
+    MXFP4A16 = "mxfp4a16"
+    NVFP4 = "nvfp4"
 
 
 MODEL_URI_RE = r"^(hf://[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*|s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?|file:///.+|/.+)$"
@@ -224,6 +228,18 @@ class Calibration(ApiModel):
         return self
 
 
+class RecipePath(str, Enum):
+    """How the worker applies the recipe."""
+
+    AUTO = "auto"
+    DATA_FREE = "data-free"
+    LOADED = "loaded"
+
+
+# The presets whose schemes need no calibration data (the worker derives the same from the resolved recipe;
+# tests/job/test_data_free.py holds the two together). The CRD refuses path data-free for the others.
+DATA_FREE_PRESETS = ("fp8-dynamic", "fp8-block", "nvfp4a16", "mxfp4a16")
+_DATA_FREE_MESSAGE = "spec.recipe.path data-free needs a preset that learns nothing from data: fp8-dynamic, fp8-block, nvfp4a16 or mxfp4a16 (or path auto/loaded)"
 REGEX_PREFIX = "re:"
 # Kubernetes' CEL cannot compile a regex, so admission refuses only what is surely broken, in RE2: an
 # unclosed, unescaped [ and a *, + or ? with nothing to repeat. The typed model compiles every entry.
@@ -287,6 +303,10 @@ class Recipe(ApiModel):
     cel_rules: ClassVar[list[tuple[str, str]]] = [
         ("has(self.preset) != has(self.custom)", "spec.recipe needs exactly one of preset or custom"),
         ("!has(self.overrides) || has(self.preset)", "spec.recipe.overrides applies to a preset only"),
+        (
+            "!has(self.path) || self.path != 'data-free' || !has(self.preset) || self.preset in " + str(list(DATA_FREE_PRESETS)).replace('"', "'"),
+            _DATA_FREE_MESSAGE,
+        ),
     ]
 
     preset: Preset | None = api_field(
@@ -295,10 +315,21 @@ class Recipe(ApiModel):
             "a named recipe: sparse24-w4a16-w8a8 (the founding recipe: SparseGPT 2:4, AWQ, INT4 W4A16 on attention and "
             "dense MLP, INT8 W8A8 static on experts, router/gate_proj/lm_head 16-bit; NOT servable by vLLM today), "
             "w4a16-w8a8 (servable: INT4 W4A16 non-experts, INT8 W8A8 dynamic on experts), w4a16 (servable, smallest), "
-            "fp8-dynamic (servable on FP8 GPUs, no calibration). See docs/presets.md."
+            "fp8-dynamic (servable on FP8 GPUs, no calibration), fp8-block (FP8, 128x128 weight blocks, no calibration), "
+            "nvfp4a16 and mxfp4a16 (FP4 weights only, no calibration), nvfp4 (FP4 weights and activations, calibrated; "
+            "Blackwell). See docs/presets.md."
         ),
     )
     overrides: RecipeOverrides | None = api_field(None, description="typed adjustments of the preset. Only with preset.")
+    path: RecipePath = api_field(
+        RecipePath.AUTO,
+        description=(
+            "how the worker applies the recipe: data-free (llm-compressor's model_free_ptq: the safetensors files one by one, "
+            "never the whole model in memory; only for recipes that need no calibration: fp8-dynamic, fp8-block, nvfp4a16, "
+            "mxfp4a16), loaded (the whole model in host memory, llm-compressor's oneshot; every recipe), or auto (default: "
+            "data-free when the recipe allows it, else loaded)."
+        ),
+    )
     mtp: Literal["keep", "drop", "quantize"] = api_field(
         "keep",
         description=(
@@ -322,6 +353,8 @@ class Recipe(ApiModel):
             raise ValueError("spec.recipe needs exactly one of preset or custom")
         if self.overrides is not None and self.preset is None:
             raise ValueError("spec.recipe.overrides applies to a preset only")
+        if self.path is RecipePath.DATA_FREE and self.preset is not None and self.preset.value not in DATA_FREE_PRESETS:
+            raise ValueError(_DATA_FREE_MESSAGE)
         return self
 
 
@@ -382,6 +415,29 @@ class Resources(ApiModel):
     scratch: Quantity | None = api_field(None, description="scratch disk for the download and the compressed output, e.g. 500Gi. Default: the plan's disk estimate.", int_or_string=True)
     scratch_storage_class: str | None = api_field(None, description="storage class of a per-job ephemeral volume for scratch. Default: an emptyDir on the node.", pattern=DNS_SUBDOMAIN_RE, max_length=253)
     shm: Quantity | None = api_field(None, description="size of /dev/shm (memory-backed), for data loaders and NCCL. Default 16Gi.", int_or_string=True)
+
+
+class GpuArchitecture(str, Enum):
+    """NVIDIA GPU generations, as vLLM's kernels tell them apart."""
+
+    AMPERE = "ampere"  # A100, A10, RTX 30xx: compute capability 8.0/8.6
+    ADA = "ada"  # L4, L40S, RTX 40xx: 8.9 (FP8)
+    HOPPER = "hopper"  # H100, H200: 9.0 (FP8)
+    BLACKWELL = "blackwell"  # B200, GB200, RTX PRO 6000: 10.x/12.x (FP8, FP4)
+
+
+class Serving(ApiModel):
+    """Where the checkpoint will be served, so the plan can say whether vLLM serves it there and why."""
+
+    gpu: GpuArchitecture | None = api_field(
+        None,
+        description=(
+            "GPU architecture vLLM will serve on: ampere, ada, hopper or blackwell. Default: the job's own GPUs, read from "
+            "spec.scheduling.nodeSelector's nvidia.com/gpu.family or nvidia.com/gpu.product label when set, else hopper."
+        ),
+    )
+    tensor_parallel: int | None = api_field(None, description="vLLM --tensor-parallel-size. Default: spec.resources.gpus (at least 1).", ge=1, le=64)
+    expert_parallel: bool = api_field(False, description="vLLM --enable-expert-parallel: every routed expert whole on one GPU instead of split across the tensor-parallel GPUs. Default false.")
 
 
 class Scheduling(ApiModel):
@@ -559,6 +615,7 @@ class CompressionJobSpec(ApiModel):
     resources: Resources = api_field(Resources(), description=_immutable("what the worker asks for."), mutable=False, schema_default={})
     scheduling: Scheduling | None = api_field(None, description=_immutable("scheduling pass-through for the worker pod."), mutable=False)
     evaluation: Evaluation = api_field(Evaluation(), description=_immutable("fidelity evaluation and quality gate."), mutable=False, schema_default={})
+    serving: Serving | None = api_field(None, description=_immutable("where the checkpoint will be served (GPU architecture, tensor and expert parallelism): the plan checks vLLM can serve it there."), mutable=False)
     suspend: bool = api_field(False, description="true stops the worker (or keeps it from starting); false lets it run. The only field that may change after creation. Default false.", schema_default=False)
     backoff_limit: int = api_field(2, description=_immutable("retries of the worker pod after failures that may be transient (not bad input, not disruptions). Default 2."), ge=0, le=20, mutable=False, schema_default=2)
     active_deadline_seconds: int | None = api_field(None, description=_immutable("the most seconds the worker Job may run before it is failed."), ge=1, mutable=False)

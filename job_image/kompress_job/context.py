@@ -56,6 +56,9 @@ class RunContext:
     task_record: Path | None = None
     # compress: the resolved recipe (kompress_job.recipe.ResolvedRecipe: groups, modifiers, summary())
     recipe: Any = None
+    # load-model: how the recipe is applied, "data-free" (file by file, the model never built) or "loaded"
+    # (kompress_job.data_free.choose_path)
+    recipe_path: str | None = None
     # save
     checkpoint_dir: Path | None = None
     checkpoint_bytes: int | None = None

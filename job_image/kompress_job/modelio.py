@@ -98,7 +98,7 @@ def load_causal_lm(path: Path | str, *, dtype: str = "auto", trust_remote_code: 
     from llmcompressor.modeling.moe.linearize import load_quantizable_moe
     from transformers import AutoModelForCausalLM
 
-    kwargs: dict[str, Any] = {"dtype": torch_dtype(dtype), "trust_remote_code": trust_remote_code}
+    kwargs: dict[str, Any] = {"dtype": torch_dtype(_fp4_load_dtype(folder, dtype)), "trust_remote_code": trust_remote_code}
     with contextlib.ExitStack() as stack:
         stack.enter_context(_conversion_mappings_restored())
         stack.enter_context(load_quantizable_moe())
@@ -126,6 +126,22 @@ def load_causal_lm(path: Path | str, *, dtype: str = "auto", trust_remote_code: 
             raise
     model.eval()
     return model
+
+
+def _fp4_load_dtype(folder: Path, dtype: str) -> str:
+    """compressed-tensors 0.19 decompresses FP4 weights (NVFP4, MXFP4) to bfloat16 whatever the model's dtype, so
+    a float32 checkpoint's forward fails ("self and mat2 must have the same dtype"). Such a checkpoint (only test
+    models are float32) is loaded in bfloat16; every real model is bf16 or fp16 already and loads as it is."""
+    if dtype != "auto":
+        return dtype
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        return dtype
+    formats = {str(g.get("format")) for g in (config.get("quantization_config") or {}).get("config_groups", {}).values() if isinstance(g, dict)}
+    formats.add(str((config.get("quantization_config") or {}).get("format")))
+    fp32 = (config.get("dtype") or config.get("torch_dtype")) == "float32"
+    return "bfloat16" if fp32 and formats & {"nvfp4-pack-quantized", "mxfp4-pack-quantized"} else dtype
 
 
 @contextlib.contextmanager

@@ -32,12 +32,12 @@ from kompress_api.exit_codes import ExitCode
 from kompress_api.v1alpha1 import CompressionJob, PlanProblem, PlanSummary, model_uri_scheme
 
 from kompress_job import collector, fidelity, task_scores
-from kompress_job.errors import InvalidRecipe, ModelNotFound, OverlappingGroups, TargetsMatchNothing, UnsupportedArchitecture, describe
+from kompress_job.errors import InvalidRecipe, InvalidSpec, ModelNotFound, OverlappingGroups, TargetsMatchNothing, UnsupportedArchitecture, describe
 from kompress_job.planning import checkpoint as ckpt
 from kompress_job.planning import destination
 from kompress_job.planning import footprint as fp
 from kompress_job.planning import problems as P
-from kompress_job.planning import serving
+from kompress_job.planning import kernels, serving
 from kompress_job.planning import mtp as mtp_planning
 from kompress_job.planning.model import config_dtype, dtype_bytes, load_dtype, meta_model, standard_names, ASSUMED_DTYPE
 from kompress_job.planning.problems import Problem, examples
@@ -126,6 +126,9 @@ class Plan:
     serving: str | None
     roles: dict[str, dict[str, Any]] = field(default_factory=dict)  # role -> modules, parameters, groups
     tensor_parallel: dict[str, Any] = field(default_factory=dict)  # serving.tensor_parallel_summary
+    serving_target: Any = None  # planning.kernels.ServingTarget: spec.serving with its defaults
+    serving_verdict: str = ""  # "servable by vLLM at TP 4 on hopper", or why not
+    recipe_path: str | None = None  # "data-free" or "loaded" (kompress_job.data_free.choose_path)
     resolved: Any = None  # the ResolvedRecipe (None when the recipe was refused)
     layout: Any = None  # planning.checkpoint.CheckpointLayout: every tensor the checkpoint will hold
     cache: Any = None  # cache.plan.CacheView: what the model cache holds of this model (None without a cache)
@@ -202,6 +205,9 @@ class Plan:
             "devices": self.devices,
             "servable": self.servable,
             "serving": self.serving,
+            "serving_target": self.serving_target.summary() if self.serving_target else None,
+            "serving_verdict": self.serving_verdict,
+            "recipe_path": self.recipe_path,
             "groups": [g.summary() for g in self.groups],
             "roles": self.roles,
             "kept_16bit_parameters": self.kept_parameters,
@@ -257,11 +263,13 @@ def _make_plan(job: CompressionJob, config: Mapping[str, Any], devices: int | No
 
     # 2. The recipe, resolved as the worker resolves it; its refusals become errors.
     resolved = None
+    target = kernels.target_of(job)
     try:
-        resolved = resolve(spec.recipe, model)
+        resolved = resolve(spec.recipe, model, parallelism=target.parallelism)
     except tuple(_REFUSALS) as err:  # type: ignore[misc]
         code, fix = next(v for k, v in _REFUSALS.items() if isinstance(err, k))
         problems.append(P.error(code, err.message, fix))
+    path = _recipe_path(spec.recipe.path, resolved, problems)
 
     # 3. Every tensor of the checkpoint, by group (the MTP layers in a shard of their own when kept).
     mtp = mtp_planning.plan_mtp(config, spec.recipe.mtp, weight_names, _last_decoder_layer(model, resolved), source_dtype, dtype)
@@ -283,7 +291,7 @@ def _make_plan(job: CompressionJob, config: Mapping[str, Any], devices: int | No
         tensors, shards = len(lay.tensors), lay.shards()
 
     # 4. Memory, disk and time; then every problem.
-    workload = _workload(job, config, model, resolved, total, dtype, source_dtype, estimated, mtp, devices)
+    workload = _workload(job, config, model, resolved, total, dtype, source_dtype, estimated, mtp, devices, path)
     if job.spec.resources.shm is None and workload.distributed:
         # Unset /dev/shm is sized like unset memory and scratch: to what the run needs. With several GPUs that is
         # the whole model (the ranks share it there), so nothing is offloaded to disk and re-read for every layer.
@@ -295,6 +303,7 @@ def _make_plan(job: CompressionJob, config: Mapping[str, Any], devices: int | No
         problems += _fallback_problems(resolved)
         problems += [P.warning(P.RECIPE_NOTE, w) for w in resolved.warnings]
         problems += serving.check(resolved, per_tp)
+        problems += kernels.check(resolved, target)
         problems += _kept_share(groups, total, dtype)
         problems += _nothing_compressed(resolved)
     problems += mtp_planning.problems(mtp, source_dtype)
@@ -324,10 +333,13 @@ def _make_plan(job: CompressionJob, config: Mapping[str, Any], devices: int | No
         devices=devices,
         shm_bytes=workload.shm_bytes,
         problems=P.ordered(problems),
-        servable=serving.servable(resolved, problems) if resolved is not None else None,
+        servable=(servable := serving.servable(resolved, problems) if resolved is not None else None),
+        serving_target=target,
+        serving_verdict=kernels.verdict(servable, target, problems, len(per_tp.get(target.tensor_parallel, []))),
         serving=resolved.serving if resolved is not None else None,
         roles=_roles(resolved) if resolved is not None else {},
         tensor_parallel=serving.tensor_parallel_summary(per_tp),
+        recipe_path=path,
         resolved=resolved,
         layout=lay,
     )
@@ -390,7 +402,7 @@ def _passes(resolved: Any) -> list[str]:
     return out
 
 
-def _workload(job, config, model, resolved, total, dtype, source_dtype, estimated, mtp, devices) -> fp.Workload:
+def _workload(job, config, model, resolved, total, dtype, source_dtype, estimated, mtp, devices, path) -> fp.Workload:
     spec = job.spec
     text = config.get("text_config") if isinstance(config.get("text_config"), dict) else config
     model_bytes = total * dtype_bytes(dtype)
@@ -424,6 +436,7 @@ def _workload(job, config, model, resolved, total, dtype, source_dtype, estimate
         evaluation_samples=evaluation.samples if evaluation.enabled else 0,
         evaluation_length=evaluation_length,
         evaluation_cost=evaluation_cost,
+        data_free=path == "data-free",
         task_cost=task_scores.estimate(config, evaluation.tasks) if evaluation.enabled and evaluation.tasks else None,
         shm_bytes=parse_quantity(spec.resources.shm) if spec.resources.shm is not None else fp.DEFAULT_SHM,
     )
@@ -432,6 +445,20 @@ def _workload(job, config, model, resolved, total, dtype, source_dtype, estimate
 # ---------------------------------------------------------------------------------------------------------------
 # Problems
 # ---------------------------------------------------------------------------------------------------------------
+
+
+def _recipe_path(path: Any, resolved: Any, problems: list[Problem]) -> str | None:
+    """The path the worker will take (kompress_job.data_free.choose_path); a data-free path the recipe cannot take
+    is an error here, before any GPU is asked for."""
+    from kompress_job import data_free
+
+    if resolved is None:
+        return None
+    try:
+        return data_free.choose_path(path, resolved)
+    except InvalidSpec as err:
+        problems.append(P.error(P.INVALID_RECIPE, err.message, "set spec.recipe.path to auto or loaded"))
+        return None
 
 
 def _fallback_problems(resolved: Any) -> list[Problem]:
@@ -484,7 +511,8 @@ def _resource_problems(job: CompressionJob, w: fp.Workload, f: fp.Footprint) -> 
     out = []
     if res.memory is not None:
         limit = parse_quantity(res.memory)
-        if limit < w.model_bytes:
+        holds_model = not (w.data_free and not w.evaluation_samples)  # the streamed data-free run never holds it
+        if holds_model and limit < w.model_bytes:
             out.append(
                 P.error(
                     P.HOST_MEMORY_TOO_SMALL,

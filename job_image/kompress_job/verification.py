@@ -6,6 +6,10 @@ loaded back the way users load it.
                            values inside the integer range, an input scale (finite, > 0) when activations
                            are static (so every expert was calibrated)
               16-bit    -> a plain float weight, no scale
+              FP4       -> two values a byte (uint8 [out, in/2]), group scales FP8 E4M3 (NVFP4, with an FP32 global
+                           scale, one per fused q/k/v or gate/up set) or E8M0 uint8 (MXFP4); NVFP4 W4A4 also a
+                           calibrated input_global_scale on every module (every expert)
+              FP8 block -> an FP8 weight and one scale per 128x128 block
               2:4       -> at least 2 zeros in every 4 consecutive input weights where sparsity was
                            asked, and NOT so in 16-bit modules (no stray mask)
     reload    llm-compressor's MoE loader + AutoModelForCausalLM.from_pretrained (plain from_pretrained
@@ -44,6 +48,8 @@ class VerificationReport:
     generated_tokens: int | None = None
     sample: str | None = None
     seconds: float | None = None
+    # "reload": loaded back as users load it and run; "streamed": files and config.json only, tensor by tensor
+    mode: str = "reload"
     mtp_tensors_checked: int | None = None  # the source's MTP tensors compared byte for byte (stages/verify)
 
     @property
@@ -62,6 +68,7 @@ class VerificationReport:
             "generated_tokens": self.generated_tokens,
             "sample": self.sample,
             "seconds": self.seconds,
+            "mode": self.mode,
             "mtp_tensors_checked": self.mtp_tensors_checked,
         }
 
@@ -112,6 +119,8 @@ def _integer_weight(shards: _Shards, module: str, weights: QuantArgs, out_featur
     import torch
 
     keys = shards.keys_of(module)
+    if weights.fp4:
+        return _fp4_weight(shards, module, weights, out_features, in_features, failures)
     if "weight_packed" in keys:
         from compressed_tensors.compressors.pack_quantized.helpers import unpack_from_int32
 
@@ -135,9 +144,47 @@ def _integer_weight(shards: _Shards, module: str, weights: QuantArgs, out_featur
     return weight.float() if weight.dtype != torch.int8 else weight
 
 
+def _fp4_weight(shards: _Shards, module: str, weights: QuantArgs, out_features: int, in_features: int, failures: list[str]):
+    """NVFP4 / MXFP4: two E2M1 values per byte, group scales in FP8 E4M3 (NV, under an FP32 global scale) or
+    E8M0 as uint8 (MX). Returns the unpacked values (as floats) when the storage is right."""
+    import torch
+
+    keys = shards.keys_of(module)
+    if "weight_packed" not in keys:
+        failures.append(f"{module}: FP4 planned but no weight_packed stored")
+        return None
+    packed = shards.get(f"{module}.weight_packed")
+    if packed.dtype != torch.uint8 or tuple(packed.shape) != (out_features, in_features // 2):
+        failures.append(f"{module}: weight_packed {packed.dtype} {tuple(packed.shape)}, expected uint8 {(out_features, in_features // 2)} (two FP4 values a byte)")
+        return None
+    scale_dtype = torch.float8_e4m3fn if weights.strategy == "tensor_group" else torch.uint8
+    if "weight_scale" in keys and shards.get(f"{module}.weight_scale").dtype != scale_dtype:
+        failures.append(f"{module}: weight_scale stored as {shards.get(f'{module}.weight_scale').dtype}, expected {scale_dtype} for {'NVFP4' if scale_dtype != torch.uint8 else 'MXFP4'}")
+    if weights.strategy == "tensor_group":
+        _positive_scale(shards, module, "weight_global_scale", failures)
+    from compressed_tensors.compressors.nvfp4.helpers import unpack_fp4_from_uint8
+
+    return unpack_fp4_from_uint8(packed, out_features, in_features, dtype=torch.float32)
+
+
+def _positive_scale(shards: _Shards, module: str, key: str, failures: list[str]) -> None:
+    """A stored scale that calibration or the weights set: present, finite, > 0."""
+    import torch
+
+    if key not in shards.keys_of(module):
+        failures.append(f"{module}: no {key} stored")
+        return
+    value = shards.get(f"{module}.{key}").float()
+    if not bool(torch.isfinite(value).all()) or not bool((value > 0).all()):
+        failures.append(f"{module}: {key} {value.flatten()[:4].tolist()} is not a calibrated scale (finite, > 0)")
+
+
 def _expected_scale_shape(weights: QuantArgs, out_features: int, in_features: int) -> tuple[int, ...] | None:
-    if weights.strategy == "group" and weights.group_size:
+    if weights.strategy in ("group", "tensor_group") and weights.group_size:
         return (out_features, in_features // weights.group_size)
+    if weights.strategy == "block" and weights.block_structure:
+        rows, cols = weights.block_structure
+        return (-(-out_features // rows), -(-in_features // cols))
     if weights.strategy == "channel":
         return (out_features, 1)
     if weights.strategy == "tensor":
@@ -179,15 +226,40 @@ def check_files(folder: Path, resolved: ResolvedRecipe, report: VerificationRepo
             scale = shards.get(f"{name}.weight_scale")
             if tuple(scale.shape) != expected_scale:
                 report.failures.append(f"{name}: weight_scale shape {tuple(scale.shape)}, expected {expected_scale} for {scheme.weights.strategy} {scheme.weights.group_size or ''}".rstrip())
-        if scheme.activations is not None and not scheme.activations.dynamic:
+        if scheme.activations is not None and scheme.activations.dynamic == "local":
+            # NVFP4 activations: group scales at run time under a global scale calibration set, for every expert
+            _positive_scale(shards, name, "input_global_scale", report.failures)
+        elif scheme.activations is not None and not scheme.activations.dynamic:
             if "input_scale" not in keys:
                 report.failures.append(f"{name}: static activations planned but no input_scale stored")
             else:
-                input_scale = shards.get(f"{name}.input_scale").float()
-                if not bool(torch.isfinite(input_scale).all()) or not bool((input_scale > 0).all()):
-                    report.failures.append(f"{name}: input_scale {input_scale.flatten()[:4].tolist()} is not a calibrated scale (finite, > 0)")
+                _positive_scale(shards, name, "input_scale", report.failures)
         if values is not None and assignment.sparsity is not None:
             _check_sparsity(name, values, assignment.sparsity, report)
+
+
+def check_fused_global_scales(folder: Path, resolved: ResolvedRecipe, report: VerificationReport) -> None:
+    """NVFP4: vLLM runs q/k/v and a dense MLP's gate/up as one layer with one global scale, so llm-compressor
+    gives each set one (oneshot and model_free_ptq alike, model_free_ptq reading a set split across shards
+    together). Expert MLPs are left out: model_free_ptq does not fuse them (vLLM takes the first of w1/w3's)."""
+    from kompress_job.recipe.presets import fused_kind
+    from kompress_job.recipe.inventory import Role
+
+    shards = _Shards(folder)
+    sets: dict[tuple[str, str], list[str]] = {}
+    for m in resolved.inventory.modules:
+        a = resolved.assignment[m.name]
+        kind = fused_kind(m)
+        if kind is None or a.scheme is None or a.scheme.weights.strategy != "tensor_group" or m.role in (Role.ROUTED_EXPERTS, Role.SHARED_EXPERTS):
+            continue
+        sets.setdefault((m.block, kind), []).append(m.name)
+    for (block, kind), names in sets.items():
+        keys = [f"{n}.weight_global_scale" for n in names]
+        if len(names) < 2 or not all(shards.has(k) for k in keys):
+            continue  # a missing scale is reported by check_files
+        values = {float(shards.get(k).float().flatten()[0]) for k in keys}
+        if len(values) > 1:
+            report.failures.append(f"{block} {kind}: weight_global_scale differs across the fused set ({sorted(values)}); vLLM loads them as one layer with one")
 
 
 def _check_sparsity(name: str, weight, sparsity: str, report: VerificationReport) -> None:
@@ -277,11 +349,52 @@ def verify_checkpoint(folder: Path, resolved: ResolvedRecipe, *, load: Any, toke
         report.failures.append("config.json has no quantization_config")
     report.failures += sparsity_metadata.check(config, resolved)
     check_files(folder, resolved, report)
+    check_fused_global_scales(folder, resolved, report)
     model = load(folder)
     check_reloaded(model, resolved, report)
     check_runs(model, tokenizer, report)
     report.seconds = round(time.monotonic() - started, 3)
     return report, model
+
+
+def check_config(folder: Path, resolved: ResolvedRecipe, report: VerificationReport) -> None:
+    """What a loader will apply, read from config.json alone: each planned module is matched by exactly the config
+    group of its planned scheme (targets, not ignored), and each 16-bit module by none: the reload check without
+    the model, for the streamed mode."""
+    from kompress_job.recipe.patterns import matches
+    from kompress_job.recipe.schemes import scheme_from_ct
+
+    config = json.loads((folder / "config.json").read_text()).get("quantization_config") or {}
+    groups = {name: (g.get("targets", []), scheme_from_ct(name, g)) for name, g in config.get("config_groups", {}).items()}
+    ignore = config.get("ignore") or []
+    classes = resolved.inventory.classes
+    for name, assignment in resolved.assignment.items():
+        own = classes.get(name, ())
+        ignored = any(matches(entry, name, own) for entry in ignore)
+        hits = [] if ignored else [g for g, (targets, _) in groups.items() if any(matches(t, name, own) for t in targets)]
+        if assignment.scheme is None:
+            if hits:
+                report.failures.append(f"{name}: planned 16-bit but config.json's group {hits[0]} targets it")
+            continue
+        if len(hits) != 1:
+            report.failures.append(f"{name}: planned {assignment.scheme.name}, but config.json {'ignores it' if ignored else f'matches it with {len(hits)} groups'}")
+            continue
+        loaded = groups[hits[0]][1]
+        for what, planned, actual in (("weights", assignment.scheme.weights, loaded.weights if loaded else None), ("activations", assignment.scheme.activations, loaded.activations if loaded else None)):
+            diff = _same(planned, actual.to_ct() if actual is not None else None)
+            if diff:
+                report.failures.append(f"{name}: config.json {what} {diff}")
+
+
+def verify_streamed(folder: Path, resolved: ResolvedRecipe) -> VerificationReport:
+    """Every check that needs no model in memory: the files tensor by tensor, fused global scales, config.json."""
+    started = time.monotonic()
+    report = VerificationReport(checkpoint=str(folder), mode="streamed")
+    check_files(folder, resolved, report)
+    check_fused_global_scales(folder, resolved, report)
+    check_config(folder, resolved, report)
+    report.seconds = round(time.monotonic() - started, 3)
+    return report
 
 
 def failure_message(report: VerificationReport) -> str:

@@ -217,6 +217,33 @@ def write_model(name: str, out_dir: str | Path, *, mtp: bool = False) -> Path:
     return out
 
 
+def reshard(source: str | Path, out_dir: str | Path, shards: int) -> Path:
+    """A copy of a saved model whose weights are dealt round-robin over `shards` safetensors files (with the
+    index transformers writes), so that every fused set (q/k/v, gate/up) is split across files: what the
+    data-free path has to reassemble. Other files are copied as they are."""
+    import json
+    import shutil
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    source, out = Path(source), Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for path in source.iterdir():
+        if path.is_file() and not path.name.endswith(".safetensors") and path.name != "model.safetensors.index.json":
+            shutil.copy2(path, out / path.name)
+    tensors = {}
+    for path in sorted(source.glob("*.safetensors")):
+        with safe_open(str(path), framework="pt") as handle:
+            tensors.update({key: handle.get_tensor(key) for key in handle.keys()})
+    names = sorted(tensors)
+    files = [f"model-{i + 1:05d}-of-{shards:05d}.safetensors" for i in range(shards)]
+    weight_map = {name: files[i % shards] for i, name in enumerate(names)}
+    for file in files:
+        save_file({n: tensors[n].contiguous() for n in names if weight_map[n] == file}, str(out / file), metadata={"format": "pt"})
+    total = sum(t.numel() * t.element_size() for t in tensors.values())
+    (out / "model.safetensors.index.json").write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2, sort_keys=True))
+    return out
 MTP_SEED = SEED + 46  # its own stream: adding the layer leaves every other weight as it was
 
 

@@ -131,14 +131,10 @@ quant_stage:
 @pytest.mark.slow
 def test_refusal_happens_before_compression(tiny_models, tmp_path):
     ctx = make_ctx(make_job(tiny_models["glm4-moe"], preset=None, custom=TUTORIAL), tiny_models["glm4-moe"], tmp_path)
-    run_stages(ctx, "load-model")
-    before = {k: v.clone() for k, v in ctx.model.state_dict().items()}
+    # load-model resolves the recipe on the model's structure (to choose its path) before reading any weight
     with pytest.raises(TargetsMatchNothing):
-        run_stages(ctx, "compress")
-    assert ctx.recipe is None
-    assert not any(hasattr(m, "quantization_scheme") for m in ctx.model.modules())
-    after = ctx.model.state_dict()
-    assert all((after[k] == v).all() for k, v in before.items())
+        run_stages(ctx, "load-model")
+    assert ctx.recipe is None and ctx.model is None and ctx.checkpoint_dir is None
 
 
 @pytest.mark.slow

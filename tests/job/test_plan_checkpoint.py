@@ -8,7 +8,7 @@ import pytest
 
 from kompress_job.planning.checkpoint import Tensor, compression_format, header_bytes, module_tensors
 from kompress_job.plan import parse_quantity
-from kompress_job.recipe.schemes import FP8_DYNAMIC, W8A8_DYNAMIC, W8A8_STATIC, QuantArgs, Scheme, w4a16
+from kompress_job.recipe.schemes import FP8_BLOCK, FP8_DYNAMIC, MXFP4A16, NVFP4, NVFP4A16, W8A8_DYNAMIC, W8A8_STATIC, QuantArgs, Scheme, w4a16
 
 pytestmark = pytest.mark.unit
 
@@ -25,8 +25,12 @@ SCHEMES = {
     "fp8 dynamic": (FP8_DYNAMIC, 256),
     "fp8 static": (Scheme("fp8-static", QuantArgs(8, "float", "channel", True), QuantArgs(8, "float", "tensor", True)), 256),
     "fp8 weight-only": (Scheme("fp8-w", QuantArgs(8, "float", "channel", True)), 256),
+    "fp8 block 128x128 (fp8-block)": (FP8_BLOCK, 256),
+    "nvfp4 weight-only (nvfp4a16)": (NVFP4A16, 256),
+    "nvfp4 w4a4 (nvfp4)": (NVFP4, 256),
+    "mxfp4 weight-only (mxfp4a16)": (MXFP4A16, 256),
 }
-OUT = 96
+OUT = 128
 DTYPE_NAMES = {"float32": "F32", "bfloat16": "BF16", "int32": "I32", "int64": "I64", "int8": "I8", "float8_e4m3fn": "F8_E4M3", "uint8": "U8"}
 
 

@@ -18,7 +18,7 @@ from kompress_testing.models import config_dir, meta_model
 
 pytestmark = pytest.mark.unit
 
-PRESETS = ["sparse24-w4a16-w8a8", "w4a16-w8a8", "w4a16", "fp8-dynamic"]
+PRESETS = ["sparse24-w4a16-w8a8", "w4a16-w8a8", "w4a16", "fp8-dynamic", "fp8-block", "nvfp4a16", "mxfp4a16", "nvfp4"]
 
 
 def expected_founding(name: str) -> str:

@@ -14,7 +14,9 @@ checkpoints the worker writes), applied module by module to a resolved recipe:
     (16-bit)              not quantized (or 2:4 only: the zeros are stored, there is no sparse format any more)
                                                               weight in the checkpoint dtype [out, in]
 
+    mxfp4-pack-quantized  float 4-bit weights, group 32      weight_packed u8 [out, in/2], weight_scale u8 (E8M0) [out, in/32]
     weight_scale   in the checkpoint dtype: tensor [1], channel [out, 1], group [out, ⌈in/g⌉], block [⌈out/b0⌉, ⌈in/b1⌉]
+                   (fp8-block: 128 x 128, one scale per block)
     zero points    only when asymmetric (pack-quantized packs them along dim 0 into int32); symmetric ones are dropped
     input_scale    only for static (calibrated) activations: [1] per tensor
     biases, norms, embeddings, routers, buffers: as they are, in their dtype
@@ -146,8 +148,8 @@ def _scale_shape(args: QuantArgs, out_features: int, in_features: int) -> tuple[
     if args.strategy == "channel":
         return (out_features, 1)
     if args.strategy == "block":
-        # QuantArgs carries no block structure; compressed-tensors' FP8 block presets use 128x128.
-        return (math.ceil(out_features / 128), math.ceil(in_features / 128))
+        rows, cols = args.block_structure or (128, 128)
+        return (math.ceil(out_features / rows), math.ceil(in_features / cols))
     return (1,)
 
 

@@ -11,6 +11,12 @@ host RAM      the peak of the worker's phases (each: what it holds at once), plu
   save        the compressed model, plus one shard (≤ 50 GB) that safetensors serializes in memory
   verify      the checkpoint reloaded the way users load it (decompressed: the model's size again), kept for
               the evaluation stage
+  data-free   (spec.recipe.path, auto for fp8-dynamic, fp8-block, nvfp4a16, mxfp4a16) no calibrate or save phase:
+              each of `workers` threads holds one source file and its quantized copy (on a GPU the file is read
+              onto the device, and only the quantized copy is serialized in host memory). The source's file size
+              is not in config.json: Hub checkpoints shard at about 5 GB (ASSUMED_SOURCE_SHARD). Without evaluation,
+              verify streams the files tensor by tensor (no reload), so nothing holds the model; with evaluation,
+              the baseline and the reload for verify and evaluate still hold the whole model in host memory.
 GPU memory    the largest subgraph onloaded at once: a decoder layer's weights (or embeddings / lm_head with
               the logits of one sample), the Hessians of the layer's pruned (SparseGPT) or GPTQ-quantized
               modules (in² float32 each: the published "2× a layer"), AWQ's activation cache for dense models,
@@ -53,6 +59,8 @@ DEFAULT_SHM = 16 * GIB
 SCRATCH_ALLOWANCE = 4 * GIB
 # transformers' save_pretrained shard size; safetensors builds each shard's bytes in memory before writing.
 SAVE_SHARD = 50 * GB
+# The source's safetensors files on the data-free path: the Hub's usual size (GLM-4.5-Air: 47 files of <= 5 GB).
+ASSUMED_SOURCE_SHARD = 5 * GB
 
 # Published figures (llm-compressor docs, "Runtime requirements": Meta-Llama-3-8B-Instruct on one A100, at its
 # examples' 512 samples × 2048 tokens), seconds for one run of each kind of modifier.
@@ -97,12 +105,19 @@ class Workload:
     evaluation_length: int
     shm_bytes: int  # /dev/shm as configured (spec.resources.shm or the operator's default)
     evaluation_cost: Any = None  # kompress_job.fidelity.EvaluationCost: baseline + evaluate, by their own model; None when off
+    data_free: bool = False  # the recipe runs on the data-free path (kompress_job.data_free)
+    source_shard_bytes: int = ASSUMED_SOURCE_SHARD  # the largest source safetensors file
     task_cost: Any = None  # kompress_job.task_scores.TaskCost: spec.evaluation.tasks on both models; None without tasks
 
     @property
     def distributed(self) -> bool:
         """What the compress stage does: several GPUs run DDP when the recipe learns from data."""
-        return self.devices > 1 and self.needs_calibration
+        return self.devices > 1 and self.needs_calibration and not self.data_free
+
+    @property
+    def workers(self) -> int:
+        """Files the data-free path quantizes at once: one per GPU (one on the CPU)."""
+        return max(1, self.devices)
 
 
 @dataclass(frozen=True)
@@ -153,10 +168,18 @@ def footprint(w: Workload) -> Footprint:
     shm_needed = w.model_bytes + SHM_RESERVE if w.distributed else 0
     in_memory = min(w.model_bytes, max(0, w.shm_bytes - SHM_RESERVE)) if w.distributed else w.model_bytes
     offload = w.model_bytes - in_memory
-    calibrate = in_memory + 2 * activations + (activations if w.awq and w.moe else 0) + processes * allowance
-    save = w.checkpoint_bytes + min(SAVE_SHARD, w.checkpoint_bytes) + allowance
-    verify = w.model_bytes + allowance
-    phases = {"calibrate": calibrate, "save": save, "verify": verify}
+    if w.data_free:
+        shard = min(w.source_shard_bytes, w.model_bytes)
+        phases = {"data-free compress": w.workers * shard * (1 if w.devices else 2) + allowance}
+        if w.evaluation_samples:  # baseline, then the reload verify keeps for evaluate
+            phases["baseline+verify+evaluate"] = w.model_bytes + allowance
+        else:
+            phases["verify (streamed)"] = shard + allowance
+    else:
+        calibrate = in_memory + 2 * activations + (activations if w.awq and w.moe else 0) + processes * allowance
+        save = w.checkpoint_bytes + min(SAVE_SHARD, w.checkpoint_bytes) + allowance
+        verify = w.model_bytes + allowance
+        phases = {"calibrate": calibrate, "save": save, "verify": verify}
     host = _headroom(max(phases.values()))
 
     # GPU memory per device: the largest subgraph onloaded at once.
@@ -212,9 +235,15 @@ def stage_times(w: Workload) -> list[StageTime]:
         out.append(StageTime("fetch-model", round(w.download_bytes / NETWORK_BYTES_PER_SECOND), f"{_gb(w.download_bytes)} at an assumed {NETWORK_BYTES_PER_SECOND / 1e6:.0f} MB/s"))
     else:
         out.append(StageTime("fetch-model", 0, "the model is used in place on its volume"))
-    out.append(StageTime("load-model", round(w.model_bytes / DISK_BYTES_PER_SECOND), f"{_gb(w.model_bytes)} read at an assumed {DISK_BYTES_PER_SECOND / 1e9:.0f} GB/s"))
-    out.append(compress_time(w))
-    out.append(StageTime("save", round(w.checkpoint_bytes / DISK_BYTES_PER_SECOND), f"{_gb(w.checkpoint_bytes)} written at an assumed {DISK_BYTES_PER_SECOND / 1e9:.0f} GB/s"))
+    if w.data_free:
+        io = w.model_bytes + w.checkpoint_bytes
+        out.append(StageTime("load-model", 0, "the data-free path builds only the structure (meta device)"))
+        out.append(StageTime("compress", round(io / DISK_BYTES_PER_SECOND / w.workers), f"data-free: {_gb(w.model_bytes)} read and {_gb(w.checkpoint_bytes)} written at an assumed {DISK_BYTES_PER_SECOND / 1e9:.0f} GB/s, {w.workers} file(s) at a time (rounding weights is cheap beside the I/O)"))
+        out.append(StageTime("save", 0, "written by the compress stage, file by file"))
+    else:
+        out.append(StageTime("load-model", round(w.model_bytes / DISK_BYTES_PER_SECOND), f"{_gb(w.model_bytes)} read at an assumed {DISK_BYTES_PER_SECOND / 1e9:.0f} GB/s"))
+        out.append(compress_time(w))
+        out.append(StageTime("save", round(w.checkpoint_bytes / DISK_BYTES_PER_SECOND), f"{_gb(w.checkpoint_bytes)} written at an assumed {DISK_BYTES_PER_SECOND / 1e9:.0f} GB/s"))
     out.append(StageTime("verify", round(w.checkpoint_bytes / DISK_BYTES_PER_SECOND), f"the checkpoint read back at an assumed {DISK_BYTES_PER_SECOND / 1e9:.0f} GB/s, plus decompression (not estimated)"))
     if w.evaluation_samples:
         out.append(evaluation_time(w))

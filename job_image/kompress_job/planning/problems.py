@@ -48,6 +48,10 @@ SCRATCH_BELOW_ESTIMATE = "ScratchBelowEstimate"
 NO_GPU = "NoGpu"
 NOTHING_COMPRESSED = "NothingCompressed"
 RECIPE_NOTE = "RecipeNote"
+NO_KERNEL_ON_TARGET = "NoKernelOnTargetGpu"
+
+# Warnings after which vLLM cannot load the checkpoint at all (alignment only costs kernels or TP degrees).
+NOT_LOADABLE_CODES = frozenset({STATIC_INT8_EXPERTS_NOT_LOADABLE, MIXED_SCHEMES_IN_EXPERT, FUSED_PROJECTION_MISMATCH, SPARSE24_NOT_SERVABLE, NO_KERNEL_ON_TARGET})
 TASK_SIZE_UNKNOWN = "TaskSizeUnknown"
 
 

@@ -91,6 +91,7 @@ def render(plan: Any) -> str:
     f = plan.footprint
     out += [
         "",
+        f"path          {plan.recipe_path or '?'}" + ("  (safetensors file by file, the model never loaded to compress)" if plan.recipe_path == "data-free" else "  (the whole model in host memory, llm-compressor's oneshot)"),
         f"host RAM      {_gb(f.host_memory_bytes)}  (peak of: " + ", ".join(f"{k} {_gb(v)}" for k, v in f.host_phases.items()) + f"; +{round(100 * (HEADROOM - 1))} % headroom)",
         f"GPU memory    {_gb(f.gpu_memory_bytes)} per device on {plan.devices} device(s)"
         + (f"  (layer {_gb(f.gpu_parts['layer_weights'])}, Hessians {_gb(f.gpu_parts['hessians'])})" if plan.devices else ""),
@@ -107,6 +108,8 @@ def render(plan: Any) -> str:
     verdict = "servable" if plan.servable else "NOT servable" if plan.servable is False else "unknown"
     serving = plan.serving or ""
     out.append(f"vLLM          {serving if serving.startswith('not servable') else verdict + (': ' + serving if serving else '')}")
+    if plan.serving_verdict:
+        out.append(f"serving       {plan.serving_verdict} ({plan.serving_target.basis})")
     out += ["", "time (estimates; basis in --json)"]
     for t in f.times:
         out.append(f"  {t.stage:<18} {_duration(t.seconds)}")

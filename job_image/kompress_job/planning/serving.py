@@ -35,7 +35,7 @@ TENSOR_PARALLEL = (1, 2, 4, 8)
 MARLIN_MIN_K = 128  # vLLM marlin_utils GPTQ_MARLIN_MIN_THREAD_K
 MARLIN_MIN_N = 64  # GPTQ_MARLIN_MIN_THREAD_N
 # Codes after which vLLM cannot load the checkpoint at all (alignment only costs kernels or TP degrees).
-NOT_LOADABLE = {P.STATIC_INT8_EXPERTS_NOT_LOADABLE, P.MIXED_SCHEMES_IN_EXPERT, P.FUSED_PROJECTION_MISMATCH, P.SPARSE24_NOT_SERVABLE}
+NOT_LOADABLE = P.NOT_LOADABLE_CODES
 
 
 def _scheme_key(a: Any) -> str:
@@ -144,9 +144,12 @@ def _fused_projections(modules: list, assignment: dict) -> list[Problem]:
 
 
 def _marlin(a: Any) -> bool:
-    """Integer weight-only quantization (W4A16, W8A16): what vLLM runs on Marlin (Machete on Hopper for dense layers)."""
+    """Integer weight-only quantization (W4A16, W8A16): what vLLM runs on Marlin (Machete on Hopper for dense layers);
+    FP4 weight-only (NVFP4A16, MXFP4A16) too, below Blackwell."""
     s = a.scheme
-    return s is not None and s.weights.type == "int" and s.activations is None and s.weights.strategy in ("group", "channel")
+    if s is None or s.activations is not None:
+        return False
+    return (s.weights.type == "int" and s.weights.strategy in ("group", "channel")) or s.weights.fp4
 
 
 def _row_parallel(m: Any) -> bool:
@@ -155,7 +158,7 @@ def _row_parallel(m: Any) -> bool:
 
 def _misaligned(m: Any, a: Any, tp: int) -> str | None:
     """Why module m (under scheme a) does not fit Marlin at tensor-parallel degree tp, or None."""
-    group = a.scheme.weights.group_size if a.scheme.weights.strategy == "group" else None
+    group = a.scheme.weights.group_size if a.scheme.weights.strategy in ("group", "tensor_group") else None
     k, n = m.in_features, m.out_features
     if _row_parallel(m):
         if k % tp:

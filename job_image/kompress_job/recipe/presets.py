@@ -6,6 +6,10 @@ does it. docs/presets.md is the user-facing description of the same table.
     w4a16-w8a8             W4A16      W4A16      W8A8 dynamic    W8A8 dynamic    as its MLP  16-bit
     w4a16                  W4A16      W4A16      W4A16           W4A16           as its MLP  16-bit
     fp8-dynamic            FP8        FP8        FP8             FP8             as its MLP  16-bit
+    fp8-block              FP8 block  FP8 block  FP8 block       FP8 block       as its MLP  16-bit
+    nvfp4a16               NVFP4 W    NVFP4 W    NVFP4 W         NVFP4 W         as its MLP  16-bit
+    mxfp4a16               MXFP4 W    MXFP4 W    MXFP4 W         MXFP4 W         as its MLP  16-bit
+    nvfp4                  NVFP4 W4A4 NVFP4 W4A4 NVFP4 W4A4      NVFP4 W4A4      as its MLP  16-bit
 
     * the gating projection of every MLP and expert. The founding preset keeps it 16-bit, as its
       recipe said; the others treat it like its MLP, because vLLM fuses gate and up into one layer that
@@ -13,6 +17,11 @@ does it. docs/presets.md is the user-facing description of the same table.
 
 W4A16 is INT4 symmetric, group 128 (spec.recipe.overrides.groupSize), with the documented fallback for
 input widths the group size does not divide. The two expert presets need a Mixture-of-Experts model.
+The FP8 and FP4 schemes are compressed-tensors 0.19's presets (FP8_DYNAMIC, FP8_BLOCK, NVFP4A16, MXFP4A16,
+NVFP4) field for field (recipe.schemes). FP4 group sizes are fixed by the format (16 for NV, 32 for MX): a
+layer whose input width they do not divide stays 16-bit (recorded as a fallback), and groupSize does not
+apply. fp8-dynamic, fp8-block, nvfp4a16 and mxfp4a16 need no calibration data; nvfp4 calibrates the global
+scale of every layer's activations (every expert, moe_calibrate_all_experts).
 
 Owns: preset -> per-module assignment (pure), and the recipe dict (llm-compressor's YAML form) that
 carries it out. Must not: import llm-compressor (the planner resolves presets without it).
@@ -27,9 +36,9 @@ from kompress_api.v1alpha1 import Preset, RecipeOverrides
 
 from kompress_job.errors import UnsupportedArchitecture
 from kompress_job.recipe.awq import derive_mappings
-from kompress_job.recipe.inventory import ModuleInventory, Role, WeightModule
+from kompress_job.recipe.inventory import ATTENTION_INPUT_NAMES, ATTENTION_OUTPUT_NAMES, DOWN_PROJ_NAMES, GATE_PROJ_NAMES, MLP_ROLES, UP_PROJ_NAMES, ModuleInventory, Role, WeightModule
 from kompress_job.recipe.patterns import exact_patterns
-from kompress_job.recipe.schemes import FP8_DYNAMIC, W8A8_DYNAMIC, W8A8_STATIC, Scheme, w4a16
+from kompress_job.recipe.schemes import FP8_BLOCK, FP8_DYNAMIC, MXFP4A16, NVFP4, NVFP4A16, W8A8_DYNAMIC, W8A8_STATIC, Scheme, w4a16
 
 DEFAULT_GROUP_SIZE = 128
 FALLBACK_GROUP_SIZES = (64, 32)
@@ -59,6 +68,16 @@ class Fallback:
 
     def summary(self) -> dict[str, Any]:
         return {"module": self.module, "in_features": self.in_features, "requested": self.requested, "applied": self.applied, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class Parallelism:
+    """How vLLM will split the model (spec.serving): what FP8 blocks must stay whole across. Block-scaled layers
+    are split by tensor parallelism (column-parallel ones by rows, o_proj/down_proj by columns), routed experts
+    too unless expert parallelism keeps each whole; vLLM refuses a per-GPU shard that is not whole blocks."""
+
+    tensor: int = 1
+    experts: bool = False
 
 
 @dataclass(frozen=True)
@@ -120,7 +139,28 @@ def rule_for(preset: Preset, group_size: int) -> PresetRule:
             servable=True,
             serving="vLLM: FP8 W8A8 on compute capability >= 8.9 (Ada, Hopper, Blackwell); Ampere runs it as W8A16",
         )
+    uniform = _UNIFORM.get(preset)
+    if uniform is not None:
+        scheme, serving = uniform
+        return PresetRule(
+            roles={role: scheme for role in (Role.ATTENTION, Role.DENSE_MLP, Role.SHARED_EXPERTS, Role.ROUTED_EXPERTS)},
+            gate_proj=_AS_MLP,
+            sparsity=None,
+            awq=False,
+            needs_moe=False,
+            servable=True,
+            serving=serving,
+        )
     raise ValueError(f"unknown preset {preset}")
+
+
+# One scheme on every attention, MLP and expert Linear (the compressed-tensors presets), with what serves it.
+_UNIFORM: dict[Preset, tuple[Scheme, str]] = {
+    Preset.FP8_BLOCK: (FP8_BLOCK, "vLLM: FP8 block-scaled W8A8 (CUTLASS/DeepGEMM, dense and fused MoE) on compute capability >= 8.9 (Ada, Hopper, Blackwell); Ampere runs it weight-only through Marlin"),
+    Preset.NVFP4A16: (NVFP4A16, "vLLM: NVFP4 weight-only; Blackwell natively, Ampere/Ada/Hopper through the FP4 Marlin kernel (dense and fused MoE)"),
+    Preset.MXFP4A16: (MXFP4A16, "vLLM: MXFP4 weight-only through the FP4 Marlin kernel on Ampere/Ada/Hopper, natively on Blackwell"),
+    Preset.NVFP4: (NVFP4, "vLLM: NVFP4 W4A4 only on Blackwell (compute capability >= 10.0: FP4 tensor cores); older GPUs cannot run FP4 activations"),
+}
 
 
 def group_size_fallback(in_features: int, group_size: int) -> int | None:
@@ -134,7 +174,9 @@ def group_size_fallback(in_features: int, group_size: int) -> int | None:
     return None
 
 
-def assign(preset: Preset, inventory: ModuleInventory, overrides: RecipeOverrides | None, ignored: set[str]) -> tuple[dict[str, Assignment], list[Fallback], PresetRule]:
+def assign(
+    preset: Preset, inventory: ModuleInventory, overrides: RecipeOverrides | None, ignored: set[str], parallelism: Parallelism = Parallelism()
+) -> tuple[dict[str, Assignment], list[Fallback], PresetRule]:
     """Per-module assignment of a preset. Pure: no model, no llm-compressor."""
     group_size = (overrides.group_size if overrides and overrides.group_size else None) or DEFAULT_GROUP_SIZE
     rule = rule_for(preset, group_size)
@@ -154,7 +196,18 @@ def assign(preset: Preset, inventory: ModuleInventory, overrides: RecipeOverride
         if m.name in ignored or not m.is_linear:
             scheme = None
         sparsity = rule.sparsity if scheme is not None else None
-        if scheme is not None and scheme.weights.strategy == "group":
+        if scheme is not None and scheme.weights.fp4 and m.in_features % (scheme.weights.group_size or 1):
+            # The group size is the format's (NVFP4 16, MXFP4 32): there is nothing to fall back to but 16-bit.
+            fallbacks.append(
+                Fallback(m.name, m.in_features, requested=scheme.name, applied="16-bit", reason=f"input width {m.in_features} is not a multiple of {scheme.name}'s group of {scheme.weights.group_size}")
+            )
+            scheme = sparsity = None
+        elif scheme is not None and scheme.weights.block_structure and _off_block(m, scheme.weights.block_structure, parallelism):
+            # compressed-tensors needs whole blocks, and vLLM whole blocks on every GPU: FP8 with a scale per output
+            # channel and per-token activations is the same format family, served by the same GPUs.
+            fallbacks.append(Fallback(m.name, m.in_features, requested=scheme.name, applied=FP8_DYNAMIC.name, reason=_off_block(m, scheme.weights.block_structure, parallelism)))
+            scheme = FP8_DYNAMIC
+        elif scheme is not None and scheme.weights.strategy == "group":
             applied = group_size_fallback(m.in_features, scheme.weights.group_size or group_size)
             if applied != scheme.weights.group_size:
                 new = scheme.with_group_size(applied)
@@ -172,7 +225,58 @@ def assign(preset: Preset, inventory: ModuleInventory, overrides: RecipeOverride
             fallbacks.append(Fallback(m.name, m.in_features, requested="sparse 2:4", applied="dense", reason=f"input width {m.in_features} is not a multiple of 4"))
             sparsity = None
         out[m.name] = Assignment(scheme, sparsity)
+    fallbacks += _fuse_block_fallbacks(inventory, out)
     return out, fallbacks, rule
+
+
+def _fuse_block_fallbacks(inventory: ModuleInventory, out: dict[str, Assignment]) -> list[Fallback]:
+    """vLLM loads q/k/v (and gate/up) as one fused layer of one scheme: when one of a set fell back from FP8
+    blocks to FP8 channels, the whole set does (e.g. 64-wide k/v heads beside a 128-row q)."""
+    sets: dict[tuple[str, str], list[WeightModule]] = {}
+    for m in inventory.modules:
+        kind = fused_kind(m)
+        if kind is not None:
+            sets.setdefault((m.block, kind), []).append(m)
+    fallbacks = []
+    for members in sets.values():
+        schemes = {out[m.name].scheme for m in members}
+        if FP8_DYNAMIC in schemes and any(s is not None and s.weights.block_structure for s in schemes):
+            for m in members:
+                scheme = out[m.name].scheme
+                if scheme is not None and scheme.weights.block_structure:
+                    fallbacks.append(Fallback(m.name, m.in_features, requested=scheme.name, applied=FP8_DYNAMIC.name, reason="a projection it is fused with in vLLM is not made of whole blocks"))
+                    out[m.name] = Assignment(FP8_DYNAMIC, None)
+    return fallbacks
+
+
+def fused_kind(m: WeightModule) -> str | None:
+    """Which projection set vLLM fuses this module into ("q/k/v" or "gate/up"), or None."""
+    if m.role is Role.ATTENTION and m.leaf in ATTENTION_INPUT_NAMES:
+        return "q/k/v"
+    if m.role in MLP_ROLES and (m.leaf in GATE_PROJ_NAMES or m.leaf in UP_PROJ_NAMES):
+        return "gate/up"
+    return None
+
+
+def _off_block(m: WeightModule, block: tuple[int, int], parallelism: Parallelism) -> str | None:
+    """Why m's weight, or its share on one GPU, is not made of whole blocks (None when it is)."""
+    rows, cols = block
+    if m.out_features % rows or m.in_features % cols:
+        return f"shape {m.out_features}x{m.in_features} is not made of whole {rows}x{cols} blocks"
+    split = parallelism.tensor if not (m.role is Role.ROUTED_EXPERTS and parallelism.experts) else 1
+    if split > 1:
+        dim, size, block_side = ("input", m.in_features, cols) if row_parallel(m) else ("output", m.out_features, rows)
+        if size % (split * block_side):
+            why = f"its {dim} {size} split over tensor parallel {split} is {size / split:g} per GPU, not whole {block_side}-wide blocks"
+            if m.role is Role.ROUTED_EXPERTS:
+                why += " (spec.serving.expertParallel: true keeps every expert whole, in blocks)"
+            return why
+    return None
+
+
+def row_parallel(m: WeightModule) -> bool:
+    """vLLM splits o_proj and down_proj by their input (row-parallel), every other Linear by its output."""
+    return m.leaf in DOWN_PROJ_NAMES or m.leaf in ATTENTION_OUTPUT_NAMES
 
 
 def _scheme_for(rule: PresetRule, m: WeightModule) -> Scheme | None:

@@ -24,7 +24,7 @@ from kompress_api.v1alpha1 import Preset, Recipe, RecipeOverrides
 from kompress_job.errors import InvalidSpec, TargetsMatchNothing
 from kompress_job.recipe.inventory import GATE_PROJ_NAMES, MLP_ROLES, ModuleInventory, Role, build_inventory
 from kompress_job.recipe.patterns import exact_patterns, unmatched_entries
-from kompress_job.recipe.presets import Assignment, Fallback, assign, build_recipe
+from kompress_job.recipe.presets import Assignment, Fallback, Parallelism, assign, build_recipe
 from kompress_job.recipe.schemes import Scheme
 
 KEPT_GROUP = "16bit"
@@ -178,12 +178,13 @@ def _groups(inventory: ModuleInventory, assignment: dict[str, Assignment], with_
     return groups
 
 
-def resolve(recipe_spec: Recipe, model: Any, config: Any = None) -> ResolvedRecipe:
+def resolve(recipe_spec: Recipe, model: Any, config: Any = None, parallelism: Parallelism = Parallelism()) -> ResolvedRecipe:
     """Resolve spec.recipe against a model (only its structure and shapes are read).
 
     Raises UnsupportedArchitecture (preset needs what the model lacks), TargetsMatchNothing (an ignore,
     experts or recipe entry that hits no module), OverlappingGroups, InvalidRecipe (custom recipe that
     does not parse). `config` is accepted for symmetry with the planner and unused: the model carries it.
+    `parallelism`: how vLLM will split the model (spec.serving), which block-scaled presets keep whole blocks for.
     """
     del config
     overrides = recipe_spec.overrides
@@ -194,12 +195,12 @@ def resolve(recipe_spec: Recipe, model: Any, config: Any = None) -> ResolvedReci
         return resolve_custom(recipe_spec.custom, inventory)
     if recipe_spec.preset is None:
         raise InvalidSpec("spec.recipe needs exactly one of preset or custom")
-    return resolve_preset(Preset(recipe_spec.preset), inventory, overrides)
+    return resolve_preset(Preset(recipe_spec.preset), inventory, overrides, parallelism)
 
 
-def resolve_preset(preset: Preset, inventory: ModuleInventory, overrides: RecipeOverrides | None = None) -> ResolvedRecipe:
+def resolve_preset(preset: Preset, inventory: ModuleInventory, overrides: RecipeOverrides | None = None, parallelism: Parallelism = Parallelism()) -> ResolvedRecipe:
     ignored = _check_overrides(inventory, overrides)
-    assignment, fallbacks, rule = assign(preset, inventory, overrides, ignored)
+    assignment, fallbacks, rule = assign(preset, inventory, overrides, ignored, parallelism)
     recipe, warnings = build_recipe(preset, inventory, assignment, rule)
     warnings = list(inventory.notes) + warnings
     if ignored:

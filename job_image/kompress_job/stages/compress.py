@@ -6,25 +6,43 @@
        (kompress_job.distributed); the ranks also write the checkpoint, which the save stage completes.
        A data-free recipe (fp8-dynamic) has nothing to share out: it loads here and runs in process.
     3. check every module got its planned scheme (in process; the verify stage re-checks on disk)
+
+On the data-free path (ctx.recipe_path, chosen by load-model) none of that: llm-compressor's model_free_ptq
+rewrites the safetensors files one by one into the checkpoint folder, on the GPUs present or the CPU
+(kompress_job.data_free), and the save stage completes the folder.
 """
 
 from __future__ import annotations
 
-from kompress_job import distributed, modelio
+from kompress_job import data_free, distributed, modelio
 from kompress_job.compression import planned_vs_applied, run_oneshot
 from kompress_job.context import RunContext
+from kompress_job.planning import kernels
 from kompress_job.errors import CompressionMismatch
 from kompress_job.recipe import resolve
 
 
 def run(ctx: RunContext) -> None:
     spec = ctx.job.spec
-    resolved = resolve(spec.recipe, ctx.model)
+    resolved = resolve(spec.recipe, ctx.model, parallelism=kernels.target_of(ctx.job).parallelism)
     ctx.recipe = resolved
     _log_plan(ctx)
 
     def report(done: int, total: int, message: str) -> None:
         ctx.progress.set_steps(done, total, message=message)
+
+    if ctx.recipe_path == data_free.DATA_FREE:
+        out = ctx.workdir / "checkpoint"
+        shards = len(list(ctx.model_dir.glob("*.safetensors")))
+        report(0, shards, f"data-free: quantizing {shards} safetensors file(s) one by one on {f'{ctx.devices} GPU(s)' if ctx.devices else 'the CPU'}")
+        mtp = _mtp_layers(ctx)  # carried (or dropped) by the save stage: model_free_ptq must neither quantize nor write them
+        data_free.apply(
+            ctx.model_dir, out, resolved, devices=ctx.devices, workers=max(1, ctx.devices),
+            extra_ignore=mtp.ignore_patterns if mtp else (), leave_out=mtp.holds if mtp else None,
+        )
+        report(shards, shards, f"{shards} safetensors file(s) quantized")
+        ctx.checkpoint_dir = out
+        return
 
     if ctx.devices > 1 and resolved.needs_calibration:
         plan = distributed.launch_plan(devices=ctx.devices, work=ctx.workdir / "distributed")
@@ -59,6 +77,15 @@ def run(ctx: RunContext) -> None:
         # The same model, recipe and library versions would do the same again: not worth a retry on GPUs.
         more = f" (and {len(problems) - 10} more)" if len(problems) > 10 else ""
         raise CompressionMismatch("llm-compressor did not apply the planned schemes: " + "; ".join(problems[:10]) + more)
+
+
+def _mtp_layers(ctx: RunContext):
+    import json
+
+    from kompress_job.mtp import layers
+
+    declared = layers.declared(json.loads((ctx.model_dir / "config.json").read_text()))
+    return declared if declared is not None and declared.known else None
 
 
 def _on_meta(model) -> bool:

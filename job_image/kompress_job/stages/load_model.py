@@ -1,16 +1,20 @@
 """load-model: the model to compress, from ctx.model_dir, in the dtype the spec asks for.
 
-One accelerator or none: the whole model is loaded into host memory here (llm-compressor onloads one
+The data-free path (kompress_job.data_free: spec.recipe.path, auto for a recipe that learns nothing) builds only
+the structure on the meta device, for the resolver: the compress stage rewrites the safetensors files one by one.
+Otherwise, one accelerator or none: the whole model is loaded into host memory here (llm-compressor onloads one
 layer at a time to the GPU), MoE experts as per-expert Linear layers. Several accelerators: only the
 structure is built, on the meta device (the resolver needs no weights); each DDP rank of the compress
 stage loads the weights itself (kompress_job.distributed), so the parent never holds a copy.
-Fills ctx.model and ctx.tokenizer.
+Fills ctx.model, ctx.tokenizer and ctx.recipe_path.
 """
 
 from __future__ import annotations
 
-from kompress_job import modelio
+from kompress_job import data_free, modelio
 from kompress_job.context import RunContext
+from kompress_job.planning import kernels
+from kompress_job.recipe import resolve
 
 
 def run(ctx: RunContext) -> None:
@@ -18,9 +22,16 @@ def run(ctx: RunContext) -> None:
     folder = modelio.check_model_dir(ctx.model_dir)
     if ctx.tokenizer is None:
         ctx.tokenizer = modelio.load_tokenizer(folder, trust_remote_code=spec.trust_remote_code)
+    structure = modelio.meta_model(folder, trust_remote_code=spec.trust_remote_code)
+    ctx.recipe_path = data_free.choose_path(ctx.job.spec.recipe.path, resolve(ctx.job.spec.recipe, structure, parallelism=kernels.target_of(ctx.job).parallelism))
+    ctx.log.info("recipe path: %s", ctx.recipe_path, extra={"stage": "load-model"})
+    if ctx.recipe_path == data_free.DATA_FREE:
+        ctx.progress.message("data-free recipe: the model's structure only (the weights are rewritten file by file)")
+        ctx.model = structure
+        return
     if ctx.devices > 1:
         ctx.progress.message(f"building the model's structure (weights are loaded by each of {ctx.devices} ranks)")
-        ctx.model = modelio.meta_model(folder, trust_remote_code=spec.trust_remote_code)
+        ctx.model = structure
         return
     ctx.progress.message(f"loading {folder.name} ({spec.dtype})")
     ctx.model = modelio.load_causal_lm(folder, dtype=spec.dtype, trust_remote_code=spec.trust_remote_code)

@@ -77,6 +77,7 @@ def record(ctx: RunContext) -> dict[str, Any]:
         "kompress_record": 1,
         "recipe": resolved.summary(),
         "modules": resolved.module_table(),
+        "path": ctx.recipe_path,
         "versions": {name: _version(name) for name in ("kompress-job", "llmcompressor", "compressed-tensors", "transformers", "torch")},
     }
 

@@ -3,7 +3,9 @@
 and byte-identical when kept, none when dropped (kompress_job.mtp.carry.check). Any mismatch fails the job with VerificationFailed:
 a checkpoint that is not what the recipe said is never published.
 
-The compressed in-memory model is released first (a second copy of a 100 B model does not fit), and the
+On the data-free path without evaluation nothing needs the model in memory, so nothing loads it: the files are
+checked tensor by tensor and config.json against the plan (verification.verify_streamed; no forward pass).
+Otherwise the compressed in-memory model is released first (a second copy of a 100 B model does not fit), and the
 reloaded one is left in ctx.model for the evaluation stage. Fills ctx.verification (JSON-able dict).
 """
 
@@ -13,22 +15,26 @@ import gc
 
 from pathlib import Path
 
-from kompress_job import modelio
+from kompress_job import data_free, modelio
 from kompress_job.context import RunContext
 from kompress_job.errors import VerificationFailed
-from kompress_job.verification import failure_message, verify_checkpoint
+from kompress_job.verification import failure_message, verify_checkpoint, verify_streamed
 
 
 def run(ctx: RunContext) -> None:
     spec = ctx.job.spec.model
     ctx.model = None
     gc.collect()
-    ctx.progress.message("reloading the checkpoint as users load it")
+    if ctx.recipe_path == data_free.DATA_FREE and not ctx.job.spec.evaluation.enabled:
+        ctx.progress.message("checking the files tensor by tensor (data-free path: the model is never loaded)")
+        report, model = verify_streamed(ctx.checkpoint_dir, ctx.recipe), None
+    else:
+        ctx.progress.message("reloading the checkpoint as users load it")
 
-    def load(folder):
-        return modelio.load_causal_lm(folder, dtype="auto", trust_remote_code=spec.trust_remote_code)
+        def load(folder):
+            return modelio.load_causal_lm(folder, dtype="auto", trust_remote_code=spec.trust_remote_code)
 
-    report, model = verify_checkpoint(ctx.checkpoint_dir, ctx.recipe, load=load, tokenizer=ctx.tokenizer)
+        report, model = verify_checkpoint(ctx.checkpoint_dir, ctx.recipe, load=load, tokenizer=ctx.tokenizer)
     _check_mtp(ctx, report)
     ctx.verification = report.summary()
     for failure in report.failures[:50]:
