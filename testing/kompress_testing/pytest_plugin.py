@@ -171,17 +171,10 @@ def kompress_crd() -> dict[str, Any]:
 @pytest.fixture(scope="session")
 def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
     """The session's one control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler)."""
-    from kompress_testing.node_agent import rbac_manifests
+    from kompress_testing.node_agent.access import grant
 
     with ControlPlane.running(tmp_path_factory.mktemp("control-plane")) as plane:
-        client = KubeClient(plane.url, plane.pki.ca_cert, cert=plane.pki.client("admin"))
-        for manifest in rbac_manifests():
-            kind = manifest["kind"]
-            if kind == "ServiceAccount":
-                url = f"/api/v1/namespaces/{manifest['metadata']['namespace']}/serviceaccounts"
-            else:
-                url = f"/apis/rbac.authorization.k8s.io/v1/{kind.lower()}s"
-            client.post(url, manifest)
+        grant(KubeClient(plane.url, plane.pki.ca_cert, cert=plane.pki.client("admin")))  # the played kubelet's rights
         yield plane
         plane.check_alive()
 

@@ -34,6 +34,8 @@ SECRET_NAME = "demo-s3"
 DEMO_MODEL = REPO_ROOT / "testing" / "kompress_testing" / "trained" / "glm4-moe-chat"
 # Its held-out conversations (never trained on), uploaded as the job's calibration and evaluation data.
 DEMO_DATA = DEMO_MODEL / "heldout.jsonl"
+# The local lm-eval task (kompress_testing.lmeval_task), uploaded as the job's spec.evaluation.taskSource.
+DEMO_TASKS = DEMO_MODEL.parent / "lmeval-chat"
 TERMINAL = ("Succeeded", "Failed")
 CJOBS = "/apis/kompress.dev/v1alpha1/namespaces/default/compressionjobs"
 
@@ -104,6 +106,10 @@ def prepare(stack: Stack, job: dict[str, Any]) -> list[tuple[str, int]]:
     model_uri, data_uri = job["spec"]["model"]["uri"], job["spec"]["calibration"]["uri"]
     uploaded = [(f"{model_uri}/", sum(size for _, size in upload_folder(stack.s3, model_files(), model_uri)))]
     uploaded.append((data_uri, upload_file(stack.s3, DEMO_DATA, data_uri)))
+    tasks_uri = ((job["spec"].get("evaluation") or {}).get("taskSource") or {}).get("uri", "")
+    if tasks_uri.startswith("s3://"):
+        files = sorted(p for p in DEMO_TASKS.iterdir() if p.is_file())
+        uploaded.append((f"{tasks_uri}/", sum(size for _, size in upload_folder(stack.s3, files, tasks_uri))))
     create_secret(stack)
     stack.kubectl("create", "serviceaccount", "kompress-worker")
     return uploaded

@@ -51,6 +51,10 @@ def status_report(cjob: dict[str, Any]) -> str:
             figures.append(f"top-1 agreement {metrics['top1Agreement']:.3f}")
         if figures:
             lines.append(f"    {'quality':<18} {', '.join(figures)} on {metrics.get('samples', '?')} held-out samples")
+        for score in metrics.get("tasks") or []:
+            if score.get("original") is not None and score.get("compressed") is not None:
+                lines.append(f"    {'task ' + score['task']:<18} {score['metric']} {score['original']:.3f} -> {score['compressed']:.3f} "
+                             f"({score['compressed'] - score['original']:+.3f}; lm-eval, {metrics.get('taskBackend', '?')} backend)")
     return "\n".join(lines)
 
 
