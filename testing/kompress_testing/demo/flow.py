@@ -53,10 +53,11 @@ def s3_port_of(job: dict[str, Any]) -> int:
 
 
 def with_endpoint(job: dict[str, Any], endpoint: str) -> dict[str, Any]:
-    for location in ("model", "calibration", "output"):
-        s3 = (job["spec"].get(location) or {}).get("s3")
-        if s3 is not None:
-            s3["endpoint"] = endpoint
+    places = [job["spec"].get(location) or {} for location in ("model", "calibration", "output")]
+    places.append((job["spec"].get("evaluation") or {}).get("taskSource") or {})
+    for place in places:
+        if place.get("s3") is not None:
+            place["s3"]["endpoint"] = endpoint
     return job
 
 
