@@ -70,7 +70,7 @@ def main(n: int) -> int:
                                   "--state-dir", tmp + "/node", "--node-name", "bench-node"],
                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         assert agent.stdout is not None and "ready" in agent.stdout.readline()
-        client = KubeClient(plane.url, plane.pki.ca_cert, cert=plane.pki.client("admin"))
+        client = plane.admin()
         gets = []
         for _ in range(50):
             t = time.monotonic()

@@ -30,7 +30,6 @@ from pathlib import Path
 
 import yaml
 from kompress_api import v1alpha1
-from kompress_testing.cluster.client import KubeClient
 from kompress_testing.cluster.controlplane import ControlPlane
 from kompress_testing.pytest_plugin import install_crd
 from kompress_operator import children
@@ -56,15 +55,11 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def admin(plane: ControlPlane) -> KubeClient:
-    return KubeClient(plane.url, plane.pki.ca_cert, cert=plane.pki.client("admin"))
-
-
 def api_floor_ms(samples: int = 40) -> dict[str, float]:
     """What the API server alone costs per request the operator makes (a fresh control plane, no operator)."""
     with ControlPlane.running() as plane:
         install_crd(plane, yaml.safe_load(CRD.read_text()))
-        client = admin(plane)
+        client = plane.admin()
         client.post("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
         base = f"/apis/kompress.dev/v1alpha1/namespaces/{NAMESPACE}/compressionjobs"
         costs: dict[str, float] = {}
@@ -117,7 +112,7 @@ def main(count: int = 1000, rate: float = 0.0) -> int:
         kubeconfig = plane.write_admin_kubeconfig(plane.workdir / "bench.kubeconfig")
         operator = None
         try:
-            client = admin(plane)
+            client = plane.admin()
             client.post("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
 
             # The watch of Jobs, as a user would see children appear.
@@ -125,7 +120,7 @@ def main(count: int = 1000, rate: float = 0.0) -> int:
             watching = threading.Event()
 
             def watch_jobs() -> None:
-                watcher = admin(plane)
+                watcher = plane.admin()
                 watching.set()
                 for event in watcher.watch(f"/apis/batch/v1/namespaces/{NAMESPACE}/jobs", timeout=600, timeoutSeconds=600):
                     owner = (event["object"].get("metadata", {}).get("annotations") or {}).get("kompress.dev/compressionjob")

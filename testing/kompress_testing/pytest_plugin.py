@@ -48,7 +48,7 @@ class Cluster:
 
     @property
     def client(self) -> KubeClient:
-        return KubeClient(self.plane.url, self.plane.pki.ca_cert, cert=self.plane.pki.client("admin"))
+        return self.plane.admin()
 
     @property
     def kubeconfig(self) -> pathlib.Path:
@@ -89,8 +89,7 @@ class Cluster:
             except ApiStatusError as err:
                 if err.code != 409:
                     raise
-        request = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"expirationSeconds": 86400}}
-        return client.post(f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token", request)["status"]["token"]
+        return self.plane.service_account_token(namespace, name)
 
     def path(self, plural: str = "compressionjobs", namespace: str | None = "", name: str | None = None,
              subresource: str | None = None, api_version: str = "kompress.dev/v1alpha1") -> str:
@@ -146,7 +145,7 @@ def install_crd(plane: ControlPlane, crd: dict[str, Any]) -> None:
     """Create or replace the CRD and wait until it is Established (served)."""
     import time
 
-    client = KubeClient(plane.url, plane.pki.ca_cert, cert=plane.pki.client("admin"))
+    client = plane.admin()
     url = f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{crd['metadata']['name']}"
     current = client.get_or_none(url)
     if current is None:
@@ -174,7 +173,7 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
     from kompress_testing.node_agent.access import grant
 
     with ControlPlane.running(tmp_path_factory.mktemp("control-plane")) as plane:
-        grant(KubeClient(plane.url, plane.pki.ca_cert, cert=plane.pki.client("admin")))  # the played kubelet's rights
+        grant(plane.admin())  # the played kubelet's rights
         yield plane
         plane.check_alive()
 

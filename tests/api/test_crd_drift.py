@@ -17,12 +17,11 @@ def test_committed_crd_equals_the_generated_one():
 @pytest.mark.integration
 def test_the_api_server_accepts_the_generated_crd_and_serves_it(control_plane):
     """kube-apiserver checks what no generator can: structural schema, CEL compilation and cost, defaults."""
-    from kompress_testing.cluster.client import KubeClient
     from kompress_testing.pytest_plugin import install_crd
 
     crd = crdgen.crd()
     install_crd(control_plane, crd)
-    client = KubeClient(control_plane.url, control_plane.pki.ca_cert, cert=control_plane.pki.client("admin"))
+    client = control_plane.admin()
     stored = client.get(f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{crd['metadata']['name']}")
     conditions = {c["type"]: c["status"] for c in stored["status"]["conditions"]}
     assert conditions["Established"] == "True" and conditions["NamesAccepted"] == "True"

@@ -21,6 +21,9 @@ def test_the_demo_job_names_the_demo_s3_endpoint_and_can_be_pointed_elsewhere() 
     moved = flow.with_endpoint(flow.demo_job(), "http://127.0.0.1:12345")
     locations = ("model", "calibration", "output")
     assert {moved["spec"][where]["s3"]["endpoint"] for where in locations} == {"http://127.0.0.1:12345"}
+    # the lm-eval task source is read from the same S3 server
+    assert moved["spec"]["evaluation"]["taskSource"]["s3"]["endpoint"] == "http://127.0.0.1:12345"
+    moved["spec"]["evaluation"]["taskSource"]["s3"]["endpoint"] = job["spec"]["evaluation"]["taskSource"]["s3"]["endpoint"]
     assert {k: v for k, v in moved["spec"].items() if k not in locations} == {k: v for k, v in job["spec"].items() if k not in locations}
 
 

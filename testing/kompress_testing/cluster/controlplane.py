@@ -33,6 +33,7 @@ import yaml
 
 from kompress_testing.cluster import pki as pki_mod
 from kompress_testing.cluster.build import binaries_dir, kubectl_binary
+from kompress_testing.cluster.client import KubeClient
 
 # Controllers the tests and the demo rely on. Left out on purpose: the node lifecycle controller
 # (played nodes stop heartbeating between tests and would be tainted), service/route controllers
@@ -159,7 +160,7 @@ class ControlPlane:
             f"--tls-cert-file={p.serving_cert}", f"--tls-private-key-file={p.serving_key}",
             f"--client-ca-file={p.ca_cert}",
             "--authorization-mode=RBAC",
-            f"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             f"--service-account-key-file={p.service_account_pub}",
             f"--service-account-signing-key-file={p.service_account_key}",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
@@ -257,6 +258,15 @@ class ControlPlane:
     def check_alive(self) -> None:
         for process in self.processes:
             process.check_alive()
+
+    def admin(self) -> KubeClient:
+        """A client with the admin's client certificate (group system:masters)."""
+        return KubeClient(self.url, self.pki.ca_cert, cert=self.pki.client("admin"))
+
+    def service_account_token(self, namespace: str, name: str, seconds: int = 86400) -> str:
+        """A real token of the ServiceAccount, from the TokenRequest API (as kubectl create token asks for one)."""
+        request = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"expirationSeconds": seconds}}
+        return str(self.admin().post(f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token", request)["status"]["token"])
 
     def version(self) -> str:
         """What kube-apiserver's /version says (gitVersion), e.g. v1.35.4."""

@@ -140,7 +140,7 @@ class Stack:
 
     @property
     def client(self) -> KubeClient:
-        return KubeClient(self.plane.url, self.plane.pki.ca_cert, cert=self.plane.pki.client("admin"))
+        return self.plane.admin()
 
     @property
     def node_logs(self) -> Path:
@@ -165,8 +165,7 @@ class Stack:
     def service_account_kubeconfig(self, account: tuple[str, str], path: Path) -> Path:
         """A kubeconfig with a real token of the ServiceAccount (TokenRequest API, one day)."""
         namespace, name = account
-        request = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"expirationSeconds": 86400}}
-        token = self.client.post(f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token", request)["status"]["token"]
+        token = self.plane.service_account_token(namespace, name)
         return self.plane.write_token_kubeconfig(path, token, namespace)
 
     def check_alive(self) -> None:

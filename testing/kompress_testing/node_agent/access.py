@@ -34,8 +34,6 @@ def grant(admin: KubeClient) -> None:
 
 def agent_kubeconfig(plane: Any, path: Path) -> Path:
     """Grant the agent's rights on `plane` (a kompress_testing.cluster ControlPlane) and write its kubeconfig."""
-    admin = KubeClient(plane.url, plane.pki.ca_cert, cert=plane.pki.client("admin"))
-    grant(admin)
-    request = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"expirationSeconds": TOKEN_SECONDS}}
-    token = admin.post(f"/api/v1/namespaces/{AGENT_NAMESPACE}/serviceaccounts/{AGENT_SERVICE_ACCOUNT}/token", request)["status"]["token"]
+    grant(plane.admin())
+    token = plane.service_account_token(AGENT_NAMESPACE, AGENT_SERVICE_ACCOUNT, TOKEN_SECONDS)
     return plane.write_token_kubeconfig(path, token, AGENT_NAMESPACE)
