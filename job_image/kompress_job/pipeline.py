@@ -79,7 +79,9 @@ def run(ctx: RunContext, resolve: Callable[[str], Callable[[RunContext], None]] 
         ctx.log.exception("stage %s failed unexpectedly", current, extra={"stage": current})
         return result_of(ctx, ExitCode.INTERNAL, describe(err), stage=current)
     ctx.progress.finish()
-    return result_of(ctx, ExitCode.OK, f"published to {ctx.output_uri}")
+    exact = ctx.destination is not None and ctx.destination.kind not in ("s3", "file")  # a commit or a digest says more than the URI
+    reference = ctx.destination.reference if exact else ctx.output_uri
+    return result_of(ctx, ExitCode.OK, f"published to {reference}")
 
 
 def result_of(ctx: RunContext, exit_code: ExitCode, message: str, *, stage: str | None = None) -> WorkerResult:
@@ -94,6 +96,7 @@ def result_of(ctx: RunContext, exit_code: ExitCode, message: str, *, stage: str 
         message=message,
         stage=stage,
         output_uri=ctx.output_uri,
+        destination=ctx.destination,
         manifest_uri=ctx.manifest_uri,
         rejected_uri=ctx.rejected_uri,
         resolved_revision=ctx.resolved_revision,
