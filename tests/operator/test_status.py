@@ -332,6 +332,19 @@ def test_success_puts_the_workers_result_in_status():
     assert reasons(update) == [("Normal", "Succeeded")]
 
 
+def test_an_hf_output_shows_its_commit_and_signature_in_the_status():
+    commit = "2f01a7d2f16cdd38838c5fff1a64c2c0788ab374"
+    destination = api.PublishedDestination(kind="hf", reference=f"hf://kompress/tiny@{commit}", commit=commit, revision="main", signature="model.sig")
+    result = RESULT.model_copy(update={"output_uri": "hf://kompress/tiny", "manifest_uri": f"hf://kompress/tiny@{commit}/kompress.json", "destination": destination})
+    scene = Scene().worker_running({"stage": "publish", "percent": 97})
+    scene.step()
+    scene.worker_pods = [pod_for(scene.worker_job, "aaaaa").succeeded(result).obj()]
+    scene.worker_job = JobWrapper(scene.worker_job).complete().obj()
+    update = scene.step()
+    assert update.status["result"]["destination"] == {"kind": "hf", "reference": f"hf://kompress/tiny@{commit}", "commit": commit, "revision": "main", "signature": "model.sig"}
+    assert cond(update, "Succeeded")["message"].startswith(f"published 105.6 GB to hf://kompress/tiny (hf: hf://kompress/tiny@{commit}), signed (model.sig)")
+
+
 def _failure(result: WorkerResult) -> Any:
     return lambda p: p.failed(result.exit_code, result)
 
