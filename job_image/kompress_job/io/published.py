@@ -140,6 +140,8 @@ class S3Reader:
 class HubReader:
     """hf://ORG/NAME[@REVISION]: every read from the one commit the revision (default main) names when opened."""
 
+    own_files = frozenset({".gitattributes"})  # the Hub's, in every repository: not part of the model
+
     def __init__(self, uri: str, options: ReaderOptions) -> None:
         from huggingface_hub import HfApi
         from huggingface_hub.utils import disable_progress_bars

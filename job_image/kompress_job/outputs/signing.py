@@ -152,8 +152,10 @@ def sign(folder: Path, signature: Path, material: SigningMaterial) -> None:
         raise KompressError(f"model signing failed: {type(exc).__name__}: {exc}") from None
 
 
-_MISMATCH = re.compile(r"Hash mismatch for '([^']+)'")
-_EXTRA = re.compile(r"(Extra|Missing) files (?:found )?in model '[^']*': ([^\]\"']+)")
+# model-signing raises ValueError(f"Signature mismatch: {list_of_lines}"): the lines as a list's repr, where a line holding
+# both kinds of quote has its single quotes escaped.
+_MISMATCH = re.compile(r"Hash mismatch for \\?'([^'\\]+)\\?'")
+_EXTRA = re.compile(r"(Extra|Missing) files (?:found )?in model \\?'[^'\\]*\\?': ([^\]\"'\\]+)")
 
 
 def verify(folder: Path, signature: Path, *, public_key: Path | None = None, certificate_chain: list[Path] | None = None) -> None:

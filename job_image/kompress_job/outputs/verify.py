@@ -6,7 +6,7 @@
 URI: file:///PATH, s3://BUCKET/PREFIX, hf://ORG/NAME[@REVISION] (status.result.destination.reference as is), or any
 scheme a reader was registered for (kompress_job.io.published). Checks, in order: kompress.json is there and is a
 manifest; the files there are exactly the ones it lists (plus itself and the signature; the Hub's own .gitattributes
-is allowed), each with the manifest's size and SHA-256; the signature model.sig, when the model has one, verified
+is allowed: a reader's own_files), each with the manifest's size and SHA-256; the signature model.sig, when the model has one, verified
 with the public key or against the certificate chain given (when neither is given it is reported as not checked;
 --require-signature makes a missing or unchecked signature a failure). One line on the outcome, naming the files that
 differ. Exit codes: VerifyExit.
@@ -31,9 +31,6 @@ from kompress_job.io.checksums import sha256_file
 from kompress_job.io.published import ReaderOptions, open_reader
 from kompress_job.io.storage import MANIFEST, SIGNATURE
 from kompress_job.outputs import signing
-
-# Files a destination keeps that are not the model's (the Hub's own attributes file in every repository).
-DESTINATION_FILES = frozenset({".gitattributes"})
 
 
 class VerifyExit(Enum):
@@ -129,7 +126,8 @@ def _check(uri: str, options: ReaderOptions, scratch: Path, *, key: Path | None,
     missing = sorted(set(entries) - present)
     if missing:
         raise _Failed(VerifyExit.CHECKSUM_MISMATCH, f"{_names(missing)} listed in {MANIFEST} but missing at {shown}")
-    extra = sorted(present - set(entries) - {MANIFEST, signature_name} - DESTINATION_FILES)
+    # A destination's own files are not the model's (the Hub's .gitattributes in every repository).
+    extra = sorted(present - set(entries) - {MANIFEST, signature_name} - getattr(reader, "own_files", frozenset()))
     if extra:
         raise _Failed(VerifyExit.CHECKSUM_MISMATCH, f"{_names(extra)} at {shown} but not in {MANIFEST}: not what was published")
     has_signature = signature_name in present
