@@ -120,10 +120,26 @@ class MtpResult(ApiModel):
     bytes: int = api_field(0, description="their size in bytes.", ge=0)
 
 
+class PublishedDestination(ApiModel):
+    """Where the checkpoint went, by kind, with a reference that names exactly what was published."""
+
+    kind: Literal["s3", "file", "oci"] = api_field(description="s3 (an S3 prefix), file (a folder) or oci (an OCI image in a registry).")
+    reference: str = api_field(
+        description=(
+            "what to give a consumer: the prefix or folder URI; for oci, the image by digest, oci://REGISTRY/REPOSITORY@sha256:HEX "
+            "(a KServe InferenceService's storageUri takes it as is)."
+        ),
+        max_length=1024,
+    )
+    digest: str | None = api_field(None, description="oci: the image manifest's digest (sha256:HEX), which the tag pointed to when the job pushed it.", max_length=80)
+    tag: str | None = api_field(None, description="oci: the tag that was pushed, last, once every blob was in the registry.", max_length=128)
+
+
 class JobResult(ApiModel):
     """What the worker produced."""
 
     output_uri: str | None = api_field(None, description="where the checkpoint was published.")
+    destination: PublishedDestination | None = api_field(None, description="the destination's kind and an exact reference to what was published (for oci, the image digest).")
     manifest_uri: str | None = api_field(None, description="the manifest kompress.json: sizes, checksums, recipe, metrics.")
     rejected_uri: str | None = api_field(None, description="where a checkpoint that failed the quality gate was kept for inspection.")
     resolved_revision: str | None = api_field(None, description="the exact model revision compressed (Hub commit or S3 ETag digest).")

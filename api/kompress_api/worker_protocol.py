@@ -13,7 +13,7 @@ from typing import Any
 
 from kompress_api._model import ApiModel, api_field
 from kompress_api.paths import SCRATCH_DIR, SHM_DIR, TERMINATION_LOG  # noqa: F401 - part of the protocol
-from kompress_api.v1alpha1 import EvaluationMetrics, MtpResult, PlanSummary, Progress
+from kompress_api.v1alpha1 import EvaluationMetrics, MtpResult, PlanSummary, Progress, PublishedDestination
 
 # The CompressionJob (metadata name/namespace/uid and spec, never status) as JSON. It holds only
 # references to Secrets, so an env var is safe; secret values arrive as the variables below.
@@ -22,6 +22,15 @@ ENV_HF_TOKEN = "HF_TOKEN"
 ENV_HF_ENDPOINT = "HF_ENDPOINT"
 # Per-location S3 credentials arrive by envFrom with these prefixes, e.g. KOMPRESS_MODEL_S3_AWS_ACCESS_KEY_ID.
 S3_ENV_PREFIX = {"model": "KOMPRESS_MODEL_S3_", "calibration": "KOMPRESS_CALIBRATION_S3_", "output": "KOMPRESS_OUTPUT_S3_", "tasks": "KOMPRESS_TASKS_S3_"}
+# An oci:// output's spec.output.oci.credentialsSecret (a dockerconfigjson) is mounted read-only at OCI_AUTH_DIR; the
+# variable names the file (the Secret's key .dockerconfigjson). The values never reach the environment.
+OCI_AUTH_DIR = "/kompress/oci-auth"
+OCI_AUTH_KEY = ".dockerconfigjson"
+ENV_OUTPUT_OCI_AUTH = "KOMPRESS_OUTPUT_OCI_AUTH"
+# The static busybox the worker image carries (package busybox-static): an oci:// output's base layer (sh, ln, sleep
+# for KServe's modelcar container). The variable overrides where it is.
+ENV_OCI_BUSYBOX = "KOMPRESS_OCI_BUSYBOX"
+OCI_BUSYBOX = "/bin/busybox"
 ENV_PROGRESS_BIND = "KOMPRESS_PROGRESS_BIND"
 ENV_TERMINATION_LOG = "KOMPRESS_TERMINATION_LOG"
 ENV_LOG_FORMAT = "KOMPRESS_LOG_FORMAT"
@@ -59,6 +68,7 @@ class WorkerResult(ApiModel):
     message: str = api_field("", description="what happened.")
     stage: str | None = api_field(None, description="the stage that failed, if any.")
     output_uri: str | None = api_field(None, description="where the checkpoint was published.")
+    destination: PublishedDestination | None = api_field(None, description="the destination's kind and exact reference (oci: the image digest).")
     manifest_uri: str | None = api_field(None, description="the manifest.")
     rejected_uri: str | None = api_field(None, description="where a checkpoint that missed the gate was kept.")
     resolved_revision: str | None = api_field(None, description="the exact model revision compressed.")
