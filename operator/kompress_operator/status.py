@@ -293,6 +293,9 @@ def result_summary(result: WorkerResult | None, spec: api.CompressionJobSpec) ->
     if result is None:
         return f"the worker succeeded but left no result in its termination message; check {spec.output.uri}"
     text = f"published {human_bytes(result.checkpoint_bytes)} to {result.output_uri or spec.output.uri}" if result.checkpoint_bytes else f"published to {result.output_uri or spec.output.uri}"
+    destination = result.destination
+    if destination is not None and destination.reference != (result.output_uri or spec.output.uri):
+        text += f" ({destination.kind}: {destination.reference})"
     if result.compression_ratio:
         text += f" ({result.compression_ratio:.1f}x smaller than bf16)"
     metrics = result.metrics

@@ -332,3 +332,32 @@ def test_the_plan_job_gets_no_task_source():
     job = children.build_plan_job(parse(_with_tasks({"configMap": "lm-eval-tasks"})), CONFIG)
     pod = job["spec"]["template"]["spec"]
     assert all("configMap" not in v for v in pod.get("volumes", [])) and "tasks" not in {m["name"] for m in container(job).get("volumeMounts", [])}
+
+
+# --- an oci:// output's registry Secret ----------------------------------------------------------
+
+
+def _oci(**oci):
+    return make_cjob(uid=UID).with_spec(output={"uri": "oci://registry.example:5000/models/tiny:w4a16", "oci": oci})
+
+
+def test_an_oci_output_gets_its_registry_secret_as_a_read_only_file_never_as_a_value():
+    job = worker(_oci(credentialsSecret="registry-push"))
+    kubernetes_validate.validate(job, "1.32.0", strict=True)
+    mounts = {m["name"]: m for m in container(job)["volumeMounts"]}
+    assert mounts["oci-auth"] == {"name": "oci-auth", "mountPath": "/kompress/oci-auth", "readOnly": True}
+    volumes = {v["name"]: v for v in job["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["oci-auth"] == {"name": "oci-auth", "secret": {"secretName": "registry-push", "defaultMode": 0o444,
+                                                                   "items": [{"key": ".dockerconfigjson", "path": ".dockerconfigjson"}]}}
+    # the worker is told where the file is; no variable holds a credential, none comes from the Secret
+    assert env_of(job)["KOMPRESS_OUTPUT_OCI_AUTH"] == {"name": "KOMPRESS_OUTPUT_OCI_AUTH", "value": "/kompress/oci-auth/.dockerconfigjson"}
+    assert "registry-push" not in json.dumps(container(job).get("envFrom", [])) and "secretKeyRef" not in json.dumps(container(job)["env"])
+    # planning never needs the registry
+    plan = children.build_plan_job(parse(_oci(credentialsSecret="registry-push")), CONFIG)
+    assert "volumes" not in plan["spec"]["template"]["spec"] and "KOMPRESS_OUTPUT_OCI_AUTH" not in env_of(plan)
+
+
+def test_an_anonymous_oci_output_mounts_nothing():
+    job = worker(_oci(insecure=True))
+    assert "oci-auth" not in {m["name"] for m in container(job)["volumeMounts"]}
+    assert "KOMPRESS_OUTPUT_OCI_AUTH" not in env_of(job)
