@@ -19,12 +19,16 @@ CLUSTER := .tools/k8s-$(K8S_VERSION)/kube-apiserver
 REGISTRY_VERSION := $(shell awk '$$1 == "github.com/distribution/distribution/v3" {print $$2}' testing/registry/go.mod)
 REGISTRY := .tools/registry-$(REGISTRY_VERSION)/registry
 BUSYBOX := .tools/busybox/busybox
+# KServe's Python SDK (its API types, generated from KServe's OpenAPI): the oci:// example's InferenceService is
+# checked against them. The wheel alone, never installed (its dependencies are a model server's).
+KSERVE_VERSION := 0.21.0
+KSERVE_WHEEL := .tools/kserve/kserve-$(KSERVE_VERSION)-py3-none-any.whl
 CRD    := crds/kompress.dev_compressionjobs.yaml
 # The chart's copy is a template's input, not under the chart's crds/ (Helm never upgrades those: docs/install.md).
 CHART_CRD := charts/kompress/files/crds/kompress.dev_compressionjobs.yaml
 PYTEST_ARGS ?=
 
-.PHONY: all venv tools cluster registry busybox crds lint test test-unit demo bench clean
+.PHONY: all venv tools cluster registry busybox kserve-sdk crds lint test test-unit demo bench clean
 
 all: test
 
@@ -71,12 +75,17 @@ $(BUSYBOX):
 
 busybox: $(BUSYBOX)
 
+$(KSERVE_WHEEL): | $(STAMP)
+	$(PY) -m pip download -q --disable-pip-version-check --no-deps -d .tools/kserve kserve==$(KSERVE_VERSION)
+
+kserve-sdk: $(KSERVE_WHEEL)
+
 # Generated from api/kompress_api/v1alpha1.py; tests fail when the committed copies drift.
 crds: $(STAMP)
 	$(PY) -m kompress_api.crdgen $(CRD) $(CHART_CRD)
 
 # The layers are a contract (.importlinter): checked before the tests.
-test: $(STAMP) $(HELM) $(KUBECTL) $(CLUSTER) $(REGISTRY) $(BUSYBOX)
+test: $(STAMP) $(HELM) $(KUBECTL) $(CLUSTER) $(REGISTRY) $(BUSYBOX) $(KSERVE_WHEEL)
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest $(PYTEST_ARGS)
 

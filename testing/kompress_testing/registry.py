@@ -2,7 +2,7 @@
 loopback port, with htpasswd authentication and a real credential, and the dockerconfigjson a Secret holds.
 
     with LocalRegistry(tmp_path) as registry:   registry.host ("127.0.0.1:PORT"), registry.docker_config()
-    registry.tags("repo"), registry.blob_count(), registry.log_text()
+    registry.tags("repo"), registry.linked_blobs("repo"), registry.log_text()
 
 Owns: the registry's binary path (`make registry`: .tools/registry-<version>/, the version read from
 testing/registry/go.mod), its config (filesystem storage under the work folder, delete enabled, htpasswd),
@@ -155,6 +155,12 @@ class LocalRegistry:
         """Every blob the registry stores (its filesystem layout: blobs/sha256/XX/HEX/data)."""
         root = self.storage / "docker" / "registry" / "v2" / "blobs" / "sha256"
         return {f"sha256:{p.parent.name}" for p in root.glob("*/*/data")} if root.is_dir() else set()
+
+    def linked_blobs(self, repository: str) -> set[str]:
+        """The blobs `repository` holds (the registry stores a blob once, and links it into each repository that has it:
+        a client asking this repository is told of these only)."""
+        root = self.storage / "docker" / "registry" / "v2" / "repositories" / repository / "_layers" / "sha256"
+        return {f"sha256:{p.parent.name}" for p in root.glob("*/link")} if root.is_dir() else set()
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
