@@ -26,7 +26,7 @@ def main(model_dir: str, data: str, recipe: str, out_dir: str, max_seq_length: i
     from llmcompressor.modeling.moe.linearize import load_quantizable_moe
 
     if not torch.accelerator.is_available():
-        from kompress_job import cpu_workarounds
+        from kompress_job.model import cpu_workarounds
 
         cpu_workarounds.apply()
 

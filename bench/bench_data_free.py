@@ -95,7 +95,7 @@ def child(model_dir: str, path: str, workdir: str) -> None:
 def base(model_dir: str) -> None:
     import llmcompressor  # noqa: F401
 
-    from kompress_job import modelio
+    from kompress_job.model import modelio
 
     modelio.load_tokenizer(model_dir)
     modelio.meta_model(model_dir)

@@ -1,4 +1,4 @@
-"""What keeping a multi-token-prediction layer costs the save and verify stages: kompress_job.mtp.carry against
+"""What keeping a multi-token-prediction layer costs the save and verify stages: kompress_job.model.mtp.carry against
 the least the job could do with the same bytes.
 
     .venv/bin/python bench/bench_mtp_carry.py [--size-mib 512] [--tensors 64] [--rounds 2]
@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from kompress_job.mtp import carry, layers
+from kompress_job.model.mtp import carry, layers
 
 MiB = 1 << 20
 CONFIG = {"model_type": "glm4_moe", "num_hidden_layers": 2, "num_nextn_predict_layers": 1}

@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from kompress_api.v1alpha1 import CompressionJob
 
-    from kompress_job.plan import make_plan, read_config
+    from kompress_job.planning.plan import make_plan, read_config
     from kompress_job.planning.model import meta_model
     from kompress_testing.models import config_dir
 

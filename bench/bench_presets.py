@@ -57,7 +57,7 @@ def run(name: str, recipe: dict, root: Path, tasks: list[dict] | None = None) ->
 
 def magnitude_reference(sparsegpt_ctx) -> dict:
     """Magnitude 2:4 of exactly the layers SparseGPT pruned, compared with the same baseline record."""
-    from kompress_job import fidelity, modelio
+    from kompress_job.model import fidelity, modelio
     from kompress_testing import compute_runs, trained_model
 
     model = modelio.load_causal_lm(trained_model.folder(), dtype="float32")

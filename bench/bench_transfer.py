@@ -25,8 +25,11 @@ import boto3
 from botocore.config import Config
 
 from kompress_api.v1alpha1 import S3Access
-from kompress_job.s3client import make_client
-from kompress_job.transfer import DownloadItem, S3Transfer, TransferSettings, UploadItem, head_object
+from kompress_job.io.s3client import make_client
+from kompress_job.io.download import DownloadItem
+from kompress_job.io.s3objects import head_object, TransferSettings
+from kompress_job.io.transfer import S3Transfer
+from kompress_job.io.upload import UploadItem
 
 MiB = 1 << 20
 SERVER = "import sys, time\nfrom kompress_testing.s3 import MotoS3\ns3 = MotoS3(auth=False).start()\nprint(s3.endpoint, flush=True)\nsys.stdin.read()\n"

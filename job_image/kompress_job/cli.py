@@ -61,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
 
         return runner.main_run(args) if args.command == "run" else runner.main_worker()
     if args.command in ("plan", "plan-pod"):
-        from kompress_job import collector, planner_cli
+        from kompress_job import collector
+        from kompress_job.planning import cli as planner_cli
 
         collector.off_for_this_process()  # plans once and exits: see kompress_job.collector
 

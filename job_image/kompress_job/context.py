@@ -31,7 +31,7 @@ class RunContext:
 
     # preflight
     output_checked: bool = False
-    # plan: kompress_job.plan's Plan
+    # plan: kompress_job.planning.plan's Plan
     plan: Any = None
     # fetch-model
     model_dir: Path | None = None
@@ -57,14 +57,14 @@ class RunContext:
     # compress: the resolved recipe (kompress_job.recipe.ResolvedRecipe: groups, modifiers, summary())
     recipe: Any = None
     # load-model: how the recipe is applied, "data-free" (file by file, the model never built) or "loaded"
-    # (kompress_job.data_free.choose_path)
+    # (kompress_job.model.data_free.choose_path)
     recipe_path: str | None = None
     # save
     checkpoint_dir: Path | None = None
     checkpoint_bytes: int | None = None
-    # kompress_job.mtp.carry.CarryResult: the multi-token-prediction layers kept or dropped (None: the model has none)
+    # kompress_job.model.mtp.carry.CarryResult: the multi-token-prediction layers kept or dropped (None: the model has none)
     mtp: Any = None
-    # verify: kompress_job.verification.VerificationReport.summary(), a JSON-able dict
+    # verify: kompress_job.model.verification.VerificationReport.summary(), a JSON-able dict
     verification: Any = None
     # evaluate
     metrics: EvaluationMetrics | None = None

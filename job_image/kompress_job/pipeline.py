@@ -1,7 +1,7 @@
 """The worker's lifecycle: plain stages, in order, over one progress reporter.
 
     preflight    parse the job, check the destination (exists? credentials?) before any work
-    plan         config.json only: resolve the recipe, refuse on errors (kompress_job.plan)
+    plan         config.json only: resolve the recipe, refuse on errors (kompress_job.planning.plan)
     fetch-model  Hub / S3 / volume -> scratch, resumable, verified
     calibration  data -> tokenized calibration rows + held-out evaluation rows
     load-model   weights into host RAM (llm-compressor onloads one layer at a time)

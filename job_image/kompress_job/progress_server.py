@@ -19,7 +19,7 @@ from typing import Any
 
 from kompress_api.worker_protocol import HEALTH_PATH, METRICS_PATH, PROGRESS_PATH, PROGRESS_PORT, WorkerProgress
 
-from kompress_job.cache.metrics import STATS
+from kompress_job.io.cache.metrics import STATS
 from kompress_job.progress import ProgressReporter
 
 DEFAULT_BIND = f"0.0.0.0:{PROGRESS_PORT}"

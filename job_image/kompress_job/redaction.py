@@ -17,7 +17,7 @@ from urllib.parse import quote, quote_plus
 
 from kompress_api.worker_protocol import ENV_HF_TOKEN, S3_ENV_PREFIX
 
-from kompress_job.credentials import clean
+from kompress_job.io.credentials import clean
 
 MASK = "***"
 # Values this short can't be told apart from ordinary words; credentials are never this short.
@@ -61,7 +61,7 @@ def _base64_cores(data: bytes) -> set[str]:
 
 def escaped_forms(value: str) -> set[str]:
     """`value` as it can appear in text the worker writes: itself and without surrounding whitespace (what
-    kompress_job.credentials sends), Python repr/ascii, \\n-escaped, JSON-escaped, URL-encoded (either case of
+    kompress_job.io.credentials sends), Python repr/ascii, \\n-escaped, JSON-escaped, URL-encoded (either case of
     hex, + or %20 for spaces, / kept or not), and base64 of it inside anything (kompress_job.redaction)."""
     forms: set[str] = set()
     for v in {value, clean(value)}:

@@ -31,7 +31,7 @@ def train_tokenizer(folder: Path) -> Path:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    from kompress_job.calibration_data import builtin_rows
+    from kompress_job.model.calibration_data import builtin_rows
 
     texts = [r["text"] for r in builtin_rows("chatterbot", chat=False)]
     tok = Tokenizer(models.BPE(unk_token="<unk>"))

@@ -86,8 +86,8 @@ def test_every_published_file_matches_the_manifest(finished: dict[str, Any]) -> 
 
 
 def test_the_checkpoint_in_s3_reloads_and_generates(finished: dict[str, Any]) -> None:
-    from kompress_job import modelio
-    from kompress_job.verification import VerificationReport, check_runs
+    from kompress_job.model import modelio
+    from kompress_job.model.verification import VerificationReport, check_runs
 
     folder: Path = finished["checkpoint"]
     config = json.loads((folder / "config.json").read_text())

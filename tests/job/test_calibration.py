@@ -8,7 +8,7 @@ import json
 import pytest
 
 from kompress_api.v1alpha1 import Calibration, Evaluation, S3Access
-from kompress_job import calibration_data as cd
+from kompress_job.model import calibration_data as cd
 from kompress_job.errors import AccessDenied, CalibrationNotFound, NoCalibrationSamples
 from kompress_testing.jobs import CHAT_TEMPLATE
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from kompress_api.v1alpha1 import S3Access
-from kompress_job import credentials
+from kompress_job.io import credentials
 from kompress_job.errors import AccessDenied, InvalidSpec
-from kompress_job.s3client import credentials_from_env, make_client
+from kompress_job.io.s3client import credentials_from_env, make_client
 
 pytestmark = pytest.mark.unit
 

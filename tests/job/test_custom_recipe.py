@@ -160,7 +160,7 @@ quant_stage:
 
 @pytest.mark.unit
 def test_a_custom_recipe_with_a_broken_regex_is_an_invalid_recipe_naming_each_entry(tmp_path):
-    from kompress_job.plan import make_plan
+    from kompress_job.planning.plan import make_plan
     from kompress_testing.models import build_config
 
     plan = make_plan(make_job(tmp_path, preset=None, custom=BROKEN_REGEX), build_config("glm4-moe").to_dict())

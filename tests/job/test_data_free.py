@@ -12,7 +12,7 @@ import pytest
 from _worker_helpers import make_ctx, make_job
 from kompress_api.v1alpha1 import DATA_FREE_PRESETS
 
-from kompress_job import modelio
+from kompress_job.model import modelio
 from kompress_testing import models, trained_model
 
 pytestmark = pytest.mark.slow
@@ -119,7 +119,7 @@ def test_without_evaluation_nothing_ever_builds_the_model_and_verify_streams(sha
     assert ctx.verification["modules_checked"] == len(ctx.recipe.assignment)
 
     # a config.json that would load the experts with another scheme is caught without loading anything
-    from kompress_job.verification import verify_streamed
+    from kompress_job.model.verification import verify_streamed
 
     path = ctx.checkpoint_dir / "config.json"
     config = json.loads(path.read_text())

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from _worker_helpers import make_ctx, make_job, run_stages, tiny_models
 
-from kompress_job import distributed
+from kompress_job.model import distributed
 
 
 @pytest.mark.unit
@@ -19,7 +19,7 @@ def test_launch_plan_runs_one_rank_per_device_with_torchrun():
     plan = distributed.launch_plan(devices=4, work=Path("/scratch/distributed"), python="/usr/bin/python3", cpu_threads=64)
     assert plan.argv == [
         "/usr/bin/python3", "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=4",
-        "-m", "kompress_job.distributed", "--work", "/scratch/distributed",
+        "-m", "kompress_job.model.distributed", "--work", "/scratch/distributed",
     ]
     assert plan.env["OMP_NUM_THREADS"] == "16"
     assert plan.checkpoint == Path("/scratch/distributed/checkpoint")

@@ -12,11 +12,12 @@ import shutil
 import pytest
 
 from kompress_api.v1alpha1 import ModelSource
-from kompress_job import sources
+from kompress_job.io import sources
 from kompress_job.errors import AccessDenied, ModelNotFound, StorageUnreachable
-from kompress_job.sources.select import wanted
-from kompress_job.transfer import S3Transfer, UploadItem
-from kompress_job.s3client import make_client
+from kompress_job.io.sources.select import wanted
+from kompress_job.io.transfer import S3Transfer
+from kompress_job.io.upload import UploadItem
+from kompress_job.io.s3client import make_client
 from kompress_api.v1alpha1 import S3Access
 
 pytestmark = pytest.mark.integration

@@ -1,4 +1,4 @@
-"""kompress_job.fidelity on tiny models (no llm-compressor): the figures are what they claim to be, the record
+"""kompress_job.model.fidelity on tiny models (no llm-compressor): the figures are what they claim to be, the record
 is all the comparison needs, the gate says what missed by how much, and the estimate is sane at full scale."""
 
 from __future__ import annotations
@@ -14,10 +14,12 @@ import torch
 from _worker_helpers import tiny_models  # noqa: F401 - fixture
 from kompress_api.v1alpha1 import CompressionJob, EvaluationMetrics, QualityGate
 
-from kompress_job import fidelity, model_card
+from kompress_job.model import fidelity
+
+from kompress_job.outputs import model_card
 from kompress_job.context import RunContext
 from kompress_job.errors import VerificationFailed
-from kompress_job.fidelity_plot import plot_drift
+from kompress_job.model.fidelity_plot import plot_drift
 from kompress_job.progress import ProgressReporter
 from kompress_testing import models
 
@@ -97,7 +99,7 @@ def test_kl_with_every_token_kept_is_exact_and_with_top_k_a_lower_bound(llama, r
 
 
 def test_on_a_trained_model_the_top_k_kl_is_close_to_the_exact_one(tmp_path):
-    from kompress_job import modelio
+    from kompress_job.model import modelio
     from kompress_testing import trained_model
 
     folder = trained_model.folder()
@@ -245,7 +247,7 @@ def stage_ctx(model_dir, workdir, **evaluation) -> RunContext:
 def test_baseline_loads_the_weights_itself_when_ranks_will_load_theirs(tiny_models, rows, tmp_path):  # noqa: F811
     from datasets import Dataset
 
-    from kompress_job import modelio
+    from kompress_job.model import modelio
     from kompress_job.stages import baseline
 
     folder = tiny_models["llama"]
@@ -262,7 +264,7 @@ def test_baseline_loads_the_weights_itself_when_ranks_will_load_theirs(tiny_mode
 
 
 def test_evaluate_refuses_a_compression_that_changed_nothing_and_gates_one_that_did(tiny_models, rows, tmp_path):  # noqa: F811
-    from kompress_job import modelio
+    from kompress_job.model import modelio
     from kompress_job.stages import evaluate
 
     folder = tiny_models["llama"]

@@ -15,9 +15,9 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 import yaml  # noqa: E402
 
-from kompress_job import fidelity, modelio  # noqa: E402
+from kompress_job.model import fidelity, modelio  # noqa: E402
 from kompress_job.errors import TargetsMatchNothing, VerificationFailed  # noqa: E402
-from kompress_job.verification import holds_n_m  # noqa: E402
+from kompress_job.model.verification import holds_n_m  # noqa: E402
 from kompress_testing import compute_runs, trained_model  # noqa: E402
 
 torch.set_num_threads(1)

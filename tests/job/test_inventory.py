@@ -67,7 +67,7 @@ def test_experts_override_replaces_detection():
 @pytest.mark.parametrize("name", ["glm4-moe", "qwen3-moe"])
 def test_virtual_expansion_equals_llm_compressors_linearization(name, tiny_models):
     """The planner's meta-device inventory names exactly the modules the worker's loaded model has."""
-    from kompress_job import modelio
+    from kompress_job.model import modelio
 
     planned = build_inventory(meta_model(name))
     loaded = build_inventory(modelio.load_causal_lm(tiny_models[name], dtype="float32"))

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from kompress_api.v1alpha1 import EvaluationMetrics
-from kompress_job import manifest, model_card
-from kompress_job.storage import rejected_uri
+from kompress_job.outputs import manifest, model_card
+from kompress_job.io.storage import rejected_uri
 from kompress_testing.jobs import FakeRecipe, make_job
 
 pytestmark = pytest.mark.unit

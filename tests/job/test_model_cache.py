@@ -23,15 +23,17 @@ import pytest
 import yaml
 
 from kompress_api.v1alpha1 import CompressionJob, ModelSource, S3Access
-from kompress_job.cache.fetch import fetch_cached
-from kompress_job.cache.lock import SourceLock
-from kompress_job.cache.metrics import STATS
-from kompress_job.cache.store import ModelCache
+from kompress_job.io.cache.fetch import fetch_cached
+from kompress_job.io.cache.lock import SourceLock
+from kompress_job.io.cache.metrics import STATS
+from kompress_job.io.cache.store import ModelCache
 from kompress_job.context import RunContext
 from kompress_job.errors import PlanRejected
 from kompress_job.progress import ProgressReporter
-from kompress_job.s3client import make_client
-from kompress_job.transfer import S3Transfer, TransferSettings, UploadItem
+from kompress_job.io.s3client import make_client
+from kompress_job.io.s3objects import TransferSettings
+from kompress_job.io.transfer import S3Transfer
+from kompress_job.io.upload import UploadItem
 from kompress_testing.counting_proxy import CountingProxy
 
 pytestmark = pytest.mark.integration
@@ -96,7 +98,7 @@ def test_a_second_job_with_another_preset_downloads_nothing_and_its_plan_says_ca
     job_file = tmp_path / "job.yaml"
     second = job_for(uri, s3, proxy, "fp8-dynamic")
     job_file.write_text(yaml.safe_dump(second.model_dump(by_alias=True, exclude_none=True, mode="json")))
-    from kompress_job.planner_cli import main_plan
+    from kompress_job.planning.cli import main_plan
 
     assert main_plan(SimpleNamespace(job=str(job_file), model_config=None, json=False), env) == 0
     assert f"cached: {first.source_bytes:,} of {first.source_bytes:,} bytes (0 to download)" in capsys.readouterr().out
@@ -124,8 +126,8 @@ def test_a_second_job_with_another_preset_downloads_nothing_and_its_plan_says_ca
 FETCH_SCRIPT = textwrap.dedent("""
     import json, os, sys
     from kompress_api.v1alpha1 import ModelSource
-    from kompress_job.cache.fetch import fetch_cached
-    from kompress_job.cache.store import ModelCache
+    from kompress_job.io.cache.fetch import fetch_cached
+    from kompress_job.io.cache.store import ModelCache
     source = ModelSource.model_validate(json.loads(sys.argv[1]))
     cache = ModelCache.from_env(os.environ)
     out = fetch_cached(source, cache, os.environ, on_wait=lambda holder: print("waited for", holder, flush=True))
@@ -198,7 +200,7 @@ def test_a_worker_killed_mid_download_resumes_within_1_1x_of_the_model(s3, bucke
 
 
 def test_a_cache_too_small_is_refused_in_the_plan_naming_the_sizes(s3, bucket, proxy, tmp_path, capsys):
-    from kompress_job.sources.select import wanted
+    from kompress_job.io.sources.select import wanted
     from kompress_testing.models import write_model
 
     folder = write_model("llama", tmp_path / "src")
@@ -208,7 +210,7 @@ def test_a_cache_too_small_is_refused_in_the_plan_naming_the_sizes(s3, bucket, p
     env = {**s3.env("model"), "KOMPRESS_CACHE_DIR": str(tmp_path / "cache"), "KOMPRESS_CACHE_MAX_BYTES": str(limit)}
     (tmp_path / "cache").mkdir()
     job = job_for(f"s3://{bucket}/m/small", s3, proxy)
-    from kompress_job.cache import plan as cache_plan
+    from kompress_job.planning import cache as cache_plan
 
     view = cache_plan.assess(job, env)
     assert view.total == total and view.cached == 0
@@ -217,7 +219,7 @@ def test_a_cache_too_small_is_refused_in_the_plan_naming_the_sizes(s3, bucket, p
         fetch_cached(job.spec.model, ModelCache.from_env(env), env)
     job_file = tmp_path / "job.yaml"
     job_file.write_text(yaml.safe_dump(job.model_dump(by_alias=True, exclude_none=True, mode="json")))
-    from kompress_job.planner_cli import main_plan
+    from kompress_job.planning.cli import main_plan
 
     capsys.readouterr()
     assert main_plan(SimpleNamespace(job=str(job_file), model_config=None, json=True), env) == 20  # PlanRejected
@@ -298,9 +300,9 @@ def test_a_hub_model_is_cached_by_commit_and_a_second_job_fetches_no_file(hub, m
 
 @pytest.mark.unit
 def test_a_volume_without_room_for_the_missing_bytes_is_refused_counting_what_eviction_frees(tmp_path, monkeypatch):
-    from kompress_job.cache import store
-    from kompress_job.cache.fetch import too_small
-    from kompress_job.cache.store import Holdings
+    from kompress_job.io.cache import store
+    from kompress_job.io.cache.fetch import too_small
+    from kompress_job.io.cache.store import Holdings
 
     cache = ModelCache(tmp_path)
     old = make_entry(cache, "old", MiB, time.time() - 60)  # unused: eviction may free it

@@ -11,7 +11,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from kompress_job.mtp import carry, layers
+from kompress_job.model.mtp import carry, layers
+from kompress_job.io.safetensors_files import read_header
 from kompress_testing.models import config_dir
 
 pytestmark = pytest.mark.unit
@@ -100,7 +101,7 @@ def write_compressed(folder):
 
 
 def raw_bytes(path, name) -> bytes:
-    header = layers.read_header(path)
+    header = read_header(path)
     with open(path, "rb") as f:
         length = int.from_bytes(f.read(8), "little")
         start, end = header[name]["data_offsets"]

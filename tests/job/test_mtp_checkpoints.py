@@ -15,8 +15,8 @@ import shutil
 import pytest
 from _worker_helpers import compressed, make_ctx, make_job, run_stages, tiny_models  # noqa: F401 - fixtures
 
-from kompress_job.mtp import carry, layers
-from kompress_job.plan import local_weight_names, make_plan, read_config
+from kompress_job.model.mtp import carry, layers
+from kompress_job.planning.plan import local_weight_names, make_plan, read_config
 
 pytestmark = pytest.mark.slow
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from kompress_job.planning.checkpoint import Tensor, compression_format, header_bytes, module_tensors
-from kompress_job.plan import parse_quantity
+from kompress_job.planning.plan import parse_quantity
 from kompress_job.recipe.schemes import FP8_BLOCK, FP8_DYNAMIC, MXFP4A16, NVFP4, NVFP4A16, W8A8_DYNAMIC, W8A8_STATIC, QuantArgs, Scheme, w4a16
 
 pytestmark = pytest.mark.unit

@@ -179,7 +179,7 @@ def pod_env(hub, tmp_path: Path, preset: str = "w4a16-w8a8", **spec) -> dict[str
 
 
 def test_plan_pod_fetches_only_config_json_and_the_index_and_leaves_a_plan(glm_on_hub, tmp_path, capsys):
-    from kompress_job.planner_cli import main_plan_pod
+    from kompress_job.planning.cli import main_plan_pod
 
     assert main_plan_pod(pod_env(glm_on_hub, tmp_path)) == 0
     message = (tmp_path / "termination-log").read_text()
@@ -198,7 +198,7 @@ def test_plan_pod_fetches_only_config_json_and_the_index_and_leaves_a_plan(glm_o
 
 
 def test_plan_pod_rejection_keeps_errors_within_4096_bytes(glm_on_hub, tmp_path):
-    from kompress_job.planner_cli import main_plan_pod
+    from kompress_job.planning.cli import main_plan_pod
 
     env = pod_env(glm_on_hub, tmp_path, "sparse24-w4a16-w8a8", resources={"memory": "100Gi"})
     assert main_plan_pod(env) == ExitCode.PLAN_REJECTED.code
@@ -211,7 +211,7 @@ def test_plan_pod_rejection_keeps_errors_within_4096_bytes(glm_on_hub, tmp_path)
 
 
 def test_plan_pod_without_the_model_says_so(glm_on_hub, tmp_path):
-    from kompress_job.planner_cli import main_plan_pod
+    from kompress_job.planning.cli import main_plan_pod
 
     env = pod_env(glm_on_hub, tmp_path)
     env["KOMPRESS_JOB"] = env["KOMPRESS_JOB"].replace("GLM-4.5-Air", "No-Such-Model")
@@ -269,7 +269,7 @@ def tiny_config(name: str) -> dict:
 
 
 def test_custom_recipe_refusals_are_plan_errors_and_valid_ones_are_sized(tmp_path):
-    from kompress_job.plan import make_plan
+    from kompress_job.planning.plan import make_plan
 
     rejected = make_plan(make_job(tmp_path, preset=None, custom=OVERLAPPING), tiny_config("glm4-moe"))
     assert [p.code for p in rejected.errors] == ["OverlappingGroups"]
@@ -286,7 +286,7 @@ def test_custom_recipe_refusals_are_plan_errors_and_valid_ones_are_sized(tmp_pat
 
 
 def test_plan_pod_without_an_index_plans_without_the_mtp_layer_and_says_so(hub, tmp_path):
-    from kompress_job.planner_cli import main_plan_pod
+    from kompress_job.planning.cli import main_plan_pod
 
     folder = tmp_path / "repo"
     folder.mkdir()

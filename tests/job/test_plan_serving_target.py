@@ -7,7 +7,7 @@ import pytest
 from kompress_api.v1alpha1 import CompressionJob
 from test_plan_glm import ATTENTION, BF16, COMMON, DENSE_MLP, EXPERT, EXPERTS, LAYERS, MOE_LAYERS, SHARED, fp8
 
-from kompress_job.plan import make_plan, read_config
+from kompress_job.planning.plan import make_plan, read_config
 from kompress_job.planning import kernels
 from kompress_job.planning.report import render
 from kompress_testing.models import config_dir

@@ -9,7 +9,7 @@ import json
 import pytest
 from _worker_helpers import RUNS, compressed, tiny_models  # noqa: F401 - fixtures
 
-from kompress_job.plan import make_plan, read_config
+from kompress_job.planning.plan import make_plan, read_config
 
 pytestmark = pytest.mark.slow
 

@@ -7,7 +7,7 @@ import pytest
 from kompress_api.v1alpha1 import DATA_FREE_PRESETS, Preset, Recipe, RecipePath
 from pydantic import ValidationError
 
-from kompress_job import data_free
+from kompress_job.model import data_free
 from kompress_job.errors import InvalidSpec
 from kompress_job.recipe import resolve
 from kompress_testing.models import meta_model

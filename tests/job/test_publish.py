@@ -15,7 +15,7 @@ import pytest
 
 from kompress_api.exit_codes import ExitCode
 from kompress_job.runner import execute
-from kompress_job.transfer import MiB
+from kompress_job.io.s3objects import MiB
 from kompress_testing.jobs import ComputeStandIns, make_job, write_checkpoint
 
 pytestmark = pytest.mark.integration

@@ -13,7 +13,7 @@ from kompress_api.exit_codes import ExitCode
 
 from kompress_job import pipeline
 from kompress_job.errors import CompressionMismatch, ModelFileCorrupt, ModelNotFound, NoCalibrationSamples, VerificationFailed
-from kompress_job.verification import holds_n_m
+from kompress_job.model.verification import holds_n_m
 
 
 def safetensors(folder: Path) -> dict:

@@ -11,7 +11,9 @@ from huggingface_hub.repocard_data import model_index_to_eval_results
 from kompress_api.v1alpha1 import MAX_STATUS_TASK_SCORES, EvaluationMetrics, EvaluationTask, TaskScore, parse
 from kompress_api.worker_protocol import TERMINATION_LIMIT, WorkerResult, encode_termination
 
-from kompress_job import manifest, model_card, task_scores
+from kompress_job.outputs import manifest, model_card
+
+from kompress_job.model import task_scores
 from kompress_job.errors import InvalidSpec
 from kompress_testing.jobs import FakeRecipe, make_job
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from kompress_api.v1alpha1 import TaskSource
 
-from kompress_job import task_scores
+from kompress_job.model import task_scores
 from kompress_job.errors import AccessDenied, InvalidSpec
 from kompress_testing import lmeval_task
 

@@ -14,9 +14,12 @@ from dataclasses import replace
 import pytest
 
 from kompress_api.v1alpha1 import S3Access
-from kompress_job.checksums import file_digests
-from kompress_job.s3client import make_client
-from kompress_job.transfer import MiB, S3Transfer, TransferSettings, UploadItem, download_items, head_object
+from kompress_job.io.checksums import file_digests
+from kompress_job.io.s3client import make_client
+from kompress_job.io.download import download_items
+from kompress_job.io.s3objects import head_object, MiB, TransferSettings
+from kompress_job.io.transfer import S3Transfer
+from kompress_job.io.upload import UploadItem
 
 pytestmark = pytest.mark.integration
 
@@ -187,7 +190,7 @@ def test_a_corrupted_partial_download_is_caught_and_fetched_again(s3, client, bu
 
 
 def test_a_verified_download_is_not_fetched_again(client, bucket, big_file, tmp_path):
-    from kompress_job.checksums import VerifiedFiles
+    from kompress_job.io.checksums import VerifiedFiles
 
     dest = tmp_path / "dl"
     with S3Transfer(client, SMALL_PARTS) as transfer:

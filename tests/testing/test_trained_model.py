@@ -47,7 +47,7 @@ def test_every_committed_file_is_the_one_the_provenance_lists(provenance):
 def test_the_weights_have_the_held_out_perplexity_the_provenance_claims(provenance):
     import torch
 
-    from kompress_job import modelio
+    from kompress_job.model import modelio
 
     torch.set_num_threads(1)
     folder = trained_model.folder()

@@ -7,6 +7,6 @@
     serving      what vLLM can load: 2:4, static INT8 experts, mixed schemes, fused projections, TP alignment
     problems     the Problem record (severity, stable code, message, fix) and the codes
 
-kompress_job.plan puts them together (make_plan). Nothing here reads weights, downloads anything, or
+kompress_job.planning.plan puts them together (make_plan). Nothing here reads weights, downloads anything, or
 imports llm-compressor or compressed-tensors (planning GLM-4.5-Air takes about a second).
 """

@@ -95,7 +95,7 @@ class CheckpointLayout:
         self.tensor_bytes = sum(self._sizes)
 
     def add_shard(self, tensors: list[Tensor], group: str) -> None:
-        """Tensors written to a shard of their own after the save (kompress_job.mtp.carry)."""
+        """Tensors written to a shard of their own after the save (kompress_job.model.mtp.carry)."""
         if not tensors:
             return
         self.tensors = self.tensors + list(tensors)

@@ -2,7 +2,7 @@
 they end up under spec.recipe.mtp, and what to tell the user.
 
     plan_mtp(config, handling, names, model, dtypes)   MtpPlan: the layers config.json declares
-                                       (kompress_job.mtp.layers), their tensors in the source's index (`names`;
+                                       (kompress_job.model.mtp.layers), their tensors in the source's index (`names`;
                                        None when no index was seen), each sized from the model's structure
     MtpPlan.checkpoint_tensors         what the compressed checkpoint adds for them (keep: each as the source
                                        stores it, in a shard of its own)
@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from kompress_job.mtp.layers import MtpLayers, declared
+from kompress_job.model.mtp.layers import MtpLayers, declared
 from kompress_job.planning import problems as P
 from kompress_job.planning.checkpoint import Tensor, safetensors_dtype
 
@@ -176,7 +176,7 @@ def problems(mtp: MtpPlan | None, source_dtype: str) -> list[P.Problem]:
                 P.MTP_LAYOUT_UNKNOWN,
                 f"config.json declares {what}, but Kompress does not know where model_type {layers.model_type!r} stores them, "
                 "so the checkpoint will not have them and vLLM's MTP speculative decoding will not be available",
-                "nothing to do for compression; to serve with MTP, ask for the family to be added to kompress_job.mtp.layers.FAMILIES",
+                "nothing to do for compression; to serve with MTP, ask for the family to be added to kompress_job.model.mtp.layers.FAMILIES",
             )
         ]
     if mtp.handling == DROP:

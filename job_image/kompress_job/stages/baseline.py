@@ -1,6 +1,6 @@
 """baseline: the original model's figures on the held-out rows, recorded before compression changes it.
 
-What is recorded (kompress_job.fidelity.record): per predicted token, the loss and the top-k next-token
+What is recorded (kompress_job.model.fidelity.record): per predicted token, the loss and the top-k next-token
 log-probabilities with the mass of the rest; per decoder layer, a projection of its outputs. It goes to
 ctx.workdir/evaluation/baseline (one file per batch), so the original can be released before the
 compressed model is loaded: the two never share memory. ctx.baseline keeps the record's index.
@@ -9,7 +9,7 @@ One accelerator or none: ctx.model is the original in host memory; it is only re
 any dispatch undone), so compression starts from exactly what was loaded. Several accelerators: ctx.model
 is a meta-device structure (the DDP ranks load their own weights), so this stage loads the weights itself
 and drops them before the ranks start.
-With spec.evaluation.tasks, the original is also scored on them with lm-eval (kompress_job.task_scores), on the
+With spec.evaluation.tasks, the original is also scored on them with lm-eval (kompress_job.model.task_scores), on the
 same loaded weights, and the scores are written to ctx.workdir/evaluation/tasks-original.json (ctx.task_record) for
 the evaluate stage; the backend is chosen here (ctx.task_backend) so both models are scored by the same one.
 Must not: modify ctx.model.
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import gc
 
-from kompress_job import fidelity, modelio, task_scores
+from kompress_job.model import fidelity, modelio, task_scores
 from kompress_job.context import RunContext
 
 RECORD_DIR = "evaluation/baseline"

@@ -1,13 +1,13 @@
 """Stage calibration: tokenized calibration samples (ctx.calibration) and held-out rows (ctx.holdout).
 
 The tokenizer and chat template come from the fetched model (ctx.model_dir). See
-kompress_job.calibration_data for sources, formats and how rows are picked.
+kompress_job.model.calibration_data for sources, formats and how rows are picked.
 Must not: load the model's weights.
 """
 
 from __future__ import annotations
 
-from kompress_job import calibration_data, modelio
+from kompress_job.model import calibration_data, modelio
 from kompress_job.context import RunContext
 from kompress_job.errors import KompressError
 

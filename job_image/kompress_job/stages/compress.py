@@ -3,19 +3,19 @@
     1. resolve: groups, fallbacks, warnings, the exact llm-compressor recipe (ctx.recipe)
     2. one accelerator or none: oneshot in this process, on ctx.model
        several, and the recipe learns from data: llm-compressor's distributed oneshot under torchrun
-       (kompress_job.distributed); the ranks also write the checkpoint, which the save stage completes.
+       (kompress_job.model.distributed); the ranks also write the checkpoint, which the save stage completes.
        A data-free recipe (fp8-dynamic) has nothing to share out: it loads here and runs in process.
     3. check every module got its planned scheme (in process; the verify stage re-checks on disk)
 
 On the data-free path (ctx.recipe_path, chosen by load-model) none of that: llm-compressor's model_free_ptq
 rewrites the safetensors files one by one into the checkpoint folder, on the GPUs present or the CPU
-(kompress_job.data_free), and the save stage completes the folder.
+(kompress_job.model.data_free), and the save stage completes the folder.
 """
 
 from __future__ import annotations
 
-from kompress_job import data_free, distributed, modelio
-from kompress_job.compression import planned_vs_applied, run_oneshot
+from kompress_job.model import data_free, distributed, modelio
+from kompress_job.model.compression import planned_vs_applied, run_oneshot
 from kompress_job.context import RunContext
 from kompress_job.planning import kernels
 from kompress_job.errors import CompressionMismatch
@@ -82,7 +82,7 @@ def run(ctx: RunContext) -> None:
 def _mtp_layers(ctx: RunContext):
     import json
 
-    from kompress_job.mtp import layers
+    from kompress_job.model.mtp import layers
 
     declared = layers.declared(json.loads((ctx.model_dir / "config.json").read_text()))
     return declared if declared is not None and declared.known else None

@@ -1,7 +1,7 @@
 """evaluate: the reloaded checkpoint (verify's ctx.model, loaded as users load it) against the baseline
 record; the quality gate.
 
-    1. compare on the same held-out rows (kompress_job.fidelity.compare): perplexity of both, the relative
+    1. compare on the same held-out rows (kompress_job.model.fidelity.compare): perplexity of both, the relative
        increase, mean KL divergence of next-token distributions, top-1 agreement, drift per layer
     2. outputs equal to the original's on every held-out token: the recipe changed nothing (targets that
        missed everything, a no-op modifier); VerificationFailed, never a success
@@ -12,7 +12,7 @@ record; the quality gate.
        beside the checkpoint, so they are published with it and linked from the model card
 
     5. spec.evaluation.tasks: the checkpoint scored with lm-eval by the backend that scored the original
-       (kompress_job.task_scores), compared with the original's record per task and metric, and
+       (kompress_job.model.task_scores), compared with the original's record per task and metric, and
        gate.maxTaskDrop checked; ctx.metrics.tasks holds them bounded, ctx.task_scores all of them
 
 Without held-out rows fidelity cannot be measured: a job with a fidelity limit in its gate is then rejected
@@ -26,11 +26,11 @@ from pathlib import Path
 
 from kompress_api.v1alpha1 import EvaluationMetrics
 
-from kompress_job import fidelity, task_scores
+from kompress_job.model import fidelity, task_scores
 from kompress_job.context import RunContext
 from kompress_job.errors import KompressError, VerificationFailed
-from kompress_job.fidelity_plot import plot_drift
-from kompress_job.model_card import PLOT, REPORT
+from kompress_job.model.fidelity_plot import plot_drift
+from kompress_job.outputs.model_card import PLOT, REPORT
 
 
 def metrics_of(comparison: fidelity.Comparison) -> EvaluationMetrics:

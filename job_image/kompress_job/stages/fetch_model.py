@@ -2,7 +2,7 @@
 on a volume).
 
 Resumable: a re-run keeps complete, verified files and continues partial ones. With a model cache mounted
-($KOMPRESS_CACHE_DIR, kompress_job.cache) the files go to the cache entry of this exact model version, shared
+($KOMPRESS_CACHE_DIR, kompress_job.io.cache) the files go to the cache entry of this exact model version, shared
 with every other job, and the entry stays marked in use until the worker ends. Fills ctx.model_dir,
 ctx.resolved_revision (Hub commit, S3 ETag digest) and ctx.source_bytes.
 Must not: load the model.
@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from kompress_api.v1alpha1 import model_uri_scheme
 
-from kompress_job import sources
-from kompress_job.cache.fetch import cache_for, fetch_cached
+from kompress_job.io import sources
+from kompress_job.io.cache.fetch import cache_for, fetch_cached
 from kompress_job.context import RunContext
 
 

@@ -1,17 +1,17 @@
 """load-model: the model to compress, from ctx.model_dir, in the dtype the spec asks for.
 
-The data-free path (kompress_job.data_free: spec.recipe.path, auto for a recipe that learns nothing) builds only
+The data-free path (kompress_job.model.data_free: spec.recipe.path, auto for a recipe that learns nothing) builds only
 the structure on the meta device, for the resolver: the compress stage rewrites the safetensors files one by one.
 Otherwise, one accelerator or none: the whole model is loaded into host memory here (llm-compressor onloads one
 layer at a time to the GPU), MoE experts as per-expert Linear layers. Several accelerators: only the
 structure is built, on the meta device (the resolver needs no weights); each DDP rank of the compress
-stage loads the weights itself (kompress_job.distributed), so the parent never holds a copy.
+stage loads the weights itself (kompress_job.model.distributed), so the parent never holds a copy.
 Fills ctx.model, ctx.tokenizer and ctx.recipe_path.
 """
 
 from __future__ import annotations
 
-from kompress_job import data_free, modelio
+from kompress_job.model import data_free, modelio
 from kompress_job.context import RunContext
 from kompress_job.planning import kernels
 from kompress_job.recipe import resolve

@@ -3,17 +3,17 @@
 config.json and the safetensors index (at the revision preflight resolved, so plan and weights agree), the
 recipe resolved on the meta device. Errors refuse the job here with every error and its fix, and the plan's exit code
 (Plan.exit: their own when they are all of one kind, e.g. TargetsMatchNothing 14, else PlanRejected 20); warnings go to
-the log. Fills ctx.plan (kompress_job.plan.Plan: its bf16_bytes give the result's compression ratio) and
+the log. Fills ctx.plan (kompress_job.planning.plan.Plan: its bf16_bytes give the result's compression ratio) and
 ctx.resolved_revision when the Hub named one.
 """
 
 from __future__ import annotations
 
 from kompress_job import collector
-from kompress_job.cache import plan as cache_plan
+from kompress_job.planning import cache as cache_plan
 from kompress_job.context import RunContext
 from kompress_job.errors import error_for
-from kompress_job.plan import fetch_config, fetch_weight_names, make_plan
+from kompress_job.planning.plan import fetch_config, fetch_weight_names, make_plan
 
 
 # What the later stages import anyway: imported once, here, without the collector rescanning it (collector).

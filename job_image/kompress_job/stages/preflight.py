@@ -13,11 +13,13 @@ import os
 from kompress_api import locations
 from kompress_api.v1alpha1 import CompressionJobSpec
 
-from kompress_job import calibration_data, sources
+from kompress_job.model import calibration_data
+
+from kompress_job.io import sources
 from kompress_job.context import RunContext
 from kompress_job.errors import InvalidSpec, OutputExists
 from kompress_job.planning.destination import file_path
-from kompress_job.storage import MANIFEST, open_destination
+from kompress_job.io.storage import MANIFEST, open_destination
 
 
 def check_not_the_model(spec: CompressionJobSpec) -> None:

@@ -19,12 +19,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from kompress_job import manifest as manifest_mod
-from kompress_job import model_card
+from kompress_job.outputs import manifest as manifest_mod
+from kompress_job.outputs import model_card
 from kompress_job.context import RunContext
 from kompress_job.errors import KompressError, OutputExists, QualityGateFailed
 from kompress_job.redaction import Redactor
-from kompress_job.storage import MANIFEST, MODEL_CARD, open_destination, rejected_uri
+from kompress_job.io.storage import MANIFEST, MODEL_CARD, open_destination, rejected_uri
 
 
 def checkpoint_files(folder: Path) -> list[tuple[Path, str]]:

@@ -1,7 +1,7 @@
 """save: the compressed checkpoint in ctx.workdir/checkpoint, complete enough to load and to audit.
 
     *.safetensors, config.json    compressed-tensors format (llm-compressor's save_pretrained wrapper), with
-                                  the sparsity it no longer records (kompress_job.sparsity_metadata)
+                                  the sparsity it no longer records (kompress_job.model.sparsity_metadata)
     tokenizer files, chat template
     recipe.yaml                   the llm-compressor recipe that ran, readable back with
                                   llmcompressor's Recipe.create_instance (upstream's own recipe.yaml
@@ -9,7 +9,7 @@
                                   yaml.safe_load nor Recipe.create_instance can read; it is replaced)
     kompress-record.json          which module group got what: the resolved summary and every module's group
     the MTP layers                spec.recipe.mtp keep: copied byte for byte from the source into a shard of their
-                                  own, in the index and quantization_config.ignore (kompress_job.mtp.carry)
+                                  own, in the index and quantization_config.ignore (kompress_job.model.mtp.carry)
     the model's own *.py files    when it needs trust_remote_code
 
 Fills ctx.checkpoint_dir, ctx.checkpoint_bytes and ctx.mtp. With several devices the distributed ranks already
@@ -24,7 +24,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from kompress_job import sparsity_metadata
+from kompress_job.model import sparsity_metadata
 from kompress_job.context import RunContext
 
 RECORD = "kompress-record.json"
@@ -54,7 +54,7 @@ def run(ctx: RunContext) -> None:
 
 
 def _carry_mtp(ctx: RunContext, out: Path) -> None:
-    from kompress_job.mtp import carry, layers
+    from kompress_job.model.mtp import carry, layers
 
     source = Path(ctx.model_dir) if ctx.model_dir is not None else None
     if source is None or not (source / "config.json").is_file():

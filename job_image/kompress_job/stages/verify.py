@@ -1,6 +1,6 @@
 """verify: load the saved checkpoint back the way users will and check it against the resolved recipe
-(kompress_job.verification says what is checked), and the source's multi-token-prediction tensors: all there
-and byte-identical when kept, none when dropped (kompress_job.mtp.carry.check). Any mismatch fails the job with VerificationFailed:
+(kompress_job.model.verification says what is checked), and the source's multi-token-prediction tensors: all there
+and byte-identical when kept, none when dropped (kompress_job.model.mtp.carry.check). Any mismatch fails the job with VerificationFailed:
 a checkpoint that is not what the recipe said is never published.
 
 On the data-free path without evaluation nothing needs the model in memory, so nothing loads it: the files are
@@ -15,10 +15,10 @@ import gc
 
 from pathlib import Path
 
-from kompress_job import data_free, modelio
+from kompress_job.model import data_free, modelio
 from kompress_job.context import RunContext
 from kompress_job.errors import VerificationFailed
-from kompress_job.verification import failure_message, verify_checkpoint, verify_streamed
+from kompress_job.model.verification import failure_message, verify_checkpoint, verify_streamed
 
 
 def run(ctx: RunContext) -> None:
@@ -48,7 +48,7 @@ def _check_mtp(ctx: RunContext, report) -> None:  # noqa: ANN001
     """Every MTP tensor of the source in the checkpoint, byte-identical and ignored by quantization (keep), or none (drop)."""
     import json
 
-    from kompress_job.mtp import carry, layers
+    from kompress_job.model.mtp import carry, layers
 
     if ctx.mtp is None or ctx.model_dir is None:
         return

@@ -1,0 +1,60 @@
+"""What the plan says about the cache: "cached: X of Y bytes", and a refusal when what is missing cannot fit.
+
+    assess(job, env) -> CacheView | None   one listing of the source; None without a cache (or for a volume folder)
+    apply(plan, view)                      the view on the plan, a CacheTooSmall error among its problems
+
+Called by the planning pod, `kompress plan` (where $KOMPRESS_CACHE_DIR names a mounted cache) and the worker's
+plan stage, so a job the volume cannot hold fails before any GPU is asked for.
+Must not: download or evict anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from kompress_api.v1alpha1 import CompressionJob
+
+from kompress_job.io.cache.fetch import cache_for, too_small
+from kompress_job.io.cache.keys import describe
+from kompress_job.planning import problems as P
+
+
+@dataclass(frozen=True)
+class CacheView:
+    total: int
+    cached: int
+    problem: str | None = None
+
+    @property
+    def to_download(self) -> int:
+        return self.total - self.cached
+
+    def line(self) -> str:
+        return f"cached: {self.cached:,} of {self.total:,} bytes ({self.to_download:,} to download)"
+
+    def summary(self) -> dict[str, Any]:
+        return {"cached_bytes": self.cached, "total_bytes": self.total, "download_bytes": self.to_download, "problem": self.problem}
+
+
+def assess(job: CompressionJob, env: Mapping[str, str]) -> CacheView | None:
+    cache = cache_for(job, env)
+    if cache is None:
+        return None
+    listing = describe(job.spec.model, env)
+    if listing is None:
+        return None
+    holdings = cache.holdings(listing)
+    return CacheView(holdings.total, holdings.cached, too_small(cache, holdings, job.spec.model.uri, cache.entry_dir(listing)))
+
+
+def apply(plan: Any, view: CacheView | None) -> Any:
+    if view is None:
+        return plan
+    plan.cache = view
+    if view.problem:
+        plan.problems.append(
+            P.error(P.CACHE_TOO_SMALL, view.problem + ".", "give the model cache a larger volume (chart cache.size), empty it, or set spec.model.cache.enabled: false")
+        )
+    return plan
