@@ -75,6 +75,8 @@ class RunContext:
     # publish
     output_uri: str | None = None
     manifest_uri: str | None = None
+    # kompress_api PublishedDestination: the kind and the exact reference (an OCI image by digest)
+    destination: Any = None
     rejected_uri: str | None = None
 
     timings: dict[str, float] = field(default_factory=dict)

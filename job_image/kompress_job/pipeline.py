@@ -94,6 +94,7 @@ def result_of(ctx: RunContext, exit_code: ExitCode, message: str, *, stage: str 
         message=message,
         stage=stage,
         output_uri=ctx.output_uri,
+        destination=ctx.destination,
         manifest_uri=ctx.manifest_uri,
         rejected_uri=ctx.rejected_uri,
         resolved_revision=ctx.resolved_revision,

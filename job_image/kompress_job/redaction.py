@@ -1,7 +1,8 @@
 """Secret values, and the one function that removes them from any text the worker emits.
 
 Owns: which environment variables hold secrets (the Hugging Face token and every S3 credential,
-with or without the per-location prefixes of kompress_api.worker_protocol) and replacing their
+with or without the per-location prefixes of kompress_api.worker_protocol; an oci:// output's registry login, from
+the mounted file the environment names) and replacing their
 values, in every escaped form a library or a format could give them (repr, JSON, URL, base64...),
 in text: log lines, the manifest, the model card, the termination message, the progress JSON.
 Must not: log, or keep secret values anywhere but in memory.
@@ -13,11 +14,12 @@ import base64
 import json
 import re
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from urllib.parse import quote, quote_plus
 
-from kompress_api.worker_protocol import ENV_HF_TOKEN, S3_ENV_PREFIX
+from kompress_api.worker_protocol import ENV_HF_TOKEN, ENV_OUTPUT_OCI_AUTH, S3_ENV_PREFIX
 
-from kompress_job.io.credentials import clean
+from kompress_job.io.credentials import clean, docker_config_secrets
 
 MASK = "***"
 # Values this short can't be told apart from ordinary words; credentials are never this short.
@@ -42,6 +44,9 @@ def is_secret_variable(name: str) -> bool:
 def secret_values(env: Mapping[str, str]) -> list[str]:
     """Every credential value in `env`, longest first (so a value containing another is masked whole)."""
     values = {value for name, value in env.items() if is_secret_variable(name) and value and len(value) >= MIN_SECRET_LENGTH}
+    # An oci:// output's registry login is a mounted file, named by the environment, never in it.
+    if env.get(ENV_OUTPUT_OCI_AUTH):
+        values |= {value for value in docker_config_secrets(Path(env[ENV_OUTPUT_OCI_AUTH])) if len(value) >= MIN_SECRET_LENGTH}
     return sorted(values, key=len, reverse=True)
 
 

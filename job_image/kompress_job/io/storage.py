@@ -1,4 +1,5 @@
-"""Where a compressed model is published: an S3 prefix or a local folder, with one behaviour for both.
+"""Where a compressed model is published: an S3 prefix, a local folder or an OCI image (kompress_job.io.oci), with one
+behaviour for all.
 
 Owns: the destination of spec.output.uri (and its `.rejected` sibling for models that missed the
 quality gate), checking early that it can be written, reading and deleting the manifest, uploading
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from kompress_api.v1alpha1 import Output
+from kompress_api.v1alpha1 import Output, PublishedDestination
 
 from kompress_job.io.checksums import file_digests
 from kompress_job.errors import AccessDenied
@@ -43,6 +44,7 @@ class StoredFile:
     s3_checksum: str | None = None  # the store's own checksum (S3 SHA-256, composite for multipart)
     skipped: bool = False  # already there with the same content
     sent: int = 0  # bytes that went over the wire (less than size when an interrupted upload was resumed)
+    layer_digest: str | None = None  # oci: the digest of the image layer that holds the file
 
 
 class Destination(Protocol):
@@ -55,6 +57,7 @@ class Destination(Protocol):
     def put_text(self, name: str, text: str) -> StoredFile: ...
     def delete(self, names: list[str]) -> None: ...
     def finish(self) -> None: ...
+    def published(self) -> PublishedDestination: ...
 
 
 def rejected_uri(uri: str) -> str:
@@ -72,6 +75,10 @@ def rejected_uri(uri: str) -> str:
 def open_destination(output: Output, env: Mapping[str, str], *, uri: str | None = None, quick: bool = False) -> Destination:
     """The destination of `output` (or of `uri`, e.g. its rejected sibling). `quick`: few retries, short timeouts (preflight)."""
     uri = uri or output.uri
+    if uri.startswith("oci://"):
+        from kompress_job.io.oci import OciDestination
+
+        return OciDestination(output, env, uri, quick=quick)
     if uri.startswith("s3://"):
         limits = {"max_attempts": 2, "connect_timeout": 5.0, "read_timeout": 30.0} if quick else {}
         client = make_client(output.s3, env, "output", **limits)
@@ -168,6 +175,9 @@ class S3Destination:
         except (ClientError, BotoCoreError) as exc:
             self._fail(exc)
 
+    def published(self) -> PublishedDestination:
+        return PublishedDestination(kind="s3", reference=self.uri)
+
     def finish(self) -> None:
         """Abort multipart uploads that interrupted runs left open under the prefix (they cost storage)."""
         from botocore.exceptions import BotoCoreError, ClientError
@@ -261,6 +271,9 @@ class FolderDestination:
     def delete(self, names: list[str]) -> None:
         for name in names:
             (self.root / name).unlink(missing_ok=True)
+
+    def published(self) -> PublishedDestination:
+        return PublishedDestination(kind="file", reference=self.uri)
 
     def finish(self) -> None:
         for tmp in self.root.rglob(".*.kompress-*.tmp"):

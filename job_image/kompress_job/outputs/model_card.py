@@ -225,7 +225,7 @@ def render(manifest: dict[str, Any], *, output_uri: str) -> str:
             "Copy the folder locally, then serve it with [vLLM](https://github.com/vllm-project/vllm):",
             "",
             "```sh",
-            f"aws s3 sync {output_uri} ./{title}" if output_uri.startswith("s3://") else f"# the checkpoint is at {output_uri}",
+            _fetch_line(output_uri, title),
             f"vllm serve ./{title}",
             "```",
         ]
@@ -253,3 +253,13 @@ def render(manifest: dict[str, Any], *, output_uri: str) -> str:
     lines += ["", "## Files", "", "| file | size | sha256 |", "|---|---:|---|"]
     lines += [f"| `{f['path']}` | {f['size']:,} | `{f['sha256'][:16]}…` |" for f in manifest.get("files", [])]
     return "\n".join(lines) + "\n"
+
+
+def _fetch_line(output_uri: str, title: str) -> str:
+    """The command that copies the checkpoint here: an S3 prefix synced, an OCI image's /models taken out of it."""
+    if output_uri.startswith("s3://"):
+        return f"aws s3 sync {output_uri} ./{title}"
+    if output_uri.startswith("oci://"):
+        image = output_uri[len("oci://"):]
+        return f"mkdir -p ./{title} && crane export {image} - | tar -x -C ./{title} --strip-components=1 models   # KServe serves the image itself: storageUri {output_uri}"
+    return f"# the checkpoint is at {output_uri}"

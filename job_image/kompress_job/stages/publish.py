@@ -7,6 +7,8 @@ Order, and why:
 3. Upload every checkpoint file in parallel, with per-part SHA-256 checksums; files already there with
    the same content (an interrupted earlier attempt) are skipped.
 4. The model card README.md, then kompress.json. Readers treat a prefix without kompress.json as unfinished.
+5. finish(): for an oci:// image, the config and the manifest by tag, last (kompress_job.io.oci): until then no tag
+   names the image; its digest is recorded (ctx.destination).
 A model that missed the quality gate (ctx.gate_failures) goes to the `<uri>.rejected` sibling instead,
 never under the final prefix; ctx.rejected_uri is set and the job fails with QualityGateFailed.
 Must not: write any secret value (the manifest and card pass through the redactor as a last guard).
@@ -89,7 +91,8 @@ def run(ctx: RunContext) -> None:
 
     # 4. Card, then manifest.
     def entry(s) -> dict:  # noqa: ANN001
-        return {"path": s.name, "size": s.size, "sha256": s.sha256, **({"s3Checksum": s.s3_checksum} if s.s3_checksum else {})}
+        return {"path": s.name, "size": s.size, "sha256": s.sha256, **({"s3Checksum": s.s3_checksum} if s.s3_checksum else {}),
+                **({"ociLayer": s.layer_digest} if s.layer_digest else {})}
 
     timings = dict(ctx.timings)
     timings["publish"] = round(time.monotonic() - started, 3)
@@ -115,10 +118,11 @@ def run(ctx: RunContext) -> None:
     ctx.log.info("publish: %d files, %.2f GB at %s; manifest written", len(stored) + 1, doc["checkpointBytes"] / 1e9, uri)
 
     if rejected:
-        ctx.rejected_uri = uri
+        ctx.rejected_uri = destination.published().reference  # an OCI image by its digest, else the prefix
         raise QualityGateFailed(f"the compressed model missed the quality gate ({'; '.join(ctx.gate_failures)}); kept for inspection at {uri}, not published to {spec.output.uri}")
     ctx.output_uri = uri
     ctx.manifest_uri = destination.uri_of(MANIFEST)
+    ctx.destination = destination.published()
 
 
 def _tasks(ctx: RunContext) -> dict[str, Any] | None:
