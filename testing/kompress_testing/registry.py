@@ -57,11 +57,112 @@ def busybox_binary() -> Path:
     return BUSYBOX
 
 
-class LocalRegistry:
-    """`with LocalRegistry(workdir) as registry:` a running registry at `registry.host` that wants a password."""
+class TokenService:
+    """The Docker registry token protocol's server side, for a registry with `auth: token` (what Docker Hub, GHCR,
+    Quay and Harbor run): GET /token?service=S&scope=repository:NAME:pull,push with Basic auth of the one user, or
+    POST /token with an OAuth2 refresh-token grant of its identity token (what `docker login` stores as identitytoken),
+    answers an ES256 JWT the registry checks against the JWKS written here. Wrong credentials: 401."""
 
-    def __init__(self, workdir: Path, *, username: str = "kompress-pusher", password: str | None = None) -> None:
+    ISSUER = "kompress-test-token-service"
+    KEY_ID = "kompress-test-key"
+
+    def __init__(self, workdir: Path, service: str, username: str, password: str) -> None:
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        self.service, self.username, self.password = service, username, password
+        self.identity_token = f"refresh/{secrets.token_urlsafe(16)}+it="
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        numbers = self.key.public_key().public_numbers()
+        jwk = {"kty": "EC", "crv": "P-256", "kid": self.KEY_ID, "alg": "ES256", "use": "sig",
+               "x": _b64url(numbers.x.to_bytes(32, "big")), "y": _b64url(numbers.y.to_bytes(32, "big"))}
+        self.jwks = Path(workdir) / "jwks.json"
+        self.jwks.write_text(json.dumps({"keys": [jwk]}))
+        self.issued: list[str] = []  # the scopes tokens were issued for
+        self._server: ThreadingHTTPServer | None = None
+
+    @property
+    def realm(self) -> str:
+        assert self._server is not None
+        return f"http://127.0.0.1:{self._server.server_address[1]}/token"
+
+    def token(self, scopes: list[str]) -> str:
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+        now = int(time.time())
+        access = []
+        for scope in scopes:
+            kind, _, rest = scope.partition(":")
+            name, _, actions = rest.rpartition(":")
+            access.append({"type": kind, "name": name, "actions": [a for a in actions.split(",") if a]})
+        header = {"alg": "ES256", "typ": "JWT", "kid": self.KEY_ID}
+        claims = {"iss": self.ISSUER, "sub": self.username, "aud": self.service, "exp": now + 300, "nbf": now - 5, "iat": now,
+                  "jti": secrets.token_hex(8), "access": access}
+        signing_input = f"{_b64url(json.dumps(header).encode())}.{_b64url(json.dumps(claims).encode())}"
+        r, s = decode_dss_signature(self.key.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256())))
+        return f"{signing_input}.{_b64url(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
+
+    def start(self) -> "TokenService":
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+                return
+
+            def _answer(self, status: int, body: dict[str, Any]) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:  # noqa: N802
+                from urllib.parse import parse_qs, urlparse
+
+                query = parse_qs(urlparse(self.path).query)
+                expected = "Basic " + base64.b64encode(f"{owner.username}:{owner.password}".encode()).decode()
+                if self.headers.get("Authorization") != expected or query.get("service") != [owner.service]:
+                    return self._answer(401, {"errors": [{"code": "UNAUTHORIZED", "message": "wrong credentials"}]})
+                scopes = query.get("scope", [])
+                owner.issued += scopes
+                self._answer(200, {"token": owner.token(scopes), "expires_in": 300})
+
+            def do_POST(self) -> None:  # noqa: N802
+                from urllib.parse import parse_qs
+
+                form = parse_qs(self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode())
+                if form.get("grant_type") != ["refresh_token"] or form.get("refresh_token") != [owner.identity_token]:
+                    return self._answer(401, {"error": "invalid_grant"})
+                scopes = form.get("scope", [""])[0].split()
+                owner.issued += scopes
+                self._answer(200, {"access_token": owner.token(scopes), "expires_in": 300})
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, name="token-service", daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+class LocalRegistry:
+    """`with LocalRegistry(workdir) as registry:` a running registry at `registry.host` that wants a password
+    (`auth="htpasswd"`: HTTP Basic; `auth="token"`: Bearer tokens from a TokenService, as public registries do)."""
+
+    def __init__(self, workdir: Path, *, username: str = "kompress-pusher", password: str | None = None, auth: str = "htpasswd") -> None:
         self.workdir = Path(workdir)
+        self.auth = auth
+        self.tokens: TokenService | None = None
         self.port = free_port()
         self.host = f"127.0.0.1:{self.port}"
         self.url = f"http://{self.host}"
@@ -89,6 +190,10 @@ class LocalRegistry:
             "http": {"addr": self.host, "secret": secrets.token_hex(16)},
             "auth": {"htpasswd": {"realm": "kompress-test", "path": str(htpasswd)}},
         }
+        if self.auth == "token":
+            self.tokens = TokenService(self.workdir, "kompress-test-registry", self.username, self.password).start()
+            config["auth"] = {"token": {"realm": self.tokens.realm, "service": self.tokens.service, "issuer": TokenService.ISSUER,
+                                        "jwks": str(self.tokens.jwks), "signingalgorithms": ["ES256"]}}
         path = self.workdir / "config.yml"
         path.write_text(json.dumps(config))  # YAML is a superset of JSON
         return path
@@ -114,6 +219,8 @@ class LocalRegistry:
         return self
 
     def stop(self) -> None:
+        if self.tokens is not None:
+            self.tokens.stop()
         if self._process is not None:
             self._process.terminate()
             try:
@@ -139,9 +246,17 @@ class LocalRegistry:
 
     @property
     def session(self) -> requests.Session:
+        """A client session of the one user: Basic auth, or (token auth) a Bearer token for every repository."""
         session = requests.Session()
-        session.auth = (self.username, self.password)
+        if self.tokens is not None:
+            session.headers["Authorization"] = "Bearer " + self.tokens.token(["registry:catalog:*", *(f"repository:{r}:pull,push" for r in self._repositories())])
+        else:
+            session.auth = (self.username, self.password)
         return session
+
+    def _repositories(self) -> list[str]:
+        root = self.storage / "docker" / "registry" / "v2" / "repositories"
+        return sorted(str(p.parent.relative_to(root)) for p in root.rglob("_manifests")) if root.is_dir() else []
 
     def tags(self, repository: str) -> list[str]:
         """The repository's tags ([] when it has none or does not exist)."""

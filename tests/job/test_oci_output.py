@@ -298,3 +298,30 @@ def test_a_refused_login_fails_in_preflight_naming_the_secret_and_never_the_pass
     assert expected in result.message
     assert_no_secret([planted, oci_registry.password], message=result.message, termination=(tmp_path / f"termination-{problem}").read_text())
     assert oci_registry.tags("denied/tiny") == []
+
+
+# --- a registry with token auth, as public registries run (Bearer tokens from a token service) ----
+
+
+@pytest.mark.parametrize("login", ["password", "identity-token", "wrong-password"])
+def test_a_registry_with_a_token_service_gets_a_token_for_the_repository_from_the_secrets_login(model_folder, checkpoint, tmp_path, login):
+    from kompress_testing.registry import LocalRegistry
+
+    with LocalRegistry(tmp_path / "token-registry", auth="token") as registry:
+        entry = {"password": {"username": registry.username, "password": registry.password},
+                 "identity-token": {"identitytoken": registry.tokens.identity_token},
+                 "wrong-password": {"username": registry.username, "password": "planted-wrong/pass=1"}}[login]
+        env = oci_env(tmp_path, json.dumps({"auths": {registry.host: entry}}))
+        job = make_job(f"file://{model_folder}", "", output=oci_output(registry.host, "tok/tiny", "v1"))
+        result = run(job, env, tmp_path, checkpoint, login)
+        if login == "wrong-password":
+            assert result.exit_code == ExitCode.ACCESS_DENIED.code and result.stage == "preflight"
+            assert "its token service refused the credentials" in result.message
+            assert_no_secret(["planted-wrong/pass=1", registry.password], message=result.message, termination=(tmp_path / f"termination-{login}").read_text())
+            return
+        assert result.ok, result.message
+        assert "repository:tok/tiny:pull,push" in registry.tokens.issued  # the registry checked the service's token
+        assert registry.tags("tok/tiny") == ["v1"]
+        head = registry.session.head(f"{registry.url}/v2/tok/tiny/manifests/v1", headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
+        assert head.headers["Docker-Content-Digest"] == result.destination.digest
+        assert_no_secret([registry.tokens.identity_token, registry.password], termination=(tmp_path / f"termination-{login}").read_text())
