@@ -119,3 +119,12 @@ def test_the_base_layer_is_busybox_with_the_modelcar_applets_and_an_empty_models
         assert members["models"].isdir()
         assert "usr/share/doc/busybox/copyright" in members  # busybox is GPL-2.0: its notice travels with it
     assert elf_architecture(busybox) == "amd64"
+
+
+def test_docker_hub_references_reach_its_api_host_and_its_v1_index_credentials(tmp_path):
+    from kompress_api.v1alpha1 import Output
+    from kompress_job.io.oci import client_for
+
+    auth = config(tmp_path, {"auths": {"https://index.docker.io/v1/": {"auth": base64.b64encode(b"hubuser:hubpass").decode()}}})
+    client = client_for(Output(uri="oci://docker.io/team/model:v1"), {"KOMPRESS_OUTPUT_OCI_AUTH": str(auth)})
+    assert client.base == "https://registry-1.docker.io" and client.login.username == "hubuser"

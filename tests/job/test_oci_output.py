@@ -325,3 +325,11 @@ def test_a_registry_with_a_token_service_gets_a_token_for_the_repository_from_th
         head = registry.session.head(f"{registry.url}/v2/tok/tiny/manifests/v1", headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
         assert head.headers["Docker-Content-Digest"] == result.destination.digest
         assert_no_secret([registry.tokens.identity_token, registry.password], termination=(tmp_path / f"termination-{login}").read_text())
+
+
+def test_on_a_laptop_any_dockerconfigjson_named_by_the_variable_logs_in_without_a_secret(oci_registry, model_folder, checkpoint, tmp_path):
+    env = oci_env(tmp_path, oci_registry.docker_config())  # e.g. KOMPRESS_OUTPUT_OCI_AUTH=~/.docker/config.json
+    job = make_job(f"file://{model_folder}", "", output={"uri": f"oci://{oci_registry.host}/laptop/tiny:v1", "oci": {"insecure": True}})
+    result = run(job, env, tmp_path, checkpoint, "laptop")
+    assert result.ok, result.message
+    assert oci_registry.tags("laptop/tiny") == ["v1"]

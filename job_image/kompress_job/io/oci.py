@@ -44,6 +44,7 @@ OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 MANIFEST_ACCEPT = ", ".join((OCI_MANIFEST, DOCKER_MANIFEST, OCI_INDEX))
+DOCKER_HUB_API = "registry-1.docker.io"
 MODELS_DIR = "models"
 # Annotations: on each layer, the file it holds (relative to /models) and that file's own SHA-256; on the manifest,
 # the SHA-256 of kompress.json (also a file of the image), so a reader can check the manifest file without the layers.
@@ -122,7 +123,9 @@ class RegistryClient:
                  retries: int = 4, where: str = "spec.output.oci.credentialsSecret") -> None:
         self.ref = ref
         self.login = login
-        self.base = f"{'http' if insecure else 'https'}://{ref.registry}"
+        # Docker Hub's names for itself in references are not where its API answers.
+        host = DOCKER_HUB_API if ref.registry in ("docker.io", "index.docker.io") else ref.registry
+        self.base = f"{'http' if insecure else 'https'}://{host}"
         self.timeout = timeout
         self.retries = retries
         self.where = where
@@ -637,16 +640,19 @@ def client_for(output: Output, env: Mapping[str, str], uri: str | None = None, *
     """A client for the repository of `uri` (default spec.output.uri), with the login of the mounted Secret."""
     ref = parse_reference(uri or output.uri)
     settings = output.oci
+    secret = settings.credentials_secret if settings is not None else None
     login = None
     auth_file = env.get(ENV_OUTPUT_OCI_AUTH)
-    if settings is not None and settings.credentials_secret:
-        if not auth_file:
-            raise AccessDenied(f"spec.output.oci.credentialsSecret is set but the worker has no ${ENV_OUTPUT_OCI_AUTH} (the operator mounts the Secret and sets it)")
-        where = f"Secret {settings.credentials_secret}"
-        login = registry_login(Path(auth_file), ref.registry, where=where)
-        if login is None:
-            raise AccessDenied(f"the Secret {settings.credentials_secret} (spec.output.oci.credentialsSecret) has no credentials for the registry {ref.registry}")
-    return RegistryClient(ref, login, insecure=bool(settings and settings.insecure), timeout=15.0 if quick else 120.0, retries=1 if quick else 4)
+    if auth_file:
+        # In a pod: the mounted Secret. On a laptop (`kompress run`) any dockerconfigjson, e.g. ~/.docker/config.json.
+        login = registry_login(Path(auth_file), ref.registry, where=f"Secret {secret}" if secret else f"${ENV_OUTPUT_OCI_AUTH}")
+        if login is None and secret:
+            raise AccessDenied(f"the Secret {secret} (spec.output.oci.credentialsSecret) has no credentials for the registry {ref.registry}")
+    elif secret:
+        raise AccessDenied(f"spec.output.oci.credentialsSecret is set but the worker has no ${ENV_OUTPUT_OCI_AUTH} (the operator mounts the Secret and sets it)")
+    where = "spec.output.oci.credentialsSecret" if secret or not auth_file else f"${ENV_OUTPUT_OCI_AUTH}"
+    return RegistryClient(ref, login, insecure=bool(settings and settings.insecure), timeout=15.0 if quick else 120.0,
+                          retries=1 if quick else 4, where=where)
 
 
 @dataclass(frozen=True)
