@@ -333,3 +333,21 @@ def test_on_a_laptop_any_dockerconfigjson_named_by_the_variable_logs_in_without_
     result = run(job, env, tmp_path, checkpoint, "laptop")
     assert result.ok, result.message
     assert oci_registry.tags("laptop/tiny") == ["v1"]
+
+
+def test_pushed_in_chunks_or_in_one_request_the_same_checkpoint_is_the_same_image(oci_registry, model_folder, tokenizer_files, tmp_path):
+    checkpoint = write_checkpoint(tmp_path / "big", tokenizer_files, {"model-00001-of-00002.safetensors": 2_621_440 + 7, "model-00002-of-00002.safetensors": 1_100_000})
+    digests = {}
+    for mode, extra in (("streamed", {}), ("chunked", {"KOMPRESS_OCI_CHUNK_MIB": "1"})):
+        env = {**oci_env(tmp_path / mode, oci_registry.docker_config()), **extra}
+        job = make_job(f"file://{model_folder}", "", output=oci_output(oci_registry.host, f"modes/{mode}", "v1"))
+        result = run(job, env, tmp_path, checkpoint, mode)
+        assert result.ok, result.message
+        manifest = oci_registry.session.get(f"{oci_registry.url}/v2/modes/{mode}/manifests/{result.destination.digest}",
+                                            headers={"Accept": "application/vnd.oci.image.manifest.v1+json"}).json()
+        # the card and kompress.json name the run (its URI, its timings); every other layer is the checkpoint's
+        digests[mode] = [(layer["annotations"].get("dev.kompress.path"), layer["digest"]) for layer in manifest["layers"]
+                         if layer["annotations"].get("dev.kompress.path") not in ("README.md", "kompress.json")]
+    # the base and one layer per file, byte for byte the same tar however it was sent: the registry stores each once
+    assert digests["streamed"] == digests["chunked"] and len(digests["streamed"]) == 1 + len(list(checkpoint.iterdir()))
+    assert "PATCH /v2/modes/chunked/blobs/uploads/" in oci_registry.log_text() and "PATCH /v2/modes/streamed/" not in oci_registry.log_text()

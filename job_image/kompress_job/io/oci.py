@@ -54,8 +54,11 @@ ANNOTATION_MANIFEST = "dev.kompress.manifest.sha256"
 ANNOTATION_BASE = "dev.kompress.base"
 # busybox applets the base layer links: KServe's modelcar runs `sh -c 'ln -sf /proc/$$/root/models /mnt/ && sleep infinity'`.
 APPLETS = ("sh", "ln", "sleep", "ls", "cat", "echo", "true")
-# A layer of at most this many bytes is sent in one request (POST, then PUT with the body); larger ones in chunks.
-CHUNK_BYTES = 64 << 20
+# A blob of at most this many bytes is sent from memory (retried as is); larger ones are streamed from their file.
+SMALL_BLOB = 8 << 20
+# $KOMPRESS_OCI_CHUNK_MIB: upload blobs in PATCHes of this many MiB instead of one streamed PUT (registries behind a
+# proxy that caps a request's size).
+ENV_CHUNK_MIB = "KOMPRESS_OCI_CHUNK_MIB"
 BLOCK = 8 << 20
 # ELF e_machine -> OCI architecture, for the busybox (the only code in the image).
 _ELF_ARCH = {0x3E: "amd64", 0xB7: "arm64", 0x28: "arm", 0xF3: "riscv64", 0x15: "ppc64le", 0x16: "s390x"}
@@ -277,29 +280,41 @@ class RegistryClient:
             pass  # housekeeping: the registry purges abandoned uploads itself
 
     def push_blob(self, digest: str, size: int, chunks: Callable[[], Iterator[bytes]], *, on_bytes: Callable[[int], None] | None = None,
-                  chunk_bytes: int = CHUNK_BYTES) -> None:
-        """Upload the blob `chunks()` yields (`size` bytes with sha256 `digest`): one PUT when it fits in a chunk, else
-        PATCHes of `chunk_bytes` and a closing PUT. The registry checks the digest before it stores the blob."""
+                  chunk_bytes: int | None = None) -> None:
+        """Upload the blob `chunks()` yields (`size` bytes with sha256 `digest`), as the distribution spec's monolithic
+        upload (POST, then one PUT streaming the body, its length known); with `chunk_bytes`, in PATCHes of that size
+        and a closing PUT, for registries that cap a request's size. The registry checks the digest before it stores
+        the blob. A connection lost midway starts the blob again (the registry keeps nothing of a broken upload)."""
+        attempt = 0
+        while True:
+            try:
+                return self._push_blob_once(digest, size, chunks, on_bytes=on_bytes, chunk_bytes=chunk_bytes)
+            except StorageUnreachable:
+                if attempt >= self.retries:
+                    raise
+                attempt += 1
+                time.sleep(min(8.0, 0.5 * 2 ** attempt))
+
+    def _push_blob_once(self, digest: str, size: int, chunks: Callable[[], Iterator[bytes]], *, on_bytes: Callable[[int], None] | None,
+                        chunk_bytes: int | None) -> None:
         location = self.start_upload()
+        body = _Body(chunks, size, on_bytes)
         try:
-            if size <= chunk_bytes:
-                body = b"".join(chunks())
-                response = self.request("PUT", _with_query(location, digest=digest), ok=(201,), data=body,
-                                        headers={"Content-Type": "application/octet-stream", "Content-Length": str(len(body))})
-                if on_bytes:
-                    on_bytes(len(body))
+            if chunk_bytes is None or size <= chunk_bytes:
+                response = self.request("PUT", _with_query(location, digest=digest), ok=(201,), data=body if size > SMALL_BLOB else body.read_all(),
+                                        headers={"Content-Type": "application/octet-stream"})
             else:
                 offset = 0
                 for chunk in _rechunk(chunks(), chunk_bytes):
                     response = self.request("PATCH", location, ok=(202,), data=chunk, headers={
-                        "Content-Type": "application/octet-stream", "Content-Length": str(len(chunk)),
-                        "Content-Range": f"{offset}-{offset + len(chunk) - 1}"})
+                        "Content-Type": "application/octet-stream", "Content-Range": f"{offset}-{offset + len(chunk) - 1}"})
                     location = self._url(response.headers.get("Location") or location)
                     offset += len(chunk)
                     if on_bytes:
                         on_bytes(len(chunk))
-                response = self.request("PUT", _with_query(location, digest=digest), ok=(201,), data=b"", headers={"Content-Length": "0"})
+                response = self.request("PUT", _with_query(location, digest=digest), ok=(201,), data=b"")
         except BaseException:
+            body.rewind_count()
             self.cancel_upload(location)
             raise
         stored = response.headers.get("Docker-Content-Digest")
@@ -349,6 +364,67 @@ def _path_only(url: str) -> str:
 
 def _with_query(url: str, **params: str) -> str:
     return url + ("&" if "?" in url else "?") + urlencode(params)
+
+
+class _Body(io.RawIOBase):
+    """A blob's bytes as a file of known length, read as the HTTP client sends them (never whole in memory); it rewinds
+    (to resend after an auth challenge) by starting `chunks()` again. Counts bytes read into `on_bytes`."""
+
+    def __init__(self, chunks: Callable[[], Iterator[bytes]], size: int, on_bytes: Callable[[int], None] | None = None) -> None:
+        super().__init__()
+        self._factory, self._size, self._on_bytes = chunks, size, on_bytes
+        self._read = 0
+        self._start()
+
+    def _start(self) -> None:
+        self._pieces = iter(self._factory())
+        self._buffer = memoryview(b"")
+
+    def __len__(self) -> int:
+        return self._size
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._read
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if (offset, whence) != (0, io.SEEK_SET):
+            raise io.UnsupportedOperation("a blob body only rewinds")
+        self.rewind_count()
+        self._start()
+        return 0
+
+    def rewind_count(self) -> None:
+        """Take back the bytes counted so far: they will be sent again, or not at all."""
+        if self._on_bytes and self._read:
+            self._on_bytes(-self._read)
+        self._read = 0
+
+    def readinto(self, b: Any) -> int:
+        while not self._buffer:
+            try:
+                self._buffer = memoryview(next(self._pieces))
+            except StopIteration:
+                return 0
+        n = min(len(b), len(self._buffer))
+        b[:n] = self._buffer[:n]
+        self._buffer = self._buffer[n:]
+        self._read += n
+        if self._on_bytes:
+            self._on_bytes(n)
+        return n
+
+    def read_all(self) -> bytes:
+        data = b"".join(self._factory())
+        if self._on_bytes:
+            self._on_bytes(len(data))
+        self._read = len(data)
+        return data
 
 
 def _rechunk(pieces: Iterator[bytes], size: int) -> Iterator[bytes]:
@@ -497,7 +573,7 @@ class ImagePusher:
     """Builds and pushes one image: `add(...)` files as layers (each blob goes up at once unless the registry has
     it), then `push_manifest()` (config, then the manifest by tag). Nothing is tagged before the last call."""
 
-    def __init__(self, client: RegistryClient, busybox: Path, *, workers: int = 4, chunk_bytes: int = CHUNK_BYTES,
+    def __init__(self, client: RegistryClient, busybox: Path, *, workers: int = 4, chunk_bytes: int | None = None,
                  log: Callable[[str], None] | None = None) -> None:
         self.client = client
         self.workers = workers
@@ -673,14 +749,15 @@ class OciDestination:
     and the image it pointed to stays in the registry by its digest."""
 
     def __init__(self, output: Output, env: Mapping[str, str], uri: str | None = None, *, quick: bool = False, workers: int = 4,
-                 chunk_bytes: int = CHUNK_BYTES, log: Callable[[str], None] | None = None) -> None:
+                 chunk_bytes: int | None = None, log: Callable[[str], None] | None = None) -> None:
         self.output = output
         self.env = env
         self.client = client_for(output, env, uri, quick=quick)
         self.ref = self.client.ref
         self.uri = self.ref.uri
         self.workers = workers
-        self.chunk_bytes = chunk_bytes
+        mib = env.get(ENV_CHUNK_MIB, "")
+        self.chunk_bytes = chunk_bytes or (int(mib) << 20 if mib.isdigit() and int(mib) > 0 else None)
         self.log = log or _log.info
         self._pusher: ImagePusher | None = None
         self._annotations: dict[str, str] = {}
