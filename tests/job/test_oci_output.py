@@ -160,7 +160,7 @@ def test_the_modelcar_command_of_kserve_runs_in_the_unpacked_image(oci_registry,
     for mountpoint in ("proc", "mnt"):  # made by the container runtime and KServe's emptyDir
         (root / mountpoint).mkdir(exist_ok=True)
     modelcar = 'ln -sf /proc/$$/root/models /mnt/ && cat /mnt/models/config.json && echo && busybox sha256sum /mnt/models/model.safetensors'
-    run = subprocess.run(["unshare", "--mount", "--fork", "sh", "-c", f'mount --bind /proc "$0/proc" && exec chroot "$0" /bin/sh -c "$1"', str(root), modelcar],
+    run = subprocess.run(["unshare", "--mount", "--fork", "sh", "-c", 'mount --bind /proc "$0/proc" && exec chroot "$0" /bin/sh -c "$1"', str(root), modelcar],
                          capture_output=True, text=True, timeout=60)
     if run.returncode != 0 and "Operation not permitted" in run.stderr:
         pytest.skip(f"this machine does not allow a mount namespace: {run.stderr.strip()}")

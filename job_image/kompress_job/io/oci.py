@@ -731,16 +731,6 @@ def client_for(output: Output, env: Mapping[str, str], uri: str | None = None, *
                           retries=1 if quick else 4, where=where)
 
 
-@dataclass(frozen=True)
-class _Stored:
-    name: str
-    size: int
-    sha256: str
-    layer: str
-    skipped: bool
-    sent: int
-
-
 class OciDestination:
     """spec.output.uri oci://REGISTRY/REPOSITORY:TAG as a publish destination (kompress_job.io.storage.Destination).
 
