@@ -89,7 +89,7 @@ test: $(STAMP) $(HELM) $(KUBECTL) $(CLUSTER) $(REGISTRY) $(BUSYBOX) $(KSERVE_WHE
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test-unit: $(STAMP)
+test-unit: $(STAMP) $(BUSYBOX) $(KSERVE_WHEEL)
 	$(PY) -m pytest -m "not integration and not e2e" $(PYTEST_ARGS)
 
 demo: $(STAMP) $(HELM) $(KUBECTL) $(CLUSTER)
