@@ -76,7 +76,7 @@ class Preset(str, Enum):
 
 MODEL_URI_RE = r"^(hf://[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*|s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?|file:///.+|/.+)$"
 CALIBRATION_URI_RE = r"^(builtin://[a-z0-9-]+|hf://[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*|s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/.+|file:///.+|/.+)$"
-OUTPUT_URI_RE = r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?|file:///.+|hf://.+)$"
+OUTPUT_URI_RE = r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?|file:///.+|oci://.+|hf://.+)$"
 # hf://ORG/NAME, a Hub repository id as huggingface_hub validates one (letters, digits, '.', '_', '-'; no '--' or '..', not
 # ending in .git); the name leaves room for `.rejected` (the repository a model that missed the quality gate goes to)
 # within the Hub's 96 characters. A branch is spec.output.huggingFace.revision, not part of the URI.
@@ -90,6 +90,19 @@ HUB_OUTPUT_URI_MESSAGE = (
 HUB_OUTPUT_URI_RULE = f"!self.startsWith('hf://') || (self.matches('{HUB_OUTPUT_URI_RE}') && !self.contains('--') && !self.contains('..') && !self.endsWith('.git'))"
 # A git branch name the Hub accepts: no '..', no trailing '/' or '.lock', not a ref path, not a commit id.
 HUB_BRANCH_RE = r"^[A-Za-z0-9][A-Za-z0-9._/-]*$"
+# oci://REGISTRY/REPOSITORY:TAG, the distribution spec's grammar (github.com/distribution/reference): a registry host that
+# is one (a dot or a port in it, or localhost: `oci://team/model:v1` is no host), lowercase path components, and a tag.
+# The tag leaves room for `.rejected` (the tag a model that missed the quality gate gets), which is a tag too.
+OCI_REGISTRY_RE = r"(localhost|[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?([.][A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)+)(:[0-9]{1,5})?|[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?:[0-9]{1,5}"
+OCI_REPOSITORY_RE = r"[a-z0-9]+(([.]|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+(([.]|_|__|-+)[a-z0-9]+)*)*"
+OCI_TAG_MAX = 119
+OCI_TAG_RE = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,%d}" % (OCI_TAG_MAX - 1)
+OCI_OUTPUT_URI_RE = f"^oci://({OCI_REGISTRY_RE})/({OCI_REPOSITORY_RE}):({OCI_TAG_RE})$"
+OCI_OUTPUT_URI_MESSAGE = (
+    "spec.output.uri must be oci://REGISTRY/REPOSITORY:TAG for an OCI image: a registry host (with a dot or a port, or localhost, "
+    "e.g. ghcr.io or registry.example:5000), a lowercase repository path (a-z, 0-9, '.', '_', '-' between them), and a tag of at most "
+    f"{OCI_TAG_MAX} letters, digits, '_', '.' or '-' (not a digest: the job pushes a tag and records the image's digest)"
+)
 ABS_PATH_RE = r"^/.*$"
 TASK_SOURCE_URI_RE = r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?|file:///.+|/.+)$"
 # lm-eval registry names: letters, digits, _ - . and : (e.g. mmlu_abstract_algebra, arc_easy, leaderboard_bbh).
@@ -137,6 +150,21 @@ class HubAccess(ApiModel):
 
     endpoint: str | None = api_field(None, description="Hub endpoint (HF_ENDPOINT) for mirrors, e.g. https://hf-mirror.example. Empty means huggingface.co.", pattern=r"^https?://.+$", max_length=1024)
     token_secret: SecretKeyRef | None = api_field(None, description="Secret key holding a Hugging Face token (HF_TOKEN), for gated or private repositories.")
+
+
+class OciAccess(ApiModel):
+    """How to reach the OCI registry of an oci:// output."""
+
+    credentials_secret: str | None = api_field(
+        None,
+        description=(
+            "name of a Secret of type kubernetes.io/dockerconfigjson (key .dockerconfigjson, as `kubectl create secret docker-registry` "
+            "makes it) with the registry's credentials, mounted read-only into the worker by reference. Empty: push anonymously."
+        ),
+        pattern=DNS_SUBDOMAIN_RE,
+        max_length=253,
+    )
+    insecure: bool = api_field(False, description="talk plain HTTP to the registry (a test registry on loopback or inside the cluster). Default false: HTTPS, certificates checked.")
 
 
 def hub_output_uri_problem(uri: str) -> str | None:
@@ -444,6 +472,7 @@ OUTPUT_NEEDS_VOLUME = (
 )
 OUTPUT_INSIDE_VOLUME = "spec.output.uri must lie inside spec.output.volume.mountPath, or the checkpoint is not written to the volume"
 HUB_SETTINGS_NEED_HUB = "spec.output.huggingFace applies to an hf:// uri only"
+OCI_SETTINGS_NEED_OCI = "spec.output.oci applies to an oci:// uri only"
 
 
 class Output(ApiModel):
@@ -456,22 +485,26 @@ class Output(ApiModel):
         ("!has(self.volume) || !self.uri.startsWith('file://') || (self.uri + '/').startsWith('file://' + self.volume.mountPath.find('^.*[^/]') + '/')",
          OUTPUT_INSIDE_VOLUME),
         ("!has(self.huggingFace) || self.uri.startsWith('hf://')", HUB_SETTINGS_NEED_HUB),
+        ("!has(self.oci) || self.uri.startsWith('oci://')", OCI_SETTINGS_NEED_OCI),
     ]
 
     uri: str = api_field(
         description=(
-            "s3://BUCKET/PREFIX (any S3-compatible store), file:///PATH (local runs, or a mounted volume) or hf://ORG/NAME (a "
-            "Hugging Face Hub repository: every file in one commit, see huggingFace). The manifest kompress.json is written last: "
-            "a prefix without it is never a finished model."
+            "s3://BUCKET/PREFIX (any S3-compatible store), file:///PATH (local runs, or a mounted volume), hf://ORG/NAME (a Hugging "
+            "Face Hub repository: every file in one commit, see huggingFace) or oci://REGISTRY/REPOSITORY:TAG (an OCI image in KServe's "
+            "modelcar layout: the files under /models, one layer each; the tag is pushed last and the image's digest recorded in "
+            "status.result.destination). The manifest kompress.json is written last: a prefix without it is never a finished model."
         ),
         rules=[
-            (f"self.matches('{OUTPUT_URI_RE}')", "spec.output.uri must be s3://BUCKET/PREFIX, file:///PATH or hf://ORG/NAME"),
+            (f"self.matches('{OUTPUT_URI_RE}')", "spec.output.uri must be s3://BUCKET/PREFIX, file:///PATH, hf://ORG/NAME or oci://REGISTRY/REPOSITORY:TAG"),
             (HUB_OUTPUT_URI_RULE, HUB_OUTPUT_URI_MESSAGE),
+            (f"!self.startsWith('oci://') || self.matches('{OCI_OUTPUT_URI_RE}')", OCI_OUTPUT_URI_MESSAGE),
         ],
         max_length=1024,
     )
     s3: S3Access | None = api_field(None, description="S3 connection settings for s3:// URIs.")
     hugging_face: HubOutput | None = api_field(None, description="Hub settings for hf:// URIs: endpoint, the write token's Secret (by reference), private, the branch.")
+    oci: OciAccess | None = api_field(None, description="registry settings for oci:// URIs: the credentials Secret (by reference), plain HTTP for a test registry.")
     volume: VolumeRef | None = api_field(None, description="a volume to mount for file:// URIs (mounted read-write).")
     signing: Signing | None = api_field(
         None,
@@ -497,6 +530,14 @@ class Output(ApiModel):
             raise ValueError(problem)
         return uri
 
+    @field_validator("uri")
+    @classmethod
+    def _oci_reference(cls, uri: str) -> str:
+        # The second rule of `uri` (a compound CEL rule, which the base model does not mirror).
+        if uri.startswith("oci://") and not re2_search(OCI_OUTPUT_URI_RE, uri):
+            raise ValueError(OCI_OUTPUT_URI_MESSAGE)
+        return uri
+
     @model_validator(mode="after")
     def _inside_its_volume(self) -> "Output":
         # The second and third of cel_rules (the first is for clusters only).
@@ -505,6 +546,8 @@ class Output(ApiModel):
                 raise ValueError(OUTPUT_INSIDE_VOLUME)
         if self.hugging_face is not None and not self.uri.startswith("hf://"):
             raise ValueError(HUB_SETTINGS_NEED_HUB)
+        if self.oci is not None and not self.uri.startswith("oci://"):
+            raise ValueError(OCI_SETTINGS_NEED_OCI)
         return self
 
 

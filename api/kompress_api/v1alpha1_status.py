@@ -127,10 +127,13 @@ class PublishedDestination(ApiModel):
     reference: str = api_field(
         description=(
             "what to give a consumer: the prefix or folder URI; for hf, the repository at its commit, hf://ORG/NAME@COMMIT "
-            "(kompress verify and huggingface_hub's revision= take it as is); for oci, the image by digest."
+            "(kompress verify and huggingface_hub's revision= take it as is); for oci, the image by digest, "
+            "oci://REGISTRY/REPOSITORY@sha256:HEX (a KServe InferenceService's storageUri takes it as is)."
         ),
         max_length=1024,
     )
+    digest: str | None = api_field(None, description="oci: the image manifest's digest (sha256:HEX), which the tag pointed to when the job pushed it.", max_length=80)
+    tag: str | None = api_field(None, description="oci: the tag that was pushed, last, once every blob was in the registry.", max_length=128)
     commit: str | None = api_field(None, description="hf: the id of the one commit that holds every published file.", max_length=64)
     revision: str | None = api_field(None, description="hf: the branch the commit was made on.", max_length=255)
     signature: str | None = api_field(None, description="the OpenSSF model signing signature beside the model (spec.output.signing), e.g. model.sig; unset when unsigned.", max_length=255)
@@ -140,7 +143,7 @@ class JobResult(ApiModel):
     """What the worker produced."""
 
     output_uri: str | None = api_field(None, description="where the checkpoint was published.")
-    destination: PublishedDestination | None = api_field(None, description="the destination's kind and an exact reference to what was published (for hf, the commit).")
+    destination: PublishedDestination | None = api_field(None, description="the destination's kind and an exact reference to what was published (for hf, the commit; for oci, the image digest).")
     manifest_uri: str | None = api_field(None, description="the manifest kompress.json: sizes, checksums, recipe, metrics.")
     rejected_uri: str | None = api_field(None, description="where a checkpoint that failed the quality gate was kept for inspection.")
     resolved_revision: str | None = api_field(None, description="the exact model revision compressed (Hub commit or S3 ETag digest).")

@@ -31,6 +31,15 @@ SIGNING_DIR = "/kompress/signing"
 SIGNING_PRIVATE_KEY = "private-key.pem"
 SIGNING_CERTIFICATE = "certificate.pem"
 SIGNING_CERTIFICATE_CHAIN = "certificate-chain.pem"
+# An oci:// output's spec.output.oci.credentialsSecret (a dockerconfigjson) is mounted read-only at OCI_AUTH_DIR; the
+# variable names the file (the Secret's key .dockerconfigjson). The values never reach the environment.
+OCI_AUTH_DIR = "/kompress/oci-auth"
+OCI_AUTH_KEY = ".dockerconfigjson"
+ENV_OUTPUT_OCI_AUTH = "KOMPRESS_OUTPUT_OCI_AUTH"
+# The static busybox the worker image carries (package busybox-static): an oci:// output's base layer (sh, ln, sleep
+# for KServe's modelcar container). The variable overrides where it is.
+ENV_OCI_BUSYBOX = "KOMPRESS_OCI_BUSYBOX"
+OCI_BUSYBOX = "/bin/busybox"
 ENV_PROGRESS_BIND = "KOMPRESS_PROGRESS_BIND"
 ENV_TERMINATION_LOG = "KOMPRESS_TERMINATION_LOG"
 ENV_LOG_FORMAT = "KOMPRESS_LOG_FORMAT"
@@ -68,7 +77,7 @@ class WorkerResult(ApiModel):
     message: str = api_field("", description="what happened.")
     stage: str | None = api_field(None, description="the stage that failed, if any.")
     output_uri: str | None = api_field(None, description="where the checkpoint was published.")
-    destination: PublishedDestination | None = api_field(None, description="the destination's kind and exact reference (hf: the commit).")
+    destination: PublishedDestination | None = api_field(None, description="the destination's kind and exact reference (hf: the commit; oci: the image digest).")
     manifest_uri: str | None = api_field(None, description="the manifest.")
     rejected_uri: str | None = api_field(None, description="where a checkpoint that missed the gate was kept.")
     resolved_revision: str | None = api_field(None, description="the exact model revision compressed.")

@@ -75,7 +75,7 @@ class RunContext:
     # publish
     output_uri: str | None = None
     manifest_uri: str | None = None
-    # kompress_api PublishedDestination: the kind and the exact reference (an hf:// output's commit)
+    # kompress_api PublishedDestination: the kind and the exact reference (an hf:// output's commit, an OCI image by digest)
     destination: Any = None
     rejected_uri: str | None = None
 

@@ -1,8 +1,9 @@
 """Secret values, and the one function that removes them from any text the worker emits.
 
 Owns: which environment variables hold secrets (the Hugging Face tokens, the model's and an hf:// output's, and every S3
-credential, with or without the per-location prefixes of kompress_api.worker_protocol), the signing key the operator
-mounts (spec.output.signing: the PEM text, its base64 body whole and line by line), and replacing their
+credential, with or without the per-location prefixes of kompress_api.worker_protocol; an oci:// output's registry login,
+from the mounted file the environment names), the signing key the operator mounts (spec.output.signing: the PEM text,
+its base64 body whole and line by line), and replacing their
 values, in every escaped form a library or a format could give them (repr, JSON, URL, base64...),
 in text: log lines, the manifest, the model card, the termination message, the progress JSON.
 Must not: log, or keep secret values anywhere but in memory.
@@ -17,9 +18,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from urllib.parse import quote, quote_plus
 
-from kompress_api.worker_protocol import ENV_HF_TOKEN, ENV_OUTPUT_HF_TOKEN, ENV_OUTPUT_SIGNING_DIR, S3_ENV_PREFIX, SIGNING_PRIVATE_KEY
+from kompress_api.worker_protocol import ENV_HF_TOKEN, ENV_OUTPUT_HF_TOKEN, ENV_OUTPUT_OCI_AUTH, ENV_OUTPUT_SIGNING_DIR, S3_ENV_PREFIX, SIGNING_PRIVATE_KEY
 
-from kompress_job.io.credentials import clean
+from kompress_job.io.credentials import clean, docker_config_secrets
 
 MASK = "***"
 # Values this short can't be told apart from ordinary words; credentials are never this short.
@@ -57,6 +58,9 @@ def secret_values(env: Mapping[str, str]) -> list[str]:
     values = {value for name, value in env.items() if is_secret_variable(name) and value and len(value) >= MIN_SECRET_LENGTH}
     if env.get(ENV_OUTPUT_SIGNING_DIR):
         values |= key_file_secrets(Path(env[ENV_OUTPUT_SIGNING_DIR]) / SIGNING_PRIVATE_KEY)
+    # An oci:// output's registry login is a mounted file, named by the environment, never in it.
+    if env.get(ENV_OUTPUT_OCI_AUTH):
+        values |= {value for value in docker_config_secrets(Path(env[ENV_OUTPUT_OCI_AUTH])) if len(value) >= MIN_SECRET_LENGTH}
     return sorted(values, key=len, reverse=True)
 
 

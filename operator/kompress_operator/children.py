@@ -4,7 +4,8 @@ Owns: their names (deterministic from the parent's name and uid, so a restarted 
 rather than duplicates), labels, ownerReferences, pod specs, sizing from the spec or the plan, the
 podFailurePolicy that turns the worker's exit codes into "fail now" or "retry", Kueue labels.
 Must not: call the API, read a clock or the environment, or touch a Secret's value: credentials
-reach pods only as secretKeyRef / envFrom references, or (the signing key of spec.output.signing) a Secret volume.
+reach pods only as secretKeyRef / envFrom references, or (an oci:// output's dockerconfigjson, the signing key of
+spec.output.signing) a Secret volume.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ CACHE_VOLUME = "model-cache"
 OUTPUT_VOLUME = "output"
 TASKS_VOLUME = "tasks"
 SIGNING_VOLUME = "signing-key"
+OCI_AUTH_VOLUME = "oci-auth"
 
 # A Job's name is copied into a label on its pods (batch.kubernetes.io/job-name), so it has to be a
 # valid label value: 63 characters at most.
@@ -232,6 +234,16 @@ def signing_key(spec: api.CompressionJobSpec) -> tuple[list[dict[str, Any]], lis
     # (AccessDenied, the Secret and the file), not left as a pod that never starts.
     volume = {"name": SIGNING_VOLUME, "secret": {"secretName": signing.key_secret, "items": items, "defaultMode": 0o440, "optional": True}}
     return [mount], [volume], [{"name": wp.ENV_OUTPUT_SIGNING_DIR, "value": wp.SIGNING_DIR}]
+def oci_auth(spec: api.CompressionJobSpec) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """(volumeMounts, volumes, env) that give the worker an oci:// output's registry Secret: the dockerconfigjson mounted
+    read-only at OCI_AUTH_DIR and a variable naming the file. The values stay in the Secret and the mounted file, never
+    in an environment variable or an object the operator writes."""
+    oci = spec.output.oci
+    if oci is None or not oci.credentials_secret or not spec.output.uri.startswith("oci://"):
+        return [], [], []
+    mount = {"name": OCI_AUTH_VOLUME, "mountPath": wp.OCI_AUTH_DIR, "readOnly": True}
+    volume = {"name": OCI_AUTH_VOLUME, "secret": {"secretName": oci.credentials_secret, "items": [{"key": wp.OCI_AUTH_KEY, "path": wp.OCI_AUTH_KEY}], "defaultMode": 0o444}}
+    return [mount], [volume], [{"name": wp.ENV_OUTPUT_OCI_AUTH, "value": f"{wp.OCI_AUTH_DIR}/{wp.OCI_AUTH_KEY}"}]
 
 
 def restricted_security_context() -> dict[str, Any]:
@@ -490,6 +502,10 @@ def build_worker_job(cjob: api.CompressionJob, plan: api.PlanSummary | None, con
     mounts += signing_mounts
     volumes += signing_volumes
     container["env"] += signing_env
+    oci_mounts, oci_volumes, oci_env = oci_auth(spec)
+    mounts += oci_mounts
+    volumes += oci_volumes
+    container["env"] += oci_env
     container["volumeMounts"] = mounts
 
     pod = _base_pod_spec(config, spec) | _scheduling(spec) | {"containers": [container], "volumes": volumes}

@@ -368,3 +368,30 @@ def test_the_signing_key_is_mounted_read_only_from_its_secret_and_only_named_in_
     assert not any("signing" in (e.get("valueFrom") or {}).get("secretKeyRef", {}).get("name", "") for e in container(job)["env"])
     assert "model-signing" not in json.dumps(children.build_plan_job(parse(make_cjob(uid=UID).with_spec(output={"uri": "s3://models/glm", "signing": {"keySecret": "model-signing"}})), CONFIG)["spec"]["template"]["spec"].get("volumes", []))
     kubernetes_validate.validate(job, "1.32.0", strict=True)
+# --- an oci:// output's registry Secret ----------------------------------------------------------
+
+
+def _oci(**oci):
+    return make_cjob(uid=UID).with_spec(output={"uri": "oci://registry.example:5000/models/tiny:w4a16", "oci": oci})
+
+
+def test_an_oci_output_gets_its_registry_secret_as_a_read_only_file_never_as_a_value():
+    job = worker(_oci(credentialsSecret="registry-push"))
+    kubernetes_validate.validate(job, "1.32.0", strict=True)
+    mounts = {m["name"]: m for m in container(job)["volumeMounts"]}
+    assert mounts["oci-auth"] == {"name": "oci-auth", "mountPath": "/kompress/oci-auth", "readOnly": True}
+    volumes = {v["name"]: v for v in job["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["oci-auth"] == {"name": "oci-auth", "secret": {"secretName": "registry-push", "defaultMode": 0o444,
+                                                                   "items": [{"key": ".dockerconfigjson", "path": ".dockerconfigjson"}]}}
+    # the worker is told where the file is; no variable holds a credential, none comes from the Secret
+    assert env_of(job)["KOMPRESS_OUTPUT_OCI_AUTH"] == {"name": "KOMPRESS_OUTPUT_OCI_AUTH", "value": "/kompress/oci-auth/.dockerconfigjson"}
+    assert "registry-push" not in json.dumps(container(job).get("envFrom", [])) and "secretKeyRef" not in json.dumps(container(job)["env"])
+    # planning never needs the registry
+    plan = children.build_plan_job(parse(_oci(credentialsSecret="registry-push")), CONFIG)
+    assert "volumes" not in plan["spec"]["template"]["spec"] and "KOMPRESS_OUTPUT_OCI_AUTH" not in env_of(plan)
+
+
+def test_an_anonymous_oci_output_mounts_nothing():
+    job = worker(_oci(insecure=True))
+    assert "oci-auth" not in {m["name"] for m in container(job)["volumeMounts"]}
+    assert "KOMPRESS_OUTPUT_OCI_AUTH" not in env_of(job)

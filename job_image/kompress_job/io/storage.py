@@ -1,5 +1,5 @@
-"""Where a compressed model is published: an S3 prefix, a local folder or a Hub repository (kompress_job.io.hub_destination),
-with one behaviour for all.
+"""Where a compressed model is published: an S3 prefix, a local folder, a Hub repository (kompress_job.io.hub_destination)
+or an OCI image (kompress_job.io.oci), with one behaviour for all.
 
 Owns: the destination of spec.output.uri (and its `.rejected` sibling for models that missed the
 quality gate), checking early that it can be written, reading and deleting the manifest, uploading
@@ -47,6 +47,7 @@ class StoredFile:
     s3_checksum: str | None = None  # the store's own checksum (S3 SHA-256, composite for multipart)
     skipped: bool = False  # already there with the same content
     sent: int = 0  # bytes that went over the wire (less than size when an interrupted upload was resumed)
+    layer_digest: str | None = None  # oci: the digest of the image layer that holds the file
 
 
 class Destination(Protocol):
@@ -81,6 +82,10 @@ def open_destination(output: Output, env: Mapping[str, str], *, uri: str | None 
         from kompress_job.io.hub_destination import HubDestination
 
         return HubDestination(output, env, uri, quick=quick, replaceable=uri.rstrip("/") != output.uri.rstrip("/"))
+    if uri.startswith("oci://"):
+        from kompress_job.io.oci import OciDestination
+
+        return OciDestination(output, env, uri, quick=quick)
     if uri.startswith("s3://"):
         limits = {"max_attempts": 2, "connect_timeout": 5.0, "read_timeout": 30.0} if quick else {}
         client = make_client(output.s3, env, "output", **limits)

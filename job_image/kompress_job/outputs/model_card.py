@@ -120,13 +120,18 @@ def task_table(tasks: dict[str, Any], gate: dict[str, Any]) -> list[str]:
 
 
 def _fetch_line(output_uri: str, title: str, revision: str | None) -> tuple[str, str]:
-    """How a user gets the checkpoint from where it was published, and what to give vLLM."""
+    """How a user gets the checkpoint from where it was published (a Hub repository downloaded, an S3 prefix synced, an OCI
+    image's /models taken out of it), and what to give vLLM."""
     if output_uri.startswith("hf://"):
         repo = output_uri[len("hf://") :]
         branch = f" --revision {revision}" if revision and revision != "main" else ""
         return f"hf download {repo}{branch} --local-dir ./{title}", f"./{title}"
     if output_uri.startswith("s3://"):
         return f"aws s3 sync {output_uri} ./{title}", f"./{title}"
+    if output_uri.startswith("oci://"):
+        image = output_uri[len("oci://"):]
+        return (f"mkdir -p ./{title} && crane export {image} - | tar -x -C ./{title} --strip-components=1 models   "
+                f"# KServe serves the image itself: storageUri {output_uri}"), f"./{title}"
     return f"# the checkpoint is at {output_uri}", f"./{title}"
 
 

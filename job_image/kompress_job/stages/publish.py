@@ -8,8 +8,9 @@ Order, and why:
    the same content (an interrupted earlier attempt) are skipped.
 4. The model card README.md, then (spec.output.signing) the signature model.sig over every published file, the card
    and the manifest included, then kompress.json. Readers treat a prefix without kompress.json as unfinished.
-5. finish(): for an hf:// output the one commit that holds every file (nothing is in the repository before it); its id
-   is recorded (ctx.destination).
+5. finish(): for an hf:// output the one commit that holds every file (nothing is in the repository before it); for an
+   oci:// image, the config and the manifest by tag, last (kompress_job.io.oci): until then no tag names the image. The
+   commit id or the digest is recorded (ctx.destination).
 A model that missed the quality gate (ctx.gate_failures) goes to the `<uri>.rejected` sibling instead,
 never under the final prefix; ctx.rejected_uri is set and the job fails with QualityGateFailed.
 Must not: write any secret value (the manifest and card pass through the redactor as a last guard).
@@ -96,7 +97,8 @@ def run(ctx: RunContext) -> None:
 
     # 4. Card, then manifest.
     def entry(s) -> dict:  # noqa: ANN001
-        return {"path": s.name, "size": s.size, "sha256": s.sha256, **({"s3Checksum": s.s3_checksum} if s.s3_checksum else {})}
+        return {"path": s.name, "size": s.size, "sha256": s.sha256, **({"s3Checksum": s.s3_checksum} if s.s3_checksum else {}),
+                **({"ociLayer": s.layer_digest} if s.layer_digest else {})}
 
     timings = dict(ctx.timings)
     timings["publish"] = round(time.monotonic() - started, 3)
@@ -136,8 +138,8 @@ def run(ctx: RunContext) -> None:
         published = published.model_copy(update={"signature": SIGNATURE})
 
     if rejected:
-        ctx.rejected_uri = published.reference if published.kind == "hf" else uri
-        raise QualityGateFailed(f"the compressed model missed the quality gate ({'; '.join(ctx.gate_failures)}); kept for inspection at {ctx.rejected_uri}, not published to {spec.output.uri}")
+        ctx.rejected_uri = published.reference  # a Hub repository at its commit, an OCI image by its digest, else the prefix
+        raise QualityGateFailed(f"the compressed model missed the quality gate ({'; '.join(ctx.gate_failures)}); kept for inspection at {uri}, not published to {spec.output.uri}")
     ctx.output_uri = uri
     ctx.manifest_uri = destination.uri_of(MANIFEST)
     ctx.destination = published
