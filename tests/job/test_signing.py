@@ -243,3 +243,27 @@ def test_the_kompress_command_verifies(tmp_path, keys):
 
     assert done.returncode == 0, done.stdout + done.stderr
     assert json.loads(done.stdout) | {"message": ""} == {"ok": True, "exitCode": 0, "reason": "Verified", "message": "", "files": 9, "signature": "verified"}
+
+
+def test_a_signed_oci_image_carries_its_signature_and_verifies_by_digest(oci_registry, tmp_path, keys, capsys, monkeypatch):
+    from kompress_testing.registry import busybox_binary
+
+    auth = tmp_path / "oci-auth" / ".dockerconfigjson"
+    auth.parent.mkdir(parents=True)
+    auth.write_text(oci_registry.docker_config())
+    env = {"KOMPRESS_OUTPUT_OCI_AUTH": str(auth), "KOMPRESS_OCI_BUSYBOX": str(busybox_binary())}
+    uri = f"oci://{oci_registry.host}/kompress/signed:w4a16-w8a8"
+    result, _ = publish(tmp_path, uri, keys, env=env, oci={"credentialsSecret": "registry-push", "insecure": True})
+
+    assert result.ok, result.message
+    assert result.destination.kind == "oci" and result.destination.signature == "model.sig"
+    monkeypatch.setenv("KOMPRESS_OUTPUT_OCI_AUTH", str(auth))
+    args = ("--oci-insecure", "--key", str(keys / signing_keys.PUBLIC_KEY), "--require-signature")
+
+    code, line = verify(capsys, result.destination.reference, *args)
+    assert code == 0 and "model.sig verified" in line, line
+    code, line = verify(capsys, uri, *args)  # by tag: pinned to the digest it points to
+    assert code == 0 and result.destination.digest in line, line
+    other = signing_keys.key_folder(tmp_path / "other-key")
+    code, line = verify(capsys, result.destination.reference, "--oci-insecure", "--key", str(other / signing_keys.PUBLIC_KEY))
+    assert code == 42, line

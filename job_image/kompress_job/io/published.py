@@ -2,9 +2,11 @@
 
 Owns: one reader per scheme, each listing every file at the destination, reading one as text and fetching files into a
 local folder: file:///PATH (read in place), s3://BUCKET/PREFIX (the AWS credential chain, or KOMPRESS_OUTPUT_S3_AWS_*),
-hf://ORG/NAME[@REVISION] (a branch, tag or commit, pinned to its commit once; HF_TOKEN or KOMPRESS_OUTPUT_HF_TOKEN); and
-the table from scheme to reader, so another kind of destination plugs in with `register_reader` (an oci:// reader pulls
-the image by digest and lists its files).
+hf://ORG/NAME[@REVISION] (a branch, tag or commit, pinned to its commit once; HF_TOKEN or KOMPRESS_OUTPUT_HF_TOKEN),
+oci://REGISTRY/REPOSITORY:TAG or @sha256:DIGEST (the image pinned to its digest once, its /models files by their layers'
+annotations, each blob checked against its digest; the login from the dockerconfigjson $KOMPRESS_OUTPUT_OCI_AUTH names,
+else $DOCKER_CONFIG/config.json or ~/.docker/config.json); and the table from scheme to reader, so another kind of
+destination plugs in with `register_reader`.
 Must not: write to a destination, or log a credential.
 """
 
@@ -28,10 +30,13 @@ class ReaderOptions:
     env: Mapping[str, str] = field(default_factory=dict)
     s3: S3Access | None = None  # endpoint, region, path style of an S3-compatible store
     hf_endpoint: str | None = None
+    oci_insecure: bool = False  # plain HTTP to the registry
 
 
 class PublishedReader(Protocol):
     uri: str
+    pinned: str | None  # the exact version read (a Hub commit, an image digest), when the URI may name a moving one
+    own_files: frozenset[str]  # the destination's own files, not the model's (the Hub's .gitattributes)
 
     def names(self) -> list[str]:
         """Every file at the destination, / separated, relative to it."""
@@ -63,6 +68,9 @@ def open_reader(uri: str, options: ReaderOptions) -> PublishedReader:
 
 
 class FolderReader:
+    pinned = None
+    own_files: frozenset[str] = frozenset()
+
     def __init__(self, uri: str, options: ReaderOptions) -> None:
         from kompress_job.io.sources import local_path
 
@@ -83,6 +91,9 @@ class FolderReader:
 
 
 class S3Reader:
+    pinned = None
+    own_files: frozenset[str] = frozenset()
+
     def __init__(self, uri: str, options: ReaderOptions) -> None:
         from kompress_job.io.s3client import make_client, parse_s3_uri
 
@@ -157,6 +168,7 @@ class HubReader:
         self.settings = HubSettings(endpoint=endpoint, token=token)
         self.api = HfApi(endpoint=endpoint, token=token or False)
         self.commit = str(self._call(lambda: self.api.repo_info(self.repo_id, revision=self.revision).sha))
+        self.pinned = self.commit
 
     def _call(self, fn: Callable[[], Any]) -> Any:
         from kompress_job.io.sources.hub import hub_call
@@ -191,6 +203,50 @@ class HubReader:
         return scratch
 
 
+class OciReader:
+    """An image of a modelcar layout (kompress_job.io.oci): the files under /models, one layer each, named by annotation."""
+
+    own_files: frozenset[str] = frozenset()
+
+    def __init__(self, uri: str, options: ReaderOptions) -> None:
+        import os
+
+        from kompress_job.io.credentials import registry_login
+        from kompress_job.io.oci import ANNOTATION_PATH, RegistryClient, parse_reference
+        from kompress_api.worker_protocol import ENV_OUTPUT_OCI_AUTH
+
+        ref = parse_reference(uri)
+        candidates = [options.env.get(ENV_OUTPUT_OCI_AUTH), os.path.join(options.env.get("DOCKER_CONFIG") or "", "config.json") if options.env.get("DOCKER_CONFIG") else None,
+                      os.path.join(options.env.get("HOME") or "~", ".docker", "config.json")]
+        login = next((found for path in candidates if path and Path(path).is_file() and (found := registry_login(Path(path), ref.registry, where=path))), None)
+        self.client = RegistryClient(ref, login, insecure=options.oci_insecure, where="the dockerconfigjson (KOMPRESS_OUTPUT_OCI_AUTH, DOCKER_CONFIG)")
+        digest = ref.digest or self.client.manifest_digest(ref.tag or "latest")
+        if digest is None:
+            raise ModelNotFound(f"no image at {uri} (no such tag)")
+        manifest, self.pinned = self.client.get_manifest(digest)
+        self.uri = ref.at(self.pinned).uri
+        self.layers = {layer["annotations"][ANNOTATION_PATH]: layer for layer in manifest.get("layers", []) if ANNOTATION_PATH in (layer.get("annotations") or {})}
+
+    def names(self) -> list[str]:
+        return sorted(self.layers)
+
+    def read_text(self, name: str) -> str | None:
+        from kompress_job.io.oci import MODELS_DIR, read_layer_files
+
+        layer = self.layers.get(name)
+        if layer is None:
+            return None
+        return read_layer_files(self.client.blob_chunks(layer["digest"])).get(f"{MODELS_DIR}/{name}", b"").decode()
+
+    def folder(self, names: list[str], scratch: Path) -> Path:
+        from kompress_job.io.oci import _extract_models
+
+        for name in names:
+            _extract_models(self.client.blob_chunks(self.layers[name]["digest"]), scratch)  # each blob checked against its digest
+        return scratch
+
+
 register_reader("file", FolderReader)
 register_reader("s3", S3Reader)
 register_reader("hf", HubReader)
+register_reader("oci", OciReader)

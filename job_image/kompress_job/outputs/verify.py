@@ -1,9 +1,10 @@
 """`kompress verify URI`: a published model checked where it is, against its manifest and its signature.
 
     kompress verify URI [--key PUBLIC.pem | --certificate-chain ROOT.pem ...] [--require-signature]
-                        [--s3-endpoint URL] [--s3-region R] [--s3-path-style] [--hf-endpoint URL] [--json]
+                        [--s3-endpoint URL] [--s3-region R] [--s3-path-style] [--hf-endpoint URL] [--oci-insecure] [--json]
 
-URI: file:///PATH, s3://BUCKET/PREFIX, hf://ORG/NAME[@REVISION] (status.result.destination.reference as is), or any
+URI: file:///PATH, s3://BUCKET/PREFIX, hf://ORG/NAME[@REVISION], oci://REGISTRY/REPOSITORY@sha256:DIGEST or :TAG
+(status.result.destination.reference as is), or any
 scheme a reader was registered for (kompress_job.io.published). Checks, in order: kompress.json is there and is a
 manifest; the files there are exactly the ones it lists (plus itself and the signature; the Hub's own .gitattributes
 is allowed: a reader's own_files), each with the manifest's size and SHA-256; the signature model.sig, when the model has one, verified
@@ -75,7 +76,7 @@ class _Failed(Exception):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("uri", help="file:///PATH, s3://BUCKET/PREFIX or hf://ORG/NAME[@REVISION] (status.result.destination.reference)")
+    parser.add_argument("uri", help="file:///PATH, s3://BUCKET/PREFIX, hf://ORG/NAME[@REVISION] or oci://REGISTRY/REPOSITORY@DIGEST (status.result.destination.reference)")
     anchor = parser.add_mutually_exclusive_group()
     anchor.add_argument("--key", type=Path, help="the signer's public key (PEM), for a signature made with spec.output.signing.method key")
     anchor.add_argument("--certificate-chain", type=Path, action="append", help="a trusted root (PEM; repeatable), for method certificate")
@@ -84,6 +85,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--s3-region", help="S3 region")
     parser.add_argument("--s3-path-style", action="store_true", help="path-style S3 addressing (MinIO, Ceph...)")
     parser.add_argument("--hf-endpoint", help="Hub endpoint (default $HF_ENDPOINT, else https://huggingface.co; token: $HF_TOKEN)")
+    parser.add_argument("--oci-insecure", action="store_true", help="plain HTTP to the registry (login: $KOMPRESS_OUTPUT_OCI_AUTH or ~/.docker/config.json)")
     parser.add_argument("--json", action="store_true", help="print the outcome as JSON")
 
 
@@ -99,7 +101,8 @@ def check(uri: str, options: ReaderOptions, *, key: Path | None = None, chain: l
     except ModelNotFound as err:
         return Outcome(VerifyExit.NOT_A_MODEL, err.message)
     except KompressError as err:
-        mapped = {ExitCode.ACCESS_DENIED: VerifyExit.ACCESS_DENIED, ExitCode.STORAGE_UNREACHABLE: VerifyExit.UNREACHABLE}.get(err.exit, VerifyExit.ERROR)
+        mapped = {ExitCode.ACCESS_DENIED: VerifyExit.ACCESS_DENIED, ExitCode.STORAGE_UNREACHABLE: VerifyExit.UNREACHABLE,
+                  ExitCode.INVALID_SPEC: VerifyExit.USAGE}.get(err.exit, VerifyExit.ERROR)
         return Outcome(mapped, err.message)
     except ValueError as err:
         return Outcome(VerifyExit.USAGE, str(err))
@@ -107,8 +110,8 @@ def check(uri: str, options: ReaderOptions, *, key: Path | None = None, chain: l
 
 def _check(uri: str, options: ReaderOptions, scratch: Path, *, key: Path | None, chain: list[Path] | None, require_signature: bool) -> Outcome:
     reader = open_reader(uri, options)
-    where = getattr(reader, "commit", None)
-    shown = f"{reader.uri}" + (f" (commit {where})" if where and where not in reader.uri else "")
+    pinned = getattr(reader, "pinned", None)
+    shown = f"{reader.uri}" + (f" (at {pinned})" if pinned and pinned not in reader.uri else "")
     text = reader.read_text(MANIFEST)
     if text is None:
         raise _Failed(VerifyExit.NOT_A_MODEL, f"no {MANIFEST} at {shown}: not a finished model (or not published by Kompress)")
@@ -168,7 +171,7 @@ def _names(names: list[str]) -> str:
 
 def main(args: argparse.Namespace, env: dict[str, str]) -> int:
     s3 = S3Access(endpoint=args.s3_endpoint, region=args.s3_region, path_style=args.s3_path_style) if (args.s3_endpoint or args.s3_region or args.s3_path_style) else None
-    options = ReaderOptions(env=env, s3=s3, hf_endpoint=args.hf_endpoint)
+    options = ReaderOptions(env=env, s3=s3, hf_endpoint=args.hf_endpoint, oci_insecure=args.oci_insecure)
     outcome = check(args.uri, options, key=args.key, chain=args.certificate_chain, require_signature=args.require_signature)
     print(json.dumps(outcome.wire()) if args.json else outcome.line())
     return outcome.exit.code
