@@ -1,7 +1,8 @@
 """The contract between the operator and the pods it starts (the worker and the planner).
 
-Owns: environment variable names, the progress port and path, and the two JSON documents a pod
-hands back: progress (served over HTTP while it runs) and its result (the termination message,
+Owns: environment variable names, the progress port and path, the worker's stages (kompress_api.stages,
+re-exported here: the worker runs them, reports them in its progress, and the operator reads them), and the two
+JSON documents a pod hands back: progress (served over HTTP while it runs) and its result (the termination message,
 at most 4096 bytes). Pods get no Kubernetes API access; this is all they share with the operator.
 Must not: contain worker or operator logic.
 """
@@ -13,6 +14,7 @@ from typing import Any
 
 from kompress_api._model import ApiModel, api_field
 from kompress_api.paths import SCRATCH_DIR, SHM_DIR, TERMINATION_LOG  # noqa: F401 - part of the protocol
+from kompress_api.stages import DONE, PUBLISH, STAGE_NAMES, STAGES, Stage, stage_names  # noqa: F401 - part of the protocol
 from kompress_api.v1alpha1 import EvaluationMetrics, MtpResult, PlanSummary, Progress
 
 # The CompressionJob (metadata name/namespace/uid and spec, never status) as JSON. It holds only

@@ -23,25 +23,14 @@ import time
 from collections.abc import Callable
 
 from kompress_api.exit_codes import ExitCode
-from kompress_api.v1alpha1 import MtpResult
-from kompress_api.worker_protocol import WorkerResult
+from kompress_api.v1alpha1 import CompressionJob, MtpResult
+from kompress_api.worker_protocol import STAGE_NAMES, WorkerResult, stage_names
 
 from kompress_job.context import RunContext
 from kompress_job.errors import KompressError, describe
 
-STAGES: list[str] = [
-    "preflight",
-    "plan",
-    "fetch-model",
-    "calibration",
-    "load-model",
-    "baseline",
-    "compress",
-    "save",
-    "verify",
-    "evaluate",
-    "publish",
-]
+# The stages in order, from the one table the operator and the progress reporter read too (kompress_api.stages).
+STAGES: list[str] = list(STAGE_NAMES)
 
 
 def stage_function(name: str) -> Callable[[RunContext], None]:
@@ -49,11 +38,9 @@ def stage_function(name: str) -> Callable[[RunContext], None]:
     return module.run
 
 
-def stages_for(ctx: RunContext) -> list[str]:
-    """The stages this job runs: without evaluation there is no baseline to record or compare."""
-    if not ctx.job.spec.evaluation.enabled:
-        return [s for s in STAGES if s not in ("baseline", "evaluate")]
-    return list(STAGES)
+def stages_for(job: CompressionJob) -> list[str]:
+    """The stages `job` runs: without evaluation there is no baseline to record or compare."""
+    return stage_names(evaluation=job.spec.evaluation.enabled)
 
 
 def run(ctx: RunContext, resolve: Callable[[str], Callable[[RunContext], None]] = stage_function) -> WorkerResult:

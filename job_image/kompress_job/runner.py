@@ -98,8 +98,8 @@ def execute(
     log = log or logging.getLogger("kompress")
     redact = Redactor.from_env(env)
     workdir.mkdir(parents=True, exist_ok=True)
-    ctx = RunContext(job=job, workdir=workdir, progress=ProgressReporter([]), env=env, log=log, devices=devices)
-    ctx.progress = ProgressReporter(pipeline.stages_for(ctx), sinks=list(sinks or []))
+    progress = ProgressReporter(pipeline.stages_for(job), sinks=list(sinks or []))
+    ctx = RunContext(job=job, workdir=workdir, progress=progress, env=env, log=log, devices=devices)
     server = None
     if progress_bind:
         labels = {"job": job.metadata.name or "", "namespace": job.metadata.namespace or ""}
