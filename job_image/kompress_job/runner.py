@@ -92,7 +92,7 @@ def execute(
     progress_bind: str | None = None,
     termination_log: Path | None = None,
     sinks: list[Sink] | None = None,
-    resolve: Callable[[str], Callable[[RunContext], None]] = pipeline.stage_function,
+    resolve: Callable[[str], pipeline.StageFunction] = pipeline.stage_function,
 ) -> WorkerResult:
     """Run `job` through the pipeline and leave its result where the operator reads it."""
     log = log or logging.getLogger("kompress")
@@ -197,7 +197,7 @@ def main_worker() -> int:
     return worker(os.environ)
 
 
-def worker(env: Mapping[str, str], *, resolve: Callable[[str], Callable[[RunContext], None]] = pipeline.stage_function) -> int:
+def worker(env: Mapping[str, str], *, resolve: Callable[[str], pipeline.StageFunction] = pipeline.stage_function) -> int:
     """The Job pod's whole life; `resolve` is for harnesses that stand in for the compute stages."""
     redact = Redactor.from_env(env)
     fmt = env.get(ENV_LOG_FORMAT) or "json"

@@ -32,7 +32,7 @@ def test_the_crd_describes_exactly_the_tables_stages_in_order(path):
 def test_the_worker_runs_and_weighs_the_tables_stages():
     from kompress_job import pipeline, progress
 
-    assert pipeline.STAGES == list(STAGE_NAMES)
+    assert pipeline.STAGES == list(STAGE_NAMES) == list(pipeline.FUNCTIONS)
     assert progress.STAGE_WEIGHTS == {stage.name: stage.weight for stage in STAGES}
     assert worker_protocol.STAGES is STAGES
 
