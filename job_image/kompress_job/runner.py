@@ -5,7 +5,7 @@
                      the WorkerResult in $KOMPRESS_TERMINATION_LOG (/dev/termination-log)
     execute(...)     what both call: context, progress (server + log sinks), pipeline, termination message
 
-Exit codes are the result's (kompress_api.exit_codes); 143 when stopped by SIGTERM.
+Exit codes are the result's (kompress_api.exit_codes), Terminated (143) when stopped by SIGTERM.
 Must not: talk to the Kubernetes API, or print or write a secret value (every output passes the redactor).
 """
 
@@ -44,9 +44,6 @@ from kompress_job.errors import InvalidSpec
 from kompress_job.progress import ProgressReporter, Sink
 from kompress_job.progress_server import DEFAULT_BIND, ProgressServer
 from kompress_job.redaction import Redactor
-
-SIGTERM_EXIT = 128 + signal.SIGTERM
-
 
 class Terminated(BaseException):
     """SIGTERM arrived (pod deleted, job suspended, node drained): stop now, report honestly."""
@@ -113,8 +110,7 @@ def execute(
         result = pipeline.run(ctx, resolve=resolve)
     except Terminated:
         log.error("stopped by SIGTERM during stage %s", ctx.progress.snapshot().stage)
-        result = pipeline.result_of(ctx, ExitCode.INTERNAL, "stopped by SIGTERM (pod deleted, job suspended or node drained)", stage=ctx.progress.snapshot().stage)
-        result = result.model_copy(update={"exit_code": SIGTERM_EXIT, "reason": "Terminated"})
+        result = pipeline.result_of(ctx, ExitCode.TERMINATED, ExitCode.TERMINATED.summary, stage=ctx.progress.snapshot().stage)
     finally:
         if server is not None:
             server.stop()

@@ -46,7 +46,6 @@ from kompress_job.planning.problems import Problem, examples
 
 # A share of the parameters kept 16-bit above which the plan says so (lm_head and routers alone are ~1 %).
 KEPT_SHARE_WARNING = 0.10
-EVALUATION_MAX_LENGTH = 1024  # spec.evaluation.maxSequenceLength's default cap
 
 # Resolver refusals that are the recipe's fault: they become plan errors (with their own exit code) and the resolver's message.
 _REFUSALS = {
@@ -414,7 +413,7 @@ def _workload(job, config, model, resolved, total, dtype, source_dtype, estimate
     layer_bytes, hessian_bytes, widest = _layer_cost(resolved, dtype) if resolved is not None else (0, 0, int(text.get("hidden_size") or 0))
     evaluation = spec.evaluation
     calibrating = bool(resolved.needs_calibration) if resolved is not None else True
-    evaluation_length = evaluation.max_sequence_length or min(spec.calibration.max_sequence_length, EVALUATION_MAX_LENGTH)
+    evaluation_length = evaluation.sequence_length(spec.calibration.max_sequence_length)
     # The evaluation stages' own model of their cost (the batches they will really run), from config.json alone.
     evaluation_cost = fidelity.estimate(config, evaluation.samples, evaluation_length, dtype_bytes=dtype_bytes(dtype)) if evaluation.enabled else None
     return fp.Workload(
