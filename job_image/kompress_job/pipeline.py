@@ -89,9 +89,7 @@ def run(ctx: RunContext, resolve: Callable[[str], StageFunction] = stage_functio
 
 
 def result_of(ctx: RunContext, exit_code: ExitCode, message: str, *, stage: str | None = None) -> WorkerResult:
-    bf16_bytes = None
-    if ctx.plan is not None:
-        bf16_bytes = getattr(ctx.plan, "bf16_bytes", None)
+    bf16_bytes = ctx.plan.bf16_bytes if ctx.plan is not None else None
     ratio = round(bf16_bytes / ctx.checkpoint_bytes, 3) if bf16_bytes and ctx.checkpoint_bytes else None
     return WorkerResult(
         ok=exit_code is ExitCode.OK,
