@@ -46,7 +46,7 @@ from kompress_job.progress_server import DEFAULT_BIND, ProgressServer
 from kompress_job.redaction import Redactor
 
 class Terminated(BaseException):
-    """SIGTERM arrived (pod deleted, job suspended, node drained): stop now, report honestly."""
+    """SIGTERM arrived (pod deleted, job suspended, node drained): stop now, report honestly (ExitCode.TERMINATED)."""
 
 
 def available_devices(requested: int, log: logging.Logger) -> int:
