@@ -690,6 +690,11 @@ class TaskSource(ApiModel):
 GATE_NEEDS_EVALUATION = "spec.evaluation.gate needs spec.evaluation.enabled: true: with evaluation disabled no gate would be applied"
 
 
+# spec.evaluation.maxSequenceLength's default is the calibration length, at most this (Evaluation.sequence_length:
+# what the calibration stage cuts held-out rows to and what the plan counts).
+EVALUATION_LENGTH_CAP = 1024
+
+
 class Evaluation(ApiModel):
     """Fidelity of the compressed model against the original, on held-out samples, and lm-eval task scores."""
 
@@ -706,7 +711,7 @@ class Evaluation(ApiModel):
 
     enabled: bool = api_field(True, description="evaluate after compression. Default true.", schema_default=True)
     samples: int = api_field(16, description="held-out samples (never used for calibration). Default 16.", ge=1, le=10000, schema_default=16)
-    max_sequence_length: int | None = api_field(None, description="tokens per evaluation sample. Default: the calibration length, at most 1024.", ge=8, le=131072)
+    max_sequence_length: int | None = api_field(None, description=f"tokens per evaluation sample. Default: the calibration length, at most {EVALUATION_LENGTH_CAP}.", ge=8, le=131072)
     tasks: list[EvaluationTask] = api_field(
         [],
         description="lm-evaluation-harness tasks to score the original (before compression) and the checkpoint on; the scores go to the manifest, the model card's model-index and status.result.metrics.tasks.",
@@ -723,6 +728,10 @@ class Evaluation(ApiModel):
         schema_default="auto",
     )
     gate: QualityGate | None = api_field(None, description="limits that fail the job instead of publishing. Only with enabled: true.")
+
+    def sequence_length(self, calibration_length: int) -> int:
+        """Tokens per evaluation sample: maxSequenceLength, else the calibration length up to EVALUATION_LENGTH_CAP."""
+        return self.max_sequence_length or min(calibration_length, EVALUATION_LENGTH_CAP)
 
     @model_validator(mode="after")
     def _gate_needs_evaluation(self) -> "Evaluation":

@@ -11,6 +11,7 @@ from enum import Enum
 from typing import Literal
 
 from kompress_api._model import ApiModel, api_field
+from kompress_api.stages import DONE, STAGE_NAMES
 
 
 class Phase(str, Enum):
@@ -40,7 +41,7 @@ class Condition(ApiModel):
 class Progress(ApiModel):
     """Where the worker is. Polled from the worker while it runs."""
 
-    stage: str | None = api_field(None, description="current stage: plan, fetch-model, calibration, baseline, compress, save, verify, evaluate, publish, done.")
+    stage: str | None = api_field(None, description=f"current stage: {', '.join(STAGE_NAMES)}, {DONE}.")
     stage_index: int | None = api_field(None, description="1-based index of the stage.", ge=0)
     stage_count: int | None = api_field(None, description="number of stages.", ge=0)
     step: int | None = api_field(None, description="step within the stage.", ge=0)

@@ -1,7 +1,8 @@
 """The contract between the operator and the pods it starts (the worker and the planner).
 
-Owns: environment variable names, the progress port and path, and the two JSON documents a pod
-hands back: progress (served over HTTP while it runs) and its result (the termination message,
+Owns: environment variable names, the progress port and path, the worker's stages (kompress_api.stages,
+re-exported here: the worker runs them, reports them in its progress, and the operator reads them), and the two
+JSON documents a pod hands back: progress (served over HTTP while it runs) and its result (the termination message,
 at most 4096 bytes). Pods get no Kubernetes API access; this is all they share with the operator.
 Must not: contain worker or operator logic.
 """
@@ -13,7 +14,8 @@ from typing import Any
 
 from kompress_api._model import ApiModel, api_field
 from kompress_api.paths import SCRATCH_DIR, SHM_DIR, TERMINATION_LOG  # noqa: F401 - part of the protocol
-from kompress_api.v1alpha1 import EvaluationMetrics, MtpResult, PlanSummary, Progress, PublishedDestination
+from kompress_api.stages import DONE, PUBLISH, STAGE_NAMES, STAGES, Stage, stage_names  # noqa: F401 - part of the protocol
+from kompress_api.v1alpha1 import JobResult, PlanSummary, Progress
 
 # The CompressionJob (metadata name/namespace/uid and spec, never status) as JSON. It holds only
 # references to Secrets, so an env var is safe; secret values arrive as the variables below.
@@ -68,24 +70,15 @@ class WorkerProgress(Progress):
     """What GET /progress returns."""
 
 
-class WorkerResult(ApiModel):
-    """What a worker pod leaves in its termination message."""
+class WorkerResult(JobResult):
+    """What a worker pod leaves in its termination message: how it ended, and what it produced (the JobResult the
+    operator copies into status.result)."""
 
     ok: bool = api_field(description="whether the job succeeded.")
     exit_code: int = api_field(0, description="the process exit code (kompress_api.exit_codes).")
     reason: str = api_field("Succeeded", description="CamelCase reason.")
     message: str = api_field("", description="what happened.")
     stage: str | None = api_field(None, description="the stage that failed, if any.")
-    output_uri: str | None = api_field(None, description="where the checkpoint was published.")
-    destination: PublishedDestination | None = api_field(None, description="the destination's kind and exact reference (hf: the commit; oci: the image digest).")
-    manifest_uri: str | None = api_field(None, description="the manifest.")
-    rejected_uri: str | None = api_field(None, description="where a checkpoint that missed the gate was kept.")
-    resolved_revision: str | None = api_field(None, description="the exact model revision compressed.")
-    checkpoint_bytes: int | None = api_field(None, description="size of the checkpoint.")
-    original_bytes: int | None = api_field(None, description="size of the source model.")
-    compression_ratio: float | None = api_field(None, description="bf16 size / checkpoint size.")
-    metrics: EvaluationMetrics | None = api_field(None, description="fidelity figures.")
-    mtp: MtpResult | None = api_field(None, description="what became of the multi-token-prediction layers.")
 
 
 class PlannerResult(ApiModel):
