@@ -17,7 +17,8 @@ from kompress_api import v1alpha1 as api
 from kompress_operator import children
 from kompress_operator import conditions as c
 from kompress_operator.config import OperatorConfig
-from kompress_operator.status import Observed, job_outcome
+from kompress_operator.observed import Observed
+from kompress_operator.status import job_outcome
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,7 @@ def next_actions(obs: Observed, status: dict[str, Any], config: OperatorConfig) 
     """The changes to children that bring them in line with the spec and the status just computed."""
     if _deleting(obs.cjob):
         return []  # the garbage collector removes the children
-    cjob = api.parse(obs.cjob)
+    cjob = obs.job
     conds = status.get("conditions") or []
     if c.is_finished(conds):
         # Failed without the Job failing (a pending timeout, a rejected plan): stop what still runs.

@@ -30,7 +30,7 @@ from kompress_api import v1alpha1 as api
 
 from kompress_operator import children
 from kompress_operator.config import OperatorConfig
-from kompress_operator.status import Event
+from kompress_operator.observed import Event
 
 COMPONENT = "kompress-operator"
 # core/v1 Event messages are cut at 1 KiB by some API servers; say the essential first.

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
+from kompress_api import v1alpha1 as api
 from pydantic import ValidationError
 
 from kompress_operator import actions, children
@@ -29,8 +30,9 @@ from kompress_operator import conditions as c
 from kompress_operator.config import OperatorConfig
 from kompress_operator.kube import ApiError, Conflict, Kube, NotOurs
 from kompress_operator.metrics import Metrics
+from kompress_operator.observed import Observed, StatusUpdate
 from kompress_operator.progress_client import ProgressClient
-from kompress_operator.status import Observed, StatusUpdate, compute_status, failed_status, invalid_spec_status, iso, job_outcome, parse_time, terminated
+from kompress_operator.status import compute_status, failed_status, invalid_spec_status, iso, job_outcome, parse_time, terminated
 
 log = logging.getLogger("kompress.operator")
 
@@ -113,12 +115,14 @@ async def _reconcile_once(rt: Runtime, cjob: dict[str, Any], jobs: Index, pods: 
     if cjob["metadata"].get("deletionTimestamp"):
         return  # the garbage collector removes the children; the output is never touched
     now = rt.clock()
-    obs = await observe(rt, cjob, jobs, pods, poll=poll)
     try:
-        update = compute_status(obs, now)
+        # The one parse of this reconcile: Observed carries it to the status and the actions.
+        job = api.parse(cjob)
     except ValidationError as err:
         await _write(rt, cjob, invalid_spec_status(cjob, _validation_message(err), now))
         return
+    obs = await observe(rt, cjob, job, jobs, pods, poll=poll)
+    update = compute_status(obs, now)
     todo = actions.next_actions(obs, update.status, rt.config)
     try:
         for action in todo:
@@ -137,7 +141,8 @@ async def _reconcile_once(rt: Runtime, cjob: dict[str, Any], jobs: Index, pods: 
     await _write(rt, cjob, update)
 
 
-async def observe(rt: Runtime, cjob: dict[str, Any], jobs: Index, pods: Index, *, poll: bool) -> Observed:
+async def observe(rt: Runtime, cjob: dict[str, Any], job: api.CompressionJob, jobs: Index, pods: Index, *, poll: bool) -> Observed:
+    """`cjob`'s children as the indices (or, where they may lag, the API) show them; `job` is `cjob` parsed."""
     meta = cjob["metadata"]
     namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
     status = cjob.get("status") or {}
@@ -167,7 +172,7 @@ async def observe(rt: Runtime, cjob: dict[str, Any], jobs: Index, pods: Index, *
         if running:
             progress = await rt.progress.poll(running[-1])
     return Observed(cjob, plan_job, plan_pods, worker_job, worker_pods, progress,
-                    plan_pod_not_created=plan_not_created, worker_pod_not_created=worker_not_created)
+                    plan_pod_not_created=plan_not_created, worker_pod_not_created=worker_not_created, job=job)
 
 
 async def _pod_not_created(rt: Runtime, job: dict[str, Any] | None, pods: list[dict[str, Any]], finished: bool) -> str | None:
@@ -191,13 +196,13 @@ async def _pods_of(rt: Runtime, job: dict[str, Any] | None, pods: list[dict[str,
     return mine
 
 
-def _ours(job: dict[str, Any] | None, uid: str) -> dict[str, Any] | None:
-    return job if job is not None and children.is_owned_by(job, uid) else None
-
-
 def _controlled_by(pod: dict[str, Any], uid: str | None) -> bool:
     refs = pod.get("metadata", {}).get("ownerReferences") or []
     return any(ref.get("uid") == uid and ref.get("controller") for ref in refs)
+
+
+def _ours(job: dict[str, Any] | None, uid: str) -> dict[str, Any] | None:
+    return job if job is not None and children.is_owned_by(job, uid) else None
 
 
 async def _apply(rt: Runtime, obs: Observed, action: actions.Action, now: datetime) -> Observed:

@@ -25,36 +25,7 @@ from pydantic import ValidationError
 from kompress_operator import children
 from kompress_operator import conditions as c
 from kompress_operator.conditions import FALSE, TRUE, UNKNOWN, Conditions
-
-
-@dataclass(frozen=True)
-class Observed:
-    """Everything the status is made from, read by the caller."""
-
-    cjob: dict[str, Any]
-    plan_job: dict[str, Any] | None = None
-    plan_pods: Sequence[dict[str, Any]] = ()
-    worker_job: dict[str, Any] | None = None
-    worker_pods: Sequence[dict[str, Any]] = ()
-    # GET /progress of the running worker, if it was polled this time; None keeps the last one.
-    progress: dict[str, Any] | None = None
-    # The Job controller's FailedCreate message for a child Job that has no pod (read only then).
-    plan_pod_not_created: str | None = None
-    worker_pod_not_created: str | None = None
-
-
-@dataclass(frozen=True)
-class Event:
-    type: str  # Normal or Warning
-    reason: str
-    message: str
-
-
-@dataclass(frozen=True)
-class StatusUpdate:
-    status: dict[str, Any]
-    events: list[Event]
-    changed: bool
+from kompress_operator.observed import Event, Observed, StatusUpdate
 
 
 # ---------------------------------------------------------------------------------------------
@@ -372,7 +343,7 @@ class _Run:
 
 def compute_status(obs: Observed, now: datetime) -> StatusUpdate:
     """The status the CompressionJob should have now, and the Events that announce the change."""
-    job = api.parse(obs.cjob)
+    job = obs.job
     old = obs.cjob.get("status") or {}
     status = copy.deepcopy(old)
     generation = obs.cjob.get("metadata", {}).get("generation")
