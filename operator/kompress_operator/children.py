@@ -107,8 +107,10 @@ def child_labels(cjob: api.CompressionJob, role: str) -> dict[str, str]:
     }
 
 
-def is_owned_by(child: dict[str, Any], uid: str) -> bool:
-    """Whether `child` is controlled by the CompressionJob with this uid (checked after a 409)."""
+def is_owned_by(child: dict[str, Any], uid: str | None) -> bool:
+    """Whether `child` is controlled by the object with this uid: a Job by its CompressionJob (checked after a 409,
+    and for every Job in the index), a pod by its Job. The one ownership test: labels can be copied, the
+    controller ownerReference is what makes a child ours."""
     refs = (child.get("metadata") or {}).get("ownerReferences") or []
     return any(ref.get("uid") == uid and ref.get("controller") for ref in refs)
 

@@ -27,12 +27,13 @@ from pydantic import ValidationError
 
 from kompress_operator import actions, children
 from kompress_operator import conditions as c
+from kompress_operator.child_state import iso, job_outcome, parse_time, terminated
 from kompress_operator.config import OperatorConfig
 from kompress_operator.kube import ApiError, Conflict, Kube, NotOurs
 from kompress_operator.metrics import Metrics
 from kompress_operator.observed import Observed, StatusUpdate
 from kompress_operator.progress_client import ProgressClient
-from kompress_operator.status import compute_status, failed_status, invalid_spec_status, iso, job_outcome, parse_time, terminated
+from kompress_operator.status import compute_status, failed_status, invalid_spec_status
 
 log = logging.getLogger("kompress.operator")
 
@@ -188,17 +189,12 @@ async def _pods_of(rt: Runtime, job: dict[str, Any] | None, pods: list[dict[str,
     if job is None:
         return []
     job_uid = job["metadata"].get("uid")
-    mine = [p for p in pods if _controlled_by(p, job_uid)]
+    mine = [p for p in pods if children.is_owned_by(p, job_uid)]
     # A finished Job's result is in its last pod's termination message; the pod watch may lag the Job watch.
     if not finished and job_outcome(job)[0] is not None and not any(terminated(p, container) for p in mine):
         listed = await rt.kube.list_pods(job["metadata"]["namespace"], {children.LABEL_OWNER_UID: uid, children.LABEL_ROLE: role})
-        mine = [p for p in listed if _controlled_by(p, job_uid)]
+        mine = [p for p in listed if children.is_owned_by(p, job_uid)]
     return mine
-
-
-def _controlled_by(pod: dict[str, Any], uid: str | None) -> bool:
-    refs = pod.get("metadata", {}).get("ownerReferences") or []
-    return any(ref.get("uid") == uid and ref.get("controller") for ref in refs)
 
 
 def _ours(job: dict[str, Any] | None, uid: str) -> dict[str, Any] | None:

@@ -5,206 +5,41 @@ pods' termination messages, now) -> (new status, Events to emit). Every failure 
 user can act on: the plan's errors with their fixes, the scheduler's message, the memory that was
 asked when a pod is OOMKilled, the deadline, the worker's own exit reason and message.
 Terminal states are sticky: once Succeeded or Failed, nothing but observedGeneration changes.
+The readers of Jobs and pods (outcomes, results, failures, waits) are child_state.py.
 Must not: call the API, read a clock (`now` comes in), or decide which objects to create (actions.py).
 """
 
 from __future__ import annotations
 
 import copy
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 from kompress_api import v1alpha1 as api
-from kompress_api.exit_codes import ExitCode
 from kompress_api.worker_protocol import PlannerResult, WorkerResult
 from pydantic import ValidationError
 
 from kompress_operator import children
 from kompress_operator import conditions as c
+from kompress_operator.child_state import (
+    in_phase,
+    iso,
+    job_failure,
+    job_outcome,
+    last_failure,
+    last_result,
+    live,
+    name_of,
+    not_created,
+    pod_phase,
+    timed_out,
+    timeout_message,
+    waiting_of,
+)
 from kompress_operator.conditions import FALSE, TRUE, UNKNOWN, Conditions
 from kompress_operator.observed import Event, Observed, StatusUpdate
-
-
-# ---------------------------------------------------------------------------------------------
-# Small readers of Kubernetes objects
-# ---------------------------------------------------------------------------------------------
-
-
-def iso(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_time(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
-
-
-def _name(obj: dict[str, Any]) -> str:
-    return obj.get("metadata", {}).get("name", "")
-
-
-def job_outcome(job: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
-    """("Complete" | "Failed" | None, the deciding Job condition).
-
-    FailureTarget/SuccessCriteriaMet (Kubernetes >= 1.31) are set as soon as the outcome is decided,
-    before the pods are gone: they count, so the status doesn't lag a termination grace period.
-    """
-    conds = job.get("status", {}).get("conditions") or []
-    for ctype, outcome in (("Failed", "Failed"), ("FailureTarget", "Failed"), ("Complete", "Complete"), ("SuccessCriteriaMet", "Complete")):
-        for cond in conds:
-            if cond.get("type") == ctype and cond.get("status") == TRUE:
-                return outcome, cond
-    return None, {}
-
-
-def _by_creation(pods: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    return sorted(pods, key=lambda p: (p.get("metadata", {}).get("creationTimestamp") or "", _name(p)))
-
-
-def _live(pods: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [p for p in _by_creation(pods) if not p.get("metadata", {}).get("deletionTimestamp")]
-
-
-def _pod_phase(pod: dict[str, Any]) -> str:
-    return pod.get("status", {}).get("phase") or "Pending"
-
-
-def container_status(pod: dict[str, Any], container: str) -> dict[str, Any]:
-    for status in pod.get("status", {}).get("containerStatuses") or []:
-        if status.get("name") == container:
-            return status
-    return {}
-
-
-def terminated(pod: dict[str, Any], container: str) -> dict[str, Any] | None:
-    status = container_status(pod, container)
-    return (status.get("state") or {}).get("terminated") or (status.get("lastState") or {}).get("terminated")
-
-
-def memory_limit(pod: dict[str, Any], container: str) -> str | None:
-    for spec in pod.get("spec", {}).get("containers") or []:
-        if spec.get("name") == container:
-            return ((spec.get("resources") or {}).get("limits") or {}).get("memory")
-    return None
-
-
-def read_result(model: type[WorkerResult] | type[PlannerResult], message: str | None) -> WorkerResult | PlannerResult | None:
-    """The JSON a pod left in its termination message, or None (a crash leaves its log's tail instead)."""
-    if not message:
-        return None
-    try:
-        return model.model_validate(json.loads(message))
-    except (ValueError, ValidationError):
-        return None
-
-
-def _tail(text: str | None, limit: int = 600) -> str:
-    text = (text or "").strip()
-    return text if len(text) <= limit else "…" + text[-limit:]
-
-
-# ---------------------------------------------------------------------------------------------
-# Why a pod failed, why it waits
-# ---------------------------------------------------------------------------------------------
-
-
-def pod_failure(pod: dict[str, Any], container: str, result_model: type[WorkerResult] | type[PlannerResult], who: str) -> tuple[str, str] | None:
-    """(reason, message) for a failed pod, most specific first: OOM, the worker's own words, its exit code."""
-    term = terminated(pod, container)
-    if term is None:
-        status = pod.get("status", {})
-        if status.get("reason"):
-            return status["reason"], status.get("message") or f"the {who} pod {_name(pod)} failed"
-        return None
-    if term.get("reason") == "OOMKilled":
-        limit = memory_limit(pod, container) or "unknown"
-        return c.OOM_KILLED.name, c.OOM_KILLED.message(who=who, limit=limit, fix=c.OOM_FIX.get(who, "give it more memory"))
-    result = read_result(result_model, term.get("message"))
-    if result is not None and not result.ok:
-        stage = getattr(result, "stage", None)
-        return result.reason, (f"stage {stage}: " if stage else "") + result.message
-    code = term.get("exitCode")
-    known = ExitCode.from_code(code) if isinstance(code, int) else None
-    log = _tail(term.get("message"))
-    detail = f"; last log lines: {log}" if log else ""
-    if known is not None and known is not ExitCode.OK:
-        return known.reason, f"the {who} exited with code {code}: {known.summary}{detail}"
-    signal = f" ({term['reason']})" if term.get("reason") and term.get("reason") != "Error" else ""
-    return ExitCode.INTERNAL.reason, f"the {who} exited with code {code}{signal}{detail}"
-
-
-@dataclass(frozen=True)
-class Waiting:
-    """Why a pending pod isn't running yet."""
-
-    reason: str
-    message: str
-    problem: bool  # something a person must fix (after spec.pendingTimeoutSeconds the job fails)
-    since: datetime | None
-
-
-def waiting_of(pod: dict[str, Any], container: str, who: str) -> Waiting:
-    status = pod.get("status", {})
-    since = parse_time(pod.get("metadata", {}).get("creationTimestamp"))
-    name = _name(pod)
-    for cond in status.get("conditions") or []:
-        if cond.get("type") == "PodScheduled" and cond.get("status") == FALSE and cond.get("reason") == "Unschedulable":
-            detail = cond.get("message") or "no node fits it"
-            return Waiting(c.UNSCHEDULABLE.name, c.UNSCHEDULABLE.message(pod=name, detail=detail), True, since)
-    waiting = (container_status(pod, container).get("state") or {}).get("waiting") or {}
-    reason = waiting.get("reason")
-    if reason in c.WAITING_PROBLEMS:
-        detail = waiting.get("message") or reason
-        return Waiting(reason, f"the {who} pod {name}: {reason}: {detail}; {c.WAITING_PROBLEMS[reason]}", True, since)
-    state = reason or ("being scheduled" if not any(cd.get("type") == "PodScheduled" and cd.get("status") == TRUE for cd in status.get("conditions") or []) else "starting")
-    return Waiting(c.POD_PENDING.name, c.POD_PENDING.message(pod=name, state=state), False, since)
-
-
-def not_created(job: dict[str, Any], message: str, who: str) -> Waiting:
-    """A Job whose pod the Job controller could not create, waiting as a pending pod would (since the Job's creation)."""
-    since = parse_time(job.get("metadata", {}).get("creationTimestamp"))
-    return Waiting(c.FAILED_CREATE, f"the {who} Job {_name(job)}: {message}; {c.WAITING_PROBLEMS[c.FAILED_CREATE]}", True, since)
-
-
-def _timed_out(waiting: Waiting, now: datetime, timeout_s: int) -> bool:
-    if waiting.reason in c.HOPELESS_WAITING:
-        return True
-    return waiting.problem and waiting.since is not None and (now - waiting.since).total_seconds() >= timeout_s
-
-
-def _timeout_message(waiting: Waiting, timeout_s: int) -> str:
-    if waiting.reason in c.HOPELESS_WAITING:
-        return waiting.message
-    fix = c.WAITING_PROBLEMS.get(waiting.reason, "")
-    detail = waiting.message.removesuffix(f"; {fix}").rstrip(". ")
-    return c.PENDING_TIMEOUT_MESSAGE.format(detail=detail, seconds=timeout_s, fix=fix)
-
-
-def job_failure(job: dict[str, Any], pods: Sequence[dict[str, Any]], container: str, result_model: Any, who: str) -> tuple[str, str]:
-    """(reason, message) for a failed Job: its deadline, else the last pod's own failure, else the Job's words."""
-    _, cond = job_outcome(job)
-    job_reason, job_message = cond.get("reason") or "JobFailed", cond.get("message") or "the Job failed"
-    if job_reason == "DeadlineExceeded":
-        seconds = job.get("spec", {}).get("activeDeadlineSeconds")
-        return c.DEADLINE_EXCEEDED.name, c.DEADLINE_EXCEEDED.message(seconds=seconds, where="")
-    failed = [p for p in _by_creation(pods) if _pod_phase(p) == "Failed"]
-    last = pod_failure(failed[-1], container, result_model, who) if failed else None
-    if last is None:
-        return job_reason, job_message
-    reason, message = last
-    if job_reason == "BackoffLimitExceeded":
-        spec, status = job.get("spec", {}), job.get("status", {})
-        # batch/v1 counts a failure in uncountedTerminatedPods before it moves it to status.failed.
-        uncounted = len((status.get("uncountedTerminatedPods") or {}).get("failed") or [])
-        count = max(int(status.get("failed") or 0) + uncounted, len(failed))
-        # Only the worker's limit is the user's (spec.backoffLimit); the planning Job's is the operator's own.
-        limit_source = "spec.backoffLimit" if who == "worker" else "the planning Job's backoffLimit"
-        message = c.BACKOFF_LIMIT_EXCEEDED.message(who=who, failed=count, limit_source=limit_source, limit=spec.get("backoffLimit"), detail=message)
-    return reason, message
 
 
 # ---------------------------------------------------------------------------------------------
@@ -406,20 +241,18 @@ def _planning(run: _Run) -> None:
     job, pods = run.obs.plan_job, run.obs.plan_pods
     if job is None:
         return
-    name = _name(job)
+    name = name_of(job)
     run.kids["planJob"] = name
     outcome, _ = job_outcome(job)
     if outcome == "Complete":
-        done = [p for p in _by_creation(pods) if _pod_phase(p) == "Succeeded"]
-        result = read_result(PlannerResult, (terminated(done[-1], children.PLAN_CONTAINER_NAME) or {}).get("message")) if done else None
+        result = last_result(PlannerResult, pods, "Succeeded", children.PLAN_CONTAINER_NAME)
         _store_plan(run, result)
         if result is not None and result.ok and result.plan is not None:
             run.conds.set(c.PLANNED, TRUE, c.PLAN_SUCCEEDED, summary=plan_summary(result.plan))
         else:
             _plan_failed(run, c.PLAN_FAILED.name, c.PLAN_FAILED.message(detail="it finished without leaving a plan in its termination message"))
     elif outcome == "Failed":
-        failed = [p for p in _by_creation(pods) if _pod_phase(p) == "Failed"]
-        result = read_result(PlannerResult, (terminated(failed[-1], children.PLAN_CONTAINER_NAME) or {}).get("message")) if failed else None
+        result = last_result(PlannerResult, pods, "Failed", children.PLAN_CONTAINER_NAME)
         _store_plan(run, result)
         errors = [p for p in result.plan.problems if p.severity == "error"] if result is not None and result.plan is not None else []
         # A rejected plan exits with its errors' own code (TargetsMatchNothing 14...) or PlanRejected (20): either way
@@ -431,12 +264,12 @@ def _planning(run: _Run) -> None:
             reason, message = job_failure(job, pods, children.PLAN_CONTAINER_NAME, PlannerResult, "planning pod")
             _plan_failed(run, reason, message)
     else:
-        waiting = next((waiting_of(p, children.PLAN_CONTAINER_NAME, "planning") for p in _live(pods) if _pod_phase(p) == "Pending"), None)
-        if not _live(pods) and run.obs.plan_pod_not_created:
+        waiting = next((waiting_of(p, children.PLAN_CONTAINER_NAME, "planning") for p in live(pods) if pod_phase(p) == "Pending"), None)
+        if not live(pods) and run.obs.plan_pod_not_created:
             waiting = not_created(job, run.obs.plan_pod_not_created, "planning")
         timeout = run.spec.pending_timeout_seconds
-        if waiting is not None and _timed_out(waiting, run.now, timeout):
-            _plan_failed(run, waiting.reason, _timeout_message(waiting, timeout))
+        if waiting is not None and timed_out(waiting, run.now, timeout):
+            _plan_failed(run, waiting.reason, timeout_message(waiting, timeout))
         elif waiting is not None and waiting.problem:
             run.conds.set(c.PLANNED, UNKNOWN, waiting.reason, waiting.message)
         else:
@@ -465,7 +298,7 @@ def _worker(run: _Run) -> None:
             run.conds.clear(c.RUNNING, c.WORKER_STOPPED)
             run.conds.clear(c.QUEUED, c.WORKER_STOPPED)
         return
-    run.kids["workerJob"] = _name(job)
+    run.kids["workerJob"] = name_of(job)
     outcome, _ = job_outcome(job)
     if outcome == "Complete":
         _succeeded(run, job)
@@ -491,20 +324,20 @@ def _attempts(run: _Run, job: dict[str, Any]) -> int:
 
 
 def _active(run: _Run, job: dict[str, Any]) -> None:
-    pods = _live(run.obs.worker_pods)
-    running = [p for p in pods if _pod_phase(p) == "Running"]
+    pods = live(run.obs.worker_pods)
+    running = [p for p in pods if pod_phase(p) == "Running"]
     attempts = _attempts(run, job)
     limit = run.spec.backoff_limit + 1
-    failed = [p for p in _by_creation(run.obs.worker_pods) if _pod_phase(p) == "Failed"]
-    last_failure = pod_failure(failed[-1], children.CONTAINER_NAME, WorkerResult, "worker") if failed else None
-    if attempts > (run.status.get("attempts") or 0) and attempts > 1 and last_failure is not None:
-        run.events.append(Event("Warning", c.WORKER_RETRYING.name, f"attempt {attempts} of {limit} after: {last_failure[0]}: {last_failure[1]}"))
+    failed = in_phase(run.obs.worker_pods, "Failed")
+    failure = last_failure(run.obs.worker_pods, children.CONTAINER_NAME, WorkerResult, "worker")
+    if attempts > (run.status.get("attempts") or 0) and attempts > 1 and failure is not None:
+        run.events.append(Event("Warning", c.WORKER_RETRYING.name, f"attempt {attempts} of {limit} after: {failure[0]}: {failure[1]}"))
     if attempts:
         run.status["attempts"] = attempts
 
     if running:
         pod = running[-1]
-        run.kids["workerPod"] = _name(pod)
+        run.kids["workerPod"] = name_of(pod)
         run.status.setdefault("startTime", pod.get("status", {}).get("startTime") or iso(run.now))
         fresh = clean_progress(run.obs.progress)
         if fresh is not None:
@@ -512,39 +345,38 @@ def _active(run: _Run, job: dict[str, Any]) -> None:
         progress = run.status.get("progress")
         reason = c.PUBLISHING if (progress or {}).get("stage") == "publish" else c.WORKER_RUNNING
         run.conds.set(c.RUNNING, TRUE, reason, detail=progress_detail(progress))
-        run.conds.clear(c.QUEUED, c.STARTED, pod=_name(pod))
+        run.conds.clear(c.QUEUED, c.STARTED, pod=name_of(pod))
         return
 
-    ended_well = [p for p in pods if _pod_phase(p) == "Succeeded"]
+    ended_well = [p for p in pods if pod_phase(p) == "Succeeded"]
     if ended_well:
         # The pod is done and the Job controller marks the Job Complete a moment later: still Running, never
         # back to Queued in between (the phase must not go backwards).
-        run.conds.set(c.RUNNING, TRUE, c.WORKER_FINISHED, pod=_name(ended_well[-1]))
+        run.conds.set(c.RUNNING, TRUE, c.WORKER_FINISHED, pod=name_of(ended_well[-1]))
         return
 
-    if last_failure is not None:
-        run.conds.set(c.RUNNING, FALSE, c.WORKER_RETRYING, attempt=len(failed), limit=limit, failure=f"{last_failure[0]}: {last_failure[1]}")
+    if failure is not None:
+        run.conds.set(c.RUNNING, FALSE, c.WORKER_RETRYING, attempt=len(failed), limit=limit, failure=f"{failure[0]}: {failure[1]}")
     else:
         run.conds.clear(c.RUNNING, c.WORKER_STOPPED)
-    pending = [p for p in pods if _pod_phase(p) == "Pending"]
+    pending = [p for p in pods if pod_phase(p) == "Pending"]
     if not pending and not run.obs.worker_pod_not_created:
         run.conds.set(c.QUEUED, TRUE, c.WAITING_FOR_POD)
         return
     if pending:
-        run.kids["workerPod"] = _name(pending[-1])
+        run.kids["workerPod"] = name_of(pending[-1])
         waiting = waiting_of(pending[-1], children.CONTAINER_NAME, "worker")
     else:
         waiting = not_created(job, run.obs.worker_pod_not_created or "", "worker")
     timeout = run.spec.pending_timeout_seconds
-    if _timed_out(waiting, run.now, timeout):
-        run.fail(waiting.reason, _timeout_message(waiting, timeout))
+    if timed_out(waiting, run.now, timeout):
+        run.fail(waiting.reason, timeout_message(waiting, timeout))
     else:
         run.conds.set(c.QUEUED, TRUE, waiting.reason, waiting.message)
 
 
 def _succeeded(run: _Run, job: dict[str, Any]) -> None:
-    done = [p for p in _by_creation(run.obs.worker_pods) if _pod_phase(p) == "Succeeded"]
-    result = read_result(WorkerResult, (terminated(done[-1], children.CONTAINER_NAME) or {}).get("message")) if done else None
+    result = last_result(WorkerResult, run.obs.worker_pods, "Succeeded", children.CONTAINER_NAME)
     if result is not None:
         run.status["result"] = job_result(result)
     run.status["attempts"] = _attempts(run, job)
@@ -560,8 +392,7 @@ def _succeeded(run: _Run, job: dict[str, Any]) -> None:
 
 def _failed(run: _Run, job: dict[str, Any]) -> None:
     reason, message = job_failure(job, run.obs.worker_pods, children.CONTAINER_NAME, WorkerResult, "worker")
-    failed = [p for p in _by_creation(run.obs.worker_pods) if _pod_phase(p) == "Failed"]
-    result = read_result(WorkerResult, (terminated(failed[-1], children.CONTAINER_NAME) or {}).get("message")) if failed else None
+    result = last_result(WorkerResult, run.obs.worker_pods, "Failed", children.CONTAINER_NAME)
     if result is not None:
         # A missed quality gate still has figures and a rejected_uri worth showing.
         run.status["result"] = job_result(result)
