@@ -5,7 +5,7 @@ pods' termination messages, now) -> (new status, Events to emit). Every failure 
 user can act on: the plan's errors with their fixes, the scheduler's message, the memory that was
 asked when a pod is OOMKilled, the deadline, the worker's own exit reason and message.
 Terminal states are sticky: once Succeeded or Failed, nothing but observedGeneration changes.
-The readers of Jobs and pods (outcomes, results, failures, waits) are child_state.py.
+The readers of Jobs and pods (outcomes, results, failures, waits) are child_state.py; suspension is suspension.py.
 Must not: call the API, read a clock (`now` comes in), or decide which objects to create (actions.py).
 """
 
@@ -23,6 +23,7 @@ from pydantic import ValidationError
 
 from kompress_operator import children
 from kompress_operator import conditions as c
+from kompress_operator import suspension
 from kompress_operator.child_state import (
     in_phase,
     iso,
@@ -281,23 +282,27 @@ def _plan_failed(run: _Run, reason: str, message: str) -> None:
     run.fail(reason, message)
 
 
+def _worker_stopped(run: _Run) -> None:
+    run.conds.clear(c.RUNNING, c.WORKER_STOPPED)
+    run.conds.clear(c.QUEUED, c.WORKER_STOPPED)
+
+
 def _worker(run: _Run) -> None:
     job = run.obs.worker_job
-    kueue = children.uses_kueue(run.spec)
-    being_deleted = job is not None and bool(job.get("metadata", {}).get("deletionTimestamp"))
-    if job is None or (being_deleted and kueue):
+    how = suspension.of(run.spec)
+    if how.gone(job):
         recorded = run.kids.get("workerJob")
-        if job is None and recorded and not (run.spec.suspend and kueue):
+        if job is None and recorded and not how.deletes_when_suspended(run.spec):
             run.fail(c.WORKER_JOB_DELETED.name, c.WORKER_JOB_DELETED.message(job=recorded, output=run.spec.output.uri))
         elif recorded:
-            # Suspending a Kueue Job means deleting it (Kueue would admit it again); resuming makes a new one,
-            # once the old one is gone.
+            # Deleted by the suspension (Kueue would admit a suspended Job again); resuming makes a new one, once
+            # the old one is gone.
             run.kids.pop("workerJob", None)
             run.kids.pop("workerPod", None)
         if run.spec.suspend:
-            run.conds.clear(c.RUNNING, c.WORKER_STOPPED)
-            run.conds.clear(c.QUEUED, c.WORKER_STOPPED)
+            _worker_stopped(run)
         return
+    assert job is not None
     run.kids["workerJob"] = name_of(job)
     outcome, _ = job_outcome(job)
     if outcome == "Complete":
@@ -305,13 +310,10 @@ def _worker(run: _Run) -> None:
     elif outcome == "Failed":
         _failed(run, job)
     elif run.spec.suspend:
-        run.conds.clear(c.RUNNING, c.WORKER_STOPPED)
-        run.conds.clear(c.QUEUED, c.WORKER_STOPPED)
+        _worker_stopped(run)
     elif job.get("spec", {}).get("suspend"):
-        if kueue:
-            run.conds.set(c.QUEUED, TRUE, c.WAITING_FOR_KUEUE, queue=run.spec.scheduling.queue_name)
-        else:
-            run.conds.set(c.QUEUED, TRUE, c.WAITING_FOR_POD)
+        reason, values = how.waiting()
+        run.conds.set(c.QUEUED, TRUE, reason, **values)
     else:
         _active(run, job)
 
