@@ -4,14 +4,14 @@ Owns: the mapping (CompressionJob, planning Job + pods, worker Job + pods, worke
 pods' termination messages, now) -> (new status, Events to emit). Every failure gets a reason a
 user can act on: the plan's errors with their fixes, the scheduler's message, the memory that was
 asked when a pod is OOMKilled, the deadline, the worker's own exit reason and message.
-Terminal states are sticky: once Succeeded or Failed, nothing but observedGeneration changes.
-The readers of Jobs and pods (outcomes, results, failures, waits) are child_state.py; suspension is suspension.py.
+The status is built as the API's typed `CompressionJobStatus` (so it is always one the CRD keeps whole)
+and handed on in its wire form. Terminal states are sticky: once Succeeded or Failed, nothing but
+observedGeneration changes. The readers of Jobs and pods are child_state.py; suspension is suspension.py.
 Must not: call the API, read a clock (`now` comes in), or decide which objects to create (actions.py).
 """
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -80,18 +80,18 @@ def problem_text(problem: api.PlanProblem) -> str:
     return f"{problem.code}: {problem.message}" + (f" Fix: {problem.fix}" if problem.fix else "")
 
 
-def progress_detail(progress: dict[str, Any] | None) -> str:
-    if not progress or not progress.get("stage"):
+def progress_detail(progress: api.Progress | None) -> str:
+    if progress is None or not progress.stage:
         return "the worker is running"
-    text = f"stage {progress['stage']}"
-    if progress.get("stageIndex") and progress.get("stageCount"):
-        text += f" ({progress['stageIndex']}/{progress['stageCount']})"
-    if progress.get("message"):
-        text += f": {progress['message']}"
-    if progress.get("percent") is not None:
-        text += f", {progress['percent']}% done"
-    if progress.get("etaSeconds"):
-        minutes = round(progress["etaSeconds"] / 60)
+    text = f"stage {progress.stage}"
+    if progress.stage_index and progress.stage_count:
+        text += f" ({progress.stage_index}/{progress.stage_count})"
+    if progress.message:
+        text += f": {progress.message}"
+    if progress.percent is not None:
+        text += f", {progress.percent}% done"
+    if progress.eta_seconds:
+        minutes = round(progress.eta_seconds / 60)
         text += f", about {minutes // 60}h{minutes % 60:02d}m left"
     return text
 
@@ -130,18 +130,18 @@ def task_figures(metrics: api.EvaluationMetrics, shown: int = 3) -> list[str]:
 _RESULT_FIELDS = set(api.JobResult.model_fields)
 
 
-def job_result(result: WorkerResult) -> dict[str, Any]:
+def job_result(result: WorkerResult) -> api.JobResult:
     values = {k: v for k, v in result.model_dump().items() if k in _RESULT_FIELDS and v is not None}
-    return api.JobResult(**values).wire()
+    return api.JobResult(**values)
 
 
-def clean_progress(doc: dict[str, Any] | None) -> dict[str, Any] | None:
+def clean_progress(doc: dict[str, Any] | None) -> api.Progress | None:
     """The fields of status.progress from a /progress answer; None if it isn't one."""
     if not isinstance(doc, dict):
         return None
     known = {info.alias or name for name, info in api.Progress.model_fields.items()}
     try:
-        return api.Progress.model_validate({k: v for k, v in doc.items() if k in known}).wire()
+        return api.Progress.model_validate({k: v for k, v in doc.items() if k in known})
     except ValidationError:
         return None
 
@@ -155,63 +155,71 @@ def clean_progress(doc: dict[str, Any] | None) -> dict[str, Any] | None:
 class _Run:
     """One computation: the inputs, the status being built, the extra Events."""
 
-    job: api.CompressionJob
     obs: Observed
-    status: dict[str, Any]
+    status: api.CompressionJobStatus
     conds: Conditions
     now: datetime
     events: list[Event] = field(default_factory=list)
 
     @property
     def spec(self) -> api.CompressionJobSpec:
-        return self.job.spec
+        return self.obs.spec
 
     @property
-    def kids(self) -> dict[str, Any]:
-        return self.status.setdefault("children", {})
+    def kids(self) -> api.Children:
+        if self.status.children is None:
+            self.status.children = api.Children()
+        return self.status.children
 
     def fail(self, reason: str, message: str) -> None:
         self.conds.set(c.FAILED, TRUE, reason, message)
         self.conds.clear(c.RUNNING, c.WORKER_STOPPED)
         self.conds.clear(c.QUEUED, c.WORKER_STOPPED)
-        self.status.setdefault("completionTime", iso(self.now))
+        if self.status.completion_time is None:
+            self.status.completion_time = iso(self.now)
+
+
+def _begin(cjob: dict[str, Any], now: datetime) -> tuple[dict[str, Any], api.CompressionJobStatus, Conditions]:
+    """(the stored status as sent, a typed copy to build on, its conditions bound to this reconcile)."""
+    old = cjob.get("status") or {}
+    status = api.CompressionJobStatus.model_validate(old)
+    conds = Conditions(status.conditions, now=iso(now), generation=cjob.get("metadata", {}).get("generation"))
+    return old, status, conds
+
+
+def _finish(old: dict[str, Any], status: api.CompressionJobStatus, conds: Conditions, more_events: Sequence[Event] = ()) -> StatusUpdate:
+    """The tail every status shares: kstatus conditions, the phase made from the conditions, observedGeneration,
+    the wire form, and one Event per transition."""
+    _kstatus(conds)
+    status.phase = conds.phase()
+    status.observed_generation = conds.generation
+    wire = _pruned(status.wire())
+    events = transition_events(old.get("conditions") or [], wire.get("conditions") or []) + list(more_events)
+    return StatusUpdate(wire, events, wire != old)
 
 
 def compute_status(obs: Observed, now: datetime) -> StatusUpdate:
     """The status the CompressionJob should have now, and the Events that announce the change."""
-    job = obs.job
-    old = obs.cjob.get("status") or {}
-    status = copy.deepcopy(old)
-    generation = obs.cjob.get("metadata", {}).get("generation")
-    conds = Conditions(status.setdefault("conditions", []), now=iso(now), generation=generation)
-    run = _Run(job, obs, status, conds, now)
+    old, status, conds = _begin(obs.cjob, now)
+    run = _Run(obs, status, conds, now)
     if not conds.finished():
         _suspension(run)
         _planning(run)
         if conds.is_true(c.PLANNED) and not conds.finished():
             _worker(run)
-    _kstatus(conds)
-    status["phase"] = conds.phase().value
-    status["observedGeneration"] = generation
-    status = _pruned(status)
-    events = transition_events(old.get("conditions") or [], status.get("conditions") or []) + run.events
-    return StatusUpdate(status, events, status != old)
+    return _finish(old, status, conds, run.events)
 
 
 def failed_status(cjob: dict[str, Any], reason: str, message: str, now: datetime) -> StatusUpdate:
     """Failed for a reason found outside the children: a spec the model refuses (an old CRD, a server
-    without CEL), or a child's name taken by an object this CompressionJob does not own."""
-    old = cjob.get("status") or {}
-    status = copy.deepcopy(old)
-    conds = Conditions(status.setdefault("conditions", []), now=iso(now), generation=cjob.get("metadata", {}).get("generation"))
+    without CEL), or a child's name taken by an object this CompressionJob does not own. Takes the raw
+    object: its spec may be the very thing that does not parse."""
+    old, status, conds = _begin(cjob, now)
     if not conds.finished():
         conds.set(c.FAILED, TRUE, reason, message)
-        status.setdefault("completionTime", iso(now))
-    _kstatus(conds)
-    status["phase"] = conds.phase().value
-    status["observedGeneration"] = cjob.get("metadata", {}).get("generation")
-    status = _pruned(status)
-    return StatusUpdate(status, transition_events(old.get("conditions") or [], status["conditions"]), status != old)
+        if status.completion_time is None:
+            status.completion_time = iso(now)
+    return _finish(old, status, conds)
 
 
 def invalid_spec_status(cjob: dict[str, Any], error: str, now: datetime) -> StatusUpdate:
@@ -228,8 +236,8 @@ def _suspension(run: _Run) -> None:
 def _store_plan(run: _Run, result: PlannerResult | None) -> None:
     if result is None or result.plan is None:
         return
-    first_time = "plan" not in run.status
-    run.status["plan"] = result.plan.wire()
+    first_time = run.status.plan is None
+    run.status.plan = result.plan
     if first_time:
         for problem in result.plan.problems:
             if problem.severity == "warning":
@@ -243,7 +251,7 @@ def _planning(run: _Run) -> None:
     if job is None:
         return
     name = name_of(job)
-    run.kids["planJob"] = name
+    run.kids.plan_job = name
     outcome, _ = job_outcome(job)
     if outcome == "Complete":
         result = last_result(PlannerResult, pods, "Succeeded", children.PLAN_CONTAINER_NAME)
@@ -291,19 +299,19 @@ def _worker(run: _Run) -> None:
     job = run.obs.worker_job
     how = suspension.of(run.spec)
     if how.gone(job):
-        recorded = run.kids.get("workerJob")
+        recorded = run.kids.worker_job
         if job is None and recorded and not how.deletes_when_suspended(run.spec):
             run.fail(c.WORKER_JOB_DELETED.name, c.WORKER_JOB_DELETED.message(job=recorded, output=run.spec.output.uri))
         elif recorded:
             # Deleted by the suspension (Kueue would admit a suspended Job again); resuming makes a new one, once
             # the old one is gone.
-            run.kids.pop("workerJob", None)
-            run.kids.pop("workerPod", None)
+            run.kids.worker_job = None
+            run.kids.worker_pod = None
         if run.spec.suspend:
             _worker_stopped(run)
         return
     assert job is not None
-    run.kids["workerJob"] = name_of(job)
+    run.kids.worker_job = name_of(job)
     outcome, _ = job_outcome(job)
     if outcome == "Complete":
         _succeeded(run, job)
@@ -322,7 +330,7 @@ def _attempts(run: _Run, job: dict[str, Any]) -> int:
     """Worker pods made so far (the Job controller's counts; a disruption's pod is not counted)."""
     job_status = job.get("status", {})
     seen = sum(job_status.get(key) or 0 for key in ("failed", "succeeded", "active"))
-    return max(run.status.get("attempts") or 0, seen)
+    return max(run.status.attempts or 0, seen)
 
 
 def _active(run: _Run, job: dict[str, Any]) -> None:
@@ -332,20 +340,21 @@ def _active(run: _Run, job: dict[str, Any]) -> None:
     limit = run.spec.backoff_limit + 1
     failed = in_phase(run.obs.worker_pods, "Failed")
     failure = last_failure(run.obs.worker_pods, children.CONTAINER_NAME, WorkerResult, "worker")
-    if attempts > (run.status.get("attempts") or 0) and attempts > 1 and failure is not None:
+    if attempts > (run.status.attempts or 0) and attempts > 1 and failure is not None:
         run.events.append(Event("Warning", c.WORKER_RETRYING.name, f"attempt {attempts} of {limit} after: {failure[0]}: {failure[1]}"))
     if attempts:
-        run.status["attempts"] = attempts
+        run.status.attempts = attempts
 
     if running:
         pod = running[-1]
-        run.kids["workerPod"] = name_of(pod)
-        run.status.setdefault("startTime", pod.get("status", {}).get("startTime") or iso(run.now))
+        run.kids.worker_pod = name_of(pod)
+        if run.status.start_time is None:
+            run.status.start_time = pod.get("status", {}).get("startTime") or iso(run.now)
         fresh = clean_progress(run.obs.progress)
         if fresh is not None:
-            run.status["progress"] = fresh
-        progress = run.status.get("progress")
-        reason = c.PUBLISHING if (progress or {}).get("stage") == "publish" else c.WORKER_RUNNING
+            run.status.progress = fresh
+        progress = run.status.progress
+        reason = c.PUBLISHING if progress is not None and progress.stage == "publish" else c.WORKER_RUNNING
         run.conds.set(c.RUNNING, TRUE, reason, detail=progress_detail(progress))
         run.conds.clear(c.QUEUED, c.STARTED, pod=name_of(pod))
         return
@@ -366,7 +375,7 @@ def _active(run: _Run, job: dict[str, Any]) -> None:
         run.conds.set(c.QUEUED, TRUE, c.WAITING_FOR_POD)
         return
     if pending:
-        run.kids["workerPod"] = name_of(pending[-1])
+        run.kids.worker_pod = name_of(pending[-1])
         waiting = waiting_of(pending[-1], children.CONTAINER_NAME, "worker")
     else:
         waiting = not_created(job, run.obs.worker_pod_not_created or "", "worker")
@@ -380,13 +389,15 @@ def _active(run: _Run, job: dict[str, Any]) -> None:
 def _succeeded(run: _Run, job: dict[str, Any]) -> None:
     result = last_result(WorkerResult, run.obs.worker_pods, "Succeeded", children.CONTAINER_NAME)
     if result is not None:
-        run.status["result"] = job_result(result)
-    run.status["attempts"] = _attempts(run, job)
+        run.status.result = job_result(result)
+    run.status.attempts = _attempts(run, job)
     job_status = job.get("status", {})
-    run.status.setdefault("startTime", job_status.get("startTime") or iso(run.now))
-    run.status.setdefault("completionTime", job_status.get("completionTime") or iso(run.now))
-    if run.status.get("progress"):
-        run.status["progress"] = run.status["progress"] | {"stage": "done", "percent": 100, "etaSeconds": 0}
+    if run.status.start_time is None:
+        run.status.start_time = job_status.get("startTime") or iso(run.now)
+    if run.status.completion_time is None:
+        run.status.completion_time = job_status.get("completionTime") or iso(run.now)
+    if run.status.progress is not None:
+        run.status.progress = run.status.progress.model_copy(update={"stage": "done", "percent": 100, "eta_seconds": 0})
     run.conds.set(c.SUCCEEDED, TRUE, c.JOB_SUCCEEDED, summary=result_summary(result, run.spec))
     run.conds.clear(c.RUNNING, c.COMPLETED)
     run.conds.clear(c.QUEUED, c.COMPLETED)
@@ -397,10 +408,11 @@ def _failed(run: _Run, job: dict[str, Any]) -> None:
     result = last_result(WorkerResult, run.obs.worker_pods, "Failed", children.CONTAINER_NAME)
     if result is not None:
         # A missed quality gate still has figures and a rejected_uri worth showing.
-        run.status["result"] = job_result(result)
-    run.status["attempts"] = _attempts(run, job)
-    if reason == c.DEADLINE_EXCEEDED.name and (run.status.get("progress") or {}).get("stage"):
-        message = c.DEADLINE_EXCEEDED.message(seconds=job.get("spec", {}).get("activeDeadlineSeconds"), where=f" and was stopped in stage {run.status['progress']['stage']}")
+        run.status.result = job_result(result)
+    run.status.attempts = _attempts(run, job)
+    stage = run.status.progress.stage if run.status.progress is not None else None
+    if reason == c.DEADLINE_EXCEEDED.name and stage:
+        message = c.DEADLINE_EXCEEDED.message(seconds=job.get("spec", {}).get("activeDeadlineSeconds"), where=f" and was stopped in stage {stage}")
     run.fail(reason, message)
 
 
@@ -422,7 +434,7 @@ def _kstatus(conds: Conditions) -> None:
 
 
 def _pruned(value: Any) -> Any:
-    """Drop None and empty mappings: absence, not null, is how an unset field looks."""
+    """Drop empty mappings (children with nothing yet, metrics without a figure): absence is how an unset field looks."""
     if isinstance(value, dict):
         out = {k: _pruned(v) for k, v in value.items() if v is not None}
         return {k: v for k, v in out.items() if v != {}}
