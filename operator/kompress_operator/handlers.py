@@ -7,32 +7,48 @@
 Only watch-event handlers and indices are used, never Kopf's change handlers, daemons or timers:
 those keep progress in annotations and (daemons, timers) add a finalizer, so a deletion would hang
 while the operator is down. Here the status is the only memory, and children are found by name.
+What is watched is only what must be: Jobs and pods carrying our managed-by label, selected by the API
+server (not every pod of the cluster parsed here and filtered); each object is kept as a snapshot of the
+fields we read (snapshots.py), never deep-copied whole.
 Must not: hold logic beyond routing; everything else is in reconciler.py and the pure modules.
 """
 
 from __future__ import annotations
 
 import asyncio
-import copy
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 import kopf
 from kompress_api import v1alpha1 as api
 
-from kompress_operator import children
+from kompress_operator import children, snapshots
 from kompress_operator import conditions as c
 from kompress_operator.kube import connection_info
-from kompress_operator.reconciler import Runtime, reconcile
+from kompress_operator.reconciler import reconcile
+from kompress_operator.runtime import Runtime
 from kompress_operator.supervisor import Supervised
 
 log = logging.getLogger("kompress.operator")
 OURS = {children.LABEL_MANAGED_BY: children.MANAGED_BY}
+# The same filter, applied by the API server to the watches and listings of Jobs and pods.
+OURS_SELECTOR = ",".join(f"{key}={value}" for key, value in OURS.items())
+CHILD_RESOURCES = (("batch", "v1", "jobs"), ("", "v1", "pods"))
 
 
-def _snapshot(body: kopf.Body) -> dict[str, Any]:
-    # Kopf's Body is a view of the latest event; indices and reconciles keep plain copies.
-    return copy.deepcopy(dict(body))
+class NoDiffBase(kopf.DiffBaseStorage):
+    """Kopf builds a "diff base" of every event's body (a deep copy of it) to detect changes for change handlers.
+    This operator has none (see above), so there is nothing to build, store or compare."""
+
+    def build(self, *, body: kopf.Body, extra_fields: Iterable[Any] | None = None) -> kopf.BodyEssence:
+        return kopf.BodyEssence()
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        return None
 
 
 # --- the operator's life --------------------------------------------------------------------------
@@ -50,9 +66,17 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, compressionjob
     settings.posting.enabled = False
     # 2. No CRD/namespace scanning: the chart grants no such rights, and the CRD is installed first.
     settings.scanning.disabled = True
-    # 3. Resync: poll progress and check pending timeouts, where no watch event would come. Supervised: restarted
+    # 3. Only our Jobs and pods, selected by the API server. (The handlers' `labels=` filter alone is applied here,
+    #    after every pod and Job of the watched namespaces was sent, parsed and remembered by Kopf.)
+    for resource in CHILD_RESOURCES:
+        settings.watching.label_selectors[resource] = OURS_SELECTOR
+    # 4. Nothing to diff (no change handlers): no deep copy of every event for it.
+    settings.persistence.diffbase_storage = NoDiffBase()
+    # 5. Resync: poll progress and check pending timeouts, where no watch event would come. Supervised: restarted
     #    if it fails, and the liveness probe fails if it keeps failing (see resync_alive).
     memo.resync = Supervised("resync", lambda: resync_forever(memo.runtime, compressionjobs, kompress_jobs, kompress_pods)).start()
+    # 6. A reconcile reads the newest CompressionJob there once it holds the job's lock (runtime.Runtime.current).
+    memo.runtime.cjobs = compressionjobs
 
 
 @kopf.on.cleanup()
@@ -76,19 +100,19 @@ def resync_alive(memo: kopf.Memo, **_: Any) -> dict[str, Any]:
 
 @kopf.index(api.GROUP, api.VERSION, api.PLURAL)
 def compressionjobs(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[tuple[str, str], dict[str, Any]]:
-    return {(namespace, name): _snapshot(body)}
+    return {(namespace, name): snapshots.compression_job(body)}
 
 
 @kopf.index("batch", "v1", "jobs", labels=OURS)
 def kompress_jobs(labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]] | None:
     uid = labels.get(children.LABEL_OWNER_UID)
-    return {uid: _snapshot(body)} if uid else None
+    return {uid: snapshots.job(body)} if uid else None
 
 
 @kopf.index("", "v1", "pods", labels=OURS)
 def kompress_pods(labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]] | None:
     uid = labels.get(children.LABEL_OWNER_UID)
-    return {uid: _snapshot(body)} if uid else None
+    return {uid: snapshots.pod(body)} if uid else None
 
 
 # --- what happens: reconcile on every event -------------------------------------------------------
@@ -100,15 +124,20 @@ async def compression_job_changed(type: str | None, body: kopf.Body, memo: kopf.
     if type == "DELETED":
         memo.runtime.forget(body.metadata.uid)
         return
-    # 2. Created, changed, listed after a restart, or replayed: the same reconcile in every case.
-    await reconcile(memo.runtime, _snapshot(body), kompress_jobs, kompress_pods)
+    cjob = snapshots.compression_job(body)
+    # 2. The echo of our own last status write: it holds nothing we did not compute, and whatever changed in the
+    #    children since comes as their own events (a resync still looks at it).
+    if memo.runtime.own_echo(cjob):
+        return
+    # 3. Created, changed, listed after a restart, or replayed: the same reconcile in every case.
+    await reconcile(memo.runtime, cjob, kompress_jobs, kompress_pods)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=OURS)
 async def child_job_changed(type: str | None, body: kopf.Body, memo: kopf.Memo, compressionjobs: kopf.Index, kompress_jobs: kopf.Index, kompress_pods: kopf.Index, **_: Any) -> None:
     # 1. A Job we deleted is really gone now: its name may be used again.
     if type == "DELETED":
-        memo.runtime.deleted_jobs.discard(body.metadata.uid)
+        memo.runtime.gone(body.metadata.uid)
     await _reconcile_owner(memo.runtime, body, compressionjobs, kompress_jobs, kompress_pods)
 
 

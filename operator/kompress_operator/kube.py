@@ -13,6 +13,7 @@ Must not: decide anything. Never reads a Secret.
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import json
 import os
 import socket
@@ -33,6 +34,18 @@ from kompress_operator.config import OperatorConfig
 from kompress_operator.observed import Event
 
 COMPONENT = "kompress-operator"
+
+
+def _user_agent() -> str:
+    # Our requests name themselves in the API server's audit log and metrics (Kopf's watches say kopf/<version>).
+    try:
+        return f"{COMPONENT}/{importlib.metadata.version('kompress-operator')}"
+    except importlib.metadata.PackageNotFoundError:
+        return f"{COMPONENT}/dev"
+
+
+USER_AGENT = _user_agent()
+
 # core/v1 Event messages are cut at 1 KiB by some API servers; say the essential first.
 EVENT_MESSAGE_LIMIT = 1024
 
@@ -136,6 +149,7 @@ class Kube:
         # The operator's clock (a test moves it): Event times agree with the conditions' times.
         self._clock = clock
         self._client = kubernetes.client.ApiClient(cfg)
+        self._client.user_agent = USER_AGENT
         self._timeout = timeout_s
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kube")
         self._instance = os.environ.get("HOSTNAME") or socket.gethostname()

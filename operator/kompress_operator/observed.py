@@ -5,7 +5,7 @@
 
 A leaf: it imports only the API model, so the pure modules, the API client and the reconciler can all
 name these types without importing each other (kube.py posts an Event without knowing status.py).
-Owns: parsing the CompressionJob once per reconcile (`Observed.job`); the spec is never re-parsed below.
+Owns: carrying the typed CompressionJob (`Observed.job`), so the spec is never re-parsed below the reconciler.
 Must not: compute anything.
 """
 
@@ -33,15 +33,16 @@ class Observed:
     # The Job controller's FailedCreate message for a child Job that has no pod (read only then).
     plan_pod_not_created: str | None = None
     worker_pod_not_created: str | None = None
-    # `cjob` typed: parsed once (by the reconciler, or here when not given). Raises pydantic's ValidationError
-    # for a spec the model refuses. A `replace(obs, cjob=...)` of another generation parses that one.
+    # `cjob`'s metadata and spec, typed (the stored status is status.py's to read from `cjob`): given by the
+    # reconciler (parsed once per generation, runtime.py), else parsed here. Raises pydantic's ValidationError for
+    # a spec the model refuses. A `replace(obs, cjob=...)` of another generation parses that one.
     job: api.CompressionJob = field(default=None, repr=False)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
         meta = self.cjob.get("metadata") or {}
         given = self.job
         if given is None or (given.metadata.uid, given.metadata.generation) != (meta.get("uid"), meta.get("generation")):
-            object.__setattr__(self, "job", api.parse(self.cjob))
+            object.__setattr__(self, "job", api.parse({key: value for key, value in self.cjob.items() if key != "status"}))
 
     @property
     def spec(self) -> api.CompressionJobSpec:
