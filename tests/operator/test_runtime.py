@@ -1,17 +1,19 @@
 """What the operator remembers between reconciles stays bounded and right: the deleted Jobs of a CompressionJob are
 forgotten with it, the echo of its own status write is known as such (and nothing newer is), the newest version
 wins over the one a queued reconcile was called with, and the spec is parsed once per generation, never reused
-across one."""
+across one. The API client's queue sends a child's creation before the requests already waiting."""
 
 from __future__ import annotations
 
 import copy
+import threading
 
 import pytest
 from kompress_testing.wrappers import make_cjob
 
 from kompress_operator.config import OperatorConfig
 from kompress_operator.metrics import Metrics
+from kompress_operator.priority_pool import Priority, PriorityPool
 from kompress_operator.runtime import Runtime
 
 pytestmark = pytest.mark.unit
@@ -77,3 +79,23 @@ def test_the_spec_is_parsed_once_per_generation_and_again_when_it_changes():
     assert rt.typed(suspended).spec.suspend is True and not first.spec.suspend
     rt.forget(cjob["metadata"]["uid"])
     assert rt.specs == {}
+
+
+def test_a_childs_creation_is_sent_before_the_requests_already_waiting():
+    pool = PriorityPool(1, "test")
+    release, busy = threading.Event(), threading.Event()
+    done: list[str] = []
+
+    def blocker() -> None:
+        busy.set()
+        release.wait(10)
+
+    pool.submit(Priority.NORMAL, blocker)
+    busy.wait(10)
+    futures = [pool.submit(priority, done.append, name) for priority, name in
+               [(Priority.NORMAL, "status a"), (Priority.NORMAL, "event a"), (Priority.CREATE, "create b"), (Priority.NORMAL, "status b"), (Priority.NORMAL, "event b")]]
+    release.set()
+    for future in futures:
+        future.result(10)
+    pool.shutdown()
+    assert done == ["create b", "status a", "event a", "status b", "event b"]
