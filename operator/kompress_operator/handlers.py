@@ -2,7 +2,7 @@
 
     CompressionJob event (create, change, resume after a restart, replay) -> queue it for a reconcile
     Job or Pod event of ours (labels)                                     -> queue its owner
-    every resync interval, each unfinished CompressionJob                 -> reconcile, polling progress
+    every resync interval, each job where time may tell (resync_due.py)   -> reconcile, polling progress
 
 A handler only names the job in the work queue (workqueue.py) and returns: one reconcile for any number of
 events that came before its turn, and no event body kept while it waits.
@@ -27,9 +27,9 @@ import kopf
 from kompress_api import v1alpha1 as api
 
 from kompress_operator import children, snapshots
-from kompress_operator import conditions as c
 from kompress_operator.kube import connection_info
 from kompress_operator.reconciler import reconcile
+from kompress_operator.resync_due import resync_due
 from kompress_operator.runtime import Runtime
 from kompress_operator.supervisor import Supervised
 from kompress_operator.workqueue import WorkQueue
@@ -184,7 +184,8 @@ async def reconcile_key(rt: Runtime, key: Key, cjobs: kopf.Index, jobs: kopf.Ind
 
 
 async def resync_forever(rt: Runtime, cjobs: kopf.Index, jobs: kopf.Index, pods: kopf.Index) -> None:
-    """Every resync interval, reconcile each unfinished CompressionJob, polling its worker's progress."""
+    """Every resync interval, reconcile each CompressionJob where time may change the status (resync_due.py),
+    polling its worker's progress."""
     limit = asyncio.Semaphore(32)
 
     async def one(cjob: dict[str, Any]) -> None:
@@ -196,5 +197,5 @@ async def resync_forever(rt: Runtime, cjobs: kopf.Index, jobs: kopf.Index, pods:
 
     while True:
         await asyncio.sleep(rt.config.resync_interval_s)
-        unfinished = [cjob for store in list(cjobs.values()) for cjob in store if not c.is_finished((cjob.get("status") or {}).get("conditions") or [])]
-        await asyncio.gather(*(one(cjob) for cjob in unfinished))
+        due = [cjob for store in list(cjobs.values()) for cjob in store if resync_due(cjob, jobs, pods)]
+        await asyncio.gather(*(one(cjob) for cjob in due))
