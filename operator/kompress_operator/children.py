@@ -18,6 +18,7 @@ from kompress_api import v1alpha1 as api
 from kompress_api import worker_protocol as wp
 from kompress_api.exit_codes import non_retriable_codes
 
+from kompress_operator import suspension
 from kompress_operator.config import OperatorConfig
 
 # Labels every child carries: the first two are how the operator finds its Jobs and their pods.
@@ -110,8 +111,10 @@ def child_labels(cjob: api.CompressionJob, role: str) -> dict[str, str]:
     }
 
 
-def is_owned_by(child: dict[str, Any], uid: str) -> bool:
-    """Whether `child` is controlled by the CompressionJob with this uid (checked after a 409)."""
+def is_owned_by(child: dict[str, Any], uid: str | None) -> bool:
+    """Whether `child` is controlled by the object with this uid: a Job by its CompressionJob (checked after a 409,
+    and for every Job in the index), a pod by its Job. The one ownership test: labels can be copied, the
+    controller ownerReference is what makes a child ours."""
     refs = (child.get("metadata") or {}).get("ownerReferences") or []
     return any(ref.get("uid") == uid and ref.get("controller") for ref in refs)
 
@@ -457,10 +460,6 @@ def kueue_labels(spec: api.CompressionJobSpec) -> dict[str, str]:
     return labels
 
 
-def uses_kueue(spec: api.CompressionJobSpec) -> bool:
-    return bool(kueue_labels(spec))
-
-
 def build_worker_job(cjob: api.CompressionJob, plan: api.PlanSummary | None, config: OperatorConfig) -> dict[str, Any]:
     """The GPU Job running `kompress worker`, sized from the spec or, where it is silent, the plan."""
     spec = cjob.spec
@@ -515,8 +514,8 @@ def build_worker_job(cjob: api.CompressionJob, plan: api.PlanSummary | None, con
     job_spec: dict[str, Any] = {
         "backoffLimit": spec.backoff_limit,
         "podFailurePolicy": pod_failure_policy(CONTAINER_NAME),
-        # Kueue admits a Job by un-suspending it; created running, it could start before Kueue sees it.
-        "suspend": spec.suspend or uses_kueue(spec),
+        # spec.suspend, or for Kueue always (it admits a Job by un-suspending it): suspension.py.
+        "suspend": suspension.of(spec).created_suspended(spec),
     }
     if spec.active_deadline_seconds is not None:
         job_spec["activeDeadlineSeconds"] = spec.active_deadline_seconds
