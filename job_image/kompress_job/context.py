@@ -39,6 +39,9 @@ class RunContext:
     source_bytes: int | None = None
     # the model cache's in-use mark of the entry (cache.lock.InUse), held until the worker ends
     cache_use: Any = None
+    # what this run derives and keeps in the model cache (io.cache.artifacts.Artifacts: calibration samples, the
+    # baseline record), with its in-use marks; None without a cache (made by the first stage that asks)
+    artifacts: Any = None
     # calibration: tokenized datasets.Dataset for calibration, and held-out rows for evaluation; the commit of a
     # Hub dataset (pinned by preflight)
     calibration_revision: str | None = None
