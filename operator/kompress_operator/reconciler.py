@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
+from kompress_api import v1alpha1 as api
 from pydantic import ValidationError
 
 from kompress_operator import actions, children
@@ -119,6 +120,14 @@ async def _reconcile_once(rt: Runtime, cjob: dict[str, Any], jobs: Index, pods: 
     except ValidationError as err:
         await _write(rt, cjob, invalid_spec_status(cjob, _validation_message(err), now))
         return
+    conds = update.status.get("conditions") or []
+    if obs.plan_job is None and obs.worker_job is None and not c.is_finished(conds) and not c.is_planned(conds):
+        # Before any child: a job that asks for a cache this operator cannot give fails, naming the field, rather
+        # than silently downloading into scratch (the CRD cannot know whether the chart installed a cache).
+        refusal = children.cache_refusal(api.parse(cjob).spec, rt.config)
+        if refusal is not None:
+            await _write(rt, cjob, failed_status(cjob, c.NO_CACHE_CLAIM.name, refusal, now))
+            return
     todo = actions.next_actions(obs, update.status, rt.config)
     try:
         for action in todo:
@@ -245,6 +254,8 @@ async def _write(rt: Runtime, cjob: dict[str, Any], update: StatusUpdate) -> Non
         if meta.get("resourceVersion") and written:
             rt.written[meta["uid"]] = (meta["resourceVersion"], written)
     rt.metrics.record_phase(meta["uid"], update.status.get("phase"))
+    if update.changed and (cache := (update.status.get("plan") or {}).get("cache")) and "plan" not in (cjob.get("status") or {}):
+        rt.metrics.record_cache(meta["namespace"], cache)
     for event in update.events:
         try:
             await rt.kube.post_event(cjob, event)

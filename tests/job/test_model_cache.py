@@ -225,7 +225,7 @@ def test_a_cache_too_small_is_refused_in_the_plan_naming_the_sizes(s3, bucket, p
     assert main_plan(SimpleNamespace(job=str(job_file), model_config=None, json=True), env) == 20  # PlanRejected
     refused = json.loads(capsys.readouterr().out)
     (problem,) = [p for p in refused["problems"] if p["code"] == "CacheTooSmall"]
-    assert f"{total:,} bytes" in problem["message"] and refused["cache"] == {"cached_bytes": 0, "total_bytes": total, "download_bytes": total, "problem": view.problem}
+    assert f"{total:,} bytes" in problem["message"] and refused["cache"] == {"cached_bytes": 0, "total_bytes": total, "download_bytes": total, "problem": view.problem, "volume_bytes": 0, "claim": None}
     assert proxy.body_bytes("model.safetensors") == 0  # refused before a byte of weights moved
 
 

@@ -14,7 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from kompress_api.v1alpha1 import CompressionJob
+from kompress_api.v1alpha1 import CompressionJob, PlanCache
+from kompress_api.worker_protocol import ENV_CACHE_CLAIM
 
 from kompress_job.io.cache.fetch import cache_for, too_small
 from kompress_job.io.cache.keys import describe
@@ -26,6 +27,8 @@ class CacheView:
     total: int
     cached: int
     problem: str | None = None
+    on_volume: int | None = None  # bytes every entry takes on the volume
+    claim: str | None = None  # the claim's name, where the operator says it ($KOMPRESS_CACHE_CLAIM)
 
     @property
     def to_download(self) -> int:
@@ -35,7 +38,12 @@ class CacheView:
         return f"cached: {self.cached:,} of {self.total:,} bytes ({self.to_download:,} to download)"
 
     def summary(self) -> dict[str, Any]:
-        return {"cached_bytes": self.cached, "total_bytes": self.total, "download_bytes": self.to_download, "problem": self.problem}
+        return {"cached_bytes": self.cached, "total_bytes": self.total, "download_bytes": self.to_download, "problem": self.problem,
+                "volume_bytes": self.on_volume, "claim": self.claim}
+
+    def status(self) -> PlanCache:
+        """What status.plan.cache says (through the planning pod's termination message)."""
+        return PlanCache(claim_name=self.claim, cached_bytes=self.cached, total_bytes=self.total, download_bytes=self.to_download, volume_bytes=self.on_volume)
 
 
 def assess(job: CompressionJob, env: Mapping[str, str]) -> CacheView | None:
@@ -46,7 +54,8 @@ def assess(job: CompressionJob, env: Mapping[str, str]) -> CacheView | None:
     if listing is None:
         return None
     holdings = cache.holdings(listing)
-    return CacheView(holdings.total, holdings.cached, too_small(cache, holdings, job.spec.model.uri, cache.entry_dir(listing)))
+    problem = too_small(cache, holdings, job.spec.model.uri, cache.entry_dir(listing))
+    return CacheView(holdings.total, holdings.cached, problem, on_volume=cache.used_bytes(), claim=env.get(ENV_CACHE_CLAIM) or None)
 
 
 def apply(plan: Any, view: CacheView | None) -> Any:
