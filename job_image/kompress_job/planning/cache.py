@@ -1,6 +1,8 @@
 """What the plan says about the cache: "cached: X of Y bytes", and a refusal when what is missing cannot fit.
 
     assess(job, env) -> CacheView | None   one listing of the source; None without a cache (or for a volume folder)
+    view.planning_folder                   the cache entry, when it holds config.json (and the safetensors index, if
+                                           the model has one) verified: the plan reads them there, not from the source
     apply(plan, view)                      the view on the plan, a CacheTooSmall error among its problems
 
 Called by the planning pod, `kompress plan` (where $KOMPRESS_CACHE_DIR names a mounted cache) and the worker's
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from kompress_api.v1alpha1 import CompressionJob, PlanCache
@@ -29,6 +32,7 @@ class CacheView:
     problem: str | None = None
     on_volume: int | None = None  # bytes every entry takes on the volume
     claim: str | None = None  # the claim's name, where the operator says it ($KOMPRESS_CACHE_CLAIM)
+    planning_folder: Path | None = None  # the entry, when what the plan reads is verified there
 
     @property
     def to_download(self) -> int:
@@ -54,8 +58,19 @@ def assess(job: CompressionJob, env: Mapping[str, str]) -> CacheView | None:
     if listing is None:
         return None
     holdings = cache.holdings(listing)
-    problem = too_small(cache, holdings, job.spec.model.uri, cache.entry_dir(listing))
-    return CacheView(holdings.total, holdings.cached, problem, on_volume=cache.used_bytes(), claim=env.get(ENV_CACHE_CLAIM) or None)
+    entry = cache.entry_dir(listing)
+    problem = too_small(cache, holdings, job.spec.model.uri, entry)
+    return CacheView(holdings.total, holdings.cached, problem, on_volume=cache.used_bytes(), claim=env.get(ENV_CACHE_CLAIM) or None,
+                     planning_folder=entry if _holds_planning_files(entry, listing) else None)
+
+
+def _holds_planning_files(entry: Path, listing: Any) -> bool:
+    from kompress_job.io.checksums import VerifiedFiles
+    from kompress_job.io.safetensors_files import INDEX
+
+    wanted = ["config.json"] + ([INDEX] if INDEX in listing.sizes else [])
+    verified = VerifiedFiles(entry)
+    return all(rel in listing.tags and verified.get(rel, entry / rel, listing.tags[rel]) is not None for rel in wanted)
 
 
 def apply(plan: Any, view: CacheView | None) -> Any:
