@@ -123,6 +123,29 @@ def test_a_second_job_with_another_preset_downloads_nothing_and_its_plan_says_ca
     assert metrics["kompress_cache_bytes_on_volume"] >= first.source_bytes
 
 
+def test_the_first_plan_keeps_config_json_in_the_cache_for_every_later_plan_and_the_fetch(s3, bucket, proxy, tmp_path, capsys):
+    from kompress_job.planning.cli import main_plan
+    from kompress_testing.models import write_model
+
+    folder = write_model("llama", tmp_path / "src")
+    upload(s3, bucket, folder, "models/planned")
+    (tmp_path / "cache").mkdir()
+    env = {**s3.env("model"), "KOMPRESS_CACHE_DIR": str(tmp_path / "cache")}
+    job = job_for(f"s3://{bucket}/models/planned", s3, proxy)
+    job_file = tmp_path / "job.yaml"
+    job_file.write_text(yaml.safe_dump(job.model_dump(by_alias=True, exclude_none=True, mode="json")))
+    for _ in range(2):  # the planning pods of two jobs started at once
+        assert main_plan(SimpleNamespace(job=str(job_file), model_config=None, json=False), env) == 0
+    capsys.readouterr()
+    fetch_stage(job, env, tmp_path / "w1")
+
+    from kompress_job.io.sources.select import wanted
+
+    for path in sorted(p for p in folder.iterdir() if p.is_file()):  # each file of the model served once, in all
+        assert proxy.body_bytes(f"/{bucket}/models/planned/{path.name}") == (path.stat().st_size if wanted(path.name) else 0), path.name
+    assert proxy.requests.count(f"GET /{bucket}/models/planned/config.json") == 1  # the first plan's, kept for the rest
+
+
 FETCH_SCRIPT = textwrap.dedent("""
     import json, os, sys
     from kompress_api.v1alpha1 import ModelSource

@@ -45,27 +45,9 @@ def _plan(job: Any, config_path: str | None, env: Mapping[str, str]) -> Any:
     from kompress_job.planning import cache as cache_plan
 
     view = cache_plan.assess(job, env)
-    if view is not None and view.planning_folder is not None:
-        from kompress_job.errors import ModelNotFound
-
-        try:  # the model is in the cache: its config.json (and index) are read there, nothing from the source
-            config, names = planner.read_config(view.planning_folder / "config.json"), _index_names(view.planning_folder)
-        except (OSError, ModelNotFound):
-            log.info("the model cache's entry went away while planning; reading config.json from %s", job.spec.model.uri)
-        else:
-            return cache_plan.apply(planner.make_plan(job, config, weight_names=names), view)
     with tempfile.TemporaryDirectory(prefix="kompress-plan-") as tmp:
-        config, revision = planner.fetch_config(job, env, Path(tmp))
-        names = planner.fetch_weight_names(job, env, Path(tmp), revision=revision)
+        config, names, _ = cache_plan.plan_inputs(job, env, Path(tmp), view)
     return cache_plan.apply(planner.make_plan(job, config, weight_names=names), view)
-
-
-def _index_names(folder: Path) -> list[str] | None:
-    """What fetch_weight_names answers for a Hub or S3 model, from the cached copy: the index's names, else None."""
-    from kompress_job.io.safetensors_files import INDEX, names_in_index
-
-    index = folder / INDEX
-    return names_in_index(index.read_text()) if index.is_file() else None
 
 
 def main_plan(args: Any, env: Mapping[str, str] | None = None) -> int:

@@ -102,3 +102,34 @@ def fetch_cached(
         evicted=len(evicted),
     )
     return CachedFetch(fetched, before, use, listing)
+
+
+def adopt(cache: ModelCache, listing: Listing, rel: str, file: Path, uri: str, owner: str) -> bool:
+    """Put `file`, fetched outside the cache (the planner's config.json), into the listing's entry as `rel` and record
+    it verified, if its content is what the listing says (Hub: SHA-256 or git blob id; S3: the MD5 of a single-part
+    ETag, else the size). The caller holds the entry's lock. Whether it was taken in."""
+    import hashlib
+    import shutil
+
+    from kompress_job.io.checksums import VerifiedFiles, git_blob_id, sha256_file
+
+    tag = listing.tags.get(rel)
+    if tag is None or not file.is_file() or file.stat().st_size != listing.sizes.get(rel):
+        return False
+    if model_uri_scheme(uri) == "hf":
+        verified_by = "sha256" if sha256_file(file) == tag else "git-blob" if git_blob_id(file) == tag else None
+    elif len(tag) == 32 and "-" not in tag:
+        verified_by = "md5" if hashlib.md5(file.read_bytes()).hexdigest() == tag else None
+    else:
+        verified_by = "size"
+    if verified_by is None:
+        return False
+    entry = cache.entry_dir(listing)
+    cache.use(entry, owner, uri, listing).release()  # the entry exists (entry.json: its last use) without a user left
+    target = entry / rel
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + f".adopt-{owner}")
+    shutil.copyfile(file, partial)
+    partial.replace(target)
+    VerifiedFiles(entry).put(rel, target, tag, verified_by=verified_by)
+    return True
