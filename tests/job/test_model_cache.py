@@ -372,3 +372,21 @@ def test_a_volume_without_room_for_the_missing_bytes_is_refused_counting_what_ev
     finally:
         mark.release()
     assert problem is not None and f"({3 * MiB:,} bytes) to download" in problem and f"{2 * MiB:,} bytes) free or evictable" in problem
+
+
+@pytest.mark.unit
+def test_a_killed_downloads_partial_bytes_are_not_asked_for_twice(tmp_path):
+    # Found end to end: the retry of a worker killed mid-download was refused CacheTooSmall, its own .partial file
+    # counted once as used and again as missing.
+    from kompress_job.io.cache.fetch import too_small
+    from kompress_job.io.cache.store import Holdings
+
+    cache = ModelCache(tmp_path, max_bytes=10 * MiB)
+    entry = cache.root / "models" / "s3" / "aws" / "m" / "digest"
+    (entry / ".kompress").mkdir(parents=True)
+    (entry / ".kompress" / "entry.json").write_text("{}")
+    (entry / "model.safetensors.partial").write_bytes(os.urandom(4 * MiB))  # 4 of 8 MiB written before the kill
+    wanted = Holdings(total=8 * MiB, cached=0, files_cached=0, files=1)
+    assert too_small(cache, wanted, "s3://b/m", entry) is None  # 6 MiB free under the limit, 4 MiB still to come
+    assert cache.needed_bytes(entry, wanted) == 4 * MiB
+    assert too_small(cache, Holdings(total=11 * MiB, cached=0, files_cached=0, files=1), "s3://b/m", entry) is not None

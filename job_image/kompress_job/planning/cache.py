@@ -94,18 +94,19 @@ def plan_inputs(job: CompressionJob, env: Mapping[str, str], tmp: Path, view: Ca
     commit = listing.revision if model_uri_scheme(job.spec.model.uri) == "hf" else None
     if revision is None and commit is not None:
         revision = commit  # the entry's commit: what the plan reads is what the worker will fetch
-    try:
-        if not _holds_planning_files(entry, listing):
-            owner = new_owner()
+    if not _holds_planning_files(entry, listing):
+        owner = new_owner()
+        try:
             with view.store.lock(entry, owner).held(timeout=PLAN_LOCK_WAIT):
                 if not _holds_planning_files(entry, listing):  # another plan may have kept them meanwhile
                     got = from_source()
                     for rel in ("config.json", INDEX):
                         adopt(view.store, listing, rel, tmp / rel, job.spec.model.uri, owner)
                     return got
+        except (TimeoutError, PermissionError):  # a worker holds it for its download (or the volume is read-only)
+            return from_source()
+    try:
         return planner.read_config(entry / "config.json"), _index_names(entry), commit
-    except TimeoutError:  # a worker holds it for its download: read from the source, keep nothing
-        return from_source()
     except (OSError, ModelNotFound):  # the entry went away (evicted) while we read
         return from_source()
 

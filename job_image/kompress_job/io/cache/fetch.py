@@ -39,11 +39,12 @@ def cache_for(job: CompressionJob, env: Mapping[str, str]) -> ModelCache | None:
 
 def too_small(cache: ModelCache, holdings: Holdings, uri: str, entry: Path) -> str | None:
     """Why the cache cannot hold what is missing of this model even after evicting every unused entry (but its
-    own, `entry`: what it holds of this model is already counted as cached), or None."""
+    own, `entry`, whose files on the volume, verified or partial, are already there: a retry of a killed download is
+    not asked for room for the bytes it kept), or None."""
     if cache.max_bytes is not None and holdings.total > cache.max_bytes:
         return f"the model cache's size limit is {holdings_gb(cache.max_bytes)}, {uri} alone needs {holdings_gb(holdings.total)}"
     room = cache.free_bytes() + sum(e.bytes for e in cache.evictable(keep=entry))
-    if holdings.missing > room:
+    if cache.needed_bytes(entry, holdings) > room:
         return (
             f"the model cache cannot hold {uri}: {holdings_gb(holdings.missing)} to download "
             f"({holdings_gb(holdings.cached)} of {holdings_gb(holdings.total)} cached), {holdings_gb(room)} free or evictable"
@@ -86,7 +87,7 @@ def fetch_cached(
             problem = too_small(cache, before, source.uri, entry)
             if problem:
                 raise PlanRejected(f"CacheTooSmall: {problem}. Fix: give the cache a larger volume (cache.size in the chart) or disable it for this job (spec.model.cache.enabled: false)")
-            evicted = cache.make_room(before.missing, keep=entry)
+            evicted = cache.make_room(cache.needed_bytes(entry, before), keep=entry)
             fetched = sources.fetch_model(source, entry, env, on_bytes=on_bytes)
         except BaseException:
             use.release()

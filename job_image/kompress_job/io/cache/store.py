@@ -131,6 +131,17 @@ class ModelCache:
         return live
 
     # -- space --------------------------------------------------------------------------------------
+    def data_bytes(self, entry: Path) -> int:
+        """Bytes an entry's files take on the volume (verified ones and partial downloads), its .kompress/ records aside."""
+        if not entry.is_dir():
+            return 0
+        return sum(p.stat().st_blocks * 512 for p in entry.rglob("*") if p.is_file() and ".kompress" not in p.relative_to(entry).parts)
+
+    def needed_bytes(self, entry: Path, holdings: Holdings) -> int:
+        """What the volume must still take for the entry to hold all its model's bytes: the verified files and a killed
+        download's partial ones are already on it (counted in used_bytes), so they are not asked for twice."""
+        return max(0, holdings.total - max(holdings.cached, self.data_bytes(entry)))
+
     def used_bytes(self) -> int:
         return sum(disk_bytes(self.root / top) for top in ENTRY_ROOTS if (self.root / top).is_dir())
 
