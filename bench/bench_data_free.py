@@ -63,11 +63,11 @@ def build(folder: Path, layers: int, experts: int) -> Path:
 
 def child(model_dir: str, path: str, workdir: str) -> None:
     """The worker's load-model, compress and save stages, as the pipeline runs them."""
-    import importlib
     import logging
 
     from kompress_api.v1alpha1 import CompressionJob
 
+    from kompress_job import pipeline
     from kompress_job.context import RunContext
     from kompress_job.progress import ProgressReporter
 
@@ -88,7 +88,7 @@ def child(model_dir: str, path: str, workdir: str) -> None:
     ctx.model_dir = Path(model_dir)
     for name in stages:
         with ctx.progress.stage(name):
-            importlib.import_module(f"kompress_job.stages.{name.replace('-', '_')}").run(ctx)
+            pipeline.stage_function(name)(ctx)
     print(json.dumps({"path": ctx.recipe_path, "checkpoint_bytes": sum(p.stat().st_size for p in ctx.checkpoint_dir.glob("*.safetensors"))}))
 
 

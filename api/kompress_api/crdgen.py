@@ -30,6 +30,7 @@ PRINTER_COLUMNS = [
     {"name": "Preset", "type": "string", "jsonPath": ".spec.recipe.preset", "priority": 1},
     {"name": "GPUs", "type": "integer", "jsonPath": ".spec.resources.gpus", "priority": 1},
     {"name": "Succeeded", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Succeeded")].status', "priority": 1},
+    {"name": "Published", "type": "string", "jsonPath": ".status.result.destination.reference", "description": "what was published, exactly (oci: the image by digest)", "priority": 1},
     {"name": "Reason", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Failed")].reason', "priority": 1},
 ]
 

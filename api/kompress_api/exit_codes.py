@@ -40,6 +40,8 @@ class ExitCode(Enum):
     MODEL_FILE_CORRUPT = _Exit(23, "ModelFileCorrupt", False, "a weight file of the model is corrupt, truncated or missing")
     COMPRESSION_MISMATCH = _Exit(24, "CompressionMismatch", False, "llm-compressor did not do what the resolved recipe said")
     STORAGE_UNREACHABLE = _Exit(30, "StorageUnreachable", True, "an object store or the Hub could not be reached")
+    # The shell's 128 + SIGTERM: not a failure of the job, so a retry may well finish it.
+    TERMINATED = _Exit(143, "Terminated", True, "stopped by SIGTERM (pod deleted, job suspended or node drained)")
 
     @property
     def code(self) -> int:

@@ -11,6 +11,7 @@ from enum import Enum
 from typing import Literal
 
 from kompress_api._model import ApiModel, api_field
+from kompress_api.stages import DONE, STAGE_NAMES
 
 
 class Phase(str, Enum):
@@ -40,7 +41,7 @@ class Condition(ApiModel):
 class Progress(ApiModel):
     """Where the worker is. Polled from the worker while it runs."""
 
-    stage: str | None = api_field(None, description="current stage: plan, fetch-model, calibration, baseline, compress, save, verify, evaluate, publish, done.")
+    stage: str | None = api_field(None, description=f"current stage: {', '.join(STAGE_NAMES)}, {DONE}.")
     stage_index: int | None = api_field(None, description="1-based index of the stage.", ge=0)
     stage_count: int | None = api_field(None, description="number of stages.", ge=0)
     step: int | None = api_field(None, description="step within the stage.", ge=0)
@@ -131,10 +132,30 @@ class MtpResult(ApiModel):
     bytes: int = api_field(0, description="their size in bytes.", ge=0)
 
 
+class PublishedDestination(ApiModel):
+    """Where the checkpoint went, by kind, with a reference that names exactly what was published."""
+
+    kind: Literal["s3", "file", "hf", "oci"] = api_field(description="s3 (an S3 prefix), file (a folder), hf (a Hugging Face Hub repository) or oci (an OCI image in a registry).")
+    reference: str = api_field(
+        description=(
+            "what to give a consumer: the prefix or folder URI; for hf, the repository at its commit, hf://ORG/NAME@COMMIT "
+            "(kompress verify and huggingface_hub's revision= take it as is); for oci, the image by digest, "
+            "oci://REGISTRY/REPOSITORY@sha256:HEX (a KServe InferenceService's storageUri takes it as is)."
+        ),
+        max_length=1024,
+    )
+    digest: str | None = api_field(None, description="oci: the image manifest's digest (sha256:HEX), which the tag pointed to when the job pushed it.", max_length=80)
+    tag: str | None = api_field(None, description="oci: the tag that was pushed, last, once every blob was in the registry.", max_length=128)
+    commit: str | None = api_field(None, description="hf: the id of the one commit that holds every published file.", max_length=64)
+    revision: str | None = api_field(None, description="hf: the branch the commit was made on.", max_length=255)
+    signature: str | None = api_field(None, description="the OpenSSF model signing signature beside the model (spec.output.signing), e.g. model.sig; unset when unsigned.", max_length=255)
+
+
 class JobResult(ApiModel):
     """What the worker produced."""
 
     output_uri: str | None = api_field(None, description="where the checkpoint was published.")
+    destination: PublishedDestination | None = api_field(None, description="the destination's kind and an exact reference to what was published (for hf, the commit; for oci, the image digest).")
     manifest_uri: str | None = api_field(None, description="the manifest kompress.json: sizes, checksums, recipe, metrics.")
     rejected_uri: str | None = api_field(None, description="where a checkpoint that failed the quality gate was kept for inspection.")
     resolved_revision: str | None = api_field(None, description="the exact model revision compressed (Hub commit or S3 ETag digest).")

@@ -1,7 +1,8 @@
 """The contract between the operator and the pods it starts (the worker and the planner).
 
-Owns: environment variable names, the progress port and path, and the two JSON documents a pod
-hands back: progress (served over HTTP while it runs) and its result (the termination message,
+Owns: environment variable names, the progress port and path, the worker's stages (kompress_api.stages,
+re-exported here: the worker runs them, reports them in its progress, and the operator reads them), and the two
+JSON documents a pod hands back: progress (served over HTTP while it runs) and its result (the termination message,
 at most 4096 bytes). Pods get no Kubernetes API access; this is all they share with the operator.
 Must not: contain worker or operator logic.
 """
@@ -13,7 +14,8 @@ from typing import Any
 
 from kompress_api._model import ApiModel, api_field
 from kompress_api.paths import SCRATCH_DIR, SHM_DIR, TERMINATION_LOG  # noqa: F401 - part of the protocol
-from kompress_api.v1alpha1 import EvaluationMetrics, MtpResult, PlanSummary, Progress
+from kompress_api.stages import DONE, PUBLISH, STAGE_NAMES, STAGES, Stage, stage_names  # noqa: F401 - part of the protocol
+from kompress_api.v1alpha1 import JobResult, PlanSummary, Progress
 
 # The CompressionJob (metadata name/namespace/uid and spec, never status) as JSON. It holds only
 # references to Secrets, so an env var is safe; secret values arrive as the variables below.
@@ -22,6 +24,24 @@ ENV_HF_TOKEN = "HF_TOKEN"
 ENV_HF_ENDPOINT = "HF_ENDPOINT"
 # Per-location S3 credentials arrive by envFrom with these prefixes, e.g. KOMPRESS_MODEL_S3_AWS_ACCESS_KEY_ID.
 S3_ENV_PREFIX = {"model": "KOMPRESS_MODEL_S3_", "calibration": "KOMPRESS_CALIBRATION_S3_", "output": "KOMPRESS_OUTPUT_S3_", "tasks": "KOMPRESS_TASKS_S3_"}
+# An hf:// output's write token (spec.output.huggingFace.tokenSecret), apart from the model's read token (HF_TOKEN).
+ENV_OUTPUT_HF_TOKEN = "KOMPRESS_OUTPUT_HF_TOKEN"
+# spec.output.signing.keySecret is mounted read-only at SIGNING_DIR; the variable names the folder. The key never reaches
+# the environment. On a laptop, the variable names a folder holding the same files.
+ENV_OUTPUT_SIGNING_DIR = "KOMPRESS_OUTPUT_SIGNING_DIR"
+SIGNING_DIR = "/kompress/signing"
+SIGNING_PRIVATE_KEY = "private-key.pem"
+SIGNING_CERTIFICATE = "certificate.pem"
+SIGNING_CERTIFICATE_CHAIN = "certificate-chain.pem"
+# An oci:// output's spec.output.oci.credentialsSecret (a dockerconfigjson) is mounted read-only at OCI_AUTH_DIR; the
+# variable names the file (the Secret's key .dockerconfigjson). The values never reach the environment.
+OCI_AUTH_DIR = "/kompress/oci-auth"
+OCI_AUTH_KEY = ".dockerconfigjson"
+ENV_OUTPUT_OCI_AUTH = "KOMPRESS_OUTPUT_OCI_AUTH"
+# The static busybox the worker image carries (package busybox-static): an oci:// output's base layer (sh, ln, sleep
+# for KServe's modelcar container). The variable overrides where it is.
+ENV_OCI_BUSYBOX = "KOMPRESS_OCI_BUSYBOX"
+OCI_BUSYBOX = "/bin/busybox"
 ENV_PROGRESS_BIND = "KOMPRESS_PROGRESS_BIND"
 ENV_TERMINATION_LOG = "KOMPRESS_TERMINATION_LOG"
 ENV_LOG_FORMAT = "KOMPRESS_LOG_FORMAT"
@@ -52,23 +72,15 @@ class WorkerProgress(Progress):
     """What GET /progress returns."""
 
 
-class WorkerResult(ApiModel):
-    """What a worker pod leaves in its termination message."""
+class WorkerResult(JobResult):
+    """What a worker pod leaves in its termination message: how it ended, and what it produced (the JobResult the
+    operator copies into status.result)."""
 
     ok: bool = api_field(description="whether the job succeeded.")
     exit_code: int = api_field(0, description="the process exit code (kompress_api.exit_codes).")
     reason: str = api_field("Succeeded", description="CamelCase reason.")
     message: str = api_field("", description="what happened.")
     stage: str | None = api_field(None, description="the stage that failed, if any.")
-    output_uri: str | None = api_field(None, description="where the checkpoint was published.")
-    manifest_uri: str | None = api_field(None, description="the manifest.")
-    rejected_uri: str | None = api_field(None, description="where a checkpoint that missed the gate was kept.")
-    resolved_revision: str | None = api_field(None, description="the exact model revision compressed.")
-    checkpoint_bytes: int | None = api_field(None, description="size of the checkpoint.")
-    original_bytes: int | None = api_field(None, description="size of the source model.")
-    compression_ratio: float | None = api_field(None, description="bf16 size / checkpoint size.")
-    metrics: EvaluationMetrics | None = api_field(None, description="fidelity figures.")
-    mtp: MtpResult | None = api_field(None, description="what became of the multi-token-prediction layers.")
 
 
 class PlannerResult(ApiModel):

@@ -4,6 +4,8 @@
     kompress plan JOB.yaml       plan it from config.json alone: sizes, memory, problems
     kompress worker              the Job pod's entry point (job from $KOMPRESS_JOB)
     kompress plan-pod            the planning pod's entry point (job from $KOMPRESS_JOB)
+    kompress verify URI          check a published model where it is: every file against kompress.json, and its
+                                 signature (kompress_job.outputs.verify has its own exit codes: 40-43)
 
 Exit codes are kompress_api.exit_codes: 0 success, 2 bad arguments, 10-22 bad input (the job
 would fail the same way again), 1 and 30 may succeed on retry.
@@ -35,6 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--model-config", help="a local config.json to plan with, instead of fetching it (offline planning)")
     plan.add_argument("--json", action="store_true", help="print the plan as JSON")
 
+    verify = sub.add_parser("verify", help="check a published model where it is: checksums against kompress.json, and the signature")
+    from kompress_job.outputs.verify import add_arguments
+
+    add_arguments(verify)
+
     sub.add_parser("worker", help="the Job pod's entry point: the job comes from $KOMPRESS_JOB")
     sub.add_parser("plan-pod", help="the planning pod's entry point: the job comes from $KOMPRESS_JOB")
     return parser
@@ -60,6 +67,10 @@ def main(argv: list[str] | None = None) -> int:
         from kompress_job import runner
 
         return runner.main_run(args) if args.command == "run" else runner.main_worker()
+    if args.command == "verify":
+        from kompress_job.outputs import verify
+
+        return verify.main(args, dict(os.environ))
     if args.command in ("plan", "plan-pod"):
         from kompress_job import collector
         from kompress_job.planning import cli as planner_cli

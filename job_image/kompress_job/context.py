@@ -1,7 +1,8 @@
 """What the stages share: the job, the scratch folder, the progress reporter, and each stage's result.
 
 Owns: one typed record passed through the pipeline. Each stage reads what earlier stages left and
-fills its own fields; nothing else is global.
+fills its own fields; nothing else is global. The heavy types (torch's model, datasets' rows) are named for
+the reader and the type checker only: importing this module imports none of them.
 Must not: do I/O.
 """
 
@@ -11,12 +12,24 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-from kompress_api.v1alpha1 import CompressionJob, EvaluationMetrics
+from kompress_api.v1alpha1 import CompressionJob, EvaluationMetrics, TaskScore
 
 from kompress_job.progress import ProgressReporter
 
+if TYPE_CHECKING:
+    from datasets import Dataset
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from kompress_job.io.cache.artifacts import Artifacts
+    from kompress_job.io.cache.lock import InUse
+    from kompress_job.model.fidelity import BaselineRecord
+    from kompress_job.model.mtp.carry import CarryResult
+    from kompress_job.model.task_scores import TaskRunSummary
+    from kompress_job.model.verification import VerificationSummary
+    from kompress_job.planning.plan import Plan
+    from kompress_job.recipe.resolved import ResolvedRecipe
 
 @dataclass
 class RunContext:
@@ -31,53 +44,54 @@ class RunContext:
 
     # preflight
     output_checked: bool = False
-    # plan: kompress_job.planning.plan's Plan
-    plan: Any = None
+    # plan: the plan, and its resolution of the recipe, which every later stage uses (resolved once per process)
+    plan: Plan | None = None
+    recipe: ResolvedRecipe | None = None
     # fetch-model
     model_dir: Path | None = None
     resolved_revision: str | None = None
     source_bytes: int | None = None
-    # the model cache's in-use mark of the entry (cache.lock.InUse), held until the worker ends
-    cache_use: Any = None
-    # what this run derives and keeps in the model cache (io.cache.artifacts.Artifacts: calibration samples, the
-    # baseline record), with its in-use marks; None without a cache (made by the first stage that asks)
-    artifacts: Any = None
-    # calibration: tokenized datasets.Dataset for calibration, and held-out rows for evaluation; the commit of a
-    # Hub dataset (pinned by preflight)
+    # the model cache's in-use mark of the entry, held until the worker ends
+    cache_use: InUse | None = None
+    # what this run derives and keeps in the model cache (calibration samples, the baseline record), with its in-use
+    # marks; None without a cache (made by the first stage that asks)
+    artifacts: Artifacts | None = None
+    # calibration: tokenized rows for calibration, and held-out rows for evaluation; the commit of a Hub dataset
+    # (pinned by preflight)
     calibration_revision: str | None = None
-    calibration: Any = None
-    holdout: Any = None
+    calibration: Dataset | None = None
+    holdout: Dataset | None = None
     # load-model (a meta-device model when distributed ranks load the weights; verify replaces it with the
     # checkpoint reloaded as users load it, for the evaluate stage)
-    model: Any = None
-    tokenizer: Any = None
-    # baseline: the original model's figures on the held-out rows, kept so both models never share memory;
-    # with spec.evaluation.tasks, the lm-eval backend, the task folder and the original's scores on disk
-    baseline: Any = None
-    task_backend: str | None = None
-    task_folder: Path | None = None
-    task_record: Path | None = None
-    # compress: the resolved recipe (kompress_job.recipe.ResolvedRecipe: groups, modifiers, summary())
-    recipe: Any = None
+    model: PreTrainedModel | None = None
+    tokenizer: PreTrainedTokenizerBase | None = None
     # load-model: how the recipe is applied, "data-free" (file by file, the model never built) or "loaded"
     # (kompress_job.model.data_free.choose_path)
     recipe_path: str | None = None
+    # baseline: the original model's figures on the held-out rows, kept so both models never share memory;
+    # with spec.evaluation.tasks, the lm-eval backend, the task folder and the original's scores on disk
+    baseline: BaselineRecord | None = None
+    task_backend: str | None = None
+    task_folder: Path | None = None
+    task_record: Path | None = None
     # save
     checkpoint_dir: Path | None = None
     checkpoint_bytes: int | None = None
-    # kompress_job.model.mtp.carry.CarryResult: the multi-token-prediction layers kept or dropped (None: the model has none)
-    mtp: Any = None
-    # verify: kompress_job.model.verification.VerificationReport.summary(), a JSON-able dict
-    verification: Any = None
+    # the multi-token-prediction layers kept or dropped (None: the model has none)
+    mtp: CarryResult | None = None
+    # verify: what was checked, as JSON (VerificationReport.summary())
+    verification: VerificationSummary | None = None
     # evaluate
     metrics: EvaluationMetrics | None = None
-    # every task score (kompress_api TaskScore) and both records' timing, for the manifest and the model card
-    task_scores: list[Any] = field(default_factory=list)
-    task_summary: dict[str, Any] | None = None
+    # every task score and both records' timing, for the manifest and the model card
+    task_scores: list[TaskScore] = field(default_factory=list)
+    task_summary: TaskRunSummary | None = None
     gate_failures: list[str] = field(default_factory=list)
     # publish
     output_uri: str | None = None
     manifest_uri: str | None = None
+    # kompress_api PublishedDestination: the kind and the exact reference (an hf:// output's commit, an OCI image by digest)
+    destination: Any = None
     rejected_uri: str | None = None
 
     timings: dict[str, float] = field(default_factory=dict)

@@ -12,51 +12,57 @@
     evaluate     compare with the baseline; apply the quality gate
     publish      upload with checksums, manifest last (or to the rejected prefix)
 
-Each stage module exposes `run(ctx) -> None` and fills its fields of RunContext. Stage modules are
-imported when their turn comes, so `kompress plan` never pays for importing llm-compressor.
+Each stage module exposes `run(ctx) -> None` and fills its fields of RunContext; FUNCTIONS lists them, in the
+order of the stage table (kompress_api.stages). No stage module imports torch or llm-compressor until its
+stage runs, so importing the pipeline costs nothing (and `kompress plan`, which never imports it, never pays
+for llm-compressor either).
 """
 
 from __future__ import annotations
 
-import importlib
 import time
 from collections.abc import Callable
 
 from kompress_api.exit_codes import ExitCode
-from kompress_api.v1alpha1 import MtpResult
-from kompress_api.worker_protocol import WorkerResult
+from kompress_api.v1alpha1 import CompressionJob, MtpResult
+from kompress_api.worker_protocol import STAGE_NAMES, WorkerResult, stage_names
 
 from kompress_job.context import RunContext
 from kompress_job.errors import KompressError, describe
+from kompress_job.stages import baseline, calibration, compress, evaluate, fetch_model, load_model, plan, preflight, publish, save, verify
 
-STAGES: list[str] = [
-    "preflight",
-    "plan",
-    "fetch-model",
-    "calibration",
-    "load-model",
-    "baseline",
-    "compress",
-    "save",
-    "verify",
-    "evaluate",
-    "publish",
-]
+StageFunction = Callable[[RunContext], None]
 
+# The stages in order, from the one table the operator and the progress reporter read too (kompress_api.stages).
+STAGES: list[str] = list(STAGE_NAMES)
 
-def stage_function(name: str) -> Callable[[RunContext], None]:
-    module = importlib.import_module(f"kompress_job.stages.{name.replace('-', '_')}")
-    return module.run
-
-
-def stages_for(ctx: RunContext) -> list[str]:
-    """The stages this job runs: without evaluation there is no baseline to record or compare."""
-    if not ctx.job.spec.evaluation.enabled:
-        return [s for s in STAGES if s not in ("baseline", "evaluate")]
-    return list(STAGES)
+# What each stage of the table runs (tests/api/test_stage_table.py: exactly the table's stages, in its order).
+FUNCTIONS: dict[str, StageFunction] = {
+    "preflight": preflight.run,
+    "plan": plan.run,
+    "fetch-model": fetch_model.run,
+    "calibration": calibration.run,
+    "load-model": load_model.run,
+    "baseline": baseline.run,
+    "compress": compress.run,
+    "save": save.run,
+    "verify": verify.run,
+    "evaluate": evaluate.run,
+    "publish": publish.run,
+}
 
 
-def run(ctx: RunContext, resolve: Callable[[str], Callable[[RunContext], None]] = stage_function) -> WorkerResult:
+def stage_function(name: str) -> StageFunction:
+    """The function of stage `name` (the default `resolve` of run: harnesses pass their own for stand-ins)."""
+    return FUNCTIONS[name]
+
+
+def stages_for(job: CompressionJob) -> list[str]:
+    """The stages `job` runs: without evaluation there is no baseline to record or compare."""
+    return stage_names(evaluation=job.spec.evaluation.enabled)
+
+
+def run(ctx: RunContext, resolve: Callable[[str], StageFunction] = stage_function) -> WorkerResult:
     """Run every stage; turn the outcome into the result the operator reads.
 
     `resolve` maps a stage name to its function (tests pass stand-ins for stages they don't exercise).
@@ -79,13 +85,13 @@ def run(ctx: RunContext, resolve: Callable[[str], Callable[[RunContext], None]] 
         ctx.log.exception("stage %s failed unexpectedly", current, extra={"stage": current})
         return result_of(ctx, ExitCode.INTERNAL, describe(err), stage=current)
     ctx.progress.finish()
-    return result_of(ctx, ExitCode.OK, f"published to {ctx.output_uri}")
+    exact = ctx.destination is not None and ctx.destination.kind not in ("s3", "file")  # a commit or a digest says more than the URI
+    reference = ctx.destination.reference if exact else ctx.output_uri
+    return result_of(ctx, ExitCode.OK, f"published to {reference}")
 
 
 def result_of(ctx: RunContext, exit_code: ExitCode, message: str, *, stage: str | None = None) -> WorkerResult:
-    bf16_bytes = None
-    if ctx.plan is not None:
-        bf16_bytes = getattr(ctx.plan, "bf16_bytes", None)
+    bf16_bytes = ctx.plan.bf16_bytes if ctx.plan is not None else None
     ratio = round(bf16_bytes / ctx.checkpoint_bytes, 3) if bf16_bytes and ctx.checkpoint_bytes else None
     return WorkerResult(
         ok=exit_code is ExitCode.OK,
@@ -94,6 +100,7 @@ def result_of(ctx: RunContext, exit_code: ExitCode, message: str, *, stage: str 
         message=message,
         stage=stage,
         output_uri=ctx.output_uri,
+        destination=ctx.destination,
         manifest_uri=ctx.manifest_uri,
         rejected_uri=ctx.rejected_uri,
         resolved_revision=ctx.resolved_revision,

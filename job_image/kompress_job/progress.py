@@ -14,23 +14,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 
-from kompress_api.worker_protocol import WorkerProgress
+from kompress_api.worker_protocol import DONE, STAGES, WorkerProgress
 
-# Rough share of a job's wall time per stage, used only to turn stage progress into an overall percent.
-# Unknown stages weigh 1.
-STAGE_WEIGHTS: dict[str, float] = {
-    "preflight": 0.5,
-    "plan": 0.5,
-    "fetch-model": 10,
-    "calibration": 1,
-    "load-model": 4,
-    "baseline": 3,
-    "compress": 60,
-    "save": 4,
-    "verify": 4,
-    "evaluate": 3,
-    "publish": 10,
-}
+# Each stage's rough share of a job's wall time (kompress_api.stages), used only to turn stage progress into an
+# overall percent. Unknown stages weigh 1.
+STAGE_WEIGHTS: dict[str, float] = {stage.name: stage.weight for stage in STAGES}
 
 Sink = Callable[[WorkerProgress], None]
 
@@ -106,7 +94,7 @@ class ProgressReporter:
 
     def finish(self, message: str = "done") -> None:
         with self._lock:
-            self._stage = "done"
+            self._stage = DONE
             self._stage_index = len(self.stages)
             self._message = message
             self._done = True

@@ -1,7 +1,9 @@
 """Secret values, and the one function that removes them from any text the worker emits.
 
-Owns: which environment variables hold secrets (the Hugging Face token and every S3 credential,
-with or without the per-location prefixes of kompress_api.worker_protocol) and replacing their
+Owns: which environment variables hold secrets (the Hugging Face tokens, the model's and an hf:// output's, and every S3
+credential, with or without the per-location prefixes of kompress_api.worker_protocol; an oci:// output's registry login,
+from the mounted file the environment names), the signing key the operator mounts (spec.output.signing: the PEM text,
+its base64 body whole and line by line), and replacing their
 values, in every escaped form a library or a format could give them (repr, JSON, URL, base64...),
 in text: log lines, the manifest, the model card, the termination message, the progress JSON.
 Must not: log, or keep secret values anywhere but in memory.
@@ -13,11 +15,12 @@ import base64
 import json
 import re
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from urllib.parse import quote, quote_plus
 
-from kompress_api.worker_protocol import ENV_HF_TOKEN, S3_ENV_PREFIX
+from kompress_api.worker_protocol import ENV_HF_TOKEN, ENV_OUTPUT_HF_TOKEN, ENV_OUTPUT_OCI_AUTH, ENV_OUTPUT_SIGNING_DIR, S3_ENV_PREFIX, SIGNING_PRIVATE_KEY
 
-from kompress_job.io.credentials import clean
+from kompress_job.io.credentials import clean, docker_config_secrets
 
 MASK = "***"
 # Values this short can't be told apart from ordinary words; credentials are never this short.
@@ -27,7 +30,7 @@ MIN_BASE64_CORE = 8
 _URLSAFE = str.maketrans("+/", "-_")
 _PERCENT = re.compile(r"%[0-9A-F]{2}")
 _CREDENTIAL_SUFFIXES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
-_OTHER_SECRET_NAMES = (ENV_HF_TOKEN, "HUGGING_FACE_HUB_TOKEN", "AWS_WEB_IDENTITY_TOKEN")
+_OTHER_SECRET_NAMES = (ENV_HF_TOKEN, ENV_OUTPUT_HF_TOKEN, "HUGGING_FACE_HUB_TOKEN", "AWS_WEB_IDENTITY_TOKEN")
 
 
 def is_secret_variable(name: str) -> bool:
@@ -39,9 +42,25 @@ def is_secret_variable(name: str) -> bool:
     return any(name.startswith(prefix) and name[len(prefix):] in _CREDENTIAL_SUFFIXES for prefix in S3_ENV_PREFIX.values())
 
 
+def key_file_secrets(path: Path) -> set[str]:
+    """What of a PEM private key must never be shown: the text, its base64 body joined and each of its lines."""
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError):
+        return set()
+    body = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("-----")]
+    return {text, text.strip(), "".join(body), *(line for line in body if len(line) >= MIN_BASE64_CORE)} - {""}
+
+
 def secret_values(env: Mapping[str, str]) -> list[str]:
-    """Every credential value in `env`, longest first (so a value containing another is masked whole)."""
+    """Every credential value in `env` (and the signing key its folder holds), longest first (so a value containing
+    another is masked whole)."""
     values = {value for name, value in env.items() if is_secret_variable(name) and value and len(value) >= MIN_SECRET_LENGTH}
+    if env.get(ENV_OUTPUT_SIGNING_DIR):
+        values |= key_file_secrets(Path(env[ENV_OUTPUT_SIGNING_DIR]) / SIGNING_PRIVATE_KEY)
+    # An oci:// output's registry login is a mounted file, named by the environment, never in it.
+    if env.get(ENV_OUTPUT_OCI_AUTH):
+        values |= {value for value in docker_config_secrets(Path(env[ENV_OUTPUT_OCI_AUTH])) if len(value) >= MIN_SECRET_LENGTH}
     return sorted(values, key=len, reverse=True)
 
 

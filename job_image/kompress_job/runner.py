@@ -5,7 +5,7 @@
                      the WorkerResult in $KOMPRESS_TERMINATION_LOG (/dev/termination-log)
     execute(...)     what both call: context, progress (server + log sinks), pipeline, termination message
 
-Exit codes are the result's (kompress_api.exit_codes); 143 when stopped by SIGTERM.
+Exit codes are the result's (kompress_api.exit_codes), Terminated (143) when stopped by SIGTERM.
 Must not: talk to the Kubernetes API, or print or write a secret value (every output passes the redactor).
 """
 
@@ -45,11 +45,8 @@ from kompress_job.progress import ProgressReporter, Sink
 from kompress_job.progress_server import DEFAULT_BIND, ProgressServer
 from kompress_job.redaction import Redactor
 
-SIGTERM_EXIT = 128 + signal.SIGTERM
-
-
 class Terminated(BaseException):
-    """SIGTERM arrived (pod deleted, job suspended, node drained): stop now, report honestly."""
+    """SIGTERM arrived (pod deleted, job suspended, node drained): stop now, report honestly (ExitCode.TERMINATED)."""
 
 
 def available_devices(requested: int, log: logging.Logger) -> int:
@@ -92,14 +89,14 @@ def execute(
     progress_bind: str | None = None,
     termination_log: Path | None = None,
     sinks: list[Sink] | None = None,
-    resolve: Callable[[str], Callable[[RunContext], None]] = pipeline.stage_function,
+    resolve: Callable[[str], pipeline.StageFunction] = pipeline.stage_function,
 ) -> WorkerResult:
     """Run `job` through the pipeline and leave its result where the operator reads it."""
     log = log or logging.getLogger("kompress")
     redact = Redactor.from_env(env)
     workdir.mkdir(parents=True, exist_ok=True)
-    ctx = RunContext(job=job, workdir=workdir, progress=ProgressReporter([]), env=env, log=log, devices=devices)
-    ctx.progress = ProgressReporter(pipeline.stages_for(ctx), sinks=list(sinks or []))
+    progress = ProgressReporter(pipeline.stages_for(job), sinks=list(sinks or []))
+    ctx = RunContext(job=job, workdir=workdir, progress=progress, env=env, log=log, devices=devices)
     server = None
     if progress_bind:
         labels = {"job": job.metadata.name or "", "namespace": job.metadata.namespace or ""}
@@ -113,8 +110,7 @@ def execute(
         result = pipeline.run(ctx, resolve=resolve)
     except Terminated:
         log.error("stopped by SIGTERM during stage %s", ctx.progress.snapshot().stage)
-        result = pipeline.result_of(ctx, ExitCode.INTERNAL, "stopped by SIGTERM (pod deleted, job suspended or node drained)", stage=ctx.progress.snapshot().stage)
-        result = result.model_copy(update={"exit_code": SIGTERM_EXIT, "reason": "Terminated"})
+        result = pipeline.result_of(ctx, ExitCode.TERMINATED, ExitCode.TERMINATED.summary, stage=ctx.progress.snapshot().stage)
     finally:
         if server is not None:
             server.stop()
@@ -197,7 +193,7 @@ def main_worker() -> int:
     return worker(os.environ)
 
 
-def worker(env: Mapping[str, str], *, resolve: Callable[[str], Callable[[RunContext], None]] = pipeline.stage_function) -> int:
+def worker(env: Mapping[str, str], *, resolve: Callable[[str], pipeline.StageFunction] = pipeline.stage_function) -> int:
     """The Job pod's whole life; `resolve` is for harnesses that stand in for the compute stages."""
     redact = Redactor.from_env(env)
     fmt = env.get(ENV_LOG_FORMAT) or "json"

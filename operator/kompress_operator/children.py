@@ -4,7 +4,8 @@ Owns: their names (deterministic from the parent's name and uid, so a restarted 
 rather than duplicates), labels, ownerReferences, pod specs, sizing from the spec or the plan, the
 podFailurePolicy that turns the worker's exit codes into "fail now" or "retry", Kueue labels.
 Must not: call the API, read a clock or the environment, or touch a Secret's value: credentials
-reach pods only as secretKeyRef / envFrom references.
+reach pods only as secretKeyRef / envFrom references, or (an oci:// output's dockerconfigjson, the signing key of
+spec.output.signing) a Secret volume.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ MODEL_VOLUME = "model"
 CACHE_VOLUME = "model-cache"
 OUTPUT_VOLUME = "output"
 TASKS_VOLUME = "tasks"
+SIGNING_VOLUME = "signing-key"
+OCI_AUTH_VOLUME = "oci-auth"
 
 # A Job's name is copied into a label on its pods (batch.kubernetes.io/job-name), so it has to be a
 # valid label value: 63 characters at most.
@@ -180,6 +183,11 @@ def credential_env(spec: api.CompressionJobSpec, locations: tuple[str, ...]) -> 
     endpoint = next((hub.endpoint for hub in hubs if hub.endpoint), None)
     if endpoint:
         env.append({"name": wp.ENV_HF_ENDPOINT, "value": endpoint})
+    # An hf:// output's write token is a variable of its own: never the model's read token, never sent to the model's mirror.
+    output_hub = spec.output.hugging_face if "output" in locations and spec.output.uri.startswith("hf://") else None
+    if output_hub is not None and output_hub.token_secret is not None:
+        ref = output_hub.token_secret
+        env.append({"name": wp.ENV_OUTPUT_HF_TOKEN, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}})
     env_from = []
     for loc in locations:
         s3 = _s3_access(spec, loc)
@@ -207,6 +215,35 @@ def task_source_mounts(spec: api.CompressionJobSpec) -> tuple[list[dict[str, Any
     if source.volume is not None:
         return [_volume_mount(source.volume, TASKS_VOLUME, read_only=True)], [_pvc_volume(source.volume, TASKS_VOLUME, read_only=True)]
     return [], []
+
+
+def signing_key(spec: api.CompressionJobSpec) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """(volumeMounts, volumes, env) that give the worker spec.output.signing's key: the Secret's signing files mounted
+    read-only at SIGNING_DIR (the certificate files optional) and a variable naming the folder. The key stays in the
+    Secret and the mounted files, never in an environment variable or an object the operator writes. Mode 0440 with the
+    pod's fsGroup the worker's group: readable by the worker, by nobody else in the pod."""
+    signing = spec.output.signing
+    if signing is None:
+        return [], [], []
+    files = (wp.SIGNING_PRIVATE_KEY, wp.SIGNING_CERTIFICATE, wp.SIGNING_CERTIFICATE_CHAIN)
+    mount = {"name": SIGNING_VOLUME, "mountPath": wp.SIGNING_DIR, "readOnly": True}
+    items = [{"key": wp.SIGNING_PRIVATE_KEY, "path": wp.SIGNING_PRIVATE_KEY}]
+    if signing.method == "certificate":
+        items += [{"key": name, "path": name} for name in files[1:]]
+    # optional: certificate-chain.pem may be absent, and a missing Secret or key is named by the worker in preflight
+    # (AccessDenied, the Secret and the file), not left as a pod that never starts.
+    volume = {"name": SIGNING_VOLUME, "secret": {"secretName": signing.key_secret, "items": items, "defaultMode": 0o440, "optional": True}}
+    return [mount], [volume], [{"name": wp.ENV_OUTPUT_SIGNING_DIR, "value": wp.SIGNING_DIR}]
+def oci_auth(spec: api.CompressionJobSpec) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """(volumeMounts, volumes, env) that give the worker an oci:// output's registry Secret: the dockerconfigjson mounted
+    read-only at OCI_AUTH_DIR and a variable naming the file. The values stay in the Secret and the mounted file, never
+    in an environment variable or an object the operator writes."""
+    oci = spec.output.oci
+    if oci is None or not oci.credentials_secret or not spec.output.uri.startswith("oci://"):
+        return [], [], []
+    mount = {"name": OCI_AUTH_VOLUME, "mountPath": wp.OCI_AUTH_DIR, "readOnly": True}
+    volume = {"name": OCI_AUTH_VOLUME, "secret": {"secretName": oci.credentials_secret, "items": [{"key": wp.OCI_AUTH_KEY, "path": wp.OCI_AUTH_KEY}], "defaultMode": 0o444}}
+    return [mount], [volume], [{"name": wp.ENV_OUTPUT_OCI_AUTH, "value": f"{wp.OCI_AUTH_DIR}/{wp.OCI_AUTH_KEY}"}]
 
 
 def restricted_security_context() -> dict[str, Any]:
@@ -479,9 +516,19 @@ def build_worker_job(cjob: api.CompressionJob, plan: api.PlanSummary | None, con
     task_mounts, task_volumes = task_source_mounts(spec)
     mounts += task_mounts
     volumes += task_volumes
+    signing_mounts, signing_volumes, signing_env = signing_key(spec)
+    mounts += signing_mounts
+    volumes += signing_volumes
+    container["env"] += signing_env
+    oci_mounts, oci_volumes, oci_env = oci_auth(spec)
+    mounts += oci_mounts
+    volumes += oci_volumes
+    container["env"] += oci_env
     container["volumeMounts"] = mounts
 
     pod = _base_pod_spec(config, spec) | _scheduling(spec) | {"containers": [container], "volumes": volumes}
+    if signing_volumes:
+        pod["securityContext"] = pod["securityContext"] | {"fsGroup": wp.WORKER_UID}
     with_cache(pod, container, spec, config)
     job_spec: dict[str, Any] = {
         "backoffLimit": spec.backoff_limit,

@@ -19,7 +19,7 @@ from typing import Any
 
 from kompress_api import v1alpha1 as api
 from kompress_api.exit_codes import ExitCode
-from kompress_api.worker_protocol import PlannerResult, WorkerResult
+from kompress_api.worker_protocol import DONE, PUBLISH, PlannerResult, WorkerResult
 from pydantic import ValidationError
 
 from kompress_operator import children
@@ -295,6 +295,11 @@ def result_summary(result: WorkerResult | None, spec: api.CompressionJobSpec) ->
     if result is None:
         return f"the worker succeeded but left no result in its termination message; check {spec.output.uri}"
     text = f"published {human_bytes(result.checkpoint_bytes)} to {result.output_uri or spec.output.uri}" if result.checkpoint_bytes else f"published to {result.output_uri or spec.output.uri}"
+    destination = result.destination
+    if destination is not None and destination.reference != (result.output_uri or spec.output.uri):
+        text += f" ({destination.kind}: {destination.reference})"
+    if destination is not None and destination.signature:
+        text += f", signed ({destination.signature})"
     if result.compression_ratio:
         text += f" ({result.compression_ratio:.1f}x smaller than bf16)"
     metrics = result.metrics
@@ -541,7 +546,7 @@ def _active(run: _Run, job: dict[str, Any]) -> None:
         if fresh is not None:
             run.status["progress"] = fresh
         progress = run.status.get("progress")
-        reason = c.PUBLISHING if (progress or {}).get("stage") == "publish" else c.WORKER_RUNNING
+        reason = c.PUBLISHING if (progress or {}).get("stage") == PUBLISH else c.WORKER_RUNNING
         run.conds.set(c.RUNNING, TRUE, reason, detail=progress_detail(progress))
         run.conds.clear(c.QUEUED, c.STARTED, pod=_name(pod))
         return
@@ -583,7 +588,7 @@ def _succeeded(run: _Run, job: dict[str, Any]) -> None:
     run.status.setdefault("startTime", job_status.get("startTime") or iso(run.now))
     run.status.setdefault("completionTime", job_status.get("completionTime") or iso(run.now))
     if run.status.get("progress"):
-        run.status["progress"] = run.status["progress"] | {"stage": "done", "percent": 100, "etaSeconds": 0}
+        run.status["progress"] = run.status["progress"] | {"stage": DONE, "percent": 100, "etaSeconds": 0}
     run.conds.set(c.SUCCEEDED, TRUE, c.JOB_SUCCEEDED, summary=result_summary(result, run.spec))
     run.conds.clear(c.RUNNING, c.COMPLETED)
     run.conds.clear(c.QUEUED, c.COMPLETED)

@@ -63,8 +63,7 @@ def trained_job(
 
 def run_stages(job: CompressionJob, workdir: Path, *, stages: list[str] | None = None, log: logging.Logger | None = None) -> Any:
     """The RunContext after running `stages` (default: every compute stage) of `job` in this process."""
-    import importlib
-
+    from kompress_job import pipeline
     from kompress_job.context import RunContext
     from kompress_job.progress import ProgressReporter
 
@@ -73,10 +72,9 @@ def run_stages(job: CompressionJob, workdir: Path, *, stages: list[str] | None =
     ctx = RunContext(job=job, workdir=workdir, progress=ProgressReporter(names), env={}, log=log or logging.getLogger("kompress.compute"))
     ctx.model_dir = Path(uri[len("file://") :] if uri.startswith("file://") else uri)
     for name in names:
-        module = importlib.import_module(f"kompress_job.stages.{name.replace('-', '_')}")
         started = time.monotonic()
         with ctx.progress.stage(name):
-            module.run(ctx)
+            pipeline.stage_function(name)(ctx)
         ctx.timings[name] = round(time.monotonic() - started, 3)
     return ctx
 

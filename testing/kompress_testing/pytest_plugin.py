@@ -7,7 +7,8 @@ Register with `pytest_plugins = ["kompress_testing.pytest_plugin"]` (tests/conft
         apiserver.kubectl("apply", "-f", "examples/tiny-laptop.yaml")      # into the test's namespace
         job = apiserver.client.get(apiserver.path("compressionjobs", name="tiny-laptop"))
 
-`node_agent` adds the played kubelet (pods bound to its Node run as local processes). Owns: fixtures
+`node_agent` adds the played kubelet (pods bound to its Node run as local processes); `oci_registry` a real OCI
+registry for the whole session (kompress_testing.registry). Owns: fixtures
 and the `Cluster` view. Must not: hold control-plane mechanics (cluster/) or product logic.
 """
 
@@ -165,6 +166,16 @@ def install_crd(plane: ControlPlane, crd: dict[str, Any]) -> None:
 def kompress_crd() -> dict[str, Any]:
     """The committed CompressionJob CRD (crds/), as a dict."""
     return load_kompress_crd()
+
+
+@pytest.fixture(scope="session")
+def oci_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The session's OCI registry (kompress_testing.registry: the CNCF distribution registry on loopback, htpasswd
+    auth with a real password). Tests keep apart by repository name."""
+    from kompress_testing.registry import LocalRegistry
+
+    with LocalRegistry(tmp_path_factory.mktemp("oci-registry")) as registry:
+        yield registry
 
 
 @pytest.fixture(scope="session")

@@ -104,5 +104,5 @@ def test_kubectl_get_shows_the_crds_columns_filled_from_status(apiserver):
     assert re.fullmatch(r"\d+s", row[6]), row
 
     header, row = _table(apiserver.kubectl("get", "cjob", "-o", "wide").stdout)
-    assert header[7:] == ["PRESET", "GPUS", "SUCCEEDED", "REASON"]
+    assert header[7:] == ["PRESET", "GPUS", "SUCCEEDED", "PUBLISHED", "REASON"]
     assert row[7] == job["spec"]["recipe"]["preset"]

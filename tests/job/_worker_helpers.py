@@ -132,14 +132,12 @@ def make_ctx(job: CompressionJob, model_dir: Path | None, workdir: Path, *, devi
 def run_stages(ctx: RunContext, *names: str) -> RunContext:
     """Run stages in order as the pipeline does (inside the progress reporter's stage), with the calibration
     rows the calibration stage would leave, built once the tokenizer is known."""
-    import importlib
-
+    from kompress_job import pipeline
     from kompress_testing.models import calibration_dataset
 
     for name in names:
         if name == "compress" and ctx.calibration is None:
             ctx.calibration = calibration_dataset(ctx.tokenizer, CALIBRATION_SAMPLES, CALIBRATION_LENGTH)
-        module = importlib.import_module(f"kompress_job.stages.{STAGE_MODULES[name]}")
         with ctx.progress.stage(name):
-            module.run(ctx)
+            pipeline.stage_function(name)(ctx)
     return ctx

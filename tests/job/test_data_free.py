@@ -12,6 +12,7 @@ import pytest
 from _worker_helpers import make_ctx, make_job
 from kompress_api.v1alpha1 import DATA_FREE_PRESETS
 
+from kompress_job import pipeline
 from kompress_job.model import modelio
 from kompress_testing import models, trained_model
 
@@ -33,8 +34,6 @@ def sharded(tmp_path_factory):
 def _run(ctx, monkeypatch, stages=STAGES):
     """The stages in order; every from_pretrained of a causal LM and every tensor read of the data-free path,
     with the stage it happened in."""
-    import importlib
-
     import llmcompressor.entrypoints.model_free as model_free
 
     builds, reads = [], []
@@ -55,9 +54,8 @@ def _run(ctx, monkeypatch, stages=STAGES):
     tokenizer = modelio.load_tokenizer(ctx.model_dir)
     ctx.holdout = models.calibration_dataset(tokenizer, 24, 64, offset=200)
     for name in stages:
-        module = importlib.import_module(f"kompress_job.stages.{name.replace('-', '_')}")
         with ctx.progress.stage(name):
-            module.run(ctx)
+            pipeline.stage_function(name)(ctx)
     return builds, reads
 
 

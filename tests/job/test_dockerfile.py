@@ -128,3 +128,11 @@ def test_the_worker_image_has_no_kubernetes_client():
     # The pod has no Kubernetes rights and must not try: progress goes out over HTTP, the result in the termination message.
     installed = _closure(set(pins(ROOT / "requirements" / "worker.txt")))
     assert not {"kubernetes", "kopf", "kubernetes-asyncio"} & installed
+
+
+def test_the_image_carries_the_static_busybox_an_oci_output_packs_as_its_base_layer():
+    from kompress_api.worker_protocol import OCI_BUSYBOX
+
+    installs = " ".join(rest for word, rest in instructions() if word == "RUN" and "apt-get install" in rest)
+    assert "busybox-static" in installs.split()  # Ubuntu's package puts the static binary at /bin/busybox
+    assert OCI_BUSYBOX == "/bin/busybox"

@@ -114,13 +114,11 @@ def test_a_recipe_whose_targets_match_nothing_is_refused_before_compressing(tmp_
 
 
 def test_evaluation_can_be_switched_off(tmp_path):
-    from types import SimpleNamespace
-
     from kompress_job import pipeline
 
     job = compute_runs.trained_job({"preset": "fp8-dynamic"})
     job.spec.evaluation.enabled = False
-    planned = pipeline.stages_for(SimpleNamespace(job=job))  # what the pipeline would run
+    planned = pipeline.stages_for(job)  # what the pipeline would run
     ctx = compute_runs.run_stages(job, tmp_path, stages=[s for s in compute_runs.COMPUTE_STAGES if s in planned])
     assert "baseline" not in ctx.timings and "evaluate" not in ctx.timings
     assert len(ctx.holdout) == 0  # no rows set aside for it either

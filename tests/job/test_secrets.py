@@ -12,12 +12,13 @@ from __future__ import annotations
 import base64
 import json
 import subprocess
-from urllib.parse import quote, quote_plus
+from urllib.parse import quote
 
 import pytest
 
-from kompress_testing import compute_runs
+from kompress_testing import compute_runs, signing_keys
 from kompress_testing.jobs import write_checkpoint
+from kompress_testing.secret_scan import assert_no_secret, encodings, key_secrets  # noqa: F401 - encodings: part of what the scan means
 
 pytestmark = pytest.mark.integration
 
@@ -34,33 +35,9 @@ def padded(env: dict[str, str]) -> dict[str, str]:
     return {name: value + ("\n" if i % 2 == 0 else "  \r\n") for i, (name, value) in enumerate(env.items())}
 
 
-def encodings(secret: str) -> set[str]:
-    """Everything a leak of `secret` would contain: the value (and trimmed), repr/ascii/JSON/URL escapes, and the
-    middle of base64 of it alone and inside a wrapper (Basic auth's user:secret, a JSON body), which is there
-    whatever the wrapper's length."""
-    found: set[str] = set()
-    for value in {secret, secret.strip()}:
-        found |= {value, repr(value)[1:-1], ascii(value)[1:-1], json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1]}
-        found |= {quote(value, safe=""), quote(value, safe="").replace("%2F", "%2f"), quote(value), quote_plus(value), value.replace("\n", "\\n")}
-        for before, after in (("", ""), ("user:", ""), ("AWS:", ""), ('{"token": "', '"}')):
-            start, end = len(before.encode()), len(before.encode()) + len(value.encode())
-            for encode in (base64.b64encode, base64.urlsafe_b64encode):
-                text = encode((before + value + after).encode()).decode()
-                found.add(text[-(-8 * start // 6) : 8 * end // 6])  # the characters made of the value's bits alone
-    return {f for f in found if len(f) >= 6}
-
-
 def pod(tmp_path, doc, env, checkpoint) -> tuple[subprocess.CompletedProcess, str]:
     """The worker pod with a ready checkpoint standing in for compression: (the process, its termination message)."""
     return compute_runs.pod_run(doc, tmp_path, env, timeout=300, worker_args=(str(checkpoint),))
-
-
-def assert_no_secret(secrets: list[str], **texts: str) -> None:
-    for name, text in texts.items():
-        assert text, f"{name} is empty: nothing was scanned"
-        for secret in secrets:
-            for form in encodings(secret):
-                assert form not in text, f"a secret value appears in the {name} (as {len(form)} characters of an encoding)"
 
 
 def test_a_whole_run_leaks_no_secret_value(s3, bucket, hub, model_folder, tokenizer_files, tmp_path):
@@ -188,3 +165,40 @@ def test_a_run_that_really_compresses_leaks_no_secret_value(s3, bucket, hub, tmp
     assert {"recipe.yaml", "kompress-record.json", "config.json"} <= {f["path"] for f in manifest["files"]}
     secrets = [HF_TOKEN, s3.access_key_id, s3.secret_access_key, *(v for v in UNUSED.values() if v)]
     assert_no_secret(secrets, logs=done.stderr, manifest=json.dumps(manifest), model_card=card, termination_message=termination)
+
+
+def test_a_signed_hub_publication_leaks_neither_the_write_token_nor_the_signing_key(tmp_path, tokenizer_files):
+    """The hf:// output's write token (planted with a newline) really used for every write, the signing key really used for
+    model.sig, and neither in any log line, the manifest, the card, the signature, the termination message or any file
+    committed."""
+    from kompress_testing.hub import LocalHub
+
+    token = "hf_PLANTEDwriteTOKEN/+=0123456789abcdef"
+    keys = signing_keys.key_folder(tmp_path / "signing")
+    checkpoint = write_checkpoint(tmp_path / "checkpoint", tokenizer_files)
+    with LocalHub(write_token=token) as hub:
+        doc = {
+            "metadata": {"name": "planted", "namespace": "ml", "uid": "1234"},
+            "spec": {
+                "model": {"uri": str(checkpoint)},
+                "recipe": {"preset": "w4a16-w8a8"},
+                "output": {"uri": "hf://planted/signed", "huggingFace": {"endpoint": hub.endpoint, "tokenSecret": {"name": "hf-write", "key": "token"}},
+                           "signing": {"keySecret": "model-signing"}},
+                "resources": {"gpus": 0},
+                "evaluation": {"samples": 4},
+                "calibration": {"samples": 8, "maxSequenceLength": 32},
+            },
+        }
+        env = {"KOMPRESS_OUTPUT_HF_TOKEN": token + "\n", "KOMPRESS_OUTPUT_SIGNING_DIR": str(keys)}
+
+        done, termination = pod(tmp_path, doc, env, checkpoint)
+
+        assert done.returncode == 0, done.stderr[-3000:]
+        writes = [r for r in hub.requests if r.method in ("POST", "PUT") and "/lfs-upload/" not in r.path and "/validate-yaml" not in r.path]
+        assert writes and {r.authorization for r in writes} == {f"Bearer {token}"}  # the token was used, without its newline
+        files = hub.files("planted/signed")
+        assert "model.sig" in files and json.loads(files["kompress.json"])["signature"]["method"] == "key"
+        committed = "\n".join(data.decode("latin-1") for data in files.values())
+    secrets = [token, *key_secrets((keys / "private-key.pem").read_text())]
+    assert_no_secret(secrets, logs=done.stderr, committed_files=committed, termination_message=termination,
+                     signature=files["model.sig"].decode(), manifest=files["kompress.json"].decode())

@@ -332,3 +332,66 @@ def test_the_plan_job_gets_no_task_source():
     job = children.build_plan_job(parse(_with_tasks({"configMap": "lm-eval-tasks"})), CONFIG)
     pod = job["spec"]["template"]["spec"]
     assert all("configMap" not in v for v in pod.get("volumes", [])) and "tasks" not in {m["name"] for m in container(job).get("volumeMounts", [])}
+
+
+# --- hf:// outputs and signing (issue 19) ----------------------------------------------------------
+
+
+def hub_output_cjob(**output):
+    return make_cjob(uid=UID).with_hub_token("hf-read", "token").with_spec(
+        output={"uri": "hf://kompress/glm-w4a16", "huggingFace": {"endpoint": "https://hub.example", "tokenSecret": {"name": "hf-write", "key": "token"}}, **output}
+    )
+
+
+def test_an_hf_output_gets_its_write_token_by_reference_apart_from_the_models_token():
+    job = worker(hub_output_cjob())
+    env = env_of(job)
+    assert env["KOMPRESS_OUTPUT_HF_TOKEN"] == {"name": "KOMPRESS_OUTPUT_HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf-write", "key": "token"}}}
+    assert env["HF_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "hf-read"  # the model's, read-only, unchanged
+    assert "HF_ENDPOINT" not in env  # the output's endpoint is the spec's, never the model's mirror variable
+    # the planner reads config.json only: no write token there
+    assert "KOMPRESS_OUTPUT_HF_TOKEN" not in env_of(children.build_plan_job(parse(hub_output_cjob()), CONFIG))
+    kubernetes_validate.validate(job, "1.32.0", strict=True)
+
+
+@pytest.mark.parametrize("method", ["key", "certificate"])
+def test_the_signing_key_is_mounted_read_only_from_its_secret_and_only_named_in_the_environment(method):
+    job = worker(make_cjob(uid=UID).with_spec(output={"uri": "s3://models/glm", "signing": {"keySecret": "model-signing", "method": method}}))
+    pod = job["spec"]["template"]["spec"]
+    [volume] = [v for v in pod["volumes"] if v["name"] == children.SIGNING_VOLUME]
+    files = ["private-key.pem"] + (["certificate.pem", "certificate-chain.pem"] if method == "certificate" else [])
+    assert volume["secret"] == {"secretName": "model-signing", "items": [{"key": f, "path": f} for f in files], "defaultMode": 0o440, "optional": True}
+    [mount] = [m for m in container(job)["volumeMounts"] if m["name"] == children.SIGNING_VOLUME]
+    assert mount == {"name": children.SIGNING_VOLUME, "mountPath": "/kompress/signing", "readOnly": True}
+    assert env_of(job)["KOMPRESS_OUTPUT_SIGNING_DIR"] == {"name": "KOMPRESS_OUTPUT_SIGNING_DIR", "value": "/kompress/signing"}
+    assert pod["securityContext"]["fsGroup"] == 65532  # the worker's group may read the 0440 files; others in the pod may not
+    assert not any("signing" in (e.get("valueFrom") or {}).get("secretKeyRef", {}).get("name", "") for e in container(job)["env"])
+    assert "model-signing" not in json.dumps(children.build_plan_job(parse(make_cjob(uid=UID).with_spec(output={"uri": "s3://models/glm", "signing": {"keySecret": "model-signing"}})), CONFIG)["spec"]["template"]["spec"].get("volumes", []))
+    kubernetes_validate.validate(job, "1.32.0", strict=True)
+# --- an oci:// output's registry Secret ----------------------------------------------------------
+
+
+def _oci(**oci):
+    return make_cjob(uid=UID).with_spec(output={"uri": "oci://registry.example:5000/models/tiny:w4a16", "oci": oci})
+
+
+def test_an_oci_output_gets_its_registry_secret_as_a_read_only_file_never_as_a_value():
+    job = worker(_oci(credentialsSecret="registry-push"))
+    kubernetes_validate.validate(job, "1.32.0", strict=True)
+    mounts = {m["name"]: m for m in container(job)["volumeMounts"]}
+    assert mounts["oci-auth"] == {"name": "oci-auth", "mountPath": "/kompress/oci-auth", "readOnly": True}
+    volumes = {v["name"]: v for v in job["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["oci-auth"] == {"name": "oci-auth", "secret": {"secretName": "registry-push", "defaultMode": 0o444,
+                                                                   "items": [{"key": ".dockerconfigjson", "path": ".dockerconfigjson"}]}}
+    # the worker is told where the file is; no variable holds a credential, none comes from the Secret
+    assert env_of(job)["KOMPRESS_OUTPUT_OCI_AUTH"] == {"name": "KOMPRESS_OUTPUT_OCI_AUTH", "value": "/kompress/oci-auth/.dockerconfigjson"}
+    assert "registry-push" not in json.dumps(container(job).get("envFrom", [])) and "secretKeyRef" not in json.dumps(container(job)["env"])
+    # planning never needs the registry
+    plan = children.build_plan_job(parse(_oci(credentialsSecret="registry-push")), CONFIG)
+    assert "volumes" not in plan["spec"]["template"]["spec"] and "KOMPRESS_OUTPUT_OCI_AUTH" not in env_of(plan)
+
+
+def test_an_anonymous_oci_output_mounts_nothing():
+    job = worker(_oci(insecure=True))
+    assert "oci-auth" not in {m["name"] for m in container(job)["volumeMounts"]}
+    assert "KOMPRESS_OUTPUT_OCI_AUTH" not in env_of(job)

@@ -332,6 +332,19 @@ def test_success_puts_the_workers_result_in_status():
     assert reasons(update) == [("Normal", "Succeeded")]
 
 
+def test_an_hf_output_shows_its_commit_and_signature_in_the_status():
+    commit = "2f01a7d2f16cdd38838c5fff1a64c2c0788ab374"
+    destination = api.PublishedDestination(kind="hf", reference=f"hf://kompress/tiny@{commit}", commit=commit, revision="main", signature="model.sig")
+    result = RESULT.model_copy(update={"output_uri": "hf://kompress/tiny", "manifest_uri": f"hf://kompress/tiny@{commit}/kompress.json", "destination": destination})
+    scene = Scene().worker_running({"stage": "publish", "percent": 97})
+    scene.step()
+    scene.worker_pods = [pod_for(scene.worker_job, "aaaaa").succeeded(result).obj()]
+    scene.worker_job = JobWrapper(scene.worker_job).complete().obj()
+    update = scene.step()
+    assert update.status["result"]["destination"] == {"kind": "hf", "reference": f"hf://kompress/tiny@{commit}", "commit": commit, "revision": "main", "signature": "model.sig"}
+    assert cond(update, "Succeeded")["message"].startswith(f"published 105.6 GB to hf://kompress/tiny (hf: hf://kompress/tiny@{commit}), signed (model.sig)")
+
+
 def _failure(result: WorkerResult) -> Any:
     return lambda p: p.failed(result.exit_code, result)
 
@@ -529,3 +542,20 @@ def test_a_missed_task_drop_keeps_the_scores_and_the_figures_in_the_failed_messa
     assert failed["reason"] == "QualityGateFailed" and line in failed["message"]
     assert update.status["result"]["metrics"]["tasks"][0]["compressed"] == 0.8542
     assert update.status["result"]["rejectedUri"] == "s3://models/tiny.rejected"
+
+
+def test_an_oci_image_reaches_the_status_by_digest_and_the_succeeded_message_names_it():
+    digest = "sha256:" + "ab" * 32
+    pushed = RESULT.model_copy(update={
+        "output_uri": "oci://registry.example/models/tiny:w4a16",
+        "manifest_uri": f"oci://registry.example/models/tiny@{digest}#/models/kompress.json",
+        "destination": api.PublishedDestination(kind="oci", reference=f"oci://registry.example/models/tiny@{digest}", digest=digest, tag="w4a16"),
+    })
+    scene = Scene().worker_running({"stage": "publish", "percent": 97})
+    scene.step()
+    scene.worker_pods = [pod_for(scene.worker_job, "aaaaa").succeeded(pushed).obj()]
+    scene.worker_job = JobWrapper(scene.worker_job).complete().obj()
+    update = scene.step()
+    assert update.status["result"]["destination"] == {"kind": "oci", "reference": f"oci://registry.example/models/tiny@{digest}", "digest": digest, "tag": "w4a16"}
+    assert cond(update, "Succeeded")["message"].startswith(
+        f"published 105.6 GB to oci://registry.example/models/tiny:w4a16 (oci: oci://registry.example/models/tiny@{digest}) (2.0x smaller")

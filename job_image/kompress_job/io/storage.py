@@ -1,9 +1,11 @@
-"""Where a compressed model is published: an S3 prefix or a local folder, with one behaviour for both.
+"""Where a compressed model is published: an S3 prefix, a local folder, a Hub repository (kompress_job.io.hub_destination)
+or an OCI image (kompress_job.io.oci), with one behaviour for all.
 
 Owns: the destination of spec.output.uri (and its `.rejected` sibling for models that missed the
 quality gate), checking early that it can be written, reading and deleting the manifest, uploading
 files (skipping those already there with the same content) and reporting each file's size and
-SHA-256. Files land whole: S3 completes an object atomically; a folder gets a rename.
+SHA-256. Files land whole: S3 completes an object atomically; a folder gets a rename; the Hub commits them all at once
+in finish().
 Must not: decide what is uploaded or in which order (stages/publish.py does: the manifest last).
 """
 
@@ -18,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from kompress_api.v1alpha1 import Output
+from kompress_api.v1alpha1 import Output, PublishedDestination
 
 from kompress_job.io.checksums import file_digests
 from kompress_job.errors import AccessDenied
@@ -30,6 +32,8 @@ from kompress_job.io.upload import abort_stale_uploads, UploadItem
 
 MANIFEST = "kompress.json"
 MODEL_CARD = "README.md"
+# The OpenSSF model signing signature of every other published file (spec.output.signing), beside them.
+SIGNATURE = "model.sig"
 REJECTED_SUFFIX = ".rejected"
 
 ByteCallback = Callable[[int, int], None]
@@ -43,6 +47,7 @@ class StoredFile:
     s3_checksum: str | None = None  # the store's own checksum (S3 SHA-256, composite for multipart)
     skipped: bool = False  # already there with the same content
     sent: int = 0  # bytes that went over the wire (less than size when an interrupted upload was resumed)
+    layer_digest: str | None = None  # oci: the digest of the image layer that holds the file
 
 
 class Destination(Protocol):
@@ -55,6 +60,7 @@ class Destination(Protocol):
     def put_text(self, name: str, text: str) -> StoredFile: ...
     def delete(self, names: list[str]) -> None: ...
     def finish(self) -> None: ...
+    def published(self) -> PublishedDestination: ...
 
 
 def rejected_uri(uri: str) -> str:
@@ -72,6 +78,14 @@ def rejected_uri(uri: str) -> str:
 def open_destination(output: Output, env: Mapping[str, str], *, uri: str | None = None, quick: bool = False) -> Destination:
     """The destination of `output` (or of `uri`, e.g. its rejected sibling). `quick`: few retries, short timeouts (preflight)."""
     uri = uri or output.uri
+    if uri.startswith("hf://"):
+        from kompress_job.io.hub_destination import HubDestination
+
+        return HubDestination(output, env, uri, quick=quick, replaceable=uri.rstrip("/") != output.uri.rstrip("/"))
+    if uri.startswith("oci://"):
+        from kompress_job.io.oci import OciDestination
+
+        return OciDestination(output, env, uri, quick=quick)
     if uri.startswith("s3://"):
         limits = {"max_attempts": 2, "connect_timeout": 5.0, "read_timeout": 30.0} if quick else {}
         client = make_client(output.s3, env, "output", **limits)
@@ -168,6 +182,9 @@ class S3Destination:
         except (ClientError, BotoCoreError) as exc:
             self._fail(exc)
 
+    def published(self) -> PublishedDestination:
+        return PublishedDestination(kind="s3", reference=self.uri)
+
     def finish(self) -> None:
         """Abort multipart uploads that interrupted runs left open under the prefix (they cost storage)."""
         from botocore.exceptions import BotoCoreError, ClientError
@@ -261,6 +278,9 @@ class FolderDestination:
     def delete(self, names: list[str]) -> None:
         for name in names:
             (self.root / name).unlink(missing_ok=True)
+
+    def published(self) -> PublishedDestination:
+        return PublishedDestination(kind="file", reference=self.uri)
 
     def finish(self) -> None:
         for tmp in self.root.rglob(".*.kompress-*.tmp"):

@@ -31,7 +31,6 @@ from kompress_job.errors import CalibrationNotFound, NoCalibrationSamples
 
 BUILTIN_SETS = ("chatterbot",)
 DATA_SUFFIXES = (".parquet", ".jsonl", ".json", ".jsonl.gz", ".json.gz")
-EVAL_LENGTH_CAP = 1024
 
 
 # ---------------------------------------------------------------------------------------------
@@ -372,7 +371,7 @@ def prepare(
     holdout_wanted = evaluation.samples if evaluation.enabled else 0
     wanted = cal.samples + holdout_wanted
     cal_len = cal.max_sequence_length
-    eval_len = evaluation.max_sequence_length or min(cal_len, EVAL_LENGTH_CAP)
+    eval_len = evaluation.sequence_length(cal_len)
     order = np.random.default_rng(cal.seed).permutation(len(rows))
     skipped: Counter = Counter(unreadable or {})
     texts: list[Rendered] = []

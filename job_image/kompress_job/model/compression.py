@@ -16,30 +16,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from kompress_job.errors import NoCalibrationSamples
-from kompress_job.recipe.resolve import ResolvedRecipe
-
-# Modifiers that run their own calibration pass over the data (llm-compressor 0.14's independent
-# pipeline gives each modifier its own sequential pass); QuantizationModifier needs one only for
-# static activation scales.
-_CALIBRATING = ("SparseGPTModifier", "WandaPruningModifier", "AWQModifier", "GPTQModifier", "SmoothQuantModifier", "AutoRoundModifier")
+from kompress_job.recipe.resolved import ResolvedRecipe
 
 ProgressFn = Callable[[int, int, str], None]
-
-
-def calibration_passes(resolved: ResolvedRecipe) -> int:
-    passes = 0
-    for modifier_type, args in resolved.recipe_modifiers():
-        if modifier_type in _CALIBRATING or (modifier_type == "QuantizationModifier" and _has_static_activations(args)):
-            passes += 1
-    return passes
-
-
-def _has_static_activations(args: dict[str, Any]) -> bool:
-    for group in (args or {}).get("config_groups", {}).values():
-        acts = group.get("input_activations") if isinstance(group, dict) else None
-        if acts and not acts.get("dynamic", False):
-            return True
-    return False
 
 
 @contextlib.contextmanager
@@ -56,7 +35,7 @@ def layer_progress(model: Any, resolved: ResolvedRecipe, samples: int, report: P
         report(1, 1, "weights quantized")
         return
     layers = [model.get_submodule(layout.name) for layout in resolved.inventory.layers]
-    passes = max(1, calibration_passes(resolved))
+    passes = max(1, resolved.calibration_passes)
     per_pass = max(1, len(layers) * samples * 2)
     total = per_pass * passes
     state = {"done": 0, "last": 0.0}

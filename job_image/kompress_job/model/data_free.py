@@ -28,7 +28,7 @@ from kompress_api.v1alpha1 import RecipePath
 
 from kompress_job.errors import InvalidSpec
 from kompress_job.recipe.patterns import exact_patterns
-from kompress_job.recipe.resolve import ResolvedRecipe
+from kompress_job.recipe.resolved import QUANTIZATION_MODIFIER, ResolvedRecipe
 
 DATA_FREE = "data-free"
 LOADED = "loaded"
@@ -38,9 +38,9 @@ def data_free_reason(resolved: ResolvedRecipe) -> str | None:
     """Why this recipe cannot run data-free (None when it can)."""
     if resolved.needs_calibration:
         return "it learns from calibration data (SparseGPT, AWQ, or calibrated activation scales)"
-    kinds = {kind for kind, _ in resolved.recipe_modifiers()}
-    if kinds - {"QuantizationModifier"}:
-        return f"model_free_ptq applies quantization schemes only, and this recipe also runs {', '.join(sorted(kinds - {'QuantizationModifier'}))}"
+    others = resolved.modifier_kinds - {QUANTIZATION_MODIFIER}
+    if others:
+        return f"model_free_ptq applies quantization schemes only, and this recipe also runs {', '.join(sorted(others))}"
     if any(a.sparsity for a in resolved.assignment.values()):
         return "it prunes, which needs the loaded model"
     if not any(a.scheme is not None for a in resolved.assignment.values()):
@@ -72,7 +72,7 @@ def ignore_list(resolved: ResolvedRecipe, extra_ignore: Iterable[str] = ()) -> l
 def quantization_config(resolved: ResolvedRecipe, extra_ignore: Iterable[str] = ()) -> dict[str, Any]:
     """compressed-tensors QuantizationConfig fields for model_free_ptq, from the resolved recipe's one
     QuantizationModifier (the same config groups the loaded path's oneshot gets)."""
-    modifiers = [args for kind, args in resolved.recipe_modifiers() if kind == "QuantizationModifier"]
+    modifiers = [args for kind, args in resolved.recipe_modifiers() if kind == QUANTIZATION_MODIFIER]
     if len(modifiers) != 1:
         raise ValueError(f"a data-free recipe has one QuantizationModifier, this one has {len(modifiers)}")
     return {"config_groups": modifiers[0]["config_groups"], "ignore": ignore_list(resolved, extra_ignore)}

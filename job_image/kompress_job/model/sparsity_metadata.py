@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from kompress_job.recipe.patterns import exact_patterns
-from kompress_job.recipe.resolve import ResolvedRecipe
+from kompress_job.recipe.resolved import ResolvedRecipe
 
 
 def _pruned(resolved: ResolvedRecipe) -> dict[str, str]:

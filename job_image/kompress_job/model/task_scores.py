@@ -34,11 +34,21 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from importlib.util import find_spec
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypedDict
 
 from kompress_api.v1alpha1 import MAX_STATUS_TASK_SCORES, TASK_CONFIG_MAP_MOUNT, EvaluationTask, TaskScore, TaskSource
 
 from kompress_job.errors import InvalidSpec, KompressError
+
+
+class TaskRunSummary(TypedDict):
+    """What the manifest records of the two lm-eval runs besides their scores (RunContext.task_summary)."""
+
+    backend: str
+    secondsOriginal: float | None
+    secondsCompressed: float | None
+    samples: dict[str, int]
+
 
 ORIGINAL_RECORD = "evaluation/tasks-original.json"
 SOURCE_DIR = "evaluation/task-source"

@@ -28,14 +28,31 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from kompress_job.model import sparsity_metadata
-from kompress_job.recipe.resolve import ResolvedRecipe
+from kompress_job.recipe.resolved import ResolvedRecipe
 from kompress_job.recipe.schemes import QuantArgs
 
 PROMPT = "Hello, how are you today?"
 MAX_FAILURES_SHOWN = 20
+
+
+class VerificationSummary(TypedDict):
+    """VerificationReport.summary(): what the verify stage leaves in RunContext.verification, as JSON."""
+
+    ok: bool
+    checkpoint: str
+    modules_checked: int
+    by_group: dict[str, int]
+    failures: list[str]
+    failure_count: int
+    logits_finite: bool | None
+    generated_tokens: int | None
+    sample: str | None
+    seconds: float | None
+    mode: str
+    mtp_tensors_checked: int | None
 
 
 @dataclass
@@ -56,7 +73,7 @@ class VerificationReport:
     def ok(self) -> bool:
         return not self.failures
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> VerificationSummary:
         return {
             "ok": self.ok,
             "checkpoint": self.checkpoint,

@@ -2,7 +2,8 @@
 
 Owns: its layout (format 1): source model and exact revision, preset and effective recipe,
 per-group module counts, calibration actually used, the multi-token-prediction layers kept or dropped, library versions,
-every file with its size and SHA-256, evaluation metrics, lm-eval task scores and gate outcome, stage timings. A prefix without this file is
+every file with its size and SHA-256, evaluation metrics, lm-eval task scores and gate outcome, stage timings, and (when
+signed) `signature`: the signature file's name, method and public key hash (outputs/signing.record). A prefix without this file is
 never a finished model; it is written last (stages/publish.py).
 Must not: do I/O beyond reading installed package versions, or hold any secret (only the spec's
 references and public facts go in).

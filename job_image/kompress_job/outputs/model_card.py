@@ -119,7 +119,44 @@ def task_table(tasks: dict[str, Any], gate: dict[str, Any]) -> list[str]:
     return lines
 
 
-def render(manifest: dict[str, Any], *, output_uri: str) -> str:
+def _fetch_line(output_uri: str, title: str, revision: str | None) -> tuple[str, str]:
+    """How a user gets the checkpoint from where it was published (a Hub repository downloaded, an S3 prefix synced, an OCI
+    image's /models taken out of it), and what to give vLLM."""
+    if output_uri.startswith("hf://"):
+        repo = output_uri[len("hf://") :]
+        branch = f" --revision {revision}" if revision and revision != "main" else ""
+        return f"hf download {repo}{branch} --local-dir ./{title}", f"./{title}"
+    if output_uri.startswith("s3://"):
+        return f"aws s3 sync {output_uri} ./{title}", f"./{title}"
+    if output_uri.startswith("oci://"):
+        image = output_uri[len("oci://"):]
+        return (f"mkdir -p ./{title} && crane export {image} - | tar -x -C ./{title} --strip-components=1 models   "
+                f"# KServe serves the image itself: storageUri {output_uri}"), f"./{title}"
+    return f"# the checkpoint is at {output_uri}", f"./{title}"
+
+
+def _signature_lines(manifest: dict[str, Any], output_uri: str, revision: str | None) -> list[str]:
+    signature = manifest.get("signature")
+    if not signature:
+        return []
+    where = output_uri + (f"@{revision}" if output_uri.startswith("hf://") and revision and revision != "main" else "")
+    anchor = "--key public-key.pem" if signature.get("method") == "key" else "--certificate-chain root.pem"
+    lines = [
+        "",
+        "## Signature",
+        "",
+        f"`{signature['path']}` is an [OpenSSF model signing](https://github.com/sigstore/model-transparency) signature "
+        f"({signature.get('library', 'model-signing')}, method `{signature.get('method')}`) over every file here, this card "
+        f"and `kompress.json` included. Public key SHA-256: `{signature.get('publicKeySha256')}`.",
+    ]
+    if signature.get("certificateSubject"):
+        lines += ["", f"Signing certificate: `{signature['certificateSubject']}`."]
+    lines += ["", "```sh", f"kompress verify {where} {anchor} --require-signature", "```"]
+    return lines
+
+
+def render(manifest: dict[str, Any], *, output_uri: str, branch: str | None = None) -> str:
+    """The card; `branch`: the Hub branch of an hf:// output (for its download line)."""
     source = manifest["source"]
     recipe = manifest["recipe"]
     preset = recipe.get("preset")
@@ -221,12 +258,13 @@ def render(manifest: dict[str, Any], *, output_uri: str) -> str:
             "compressed-tensors for research, or use the servable `w4a16-w8a8` preset.",
         ]
     else:
+        fetch, served = _fetch_line(output_uri, title, branch)
         lines += [
             "Copy the folder locally, then serve it with [vLLM](https://github.com/vllm-project/vllm):",
             "",
             "```sh",
-            f"aws s3 sync {output_uri} ./{title}" if output_uri.startswith("s3://") else f"# the checkpoint is at {output_uri}",
-            f"vllm serve ./{title}",
+            fetch,
+            f"vllm serve {served}",
             "```",
         ]
         if mtp and mtp.get("handling") == "keep" and mtp.get("tensors"):
@@ -235,9 +273,10 @@ def render(manifest: dict[str, Any], *, output_uri: str) -> str:
                 "With its multi-token-prediction layer as the draft (speculative decoding; vLLM's MTP method):",
                 "",
                 "```sh",
-                f"vllm serve ./{title} --speculative-config '{{\"method\":\"mtp\",\"num_speculative_tokens\":1}}'",
+                f"vllm serve {served} --speculative-config '{{\"method\":\"mtp\",\"num_speculative_tokens\":1}}'",
                 "```",
             ]
+    lines += _signature_lines(manifest, output_uri, branch)
     lines += [
         "",
         "## Reproduce",

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, NamedTuple
 
+from kompress_job.recipe.resolved import ResolvedRecipe
 from kompress_job.recipe.schemes import QuantArgs, Scheme
 
 # safetensors dtype names and their sizes in bytes.
@@ -200,7 +201,7 @@ def _suffixes(out_features: int, in_features: int, scheme: Scheme | None, dtype:
     return tuple(out)
 
 
-def layout(model: Any, resolved: Any, dtype: str) -> CheckpointLayout:
+def layout(model: Any, resolved: ResolvedRecipe, dtype: str) -> CheckpointLayout:
     """Every tensor the compressed checkpoint of `model` (meta device is fine) will hold under `resolved`
     (a kompress_job.recipe.ResolvedRecipe). `dtype`: the checkpoint's safetensors dtype (e.g. BF16)."""
     inventory = resolved.inventory

@@ -40,6 +40,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from kompress_job.recipe.resolved import STATIC_ACTIVATIONS, WEIGHTS_ONLY
+
 GB = 10**9
 GIB = 2**30
 # Python, torch, tokenizer, datasets and llm-compressor in each worker process: a tiny model's whole CPU run peaks
@@ -70,8 +72,9 @@ PASS_SECONDS = {
     "GPTQModifier": 1800,  # "GPTQ (weights only) ~ 30 minutes"
     "SparseGPTModifier": 1800,  # the same Hessian-based method as GPTQ; no separate published figure
     "AWQModifier": 1800,  # "AWQ (weights only) ~ 30 minutes"
-    "static-activations": 1200,  # "RTN weights and activations ~ 20 minutes"
-    "weights-only": 60,  # "RTN weights only ~ 1 minute"
+    "AutoRoundModifier": 1800,  # no published figure: counted as GPTQ's, the other per-layer optimisation of weights
+    STATIC_ACTIVATIONS: 1200,  # "RTN weights and activations ~ 20 minutes"
+    WEIGHTS_ONLY: 60,  # "RTN weights only ~ 1 minute"
 }
 # Published DDP figure (Qwen3-30B-A3B GPTQ: 14,208 s on 1 GPU, 3,694 s on 4): 3.8x on 4 GPUs, 95 % per GPU.
 DDP_EFFICIENCY = 0.95
@@ -98,7 +101,7 @@ class Workload:
     calibration_samples: int
     calibration_length: int
     needs_calibration: bool
-    passes: list[str]  # kinds of calibration pass, keys of PASS_SECONDS
+    passes: list[str]  # what each modifier runs (kompress_job.recipe.resolved.modifier_pass), keys of PASS_SECONDS
     awq: bool
     moe: bool
     evaluation_samples: int  # 0: evaluation off
@@ -260,8 +263,8 @@ def compress_time(w: Workload) -> StageTime:
         return StageTime("compress", None, "no estimate without a GPU (the published figures are GPU runs)")
     scale = w.parameters / REFERENCE_PARAMETERS
     tokens = w.calibration_samples * w.calibration_length / REFERENCE_TOKENS
-    kinds = w.passes or ["weights-only"]
-    seconds = sum(PASS_SECONDS[k] * scale * (1 if k == "weights-only" else tokens) for k in kinds)
+    kinds = w.passes or [WEIGHTS_ONLY]
+    seconds = sum(PASS_SECONDS[k] * scale * (1 if k == WEIGHTS_ONLY else tokens) for k in kinds)
     speedup = _speedup(w.devices, w.distributed)
     basis = (
         f"llm-compressor's published A100 runtimes for Llama-3-8B (GPTQ/AWQ ~30 min, static activations ~20 min, weights only "

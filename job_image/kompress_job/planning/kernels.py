@@ -29,6 +29,7 @@ from kompress_job.planning import problems as P
 from kompress_job.planning.problems import Problem, examples
 from kompress_job.recipe.inventory import Role
 from kompress_job.recipe.presets import Parallelism
+from kompress_job.recipe.resolved import ResolvedRecipe
 
 DEFAULT_GPU = GpuArchitecture.HOPPER
 ORDER = [GpuArchitecture.AMPERE, GpuArchitecture.ADA, GpuArchitecture.HOPPER, GpuArchitecture.BLACKWELL]
@@ -110,7 +111,7 @@ def kernel(scheme: Any, gpu: GpuArchitecture, expert: bool) -> tuple[bool, str]:
     return False, f"W4A4 FP4 is not served on {gpu.value}: vLLM runs FP4 activations only on Blackwell's FP4 tensor cores"
 
 
-def check(resolved: Any, target: ServingTarget) -> list[Problem]:
+def check(resolved: ResolvedRecipe, target: ServingTarget) -> list[Problem]:
     """Schemes with no vLLM kernel on the target GPU (warnings: the job still makes what was asked)."""
     seen: dict[tuple[str, bool], tuple[bool, str, list[str]]] = {}
     for m in resolved.inventory.modules:

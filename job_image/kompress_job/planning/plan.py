@@ -26,10 +26,10 @@ from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kompress_api.exit_codes import ExitCode
-from kompress_api.v1alpha1 import CompressionJob, PlanProblem, PlanSummary, model_uri_scheme
+from kompress_api.v1alpha1 import CompressionJob, PlanProblem, PlanSummary, RecipePath, model_uri_scheme
 
 from kompress_job import collector
 
@@ -43,10 +43,17 @@ from kompress_job.planning import kernels, serving
 from kompress_job.planning import mtp as mtp_planning
 from kompress_job.planning.model import config_dtype, dtype_bytes, load_dtype, meta_model, standard_names, ASSUMED_DTYPE
 from kompress_job.planning.problems import Problem, examples
+from kompress_job.recipe.resolved import ResolvedRecipe
+from kompress_job.recipe.presets import Fallback
+from kompress_job.recipe.schemes import Scheme
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from kompress_job.planning.cache import CacheView
 
 # A share of the parameters kept 16-bit above which the plan says so (lm_head and routers alone are ~1 %).
 KEPT_SHARE_WARNING = 0.10
-EVALUATION_MAX_LENGTH = 1024  # spec.evaluation.maxSequenceLength's default cap
 
 # Resolver refusals that are the recipe's fault: they become plan errors (with their own exit code) and the resolver's message.
 _REFUSALS = {
@@ -62,7 +69,7 @@ class GroupPlan:
     """One module group: modules that get the same treatment, and what they cost in the checkpoint."""
 
     name: str
-    scheme: Any  # kompress_job.recipe.schemes.Scheme | None
+    scheme: Scheme | None
     sparsity: str | None
     format: str
     modules: int
@@ -128,12 +135,12 @@ class Plan:
     serving: str | None
     roles: dict[str, dict[str, Any]] = field(default_factory=dict)  # role -> modules, parameters, groups
     tensor_parallel: dict[str, Any] = field(default_factory=dict)  # serving.tensor_parallel_summary
-    serving_target: Any = None  # planning.kernels.ServingTarget: spec.serving with its defaults
+    serving_target: kernels.ServingTarget | None = None  # spec.serving with its defaults
     serving_verdict: str = ""  # "servable by vLLM at TP 4 on hopper", or why not
     recipe_path: str | None = None  # "data-free" or "loaded" (kompress_job.model.data_free.choose_path)
-    resolved: Any = None  # the ResolvedRecipe (None when the recipe was refused)
-    layout: Any = None  # planning.checkpoint.CheckpointLayout: every tensor the checkpoint will hold
-    cache: Any = None  # planning.cache.CacheView: what the model cache holds of this model (None without a cache)
+    resolved: ResolvedRecipe | None = None  # None when the recipe was refused
+    layout: ckpt.CheckpointLayout | None = None  # every tensor the checkpoint will hold
+    cache: CacheView | None = None  # what the model cache holds of this model (None without a cache)
 
     # -- figures -------------------------------------------------------------------------------------------
     @property
@@ -265,7 +272,7 @@ def _make_plan(job: CompressionJob, config: Mapping[str, Any], devices: int | No
     problems: list[Problem] = []
 
     # 2. The recipe, resolved as the worker resolves it; its refusals become errors.
-    resolved = None
+    resolved: ResolvedRecipe | None = None
     target = kernels.target_of(job)
     try:
         resolved = resolve(spec.recipe, model, parallelism=target.parallelism)
@@ -294,7 +301,7 @@ def _make_plan(job: CompressionJob, config: Mapping[str, Any], devices: int | No
         tensors, shards = len(lay.tensors), lay.shards()
 
     # 4. Memory, disk and time; then every problem.
-    workload = _workload(job, config, model, resolved, total, dtype, source_dtype, estimated, mtp, devices, path)
+    workload = _workload(job, config, resolved, total, dtype, source_dtype, estimated, mtp, devices, path)
     if job.spec.resources.shm is None and workload.distributed:
         # Unset /dev/shm is sized like unset memory and scratch: to what the run needs. With several GPUs that is
         # the whole model (the ranks share it there), so nothing is offloaded to disk and re-read for every layer.
@@ -340,7 +347,7 @@ def _make_plan(job: CompressionJob, config: Mapping[str, Any], devices: int | No
         serving_target=target,
         serving_verdict=kernels.verdict(servable, target, problems, len(per_tp.get(target.tensor_parallel, []))),
         serving=resolved.serving if resolved is not None else None,
-        roles=_roles(resolved) if resolved is not None else {},
+        roles=resolved.role_table() if resolved is not None else {},
         tensor_parallel=serving.tensor_parallel_summary(per_tp),
         recipe_path=path,
         resolved=resolved,
@@ -348,32 +355,19 @@ def _make_plan(job: CompressionJob, config: Mapping[str, Any], devices: int | No
     )
 
 
-def _roles(resolved: Any) -> dict[str, dict[str, Any]]:
-    """Per role (gate_proj counted as a role of its own as well): modules, parameters, and the groups they fall in."""
-    table: dict[str, dict[str, Any]] = {}
-    for m in resolved.inventory.modules:
-        group = resolved.assignment[m.name].group
-        for role in [m.role.value] + (["gate_proj"] if m.is_gate_proj else []):
-            row = table.setdefault(role, {"modules": 0, "parameters": 0, "groups": {}})
-            row["modules"] += 1
-            row["parameters"] += m.parameters
-            row["groups"][group] = row["groups"].get(group, 0) + 1
-    return dict(sorted(table.items()))
-
-
-def _last_decoder_layer(model: Any, resolved: Any) -> Any:
+def _last_decoder_layer(model: nn.Module, resolved: ResolvedRecipe | None) -> nn.Module | None:
     if resolved is not None and resolved.inventory.layers:
         return model.get_submodule(resolved.inventory.layers[-1].name)
     layers = getattr(getattr(model, "model", None), "layers", None)  # the recipe was refused: transformers' usual place
     return layers[-1] if layers is not None and len(layers) else None
 
 
-def _layer_cost(resolved: Any, dtype: str) -> tuple[int, int, int]:
+def _layer_cost(resolved: ResolvedRecipe, dtype: str) -> tuple[int, int, int]:
     """(weights, Hessians, widest activation) of the decoder layer with the most weights + Hessians."""
-    kinds = {kind for kind, _ in resolved.recipe_modifiers()}
-    weights: dict[Any, int] = defaultdict(int)
-    hessians: dict[Any, int] = defaultdict(int)
-    widest: dict[Any, int] = defaultdict(int)
+    kinds = resolved.modifier_kinds
+    weights: dict[int, int] = defaultdict(int)
+    hessians: dict[int, int] = defaultdict(int)
+    widest: dict[int, int] = defaultdict(int)
     for m in resolved.inventory.modules:
         if m.layer is None:
             continue
@@ -388,24 +382,18 @@ def _layer_cost(resolved: Any, dtype: str) -> tuple[int, int, int]:
     return weights[layer], hessians[layer], widest[layer]
 
 
-def _passes(resolved: Any) -> list[str]:
-    """The calibration passes llm-compressor will run (one per calibrating modifier), as footprint.PASS_SECONDS keys."""
-    out = []
-    for kind, args in resolved.recipe_modifiers():
-        if kind in ("GPTQModifier", "SparseGPTModifier", "AWQModifier"):
-            out.append(kind)
-        elif kind in ("WandaPruningModifier", "SmoothQuantModifier"):
-            out.append("static-activations")
-        elif kind == "QuantizationModifier":
-            static = any(
-                isinstance(g, dict) and g.get("input_activations") and not g["input_activations"].get("dynamic", False)
-                for g in (args or {}).get("config_groups", {}).values()
-            )
-            out.append("static-activations" if static else "weights-only")
-    return out
-
-
-def _workload(job, config, model, resolved, total, dtype, source_dtype, estimated, mtp, devices, path) -> fp.Workload:
+def _workload(
+    job: CompressionJob,
+    config: Mapping[str, Any],
+    resolved: ResolvedRecipe | None,
+    total: int,
+    dtype: str,
+    source_dtype: str,
+    estimated: int | None,
+    mtp: mtp_planning.MtpPlan | None,
+    devices: int,
+    path: str | None,
+) -> fp.Workload:
     spec = job.spec
     text = config.get("text_config") if isinstance(config.get("text_config"), dict) else config
     model_bytes = total * dtype_bytes(dtype)
@@ -415,7 +403,7 @@ def _workload(job, config, model, resolved, total, dtype, source_dtype, estimate
     layer_bytes, hessian_bytes, widest = _layer_cost(resolved, dtype) if resolved is not None else (0, 0, int(text.get("hidden_size") or 0))
     evaluation = spec.evaluation
     calibrating = bool(resolved.needs_calibration) if resolved is not None else True
-    evaluation_length = evaluation.max_sequence_length or min(spec.calibration.max_sequence_length, EVALUATION_MAX_LENGTH)
+    evaluation_length = evaluation.sequence_length(spec.calibration.max_sequence_length)
     # The evaluation stages' own model of their cost (the batches they will really run), from config.json alone.
     evaluation_cost = fidelity.estimate(config, evaluation.samples, evaluation_length, dtype_bytes=dtype_bytes(dtype)) if evaluation.enabled else None
     return fp.Workload(
@@ -433,8 +421,8 @@ def _workload(job, config, model, resolved, total, dtype, source_dtype, estimate
         calibration_samples=spec.calibration.samples,
         calibration_length=spec.calibration.max_sequence_length,
         needs_calibration=calibrating,
-        passes=_passes(resolved) if resolved is not None else [],
-        awq=resolved is not None and any(k == "AWQModifier" for k, _ in resolved.recipe_modifiers()),
+        passes=resolved.passes if resolved is not None else [],
+        awq=resolved is not None and "AWQModifier" in resolved.modifier_kinds,
         moe=resolved is not None and resolved.inventory.is_moe,
         evaluation_samples=evaluation.samples if evaluation.enabled else 0,
         evaluation_length=evaluation_length,
@@ -450,7 +438,7 @@ def _workload(job, config, model, resolved, total, dtype, source_dtype, estimate
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _recipe_path(path: Any, resolved: Any, problems: list[Problem]) -> str | None:
+def _recipe_path(path: RecipePath, resolved: ResolvedRecipe | None, problems: list[Problem]) -> str | None:
     """The path the worker will take (kompress_job.model.data_free.choose_path); a data-free path the recipe cannot take
     is an error here, before any GPU is asked for."""
     from kompress_job.model import data_free
@@ -464,8 +452,8 @@ def _recipe_path(path: Any, resolved: Any, problems: list[Problem]) -> str | Non
         return None
 
 
-def _fallback_problems(resolved: Any) -> list[Problem]:
-    grouped: dict[tuple[str, str, str], list[Any]] = defaultdict(list)
+def _fallback_problems(resolved: ResolvedRecipe) -> list[Problem]:
+    grouped: dict[tuple[str, str, str], list[Fallback]] = defaultdict(list)
     for f in resolved.fallbacks:
         grouped[(f.requested, f.applied, f.reason)].append(f)
     out = []
@@ -503,7 +491,7 @@ def _kept_share(groups: list[GroupPlan], total: int, dtype: str) -> list[Problem
     ]
 
 
-def _nothing_compressed(resolved: Any) -> list[Problem]:
+def _nothing_compressed(resolved: ResolvedRecipe) -> list[Problem]:
     if any(a.scheme is not None or a.sparsity for a in resolved.assignment.values()):
         return []
     return [P.warning(P.NOTHING_COMPRESSED, "the recipe quantizes and prunes no module: the checkpoint will be the model as it is", "check the recipe's targets")]

@@ -30,6 +30,7 @@ from typing import Any
 from kompress_job.planning import problems as P
 from kompress_job.planning.problems import Problem, examples
 from kompress_job.recipe.inventory import ATTENTION_INPUT_NAMES, ATTENTION_OUTPUT_NAMES, DOWN_PROJ_NAMES, GATE_PROJ_NAMES, UP_PROJ_NAMES, Role
+from kompress_job.recipe.resolved import ResolvedRecipe
 
 TENSOR_PARALLEL = (1, 2, 4, 8)
 MARLIN_MIN_K = 128  # vLLM marlin_utils GPTQ_MARLIN_MIN_THREAD_K
@@ -42,7 +43,7 @@ def _scheme_key(a: Any) -> str:
     return a.scheme.name if a.scheme is not None else "16-bit"
 
 
-def check(resolved: Any, per_tp: dict[int, list[tuple[Any, str]]] | None = None) -> list[Problem]:
+def check(resolved: ResolvedRecipe, per_tp: dict[int, list[tuple[Any, str]]] | None = None) -> list[Problem]:
     """Every vLLM serving problem of a resolved recipe (kompress_job.recipe.ResolvedRecipe); `per_tp`: misaligned(resolved)."""
     inv = resolved.inventory
     assignment = resolved.assignment
@@ -177,7 +178,7 @@ def _misaligned(m: Any, a: Any, tp: int) -> str | None:
     return None
 
 
-def misaligned(resolved: Any) -> dict[int, list[tuple[Any, str]]]:
+def misaligned(resolved: ResolvedRecipe) -> dict[int, list[tuple[Any, str]]]:
     """For each tensor-parallel degree: the weight-only quantized modules that do not fit Marlin, and why."""
     assignment = resolved.assignment
     modules = [m for m in resolved.inventory.modules if m.is_linear and _marlin(assignment[m.name])]
@@ -245,7 +246,7 @@ def _alignment(per_tp: dict[int, list[tuple[Any, str]]]) -> list[Problem]:
     return out
 
 
-def servable(resolved: Any, found: list[Problem]) -> bool | None:
+def servable(resolved: ResolvedRecipe, found: list[Problem]) -> bool | None:
     """Whether vLLM can load the checkpoint at all (alignment problems only limit kernels or TP degrees)."""
     if any(p.code in NOT_LOADABLE for p in found):
         return False

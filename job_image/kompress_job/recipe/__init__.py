@@ -6,6 +6,7 @@
     presets     the four named recipes as role -> scheme rules, and the llm-compressor recipe for them
     awq         AWQ smoothing mappings derived from the layers that exist
     custom      spec.recipe.custom: parsed by llm-compressor's own classes, checked against the model
+    resolved    ResolvedRecipe: the groups, role table, calibration passes and records of one resolution
     resolve     resolve(recipe_spec, model) -> ResolvedRecipe, shared by the planner and the worker
 
 `import kompress_job.recipe` imports neither torch, llm-compressor nor compressed-tensors; resolving a
@@ -13,6 +14,7 @@ preset needs only torch (for the model). Custom recipes import llm-compressor to
 """
 
 from kompress_job.recipe.inventory import ModuleInventory, Role, WeightModule, build_inventory
-from kompress_job.recipe.resolve import ModuleGroup, ResolvedRecipe, resolve
+from kompress_job.recipe.resolve import resolve
+from kompress_job.recipe.resolved import ModuleGroup, ResolvedRecipe
 
 __all__ = ["ModuleGroup", "ModuleInventory", "ResolvedRecipe", "Role", "WeightModule", "build_inventory", "resolve"]

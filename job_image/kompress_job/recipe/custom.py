@@ -29,6 +29,7 @@ from kompress_job.errors import InvalidRecipe, OverlappingGroups, TargetsMatchNo
 from kompress_job.recipe.inventory import ModuleInventory
 from kompress_job.recipe.patterns import matches
 from kompress_job.recipe.presets import Assignment
+from kompress_job.recipe.resolved import ResolvedRecipe
 from kompress_job.recipe.schemes import Scheme, scheme_from_ct
 
 PRUNABLE_CLASSES = ("Linear", "Conv1d", "Conv2d", "Conv3d")
@@ -104,12 +105,10 @@ class _Checker:
                 self.unmatched.append(f"{where}: {entry!r}")
 
 
-def resolve_custom(text: str, inventory: ModuleInventory):
+def resolve_custom(text: str, inventory: ModuleInventory) -> ResolvedRecipe:
     from llmcompressor.modifiers.pruning.sparsegpt.sgpt_base import SparsityModifierBase
     from llmcompressor.modifiers.quantization.quantization.mixin import QuantizationMixin
     from llmcompressor.modifiers.transform import AWQModifier
-
-    from kompress_job.recipe.resolve import ResolvedRecipe, _groups
 
     recipe, raw = parse(text)
     check = _Checker(inventory)
@@ -153,7 +152,6 @@ def resolve_custom(text: str, inventory: ModuleInventory):
         preset=None,
         inventory=inventory,
         assignment=assignment,
-        groups=_groups(inventory, assignment),
         recipe=raw,
         warnings=list(inventory.notes) + warnings,
         servable=None,

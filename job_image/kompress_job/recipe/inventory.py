@@ -76,6 +76,12 @@ class WeightModule:
         return self.role in MLP_ROLES and self.leaf in GATE_PROJ_NAMES
 
     @property
+    def roles(self) -> list[str]:
+        """The roles records count this module under: its own, and gate_proj as a role of its own as well (presets
+        may treat the gating half of an MLP apart from up_proj)."""
+        return [self.role.value, "gate_proj"] if self.is_gate_proj else [self.role.value]
+
+    @property
     def parameters(self) -> int:
         return self.in_features * self.out_features
 

@@ -143,7 +143,7 @@ def _with_original(ctx: RunContext, rows: list[list[int]], tasks: list) -> None:
 
 def _prepare_tasks(ctx: RunContext) -> None:
     evaluation = ctx.job.spec.evaluation
-    servable = getattr(ctx.plan, "servable", None)
+    servable = ctx.plan.servable if ctx.plan is not None else None
     ctx.task_backend = task_scores.choose_backend(evaluation.task_backend, devices=ctx.devices, servable=servable, has_vllm=task_scores.vllm_installed())
     ctx.task_folder = task_scores.task_folder(evaluation.task_source, ctx.workdir, dict(ctx.env))
 

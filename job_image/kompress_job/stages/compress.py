@@ -1,6 +1,7 @@
-"""compress: resolve spec.recipe against the loaded model, refuse what cannot be right, run llm-compressor.
+"""compress: run llm-compressor with the resolved recipe, refuse what cannot be right.
 
-    1. resolve: groups, fallbacks, warnings, the exact llm-compressor recipe (ctx.recipe)
+    1. the recipe the plan stage resolved (ctx.recipe: groups, fallbacks, warnings, the exact llm-compressor
+       recipe), logged
     2. one accelerator or none: oneshot in this process, on ctx.model
        several, and the recipe learns from data: llm-compressor's distributed oneshot under torchrun
        (kompress_job.model.distributed); the ranks also write the checkpoint, which the save stage completes.
@@ -14,19 +15,21 @@ rewrites the safetensors files one by one into the checkpoint folder, on the GPU
 
 from __future__ import annotations
 
+import logging
+
+from kompress_job.context import RunContext
+from kompress_job.errors import CompressionMismatch
 from kompress_job.model import data_free, distributed, modelio
 from kompress_job.model.compression import planned_vs_applied, run_oneshot
-from kompress_job.context import RunContext
-from kompress_job.planning import kernels
-from kompress_job.errors import CompressionMismatch
-from kompress_job.recipe import resolve
+from kompress_job.recipe import ResolvedRecipe
 
 
 def run(ctx: RunContext) -> None:
     spec = ctx.job.spec
-    resolved = resolve(spec.recipe, ctx.model, parallelism=kernels.target_of(ctx.job).parallelism)
-    ctx.recipe = resolved
-    _log_plan(ctx)
+    resolved = ctx.recipe
+    if resolved is None:
+        raise RuntimeError("the compress stage runs after the plan or load-model stage, which resolves the recipe")
+    _log_plan(resolved, ctx.log)
 
     def report(done: int, total: int, message: str) -> None:
         ctx.progress.set_steps(done, total, message=message)
@@ -92,13 +95,11 @@ def _on_meta(model) -> bool:
     return any(p.device.type == "meta" for p in model.parameters())
 
 
-def _log_plan(ctx: RunContext) -> None:
-    summary = ctx.recipe.summary()
+def _log_plan(resolved: ResolvedRecipe, log: logging.Logger) -> None:
+    summary = resolved.summary()
     for group in summary["groups"]:
-        ctx.log.info(
-            "group %s: %d modules, %s", group["name"], group["modules"], ", ".join(f"{k} {v}" for k, v in group["roles"].items()), extra={"stage": "compress"}
-        )
+        log.info("group %s: %d modules, %s", group["name"], group["modules"], ", ".join(f"{k} {v}" for k, v in group["roles"].items()), extra={"stage": "compress"})
     for fallback in summary["fallbacks"]:
-        ctx.log.warning("fallback: %s: %s -> %s (%s)", fallback["module"], fallback["requested"], fallback["applied"], fallback["reason"], extra={"stage": "compress"})
+        log.warning("fallback: %s: %s -> %s (%s)", fallback["module"], fallback["requested"], fallback["applied"], fallback["reason"], extra={"stage": "compress"})
     for warning in summary["warnings"]:
-        ctx.log.warning("%s", warning, extra={"stage": "compress"})
+        log.warning("%s", warning, extra={"stage": "compress"})

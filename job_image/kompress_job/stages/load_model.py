@@ -6,7 +6,9 @@ Otherwise, one accelerator or none: the whole model is loaded into host memory h
 layer at a time to the GPU), MoE experts as per-expert Linear layers. Several accelerators: only the
 structure is built, on the meta device (the resolver needs no weights); each DDP rank of the compress
 stage loads the weights itself (kompress_job.model.distributed), so the parent never holds a copy.
-Fills ctx.model, ctx.tokenizer and ctx.recipe_path.
+The recipe is the plan stage's resolution (ctx.recipe); only when no plan stage ran (a harness that starts here) is
+it resolved here, on the structure, before any weight is read.
+Fills ctx.model, ctx.tokenizer, ctx.recipe_path (and ctx.recipe when no plan stage ran).
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ def run(ctx: RunContext) -> None:
     if ctx.tokenizer is None:
         ctx.tokenizer = modelio.load_tokenizer(folder, trust_remote_code=spec.trust_remote_code)
     structure = modelio.meta_model(folder, trust_remote_code=spec.trust_remote_code)
-    ctx.recipe_path = data_free.choose_path(ctx.job.spec.recipe.path, resolve(ctx.job.spec.recipe, structure, parallelism=kernels.target_of(ctx.job).parallelism))
+    if ctx.recipe is None:
+        ctx.recipe = resolve(ctx.job.spec.recipe, structure, parallelism=kernels.target_of(ctx.job).parallelism)
+    ctx.recipe_path = data_free.choose_path(ctx.job.spec.recipe.path, ctx.recipe)
     ctx.log.info("recipe path: %s", ctx.recipe_path, extra={"stage": "load-model"})
     if ctx.recipe_path == data_free.DATA_FREE:
         ctx.progress.message("data-free recipe: the model's structure only (the weights are rewritten file by file)")

@@ -3,7 +3,8 @@
 config.json and the safetensors index (at the revision preflight resolved, so plan and weights agree; from the model
 cache when they are there, planning.cache.plan_inputs), the recipe resolved on the meta device. Errors refuse the job here with every error and its fix, and the plan's exit code
 (Plan.exit: their own when they are all of one kind, e.g. TargetsMatchNothing 14, else PlanRejected 20); warnings go to
-the log. Fills ctx.plan (kompress_job.planning.plan.Plan: its bf16_bytes give the result's compression ratio) and
+the log. Fills ctx.plan (kompress_job.planning.plan.Plan: its bf16_bytes give the result's compression ratio),
+ctx.recipe (the plan's resolution, which the later stages use: the recipe is resolved once) and
 ctx.resolved_revision when the Hub named one.
 """
 
@@ -28,6 +29,7 @@ def run(ctx: RunContext) -> None:
     ctx.progress.message("planning from config.json")
     plan = cache_plan.apply(make_plan(ctx.job, config, devices=ctx.devices, weight_names=names), view)
     ctx.plan = plan
+    ctx.recipe = plan.resolved  # None only when refused, and then this stage raises below
     ctx.log.info("plan: %s", plan.headline(), extra={"stage": "plan"})
     if plan.cache is not None:
         ctx.log.info("plan: model %s", plan.cache.line(), extra={"stage": "plan"})

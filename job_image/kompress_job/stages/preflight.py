@@ -2,7 +2,8 @@
 
 Checks, before any download or GPU work: the output is not the model's folder (symlinks resolved), it can be written with the given credentials
 (AccessDenied), its endpoint answers (StorageUnreachable), no finished model is already there unless
-spec.output.overwrite (OutputExists); the model and the calibration data exist and can be read.
+spec.output.overwrite (OutputExists; for hf://, a branch that holds files); the signing key of spec.output.signing is
+there and usable (AccessDenied); the model and the calibration data exist and can be read.
 Must not: download weights or data.
 """
 
@@ -14,6 +15,7 @@ from kompress_api import locations
 from kompress_api.v1alpha1 import CompressionJobSpec
 
 from kompress_job.model import calibration_data
+from kompress_job.outputs import signing
 
 from kompress_job.io import sources
 from kompress_job.context import RunContext
@@ -55,6 +57,9 @@ def run(ctx: RunContext) -> None:
     ctx.progress.set_steps(0, 3, message=f"checking the output {spec.output.uri}")
     check_not_the_model(spec)
     check_output(ctx)
+    if spec.output.signing is not None:
+        material = signing.load_material(spec.output.signing, ctx.env)
+        ctx.log.info("signing with a %s (public key sha256 %s)", "certificate" if material.method == "certificate" else "key", material.public_key_sha256)
     ctx.output_checked = True
     ctx.progress.set_steps(1, message=f"checking the model {spec.model.uri}")
     commit = sources.check_model(spec.model, ctx.env)

@@ -6,7 +6,11 @@ Order, and why:
    of its files change; then delete files only the old manifest listed.
 3. Upload every checkpoint file in parallel, with per-part SHA-256 checksums; files already there with
    the same content (an interrupted earlier attempt) are skipped.
-4. The model card README.md, then kompress.json. Readers treat a prefix without kompress.json as unfinished.
+4. The model card README.md, then (spec.output.signing) the signature model.sig over every published file, the card
+   and the manifest included, then kompress.json. Readers treat a prefix without kompress.json as unfinished.
+5. finish(): for an hf:// output the one commit that holds every file (nothing is in the repository before it); for an
+   oci:// image, the config and the manifest by tag, last (kompress_job.io.oci): until then no tag names the image. The
+   commit id or the digest is recorded (ctx.destination).
 A model that missed the quality gate (ctx.gate_failures) goes to the `<uri>.rejected` sibling instead,
 never under the final prefix; ctx.rejected_uri is set and the job fails with QualityGateFailed.
 Must not: write any secret value (the manifest and card pass through the redactor as a last guard).
@@ -21,10 +25,11 @@ from typing import Any
 
 from kompress_job.outputs import manifest as manifest_mod
 from kompress_job.outputs import model_card
+from kompress_job.outputs import signing as signing_mod
 from kompress_job.context import RunContext
 from kompress_job.errors import KompressError, OutputExists, QualityGateFailed
 from kompress_job.redaction import Redactor
-from kompress_job.io.storage import MANIFEST, MODEL_CARD, open_destination, rejected_uri
+from kompress_job.io.storage import MANIFEST, MODEL_CARD, SIGNATURE, open_destination, rejected_uri
 
 
 def checkpoint_files(folder: Path) -> list[tuple[Path, str]]:
@@ -32,7 +37,7 @@ def checkpoint_files(folder: Path) -> list[tuple[Path, str]]:
     files = []
     for path in sorted(folder.rglob("*")):
         name = path.relative_to(folder).as_posix()
-        if path.is_file() and name not in (MANIFEST, MODEL_CARD) and not name.startswith(".kompress"):
+        if path.is_file() and name not in (MANIFEST, MODEL_CARD, SIGNATURE) and not name.startswith(".kompress"):
             files.append((path, name))
     return files
 
@@ -53,6 +58,8 @@ def run(ctx: RunContext) -> None:
     uri = rejected_uri(spec.output.uri) if rejected else spec.output.uri
     destination = open_destination(spec.output, ctx.env, uri=uri)
     redact = Redactor.from_env(ctx.env)
+    # A rejected model is not signed: a signature by the release key reads as "approved" to supply-chain policies.
+    material = signing_mod.load_material(spec.output.signing, ctx.env) if spec.output.signing is not None and not rejected else None
 
     # 1. Nothing finished there (a rejected copy may always be replaced: it is never a finished model).
     destination.check_writable()
@@ -67,7 +74,8 @@ def run(ctx: RunContext) -> None:
             old_names = {f["path"] for f in json.loads(old_text).get("files", [])}
         except (ValueError, AttributeError):
             old_names = set()
-        stale = sorted(old_names - {name for _, name in files} - {MODEL_CARD})
+        # The old signature goes too: it signed the old files, and a new one (if any) is written before the manifest.
+        stale = sorted((old_names - {name for _, name in files} - {MODEL_CARD}) | {SIGNATURE})
         destination.delete(stale)
         ctx.log.info("publish: replacing the model at %s (%d stale files removed)", uri, len(stale))
 
@@ -89,7 +97,8 @@ def run(ctx: RunContext) -> None:
 
     # 4. Card, then manifest.
     def entry(s) -> dict:  # noqa: ANN001
-        return {"path": s.name, "size": s.size, "sha256": s.sha256, **({"s3Checksum": s.s3_checksum} if s.s3_checksum else {})}
+        return {"path": s.name, "size": s.size, "sha256": s.sha256, **({"s3Checksum": s.s3_checksum} if s.s3_checksum else {}),
+                **({"ociLayer": s.layer_digest} if s.layer_digest else {})}
 
     timings = dict(ctx.timings)
     timings["publish"] = round(time.monotonic() - started, 3)
@@ -108,17 +117,41 @@ def run(ctx: RunContext) -> None:
         libraries=manifest_mod.library_versions(),
         mtp=ctx.mtp.summary() if ctx.mtp is not None else None,
     )
-    card = destination.put_text(MODEL_CARD, _guarded(model_card.render(doc, output_uri=uri), redact, "model card", ctx))
+    if material is not None:
+        doc["signature"] = signing_mod.record(material, SIGNATURE)
+    card_text = _guarded(model_card.render(doc, output_uri=uri, branch=_branch(spec.output, uri)), redact, "model card", ctx)
+    card = destination.put_text(MODEL_CARD, card_text)
     doc["files"] = sorted([*doc["files"], entry(card)], key=lambda f: f["path"])
-    destination.put_text(MANIFEST, _guarded(manifest_mod.dumps(doc), redact, "manifest", ctx))
+    manifest_text = _guarded(manifest_mod.dumps(doc), redact, "manifest", ctx)
+    if material is not None:
+        # What is signed is what is published, the card and the manifest included; the signature goes before the manifest.
+        folder = signing_mod.stage(ctx.workdir / "signing" / "model", files, {MODEL_CARD: card_text, MANIFEST: manifest_text})
+        signature = ctx.workdir / "signing" / SIGNATURE
+        signing_mod.sign(folder, signature, material)
+        destination.upload([(signature, SIGNATURE)])
+        ctx.log.info("publish: signed %d files with model-signing (%s, public key sha256 %s)", len(files) + 2, material.method, material.public_key_sha256)
+    destination.put_text(MANIFEST, manifest_text)
     destination.finish()
     ctx.log.info("publish: %d files, %.2f GB at %s; manifest written", len(stored) + 1, doc["checkpointBytes"] / 1e9, uri)
+    published = destination.published()
+    if material is not None:
+        published = published.model_copy(update={"signature": SIGNATURE})
 
     if rejected:
-        ctx.rejected_uri = uri
+        ctx.rejected_uri = published.reference  # a Hub repository at its commit, an OCI image by its digest, else the prefix
         raise QualityGateFailed(f"the compressed model missed the quality gate ({'; '.join(ctx.gate_failures)}); kept for inspection at {uri}, not published to {spec.output.uri}")
     ctx.output_uri = uri
     ctx.manifest_uri = destination.uri_of(MANIFEST)
+    ctx.destination = published
+    if published.kind == "hf":
+        ctx.log.info("publish: commit %s on branch %s of %s", published.commit, published.revision, uri)
+
+
+def _branch(output, uri: str) -> str | None:  # noqa: ANN001
+    """The Hub branch an hf:// output is committed to (for the card's instructions), else None."""
+    if not uri.startswith("hf://"):
+        return None
+    return output.hugging_face.revision if output.hugging_face is not None else "main"
 
 
 def _tasks(ctx: RunContext) -> dict[str, Any] | None:

@@ -38,6 +38,10 @@ def status_report(cjob: dict[str, Any]) -> str:
         for key in ("outputUri", "manifestUri", "rejectedUri", "resolvedRevision"):
             if result.get(key):
                 lines.append(f"    {key:<18} {result[key]}")
+        destination = result.get("destination") or {}
+        if destination:
+            signed = f", signed ({destination['signature']})" if destination.get("signature") else ""
+            lines.append(f"    {'destination':<18} {destination.get('kind')}: {destination.get('reference')}{signed}")
         if result.get("checkpointBytes") is not None:
             lines.append(f"    {'checkpoint':<18} {human(result['checkpointBytes'])} (source as fetched: {human(result.get('originalBytes'))}"
                          + (f", {result['compressionRatio']}x smaller than bf16)" if result.get("compressionRatio") else ")"))
