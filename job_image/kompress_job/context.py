@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from kompress_api.v1alpha1 import CompressionJob, EvaluationMetrics, TaskScore
+from kompress_api.v1alpha1 import CompressionJob, EvaluationMetrics, PublishedDestination, TaskScore
 
 from kompress_job.progress import ProgressReporter
 
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from datasets import Dataset
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+    from kompress_job.io.cache.artifacts import Artifacts
     from kompress_job.io.cache.lock import InUse
     from kompress_job.model.fidelity import BaselineRecord
     from kompress_job.model.mtp.carry import CarryResult
@@ -52,6 +53,9 @@ class RunContext:
     source_bytes: int | None = None
     # the model cache's in-use mark of the entry, held until the worker ends
     cache_use: InUse | None = None
+    # what this run derives and keeps in the model cache (calibration samples, the baseline record), with its in-use
+    # marks; None without a cache (made by the first stage that asks)
+    artifacts: Artifacts | None = None
     # calibration: tokenized rows for calibration, and held-out rows for evaluation; the commit of a Hub dataset
     # (pinned by preflight)
     calibration_revision: str | None = None
@@ -86,8 +90,8 @@ class RunContext:
     # publish
     output_uri: str | None = None
     manifest_uri: str | None = None
-    # kompress_api PublishedDestination: the kind and the exact reference (an hf:// output's commit, an OCI image by digest)
-    destination: Any = None
+    # the kind and the exact reference (an hf:// output's commit, an OCI image by digest)
+    destination: PublishedDestination | None = None
     rejected_uri: str | None = None
 
     timings: dict[str, float] = field(default_factory=dict)

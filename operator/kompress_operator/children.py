@@ -297,6 +297,23 @@ def cache_claim(spec: api.CompressionJobSpec, config: OperatorConfig) -> str | N
     return (setting.claim_name if setting is not None else None) or config.cache_claim or None
 
 
+def cache_refusal(spec: api.CompressionJobSpec, config: OperatorConfig) -> str | None:
+    """Why this job cannot run as written: it asks for the model cache (spec.model.cache.enabled true) and there is
+    no claim to mount, neither its own nor the operator's. None when it can (a volume folder is never cached, so
+    it never needs one)."""
+    setting = spec.model.cache
+    if setting is None or not setting.enabled or api.model_uri_scheme(spec.model.uri) == "file":
+        return None
+    if setting.claim_name or config.cache_claim:
+        return None
+    return (
+        "spec.model.cache.enabled is true, but there is no model cache to use: spec.model.cache.claimName is not set and "
+        "this operator has no default cache claim (chart cache.enabled with cache.existingClaim or cache.storageClass). "
+        "Set spec.model.cache.claimName to a ReadWriteMany PersistentVolumeClaim in this namespace, have the chart's cache "
+        "installed (docs/install.md, Model cache), or set spec.model.cache.enabled: false to download into the job's scratch"
+    )
+
+
 def with_cache(pod: dict[str, Any], container: dict[str, Any], spec: api.CompressionJobSpec, config: OperatorConfig) -> None:
     """Mount the model cache claim read-write, tell the worker where it is, and make the worker's UID's group own it.
 
@@ -309,6 +326,7 @@ def with_cache(pod: dict[str, Any], container: dict[str, Any], spec: api.Compres
     container.setdefault("volumeMounts", []).append({"name": CACHE_VOLUME, "mountPath": wp.CACHE_DIR})
     pod.setdefault("volumes", []).append({"name": CACHE_VOLUME, "persistentVolumeClaim": {"claimName": claim}})
     container["env"].append({"name": wp.ENV_CACHE_DIR, "value": wp.CACHE_DIR})
+    container["env"].append({"name": wp.ENV_CACHE_CLAIM, "value": claim})
     if config.cache_max_bytes:
         container["env"].append({"name": wp.ENV_CACHE_MAX_BYTES, "value": str(config.cache_max_bytes)})
     pod["securityContext"] = pod["securityContext"] | {"fsGroup": wp.WORKER_UID, "fsGroupChangePolicy": "OnRootMismatch"}

@@ -81,6 +81,7 @@ WORKER_JOB_DELETED = Reason(
 )
 INVALID_SPEC = Reason("InvalidSpec", "the spec is invalid: {detail}")
 CHILD_NAME_TAKEN = Reason("ChildNameTaken", "{detail}")
+NO_CACHE_CLAIM = Reason("NoCacheClaim", "{detail}")
 # The API server refused to create a child (a spec it cannot hold, an admission policy, missing rights): retrying
 # the same request gets the same answer, so the job fails once with the server's words.
 CHILD_REFUSED = Reason("ChildRefused", "the API server refused to create the {role} Job {job} (HTTP {status}): {detail}")

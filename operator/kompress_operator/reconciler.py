@@ -76,6 +76,14 @@ async def _reconcile_once(rt: Runtime, cjob: dict[str, Any], jobs: Index, pods: 
         return
     obs = await observe(rt, cjob, job, jobs, pods, poll=poll)
     update = compute_status(obs, now)
+    conds = update.status.get("conditions") or []
+    if obs.plan_job is None and obs.worker_job is None and not c.is_finished(conds) and not c.is_planned(conds):
+        # Before any child: a job that asks for a cache this operator cannot give fails, naming the field, rather
+        # than silently downloading into scratch (the CRD cannot know whether the chart installed a cache).
+        refusal = children.cache_refusal(job.spec, rt.config)
+        if refusal is not None:
+            await _write(rt, cjob, failed_status(cjob, c.NO_CACHE_CLAIM.name, refusal, now))
+            return
     todo = actions.next_actions(obs, update.status, rt.config)
     try:
         for action in todo:
@@ -203,6 +211,8 @@ async def _write(rt: Runtime, cjob: dict[str, Any], update: StatusUpdate) -> Non
         rt.metrics.status_writes.inc()
         rt.wrote(cjob, written)
     rt.metrics.record_phase(meta["uid"], update.status.get("phase"))
+    if update.changed and (cache := (update.status.get("plan") or {}).get("cache")) and "plan" not in (cjob.get("status") or {}):
+        rt.metrics.record_cache(meta["namespace"], cache)
     # After the write, in order.
     for event in update.events:
         try:

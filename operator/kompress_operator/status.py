@@ -70,6 +70,8 @@ def plan_summary(plan: api.PlanSummary) -> str:
         parts.append(f"scratch {human_bytes(plan.disk_bytes)}")
     if plan.servable is not None:
         parts.append("servable by vLLM" if plan.servable else "NOT servable by vLLM")
+    if plan.cache is not None:
+        parts.append(f"model cache: {human_bytes(plan.cache.cached_bytes)} of {human_bytes(plan.cache.total_bytes)} cached, {human_bytes(plan.cache.download_bytes)} to download")
     warnings = [p for p in plan.problems if p.severity == "warning"]
     if warnings:
         parts.append(f"{len(warnings)} warning(s): " + "; ".join(p.code for p in warnings))
