@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from kompress_api.v1alpha1 import CompressionJob, EvaluationMetrics, TaskScore
+from kompress_api.v1alpha1 import CompressionJob, EvaluationMetrics, PublishedDestination, TaskScore
 
 from kompress_job.progress import ProgressReporter
 
@@ -86,8 +86,8 @@ class RunContext:
     # publish
     output_uri: str | None = None
     manifest_uri: str | None = None
-    # kompress_api PublishedDestination: the kind and the exact reference (an hf:// output's commit, an OCI image by digest)
-    destination: Any = None
+    # the kind and the exact reference (an hf:// output's commit, an OCI image by digest)
+    destination: PublishedDestination | None = None
     rejected_uri: str | None = None
 
     timings: dict[str, float] = field(default_factory=dict)
