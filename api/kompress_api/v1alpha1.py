@@ -41,6 +41,7 @@ from kompress_api.v1alpha1_status import (  # noqa: F401 - the API's status type
     JobResult,
     MtpResult,
     Phase,
+    PlanCache,
     PlanProblem,
     PlanSummary,
     Progress,
@@ -257,7 +258,7 @@ class VolumeRef(ApiModel):
 class ModelCacheSetting(ApiModel):
     """The model cache: a ReadWriteMany volume shared by jobs, so no model version is downloaded twice."""
 
-    enabled: bool = api_field(True, description="fetch the model through the cache (the operator's default claim, or claimName). Default true; false downloads into the job's scratch as without a cache.")
+    enabled: bool = api_field(True, description="fetch the model through the cache (the operator's default claim, or claimName); with neither, the job fails before any Job (NoCacheClaim). Default true; false downloads into the job's scratch as without a cache.")
     claim_name: str | None = api_field(None, description="a ReadWriteMany PersistentVolumeClaim to use as the cache instead of the operator's default (chart cache.existingClaim).", pattern=DNS_SUBDOMAIN_RE, max_length=253)
 
 

@@ -64,6 +64,16 @@ class PlanProblem(ApiModel):
     fix: str = api_field("", description="what to change.")
 
 
+class PlanCache(ApiModel):
+    """What the model cache held of the job's model when it was planned (only with a cache)."""
+
+    claim_name: str | None = api_field(None, description="the PersistentVolumeClaim of the model cache.", max_length=253)
+    cached_bytes: int = api_field(0, description="bytes of the model already verified in the cache: not downloaded again.", ge=0)
+    total_bytes: int = api_field(0, description="bytes of the model's files the job fetches.", ge=0)
+    download_bytes: int = api_field(0, description="bytes still to download (total minus cached).", ge=0)
+    volume_bytes: int | None = api_field(None, description="bytes every entry of the cache takes on its volume, as the plan found it.", ge=0)
+
+
 class PlanSummary(ApiModel):
     """The figures of the plan made before any GPU was asked for."""
 
@@ -75,6 +85,7 @@ class PlanSummary(ApiModel):
     disk_bytes: int | None = api_field(None, description="scratch disk the worker needs.", ge=0)
     shm_bytes: int | None = api_field(None, description="size of /dev/shm the worker needs (with several GPUs the ranks share the model there).", ge=0)
     servable: bool | None = api_field(None, description="whether vLLM can serve the result, as far as known.")
+    cache: PlanCache | None = api_field(None, description="with a model cache: how much of the model it already holds, and what is left to download.")
     problems: list[PlanProblem] = api_field([], description="errors and warnings found by the plan.")
 
 

@@ -47,8 +47,10 @@ ENV_TERMINATION_LOG = "KOMPRESS_TERMINATION_LOG"
 ENV_LOG_FORMAT = "KOMPRESS_LOG_FORMAT"
 ENV_SCRATCH_DIR = "KOMPRESS_SCRATCH"
 ENV_GPUS = "KOMPRESS_GPUS"
-# The model cache (kompress_job.io.cache): where its claim is mounted, its size limit for eviction, when a lock is stale.
+# The model cache (kompress_job.io.cache): where its claim is mounted (and the claim's name, for reports), its size
+# limit for eviction, when a lock is stale.
 ENV_CACHE_DIR = "KOMPRESS_CACHE_DIR"
+ENV_CACHE_CLAIM = "KOMPRESS_CACHE_CLAIM"
 ENV_CACHE_MAX_BYTES = "KOMPRESS_CACHE_MAX_BYTES"
 ENV_CACHE_STALE_SECONDS = "KOMPRESS_CACHE_STALE_SECONDS"
 CACHE_DIR = "/var/cache/kompress"

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from datasets import Dataset
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+    from kompress_job.io.cache.artifacts import Artifacts
     from kompress_job.io.cache.lock import InUse
     from kompress_job.model.fidelity import BaselineRecord
     from kompress_job.model.mtp.carry import CarryResult
@@ -52,6 +53,9 @@ class RunContext:
     source_bytes: int | None = None
     # the model cache's in-use mark of the entry, held until the worker ends
     cache_use: InUse | None = None
+    # what this run derives and keeps in the model cache (calibration samples, the baseline record), with its in-use
+    # marks; None without a cache (made by the first stage that asks)
+    artifacts: Artifacts | None = None
     # calibration: tokenized rows for calibration, and held-out rows for evaluation; the commit of a Hub dataset
     # (pinned by preflight)
     calibration_revision: str | None = None

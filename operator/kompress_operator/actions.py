@@ -1,8 +1,8 @@
 """What to do next for a CompressionJob, given its (new) status and its children.
 
 Owns: the order of the flow (plan first, then the worker; nothing GPU-shaped before a plan),
-suspension (a Job's spec.suspend, or for Kueue, deleting and re-creating the Job), and the rule
-that a finished CompressionJob leaves nothing running.
+bringing the worker Job in line with spec.suspend (how: suspension.py), and the rule that a
+finished CompressionJob leaves nothing running.
 Must not: call the API or read a clock; every action is safe to repeat (names are deterministic,
 so a repeated create meets a 409 and finds its own Job).
 """
@@ -16,8 +16,10 @@ from kompress_api import v1alpha1 as api
 
 from kompress_operator import children
 from kompress_operator import conditions as c
+from kompress_operator import suspension
+from kompress_operator.child_state import deleting, job_active, name_of
 from kompress_operator.config import OperatorConfig
-from kompress_operator.status import Observed, job_outcome
+from kompress_operator.observed import Observed
 
 
 @dataclass(frozen=True)
@@ -41,42 +43,28 @@ class Delete:
 Action = Create | SetSuspend | Delete
 
 
-def _deleting(obj: dict[str, Any]) -> bool:
-    return bool(obj.get("metadata", {}).get("deletionTimestamp"))
-
-
-def _active(job: dict[str, Any] | None) -> bool:
-    return job is not None and not _deleting(job) and job_outcome(job)[0] is None
-
-
 def next_actions(obs: Observed, status: dict[str, Any], config: OperatorConfig) -> list[Action]:
-    """The changes to children that bring them in line with the spec and the status just computed."""
-    if _deleting(obs.cjob):
+    """The changes to children that bring them in line with the spec and the status just computed (wire form)."""
+    if deleting(obs.cjob):
         return []  # the garbage collector removes the children
-    cjob = api.parse(obs.cjob)
     conds = status.get("conditions") or []
     if c.is_finished(conds):
         # Failed without the Job failing (a pending timeout, a rejected plan): stop what still runs.
-        return [Delete(_name(job), "the CompressionJob has finished") for job in (obs.plan_job, obs.worker_job) if _active(job)]
+        return [Delete(name_of(job), "the CompressionJob has finished") for job in (obs.plan_job, obs.worker_job) if job is not None and job_active(job)]
     if not c.is_planned(conds):
-        return [] if obs.plan_job is not None else [Create(children.build_plan_job(cjob, config), children.ROLE_PLAN)]
+        return [] if obs.plan_job is not None else [Create(children.build_plan_job(obs.job, config), children.ROLE_PLAN)]
 
-    spec, job = cjob.spec, obs.worker_job
-    kueue = children.uses_kueue(spec)
+    spec, job = obs.spec, obs.worker_job
     if job is None:
         if spec.suspend:
             return []
         plan = api.PlanSummary.model_validate(status["plan"]) if status.get("plan") else None
-        return [Create(children.build_worker_job(cjob, plan, config), children.ROLE_WORKER)]
-    if not _active(job):
+        return [Create(children.build_worker_job(obs.job, plan, config), children.ROLE_WORKER)]
+    if not job_active(job):
         return []
-    if kueue:
-        # Kueue re-admits a suspended Job it manages; stopping one means deleting it.
-        return [Delete(_name(job), "spec.suspend is true")] if spec.suspend else []
-    if bool(job.get("spec", {}).get("suspend")) != spec.suspend:
-        return [SetSuspend(_name(job), spec.suspend)]
+    change = suspension.of(spec).change(job, spec)
+    if change is suspension.Change.DELETE:
+        return [Delete(name_of(job), "spec.suspend is true")]
+    if change is not None:
+        return [SetSuspend(name_of(job), spec.suspend)]
     return []
-
-
-def _name(obj: dict[str, Any]) -> str:
-    return obj["metadata"]["name"]

@@ -18,6 +18,7 @@ from kompress_api import v1alpha1 as api
 from kompress_api import worker_protocol as wp
 from kompress_api.exit_codes import non_retriable_codes
 
+from kompress_operator import suspension
 from kompress_operator.config import OperatorConfig
 
 # Labels every child carries: the first two are how the operator finds its Jobs and their pods.
@@ -110,8 +111,10 @@ def child_labels(cjob: api.CompressionJob, role: str) -> dict[str, str]:
     }
 
 
-def is_owned_by(child: dict[str, Any], uid: str) -> bool:
-    """Whether `child` is controlled by the CompressionJob with this uid (checked after a 409)."""
+def is_owned_by(child: dict[str, Any], uid: str | None) -> bool:
+    """Whether `child` is controlled by the object with this uid: a Job by its CompressionJob (checked after a 409,
+    and for every Job in the index), a pod by its Job. The one ownership test: labels can be copied, the
+    controller ownerReference is what makes a child ours."""
     refs = (child.get("metadata") or {}).get("ownerReferences") or []
     return any(ref.get("uid") == uid and ref.get("controller") for ref in refs)
 
@@ -294,6 +297,23 @@ def cache_claim(spec: api.CompressionJobSpec, config: OperatorConfig) -> str | N
     return (setting.claim_name if setting is not None else None) or config.cache_claim or None
 
 
+def cache_refusal(spec: api.CompressionJobSpec, config: OperatorConfig) -> str | None:
+    """Why this job cannot run as written: it asks for the model cache (spec.model.cache.enabled true) and there is
+    no claim to mount, neither its own nor the operator's. None when it can (a volume folder is never cached, so
+    it never needs one)."""
+    setting = spec.model.cache
+    if setting is None or not setting.enabled or api.model_uri_scheme(spec.model.uri) == "file":
+        return None
+    if setting.claim_name or config.cache_claim:
+        return None
+    return (
+        "spec.model.cache.enabled is true, but there is no model cache to use: spec.model.cache.claimName is not set and "
+        "this operator has no default cache claim (chart cache.enabled with cache.existingClaim or cache.storageClass). "
+        "Set spec.model.cache.claimName to a ReadWriteMany PersistentVolumeClaim in this namespace, have the chart's cache "
+        "installed (docs/install.md, Model cache), or set spec.model.cache.enabled: false to download into the job's scratch"
+    )
+
+
 def with_cache(pod: dict[str, Any], container: dict[str, Any], spec: api.CompressionJobSpec, config: OperatorConfig) -> None:
     """Mount the model cache claim read-write, tell the worker where it is, and make the worker's UID's group own it.
 
@@ -306,6 +326,7 @@ def with_cache(pod: dict[str, Any], container: dict[str, Any], spec: api.Compres
     container.setdefault("volumeMounts", []).append({"name": CACHE_VOLUME, "mountPath": wp.CACHE_DIR})
     pod.setdefault("volumes", []).append({"name": CACHE_VOLUME, "persistentVolumeClaim": {"claimName": claim}})
     container["env"].append({"name": wp.ENV_CACHE_DIR, "value": wp.CACHE_DIR})
+    container["env"].append({"name": wp.ENV_CACHE_CLAIM, "value": claim})
     if config.cache_max_bytes:
         container["env"].append({"name": wp.ENV_CACHE_MAX_BYTES, "value": str(config.cache_max_bytes)})
     pod["securityContext"] = pod["securityContext"] | {"fsGroup": wp.WORKER_UID, "fsGroupChangePolicy": "OnRootMismatch"}
@@ -457,10 +478,6 @@ def kueue_labels(spec: api.CompressionJobSpec) -> dict[str, str]:
     return labels
 
 
-def uses_kueue(spec: api.CompressionJobSpec) -> bool:
-    return bool(kueue_labels(spec))
-
-
 def build_worker_job(cjob: api.CompressionJob, plan: api.PlanSummary | None, config: OperatorConfig) -> dict[str, Any]:
     """The GPU Job running `kompress worker`, sized from the spec or, where it is silent, the plan."""
     spec = cjob.spec
@@ -515,8 +532,8 @@ def build_worker_job(cjob: api.CompressionJob, plan: api.PlanSummary | None, con
     job_spec: dict[str, Any] = {
         "backoffLimit": spec.backoff_limit,
         "podFailurePolicy": pod_failure_policy(CONTAINER_NAME),
-        # Kueue admits a Job by un-suspending it; created running, it could start before Kueue sees it.
-        "suspend": spec.suspend or uses_kueue(spec),
+        # spec.suspend, or for Kueue always (it admits a Job by un-suspending it): suspension.py.
+        "suspend": suspension.of(spec).created_suspended(spec),
     }
     if spec.active_deadline_seconds is not None:
         job_spec["activeDeadlineSeconds"] = spec.active_deadline_seconds

@@ -1,10 +1,10 @@
 """Conditions of a CompressionJob: types, reasons, one setter, predicates, and the derived phase.
 
 Owns: the vocabulary (condition types; reasons paired with their message templates), the one
-function that changes a condition (kueue's SetFinishedCondition / jobset's updateCondition: the clock
-and the generation come in, lastTransitionTime moves only when the status moves, it says whether
-anything changed), and `phase()`, the only place a phase is made: from conditions, never stored on
-its own.
+function that changes a condition (`Conditions.put`, kueue's SetFinishedCondition / jobset's updateCondition:
+the clock and the generation come in, lastTransitionTime moves only when the status moves, it says whether
+anything changed; on the typed api.Condition, with a wire-form twin), and `phase()`, the only place a phase
+is made: from conditions, never stored on its own.
 Must not: read a clock, call the API, or decide what happened (status.py does).
 """
 
@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Union
 
-from kompress_api.v1alpha1 import Phase
+from kompress_api.v1alpha1 import Condition, Phase
 
 # Condition types, in the order `kubectl describe` shows them.
 PLANNED = "Planned"  # Unknown while the planning pod runs; True with a plan; False when planning failed
@@ -81,6 +81,7 @@ WORKER_JOB_DELETED = Reason(
 )
 INVALID_SPEC = Reason("InvalidSpec", "the spec is invalid: {detail}")
 CHILD_NAME_TAKEN = Reason("ChildNameTaken", "{detail}")
+NO_CACHE_CLAIM = Reason("NoCacheClaim", "{detail}")
 # The API server refused to create a child (a spec it cannot hold, an admission policy, missing rights): retrying
 # the same request gets the same answer, so the job fails once with the server's words.
 CHILD_REFUSED = Reason("ChildRefused", "the API server refused to create the {role} Job {job} (HTTP {status}): {detail}")
@@ -108,39 +109,55 @@ def truncate(message: str, limit: int = MAX_MESSAGE) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# Reading
+# Reading: wire dicts (an object as the API sent it) and typed api.Condition alike
 # ---------------------------------------------------------------------------------------------
+
+AnyCondition = Union[dict[str, Any], Condition]
+
+
+def _type_status_reason(cond: AnyCondition) -> tuple[str | None, str | None, str | None]:
+    if isinstance(cond, Condition):
+        return cond.type, cond.status, cond.reason
+    return cond.get("type"), cond.get("status"), cond.get("reason")
 
 
 def get(conditions: Iterable[dict[str, Any]], ctype: str) -> dict[str, Any] | None:
     return next((c for c in conditions if c.get("type") == ctype), None)
 
 
-def status_of(conditions: Iterable[dict[str, Any]], ctype: str) -> str | None:
-    cond = get(conditions, ctype)
-    return None if cond is None else cond.get("status")
+def _find(conditions: Iterable[AnyCondition], ctype: str) -> tuple[str | None, str | None] | None:
+    for cond in conditions:
+        found, status, reason = _type_status_reason(cond)
+        if found == ctype:
+            return status, reason
+    return None
 
 
-def is_true(conditions: Iterable[dict[str, Any]], ctype: str) -> bool:
+def status_of(conditions: Iterable[AnyCondition], ctype: str) -> str | None:
+    found = _find(conditions, ctype)
+    return None if found is None else found[0]
+
+
+def is_true(conditions: Iterable[AnyCondition], ctype: str) -> bool:
     return status_of(conditions, ctype) == TRUE
 
 
-def reason_of(conditions: Iterable[dict[str, Any]], ctype: str) -> str | None:
-    cond = get(conditions, ctype)
-    return None if cond is None else cond.get("reason")
+def reason_of(conditions: Iterable[AnyCondition], ctype: str) -> str | None:
+    found = _find(conditions, ctype)
+    return None if found is None else found[1]
 
 
-def is_finished(conditions: Iterable[dict[str, Any]]) -> bool:
+def is_finished(conditions: Iterable[AnyCondition]) -> bool:
     """Succeeded or Failed: terminal, nothing changes afterwards."""
     conditions = list(conditions)
     return is_true(conditions, SUCCEEDED) or is_true(conditions, FAILED)
 
 
-def is_planned(conditions: Iterable[dict[str, Any]]) -> bool:
+def is_planned(conditions: Iterable[AnyCondition]) -> bool:
     return is_true(conditions, PLANNED)
 
 
-def phase(conditions: Iterable[dict[str, Any]]) -> Phase:
+def phase(conditions: Iterable[AnyCondition]) -> Phase:
     """The one-word summary. Terminal conditions win, then suspension, then how far the job got."""
     conditions = list(conditions)
     if is_true(conditions, FAILED):
@@ -164,55 +181,48 @@ def phase(conditions: Iterable[dict[str, Any]]) -> Phase:
 # ---------------------------------------------------------------------------------------------
 
 
-def set_condition(
-    conditions: list[dict[str, Any]],
-    ctype: str,
-    status: str,
-    reason: str,
-    message: str,
-    *,
-    now: str,
-    generation: int | None,
-) -> bool:
-    """Set one condition in place; True if anything about it changed.
-
-    lastTransitionTime moves only when `status` does: a new reason or message is news, not a transition.
-    """
-    if status not in (TRUE, FALSE, UNKNOWN):
-        raise ValueError(f"condition status must be True, False or Unknown, not {status!r}")
-    wanted = {"type": ctype, "status": status, "reason": reason, "message": truncate(message)}
-    if generation is not None:
-        wanted["observedGeneration"] = generation
-    current = get(conditions, ctype)
-    if current is None:
-        conditions.append(wanted | {"lastTransitionTime": now})
-        conditions.sort(key=lambda c: ORDER.index(c["type"]) if c["type"] in ORDER else len(ORDER))
-        return True
-    wanted["lastTransitionTime"] = current.get("lastTransitionTime", now) if current.get("status") == status else now
-    if current == wanted:
-        return False
-    current.clear()
-    current.update(wanted)
-    return True
+def _order(cond: Condition) -> int:
+    return ORDER.index(cond.type) if cond.type in ORDER else len(ORDER)
 
 
 class Conditions:
-    """The conditions of one status, with the clock and generation bound once per reconcile."""
+    """The typed conditions of one status, with the clock and generation bound once per reconcile."""
 
-    def __init__(self, conditions: list[dict[str, Any]], *, now: str, generation: int | None) -> None:
+    def __init__(self, conditions: list[Condition], *, now: str, generation: int | None) -> None:
         self.items = conditions
         self.now = now
         self.generation = generation
+
+    def put(self, ctype: str, status: str, reason: str, message: str) -> bool:
+        """Set one condition in place; True if anything about it changed.
+
+        lastTransitionTime moves only when `status` does: a new reason or message is news, not a transition.
+        """
+        if status not in (TRUE, FALSE, UNKNOWN):
+            raise ValueError(f"condition status must be True, False or Unknown, not {status!r}")
+        at = next((i for i, cond in enumerate(self.items) if cond.type == ctype), None)
+        current = None if at is None else self.items[at]
+        since = current.last_transition_time if current is not None and current.status == status else self.now
+        # Constructed without validation: every value is checked above or is the operator's own.
+        wanted = Condition.model_construct(type=ctype, status=status, reason=reason, message=truncate(message), last_transition_time=since, observed_generation=self.generation)
+        if current == wanted:
+            return False
+        if at is None:
+            self.items.append(wanted)
+            self.items.sort(key=_order)
+        else:
+            self.items[at] = wanted
+        return True
 
     def set(self, ctype: str, status: str, reason: Reason | str, message: str | None = None, **values: Any) -> bool:
         name = reason.name if isinstance(reason, Reason) else reason
         if message is None:
             message = reason.message(**values) if isinstance(reason, Reason) else ""
-        return set_condition(self.items, ctype, status, name, message, now=self.now, generation=self.generation)
+        return self.put(ctype, status, name, message)
 
     def clear(self, ctype: str, reason: Reason | str, message: str | None = None, **values: Any) -> bool:
         """Set False, but only if the condition exists."""
-        if get(self.items, ctype) is None:
+        if _find(self.items, ctype) is None:
             return False
         return self.set(ctype, FALSE, reason, message, **values)
 
@@ -230,3 +240,20 @@ class Conditions:
 
     def phase(self) -> Phase:
         return phase(self.items)
+
+
+def set_condition(
+    conditions: list[dict[str, Any]],
+    ctype: str,
+    status: str,
+    reason: str,
+    message: str,
+    *,
+    now: str,
+    generation: int | None,
+) -> bool:
+    """`Conditions.put` on conditions in their wire form (a list of dicts, changed in place)."""
+    typed = Conditions([Condition.model_validate(cond) for cond in conditions], now=now, generation=generation)
+    changed = typed.put(ctype, status, reason, message)
+    conditions[:] = [cond.wire() for cond in typed.items]
+    return changed

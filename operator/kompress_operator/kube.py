@@ -6,19 +6,20 @@ reads the existing one and checks it is ours), flip a Job's suspend, delete a Jo
 pods (only when the watch-fed indices may lag), write status through the /status subresource with
 the resourceVersion as a precondition, post an Event.
 It uses the kubernetes client's transport (auth, TLS, token refresh) and plain JSON bodies: no
-client models, quantities as strings. Calls run in a small thread pool so the event loop never blocks.
+client models, quantities as strings. Calls run in a small thread pool so the event loop never blocks, a
+child's creation before the requests already waiting (priority_pool.py).
 Must not: decide anything. Never reads a Secret.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import json
 import os
 import socket
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -30,9 +31,22 @@ from kompress_api import v1alpha1 as api
 
 from kompress_operator import children
 from kompress_operator.config import OperatorConfig
-from kompress_operator.status import Event
+from kompress_operator.observed import Event
+from kompress_operator.priority_pool import Priority, PriorityPool
 
 COMPONENT = "kompress-operator"
+
+
+def _user_agent() -> str:
+    # Our requests name themselves in the API server's audit log and metrics (Kopf's watches say kopf/<version>).
+    try:
+        return f"{COMPONENT}/{importlib.metadata.version('kompress-operator')}"
+    except importlib.metadata.PackageNotFoundError:
+        return f"{COMPONENT}/dev"
+
+
+USER_AGENT = _user_agent()
+
 # core/v1 Event messages are cut at 1 KiB by some API servers; say the essential first.
 EVENT_MESSAGE_LIMIT = 1024
 
@@ -130,14 +144,15 @@ def _utcnow() -> datetime:
 
 
 class Kube:
-    def __init__(self, cfg: kubernetes.client.Configuration, *, timeout_s: float = 15.0, workers: int = 16, clock: Callable[[], datetime] = _utcnow) -> None:
+    def __init__(self, cfg: kubernetes.client.Configuration, *, timeout_s: float = 15.0, workers: int = 32, clock: Callable[[], datetime] = _utcnow) -> None:
         cfg.connection_pool_maxsize = max(cfg.connection_pool_maxsize or 0, workers)
         self.configuration = cfg
         # The operator's clock (a test moves it): Event times agree with the conditions' times.
         self._clock = clock
         self._client = kubernetes.client.ApiClient(cfg)
+        self._client.user_agent = USER_AGENT
         self._timeout = timeout_s
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kube")
+        self._pool = PriorityPool(workers, "kube")
         self._instance = os.environ.get("HOSTNAME") or socket.gethostname()
 
     @classmethod
@@ -145,7 +160,7 @@ class Kube:
         return cls(load_client_configuration(config), clock=clock)
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool.shutdown()
         self._client.close()
 
     # --- transport ---
@@ -165,18 +180,19 @@ class Kube:
             doc = None
         return response.status, doc, text
 
-    async def _request(self, method: str, path: str, body: Any = None, *, query: dict[str, str] | None = None, content_type: str = "application/json", ok: tuple[int, ...] = (200, 201)) -> Any:
-        loop = asyncio.get_running_loop()
-        status, doc, text = await loop.run_in_executor(self._pool, self._request_sync, method, path, body, query, content_type)
+    async def _request(self, method: str, path: str, body: Any = None, *, query: dict[str, str] | None = None, content_type: str = "application/json",
+                       ok: tuple[int, ...] = (200, 201), priority: Priority = Priority.NORMAL) -> Any:
+        future = self._pool.submit(priority, self._request_sync, method, path, body, query, content_type)
+        status, doc, text = await asyncio.wrap_future(future)
         if status in ok:
             return doc
         if status == 409:
             raise Conflict(status, method, path, text)
         raise ApiError(status, method, path, text)
 
-    async def _get(self, path: str) -> dict[str, Any] | None:
+    async def _get(self, path: str, priority: Priority = Priority.NORMAL) -> dict[str, Any] | None:
         try:
-            return await self._request("GET", path)
+            return await self._request("GET", path, priority=priority)
         except ApiError as err:
             if err.status == 404:
                 return None
@@ -201,9 +217,9 @@ class Kube:
         """(the Job, created?). A name taken by our own Job is adopted: that is how a restart finds its work."""
         namespace, name = manifest["metadata"]["namespace"], manifest["metadata"]["name"]
         try:
-            return await self._request("POST", _jobs_path(namespace), manifest, ok=(201, 200)), True
+            return await self._request("POST", _jobs_path(namespace), manifest, ok=(201, 200), priority=Priority.CREATE), True
         except Conflict:
-            existing = await self.get_job(namespace, name)
+            existing = await self._get(_jobs_path(namespace, name), Priority.CREATE)
             if existing is None:  # deleted in between: the next reconcile creates it
                 raise
             if not children.is_owned_by(existing, owner_uid):

@@ -27,7 +27,7 @@ from kompress_operator.config import OperatorConfig
 from kompress_operator.kube import Kube
 from kompress_operator.metrics import Metrics
 from kompress_operator.progress_client import ProgressClient
-from kompress_operator.reconciler import Runtime, utcnow
+from kompress_operator.runtime import Runtime, utcnow
 
 
 def build_runtime(config: OperatorConfig, clock: Callable[[], datetime] | None = None) -> Runtime:

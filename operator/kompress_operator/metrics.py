@@ -1,4 +1,6 @@
-"""Prometheus metrics of the operator: CompressionJobs by phase, reconcile errors, time to first child.
+"""Prometheus metrics of the operator: CompressionJobs by phase, reconcile errors, time to first child, and the model
+cache as the plans found it (hits, bytes saved, bytes on the volume: the operator is what Prometheus scrapes; the
+short-lived worker pods have their own /metrics too).
 
 Owns: the metric names and one registry per operator instance (tests run several in one process).
 Must not: hold any state but the metrics' own.
@@ -10,7 +12,7 @@ from collections import Counter as Tally
 from collections.abc import Iterator
 
 from kompress_api.v1alpha1 import Phase
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -42,6 +44,22 @@ class Metrics:
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
             registry=self.registry,
         )
+
+        self.cache_hits = Counter("kompress_cache_hits", "planned CompressionJobs whose whole model the model cache already held", registry=self.registry)
+        self.cache_misses = Counter("kompress_cache_misses", "planned CompressionJobs with bytes of their model still to download into the cache", registry=self.registry)
+        self.cache_bytes_saved = Counter("kompress_cache_bytes_saved", "bytes of models the plans found in the model cache: not downloaded again", registry=self.registry)
+        self.cache_bytes_on_volume = Gauge(
+            "kompress_cache_bytes_on_volume", "bytes the model cache's entries take on its volume, as the latest plan found it",
+            labelnames=["namespace", "claim"], registry=self.registry,
+        )
+
+    def record_cache(self, namespace: str, cache: dict) -> None:
+        """One job's plan's status.plan.cache, counted once (when the plan is first stored)."""
+        cached, total = int(cache.get("cachedBytes") or 0), int(cache.get("totalBytes") or 0)
+        (self.cache_hits if total and cached >= total else self.cache_misses).inc()
+        self.cache_bytes_saved.inc(cached)
+        if cache.get("volumeBytes") is not None:
+            self.cache_bytes_on_volume.labels(namespace, cache.get("claimName") or "").set(int(cache["volumeBytes"]))
 
     def record_phase(self, uid: str, phase: str | None) -> None:
         if phase:

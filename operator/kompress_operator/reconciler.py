@@ -14,73 +14,27 @@ Owns: that sequence and the runtime it needs. Must not: build manifests or decid
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import logging
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
+from kompress_api import v1alpha1 as api
 from pydantic import ValidationError
 
 from kompress_operator import actions, children
 from kompress_operator import conditions as c
-from kompress_operator.config import OperatorConfig
-from kompress_operator.kube import ApiError, Conflict, Kube, NotOurs
-from kompress_operator.metrics import Metrics
-from kompress_operator.progress_client import ProgressClient
-from kompress_operator.status import Observed, StatusUpdate, compute_status, failed_status, invalid_spec_status, iso, job_outcome, parse_time, terminated
+from kompress_operator.child_state import iso, job_outcome, parse_time, terminated
+from kompress_operator.kube import ApiError, Conflict, NotOurs
+from kompress_operator.observed import Observed, StatusUpdate
+from kompress_operator.runtime import Runtime
+from kompress_operator.status import compute_status, failed_status, invalid_spec_status
 
 log = logging.getLogger("kompress.operator")
 
 Index = Mapping[str, Iterable[dict[str, Any]]]
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-@dataclass
-class Runtime:
-    """What every handler shares: settings, the API, the progress poller, metrics, per-job locks."""
-
-    config: OperatorConfig
-    kube: Kube
-    progress: ProgressClient
-    metrics: Metrics
-    clock: Callable[[], datetime] = utcnow
-    locks: dict[str, asyncio.Lock] = field(default_factory=dict)
-    # uid -> (a resourceVersion our own status write replaced, the object that write returned). A watch
-    # event may still carry the replaced version; reconciling from it would only meet a 409.
-    written: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)
-    # uids of Jobs this operator deleted whose DELETED event has not arrived yet. Until it does, the watch-fed
-    # index (and a GET) may still show them as if alive (a background deletion leaves no deletionTimestamp to
-    # see): they are seen as being deleted, and never adopted again (a Kueue job suspended and resumed at once
-    # would otherwise take the old Job back, then read its late DELETED event as someone else deleting the
-    # worker). In memory only: after a restart the first listing shows what is really there.
-    deleted_jobs: set[str] = field(default_factory=set)
-
-    def lock(self, uid: str) -> asyncio.Lock:
-        return self.locks.setdefault(uid, asyncio.Lock())
-
-    def as_seen(self, job: dict[str, Any] | None) -> dict[str, Any] | None:
-        """`job`, marked as being deleted if this operator deleted it."""
-        if job is None or job["metadata"].get("uid") not in self.deleted_jobs or job["metadata"].get("deletionTimestamp"):
-            return job
-        marked = copy.deepcopy(job)
-        marked["metadata"]["deletionTimestamp"] = iso(self.clock())
-        return marked
-
-    def forget(self, uid: str) -> None:
-        self.locks.pop(uid, None)
-        self.written.pop(uid, None)
-        self.metrics.forget(uid)
-
-    def freshest(self, cjob: dict[str, Any]) -> dict[str, Any]:
-        """The object our last write returned, if `cjob` is the very version that write replaced."""
-        replaced, newer = self.written.get(cjob["metadata"]["uid"], (None, None))
-        return newer if replaced is not None and replaced == cjob["metadata"].get("resourceVersion") else cjob
 
 
 class ChildRefused(Exception):
@@ -95,7 +49,7 @@ async def reconcile(rt: Runtime, cjob: dict[str, Any], jobs: Index, pods: Index,
     """Bring one CompressionJob's children and status up to date. Safe to call any number of times."""
     meta = cjob["metadata"]
     async with rt.lock(meta["uid"]):
-        cjob = rt.freshest(cjob)
+        cjob = rt.current(cjob)
         rt.metrics.reconciles.inc()
         try:
             await _reconcile_once(rt, cjob, jobs, pods, poll)
@@ -113,12 +67,23 @@ async def _reconcile_once(rt: Runtime, cjob: dict[str, Any], jobs: Index, pods: 
     if cjob["metadata"].get("deletionTimestamp"):
         return  # the garbage collector removes the children; the output is never touched
     now = rt.clock()
-    obs = await observe(rt, cjob, jobs, pods, poll=poll)
     try:
-        update = compute_status(obs, now)
+        # The one typed CompressionJob of this reconcile (its spec parsed once per generation): Observed carries
+        # it to the status and the actions.
+        job = rt.typed(cjob)
     except ValidationError as err:
         await _write(rt, cjob, invalid_spec_status(cjob, _validation_message(err), now))
         return
+    obs = await observe(rt, cjob, job, jobs, pods, poll=poll)
+    update = compute_status(obs, now)
+    conds = update.status.get("conditions") or []
+    if obs.plan_job is None and obs.worker_job is None and not c.is_finished(conds) and not c.is_planned(conds):
+        # Before any child: a job that asks for a cache this operator cannot give fails, naming the field, rather
+        # than silently downloading into scratch (the CRD cannot know whether the chart installed a cache).
+        refusal = children.cache_refusal(job.spec, rt.config)
+        if refusal is not None:
+            await _write(rt, cjob, failed_status(cjob, c.NO_CACHE_CLAIM.name, refusal, now))
+            return
     todo = actions.next_actions(obs, update.status, rt.config)
     try:
         for action in todo:
@@ -137,7 +102,8 @@ async def _reconcile_once(rt: Runtime, cjob: dict[str, Any], jobs: Index, pods: 
     await _write(rt, cjob, update)
 
 
-async def observe(rt: Runtime, cjob: dict[str, Any], jobs: Index, pods: Index, *, poll: bool) -> Observed:
+async def observe(rt: Runtime, cjob: dict[str, Any], job: api.CompressionJob, jobs: Index, pods: Index, *, poll: bool) -> Observed:
+    """`cjob`'s children as the indices (or, where they may lag, the API) show them; `job` is `cjob` parsed."""
     meta = cjob["metadata"]
     namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
     status = cjob.get("status") or {}
@@ -167,14 +133,20 @@ async def observe(rt: Runtime, cjob: dict[str, Any], jobs: Index, pods: Index, *
         if running:
             progress = await rt.progress.poll(running[-1])
     return Observed(cjob, plan_job, plan_pods, worker_job, worker_pods, progress,
-                    plan_pod_not_created=plan_not_created, worker_pod_not_created=worker_not_created)
+                    plan_pod_not_created=plan_not_created, worker_pod_not_created=worker_not_created, job=job)
 
 
 async def _pod_not_created(rt: Runtime, job: dict[str, Any] | None, pods: list[dict[str, Any]], finished: bool) -> str | None:
-    """Asked only of a running, unsuspended Job without a pod: the one case where the reason is in an Event."""
+    """The FailedCreate Event of a running, unsuspended Job the Job controller could not make a pod for: the one case
+    where the reason is in an Event. Asked only when the Job controller says so: it has synced the Job (startTime)
+    and counts no active pod, and none is seen. (It counts a pod it created in status.active at once, so a Job just
+    created, or one whose pod the pod watch has not brought yet, costs no listing of Events.)"""
     if job is None or finished or pods or job.get("spec", {}).get("suspend") or job_outcome(job)[0] is not None:
         return None
     if job["metadata"].get("deletionTimestamp") or not job["metadata"].get("uid"):
+        return None
+    status = job.get("status") or {}
+    if not status.get("startTime") or status.get("active"):
         return None
     return await rt.kube.pod_creation_failure(job)
 
@@ -183,21 +155,16 @@ async def _pods_of(rt: Runtime, job: dict[str, Any] | None, pods: list[dict[str,
     if job is None:
         return []
     job_uid = job["metadata"].get("uid")
-    mine = [p for p in pods if _controlled_by(p, job_uid)]
+    mine = [p for p in pods if children.is_owned_by(p, job_uid)]
     # A finished Job's result is in its last pod's termination message; the pod watch may lag the Job watch.
     if not finished and job_outcome(job)[0] is not None and not any(terminated(p, container) for p in mine):
         listed = await rt.kube.list_pods(job["metadata"]["namespace"], {children.LABEL_OWNER_UID: uid, children.LABEL_ROLE: role})
-        mine = [p for p in listed if _controlled_by(p, job_uid)]
+        mine = [p for p in listed if children.is_owned_by(p, job_uid)]
     return mine
 
 
 def _ours(job: dict[str, Any] | None, uid: str) -> dict[str, Any] | None:
     return job if job is not None and children.is_owned_by(job, uid) else None
-
-
-def _controlled_by(pod: dict[str, Any], uid: str | None) -> bool:
-    refs = pod.get("metadata", {}).get("ownerReferences") or []
-    return any(ref.get("uid") == uid and ref.get("controller") for ref in refs)
 
 
 async def _apply(rt: Runtime, obs: Observed, action: actions.Action, now: datetime) -> Observed:
@@ -226,8 +193,8 @@ async def _apply(rt: Runtime, obs: Observed, action: actions.Action, now: dateti
         return replace(obs, worker_job=job)
     if isinstance(action, actions.Delete):
         role = "worker_job" if obs.worker_job is not None and obs.worker_job["metadata"]["name"] == action.job else "plan_job"
-        if (doomed := getattr(obs, role)) is not None and doomed["metadata"].get("uid"):
-            rt.deleted_jobs.add(doomed["metadata"]["uid"])
+        if (doomed := getattr(obs, role)) is not None:
+            rt.deleted(doomed, meta["uid"])
         await rt.kube.delete_job(namespace, action.job)
         log.info("%s/%s: deleted Job %s: %s", namespace, meta["name"], action.job, action.why)
         # Deletion takes effect later; until then the Job is one being deleted, not one that vanished.
@@ -242,9 +209,11 @@ async def _write(rt: Runtime, cjob: dict[str, Any], update: StatusUpdate) -> Non
     if update.changed:
         written = await rt.kube.write_status(cjob, update.status)
         rt.metrics.status_writes.inc()
-        if meta.get("resourceVersion") and written:
-            rt.written[meta["uid"]] = (meta["resourceVersion"], written)
+        rt.wrote(cjob, written)
     rt.metrics.record_phase(meta["uid"], update.status.get("phase"))
+    if update.changed and (cache := (update.status.get("plan") or {}).get("cache")) and "plan" not in (cjob.get("status") or {}):
+        rt.metrics.record_cache(meta["namespace"], cache)
+    # After the write, in order.
     for event in update.events:
         try:
             await rt.kube.post_event(cjob, event)

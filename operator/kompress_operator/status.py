@@ -4,236 +4,43 @@ Owns: the mapping (CompressionJob, planning Job + pods, worker Job + pods, worke
 pods' termination messages, now) -> (new status, Events to emit). Every failure gets a reason a
 user can act on: the plan's errors with their fixes, the scheduler's message, the memory that was
 asked when a pod is OOMKilled, the deadline, the worker's own exit reason and message.
-Terminal states are sticky: once Succeeded or Failed, nothing but observedGeneration changes.
+The status is built as the API's typed `CompressionJobStatus` (so it is always one the CRD keeps whole)
+and handed on in its wire form. Terminal states are sticky: once Succeeded or Failed, nothing but
+observedGeneration changes. The readers of Jobs and pods are child_state.py; suspension is suspension.py.
 Must not: call the API, read a clock (`now` comes in), or decide which objects to create (actions.py).
 """
 
 from __future__ import annotations
 
-import copy
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 from kompress_api import v1alpha1 as api
-from kompress_api.exit_codes import ExitCode
 from kompress_api.worker_protocol import DONE, PUBLISH, PlannerResult, WorkerResult
 from pydantic import ValidationError
 
 from kompress_operator import children
 from kompress_operator import conditions as c
+from kompress_operator import suspension
+from kompress_operator.child_state import (
+    in_phase,
+    iso,
+    job_failure,
+    job_outcome,
+    last_failure,
+    last_result,
+    live,
+    name_of,
+    not_created,
+    pod_phase,
+    timed_out,
+    timeout_message,
+    waiting_of,
+)
 from kompress_operator.conditions import FALSE, TRUE, UNKNOWN, Conditions
-
-
-@dataclass(frozen=True)
-class Observed:
-    """Everything the status is made from, read by the caller."""
-
-    cjob: dict[str, Any]
-    plan_job: dict[str, Any] | None = None
-    plan_pods: Sequence[dict[str, Any]] = ()
-    worker_job: dict[str, Any] | None = None
-    worker_pods: Sequence[dict[str, Any]] = ()
-    # GET /progress of the running worker, if it was polled this time; None keeps the last one.
-    progress: dict[str, Any] | None = None
-    # The Job controller's FailedCreate message for a child Job that has no pod (read only then).
-    plan_pod_not_created: str | None = None
-    worker_pod_not_created: str | None = None
-
-
-@dataclass(frozen=True)
-class Event:
-    type: str  # Normal or Warning
-    reason: str
-    message: str
-
-
-@dataclass(frozen=True)
-class StatusUpdate:
-    status: dict[str, Any]
-    events: list[Event]
-    changed: bool
-
-
-# ---------------------------------------------------------------------------------------------
-# Small readers of Kubernetes objects
-# ---------------------------------------------------------------------------------------------
-
-
-def iso(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_time(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
-
-
-def _name(obj: dict[str, Any]) -> str:
-    return obj.get("metadata", {}).get("name", "")
-
-
-def job_outcome(job: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
-    """("Complete" | "Failed" | None, the deciding Job condition).
-
-    FailureTarget/SuccessCriteriaMet (Kubernetes >= 1.31) are set as soon as the outcome is decided,
-    before the pods are gone: they count, so the status doesn't lag a termination grace period.
-    """
-    conds = job.get("status", {}).get("conditions") or []
-    for ctype, outcome in (("Failed", "Failed"), ("FailureTarget", "Failed"), ("Complete", "Complete"), ("SuccessCriteriaMet", "Complete")):
-        for cond in conds:
-            if cond.get("type") == ctype and cond.get("status") == TRUE:
-                return outcome, cond
-    return None, {}
-
-
-def _by_creation(pods: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    return sorted(pods, key=lambda p: (p.get("metadata", {}).get("creationTimestamp") or "", _name(p)))
-
-
-def _live(pods: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [p for p in _by_creation(pods) if not p.get("metadata", {}).get("deletionTimestamp")]
-
-
-def _pod_phase(pod: dict[str, Any]) -> str:
-    return pod.get("status", {}).get("phase") or "Pending"
-
-
-def container_status(pod: dict[str, Any], container: str) -> dict[str, Any]:
-    for status in pod.get("status", {}).get("containerStatuses") or []:
-        if status.get("name") == container:
-            return status
-    return {}
-
-
-def terminated(pod: dict[str, Any], container: str) -> dict[str, Any] | None:
-    status = container_status(pod, container)
-    return (status.get("state") or {}).get("terminated") or (status.get("lastState") or {}).get("terminated")
-
-
-def memory_limit(pod: dict[str, Any], container: str) -> str | None:
-    for spec in pod.get("spec", {}).get("containers") or []:
-        if spec.get("name") == container:
-            return ((spec.get("resources") or {}).get("limits") or {}).get("memory")
-    return None
-
-
-def read_result(model: type[WorkerResult] | type[PlannerResult], message: str | None) -> WorkerResult | PlannerResult | None:
-    """The JSON a pod left in its termination message, or None (a crash leaves its log's tail instead)."""
-    if not message:
-        return None
-    try:
-        return model.model_validate(json.loads(message))
-    except (ValueError, ValidationError):
-        return None
-
-
-def _tail(text: str | None, limit: int = 600) -> str:
-    text = (text or "").strip()
-    return text if len(text) <= limit else "…" + text[-limit:]
-
-
-# ---------------------------------------------------------------------------------------------
-# Why a pod failed, why it waits
-# ---------------------------------------------------------------------------------------------
-
-
-def pod_failure(pod: dict[str, Any], container: str, result_model: type[WorkerResult] | type[PlannerResult], who: str) -> tuple[str, str] | None:
-    """(reason, message) for a failed pod, most specific first: OOM, the worker's own words, its exit code."""
-    term = terminated(pod, container)
-    if term is None:
-        status = pod.get("status", {})
-        if status.get("reason"):
-            return status["reason"], status.get("message") or f"the {who} pod {_name(pod)} failed"
-        return None
-    if term.get("reason") == "OOMKilled":
-        limit = memory_limit(pod, container) or "unknown"
-        return c.OOM_KILLED.name, c.OOM_KILLED.message(who=who, limit=limit, fix=c.OOM_FIX.get(who, "give it more memory"))
-    result = read_result(result_model, term.get("message"))
-    if result is not None and not result.ok:
-        stage = getattr(result, "stage", None)
-        return result.reason, (f"stage {stage}: " if stage else "") + result.message
-    code = term.get("exitCode")
-    known = ExitCode.from_code(code) if isinstance(code, int) else None
-    log = _tail(term.get("message"))
-    detail = f"; last log lines: {log}" if log else ""
-    if known is not None and known is not ExitCode.OK:
-        return known.reason, f"the {who} exited with code {code}: {known.summary}{detail}"
-    signal = f" ({term['reason']})" if term.get("reason") and term.get("reason") != "Error" else ""
-    return ExitCode.INTERNAL.reason, f"the {who} exited with code {code}{signal}{detail}"
-
-
-@dataclass(frozen=True)
-class Waiting:
-    """Why a pending pod isn't running yet."""
-
-    reason: str
-    message: str
-    problem: bool  # something a person must fix (after spec.pendingTimeoutSeconds the job fails)
-    since: datetime | None
-
-
-def waiting_of(pod: dict[str, Any], container: str, who: str) -> Waiting:
-    status = pod.get("status", {})
-    since = parse_time(pod.get("metadata", {}).get("creationTimestamp"))
-    name = _name(pod)
-    for cond in status.get("conditions") or []:
-        if cond.get("type") == "PodScheduled" and cond.get("status") == FALSE and cond.get("reason") == "Unschedulable":
-            detail = cond.get("message") or "no node fits it"
-            return Waiting(c.UNSCHEDULABLE.name, c.UNSCHEDULABLE.message(pod=name, detail=detail), True, since)
-    waiting = (container_status(pod, container).get("state") or {}).get("waiting") or {}
-    reason = waiting.get("reason")
-    if reason in c.WAITING_PROBLEMS:
-        detail = waiting.get("message") or reason
-        return Waiting(reason, f"the {who} pod {name}: {reason}: {detail}; {c.WAITING_PROBLEMS[reason]}", True, since)
-    state = reason or ("being scheduled" if not any(cd.get("type") == "PodScheduled" and cd.get("status") == TRUE for cd in status.get("conditions") or []) else "starting")
-    return Waiting(c.POD_PENDING.name, c.POD_PENDING.message(pod=name, state=state), False, since)
-
-
-def not_created(job: dict[str, Any], message: str, who: str) -> Waiting:
-    """A Job whose pod the Job controller could not create, waiting as a pending pod would (since the Job's creation)."""
-    since = parse_time(job.get("metadata", {}).get("creationTimestamp"))
-    return Waiting(c.FAILED_CREATE, f"the {who} Job {_name(job)}: {message}; {c.WAITING_PROBLEMS[c.FAILED_CREATE]}", True, since)
-
-
-def _timed_out(waiting: Waiting, now: datetime, timeout_s: int) -> bool:
-    if waiting.reason in c.HOPELESS_WAITING:
-        return True
-    return waiting.problem and waiting.since is not None and (now - waiting.since).total_seconds() >= timeout_s
-
-
-def _timeout_message(waiting: Waiting, timeout_s: int) -> str:
-    if waiting.reason in c.HOPELESS_WAITING:
-        return waiting.message
-    fix = c.WAITING_PROBLEMS.get(waiting.reason, "")
-    detail = waiting.message.removesuffix(f"; {fix}").rstrip(". ")
-    return c.PENDING_TIMEOUT_MESSAGE.format(detail=detail, seconds=timeout_s, fix=fix)
-
-
-def job_failure(job: dict[str, Any], pods: Sequence[dict[str, Any]], container: str, result_model: Any, who: str) -> tuple[str, str]:
-    """(reason, message) for a failed Job: its deadline, else the last pod's own failure, else the Job's words."""
-    _, cond = job_outcome(job)
-    job_reason, job_message = cond.get("reason") or "JobFailed", cond.get("message") or "the Job failed"
-    if job_reason == "DeadlineExceeded":
-        seconds = job.get("spec", {}).get("activeDeadlineSeconds")
-        return c.DEADLINE_EXCEEDED.name, c.DEADLINE_EXCEEDED.message(seconds=seconds, where="")
-    failed = [p for p in _by_creation(pods) if _pod_phase(p) == "Failed"]
-    last = pod_failure(failed[-1], container, result_model, who) if failed else None
-    if last is None:
-        return job_reason, job_message
-    reason, message = last
-    if job_reason == "BackoffLimitExceeded":
-        spec, status = job.get("spec", {}), job.get("status", {})
-        # batch/v1 counts a failure in uncountedTerminatedPods before it moves it to status.failed.
-        uncounted = len((status.get("uncountedTerminatedPods") or {}).get("failed") or [])
-        count = max(int(status.get("failed") or 0) + uncounted, len(failed))
-        # Only the worker's limit is the user's (spec.backoffLimit); the planning Job's is the operator's own.
-        limit_source = "spec.backoffLimit" if who == "worker" else "the planning Job's backoffLimit"
-        message = c.BACKOFF_LIMIT_EXCEEDED.message(who=who, failed=count, limit_source=limit_source, limit=spec.get("backoffLimit"), detail=message)
-    return reason, message
+from kompress_operator.observed import Event, Observed, StatusUpdate
 
 
 # ---------------------------------------------------------------------------------------------
@@ -263,6 +70,8 @@ def plan_summary(plan: api.PlanSummary) -> str:
         parts.append(f"scratch {human_bytes(plan.disk_bytes)}")
     if plan.servable is not None:
         parts.append("servable by vLLM" if plan.servable else "NOT servable by vLLM")
+    if plan.cache is not None:
+        parts.append(f"model cache: {human_bytes(plan.cache.cached_bytes)} of {human_bytes(plan.cache.total_bytes)} cached, {human_bytes(plan.cache.download_bytes)} to download")
     warnings = [p for p in plan.problems if p.severity == "warning"]
     if warnings:
         parts.append(f"{len(warnings)} warning(s): " + "; ".join(p.code for p in warnings))
@@ -273,18 +82,18 @@ def problem_text(problem: api.PlanProblem) -> str:
     return f"{problem.code}: {problem.message}" + (f" Fix: {problem.fix}" if problem.fix else "")
 
 
-def progress_detail(progress: dict[str, Any] | None) -> str:
-    if not progress or not progress.get("stage"):
+def progress_detail(progress: api.Progress | None) -> str:
+    if progress is None or not progress.stage:
         return "the worker is running"
-    text = f"stage {progress['stage']}"
-    if progress.get("stageIndex") and progress.get("stageCount"):
-        text += f" ({progress['stageIndex']}/{progress['stageCount']})"
-    if progress.get("message"):
-        text += f": {progress['message']}"
-    if progress.get("percent") is not None:
-        text += f", {progress['percent']}% done"
-    if progress.get("etaSeconds"):
-        minutes = round(progress["etaSeconds"] / 60)
+    text = f"stage {progress.stage}"
+    if progress.stage_index and progress.stage_count:
+        text += f" ({progress.stage_index}/{progress.stage_count})"
+    if progress.message:
+        text += f": {progress.message}"
+    if progress.percent is not None:
+        text += f", {progress.percent}% done"
+    if progress.eta_seconds:
+        minutes = round(progress.eta_seconds / 60)
         text += f", about {minutes // 60}h{minutes % 60:02d}m left"
     return text
 
@@ -328,18 +137,18 @@ def task_figures(metrics: api.EvaluationMetrics, shown: int = 3) -> list[str]:
 _RESULT_FIELDS = set(api.JobResult.model_fields)
 
 
-def job_result(result: WorkerResult) -> dict[str, Any]:
+def job_result(result: WorkerResult) -> api.JobResult:
     values = {k: v for k, v in result.model_dump().items() if k in _RESULT_FIELDS and v is not None}
-    return api.JobResult(**values).wire()
+    return api.JobResult(**values)
 
 
-def clean_progress(doc: dict[str, Any] | None) -> dict[str, Any] | None:
+def clean_progress(doc: dict[str, Any] | None) -> api.Progress | None:
     """The fields of status.progress from a /progress answer; None if it isn't one."""
     if not isinstance(doc, dict):
         return None
     known = {info.alias or name for name, info in api.Progress.model_fields.items()}
     try:
-        return api.Progress.model_validate({k: v for k, v in doc.items() if k in known}).wire()
+        return api.Progress.model_validate({k: v for k, v in doc.items() if k in known})
     except ValidationError:
         return None
 
@@ -353,63 +162,71 @@ def clean_progress(doc: dict[str, Any] | None) -> dict[str, Any] | None:
 class _Run:
     """One computation: the inputs, the status being built, the extra Events."""
 
-    job: api.CompressionJob
     obs: Observed
-    status: dict[str, Any]
+    status: api.CompressionJobStatus
     conds: Conditions
     now: datetime
     events: list[Event] = field(default_factory=list)
 
     @property
     def spec(self) -> api.CompressionJobSpec:
-        return self.job.spec
+        return self.obs.spec
 
     @property
-    def kids(self) -> dict[str, Any]:
-        return self.status.setdefault("children", {})
+    def kids(self) -> api.Children:
+        if self.status.children is None:
+            self.status.children = api.Children()
+        return self.status.children
 
     def fail(self, reason: str, message: str) -> None:
         self.conds.set(c.FAILED, TRUE, reason, message)
         self.conds.clear(c.RUNNING, c.WORKER_STOPPED)
         self.conds.clear(c.QUEUED, c.WORKER_STOPPED)
-        self.status.setdefault("completionTime", iso(self.now))
+        if self.status.completion_time is None:
+            self.status.completion_time = iso(self.now)
+
+
+def _begin(cjob: dict[str, Any], now: datetime) -> tuple[dict[str, Any], api.CompressionJobStatus, Conditions]:
+    """(the stored status as sent, a typed copy to build on, its conditions bound to this reconcile)."""
+    old = cjob.get("status") or {}
+    status = api.CompressionJobStatus.model_validate(old)
+    conds = Conditions(status.conditions, now=iso(now), generation=cjob.get("metadata", {}).get("generation"))
+    return old, status, conds
+
+
+def _finish(old: dict[str, Any], status: api.CompressionJobStatus, conds: Conditions, more_events: Sequence[Event] = ()) -> StatusUpdate:
+    """The tail every status shares: kstatus conditions, the phase made from the conditions, observedGeneration,
+    the wire form, and one Event per transition."""
+    _kstatus(conds)
+    status.phase = conds.phase()
+    status.observed_generation = conds.generation
+    wire = _pruned(status.wire())
+    events = transition_events(old.get("conditions") or [], wire.get("conditions") or []) + list(more_events)
+    return StatusUpdate(wire, events, wire != old)
 
 
 def compute_status(obs: Observed, now: datetime) -> StatusUpdate:
     """The status the CompressionJob should have now, and the Events that announce the change."""
-    job = api.parse(obs.cjob)
-    old = obs.cjob.get("status") or {}
-    status = copy.deepcopy(old)
-    generation = obs.cjob.get("metadata", {}).get("generation")
-    conds = Conditions(status.setdefault("conditions", []), now=iso(now), generation=generation)
-    run = _Run(job, obs, status, conds, now)
+    old, status, conds = _begin(obs.cjob, now)
+    run = _Run(obs, status, conds, now)
     if not conds.finished():
         _suspension(run)
         _planning(run)
         if conds.is_true(c.PLANNED) and not conds.finished():
             _worker(run)
-    _kstatus(conds)
-    status["phase"] = conds.phase().value
-    status["observedGeneration"] = generation
-    status = _pruned(status)
-    events = transition_events(old.get("conditions") or [], status.get("conditions") or []) + run.events
-    return StatusUpdate(status, events, status != old)
+    return _finish(old, status, conds, run.events)
 
 
 def failed_status(cjob: dict[str, Any], reason: str, message: str, now: datetime) -> StatusUpdate:
     """Failed for a reason found outside the children: a spec the model refuses (an old CRD, a server
-    without CEL), or a child's name taken by an object this CompressionJob does not own."""
-    old = cjob.get("status") or {}
-    status = copy.deepcopy(old)
-    conds = Conditions(status.setdefault("conditions", []), now=iso(now), generation=cjob.get("metadata", {}).get("generation"))
+    without CEL), or a child's name taken by an object this CompressionJob does not own. Takes the raw
+    object: its spec may be the very thing that does not parse."""
+    old, status, conds = _begin(cjob, now)
     if not conds.finished():
         conds.set(c.FAILED, TRUE, reason, message)
-        status.setdefault("completionTime", iso(now))
-    _kstatus(conds)
-    status["phase"] = conds.phase().value
-    status["observedGeneration"] = cjob.get("metadata", {}).get("generation")
-    status = _pruned(status)
-    return StatusUpdate(status, transition_events(old.get("conditions") or [], status["conditions"]), status != old)
+        if status.completion_time is None:
+            status.completion_time = iso(now)
+    return _finish(old, status, conds)
 
 
 def invalid_spec_status(cjob: dict[str, Any], error: str, now: datetime) -> StatusUpdate:
@@ -426,8 +243,8 @@ def _suspension(run: _Run) -> None:
 def _store_plan(run: _Run, result: PlannerResult | None) -> None:
     if result is None or result.plan is None:
         return
-    first_time = "plan" not in run.status
-    run.status["plan"] = result.plan.wire()
+    first_time = run.status.plan is None
+    run.status.plan = result.plan
     if first_time:
         for problem in result.plan.problems:
             if problem.severity == "warning":
@@ -440,20 +257,18 @@ def _planning(run: _Run) -> None:
     job, pods = run.obs.plan_job, run.obs.plan_pods
     if job is None:
         return
-    name = _name(job)
-    run.kids["planJob"] = name
+    name = name_of(job)
+    run.kids.plan_job = name
     outcome, _ = job_outcome(job)
     if outcome == "Complete":
-        done = [p for p in _by_creation(pods) if _pod_phase(p) == "Succeeded"]
-        result = read_result(PlannerResult, (terminated(done[-1], children.PLAN_CONTAINER_NAME) or {}).get("message")) if done else None
+        result = last_result(PlannerResult, pods, "Succeeded", children.PLAN_CONTAINER_NAME)
         _store_plan(run, result)
         if result is not None and result.ok and result.plan is not None:
             run.conds.set(c.PLANNED, TRUE, c.PLAN_SUCCEEDED, summary=plan_summary(result.plan))
         else:
             _plan_failed(run, c.PLAN_FAILED.name, c.PLAN_FAILED.message(detail="it finished without leaving a plan in its termination message"))
     elif outcome == "Failed":
-        failed = [p for p in _by_creation(pods) if _pod_phase(p) == "Failed"]
-        result = read_result(PlannerResult, (terminated(failed[-1], children.PLAN_CONTAINER_NAME) or {}).get("message")) if failed else None
+        result = last_result(PlannerResult, pods, "Failed", children.PLAN_CONTAINER_NAME)
         _store_plan(run, result)
         errors = [p for p in result.plan.problems if p.severity == "error"] if result is not None and result.plan is not None else []
         # A rejected plan exits with its errors' own code (TargetsMatchNothing 14...) or PlanRejected (20): either way
@@ -465,12 +280,12 @@ def _planning(run: _Run) -> None:
             reason, message = job_failure(job, pods, children.PLAN_CONTAINER_NAME, PlannerResult, "planning pod")
             _plan_failed(run, reason, message)
     else:
-        waiting = next((waiting_of(p, children.PLAN_CONTAINER_NAME, "planning") for p in _live(pods) if _pod_phase(p) == "Pending"), None)
-        if not _live(pods) and run.obs.plan_pod_not_created:
+        waiting = next((waiting_of(p, children.PLAN_CONTAINER_NAME, "planning") for p in live(pods) if pod_phase(p) == "Pending"), None)
+        if not live(pods) and run.obs.plan_pod_not_created:
             waiting = not_created(job, run.obs.plan_pod_not_created, "planning")
         timeout = run.spec.pending_timeout_seconds
-        if waiting is not None and _timed_out(waiting, run.now, timeout):
-            _plan_failed(run, waiting.reason, _timeout_message(waiting, timeout))
+        if waiting is not None and timed_out(waiting, run.now, timeout):
+            _plan_failed(run, waiting.reason, timeout_message(waiting, timeout))
         elif waiting is not None and waiting.problem:
             run.conds.set(c.PLANNED, UNKNOWN, waiting.reason, waiting.message)
         else:
@@ -482,37 +297,38 @@ def _plan_failed(run: _Run, reason: str, message: str) -> None:
     run.fail(reason, message)
 
 
+def _worker_stopped(run: _Run) -> None:
+    run.conds.clear(c.RUNNING, c.WORKER_STOPPED)
+    run.conds.clear(c.QUEUED, c.WORKER_STOPPED)
+
+
 def _worker(run: _Run) -> None:
     job = run.obs.worker_job
-    kueue = children.uses_kueue(run.spec)
-    being_deleted = job is not None and bool(job.get("metadata", {}).get("deletionTimestamp"))
-    if job is None or (being_deleted and kueue):
-        recorded = run.kids.get("workerJob")
-        if job is None and recorded and not (run.spec.suspend and kueue):
+    how = suspension.of(run.spec)
+    if how.gone(job):
+        recorded = run.kids.worker_job
+        if job is None and recorded and not how.deletes_when_suspended(run.spec):
             run.fail(c.WORKER_JOB_DELETED.name, c.WORKER_JOB_DELETED.message(job=recorded, output=run.spec.output.uri))
         elif recorded:
-            # Suspending a Kueue Job means deleting it (Kueue would admit it again); resuming makes a new one,
-            # once the old one is gone.
-            run.kids.pop("workerJob", None)
-            run.kids.pop("workerPod", None)
+            # Deleted by the suspension (Kueue would admit a suspended Job again); resuming makes a new one, once
+            # the old one is gone.
+            run.kids.worker_job = None
+            run.kids.worker_pod = None
         if run.spec.suspend:
-            run.conds.clear(c.RUNNING, c.WORKER_STOPPED)
-            run.conds.clear(c.QUEUED, c.WORKER_STOPPED)
+            _worker_stopped(run)
         return
-    run.kids["workerJob"] = _name(job)
+    assert job is not None
+    run.kids.worker_job = name_of(job)
     outcome, _ = job_outcome(job)
     if outcome == "Complete":
         _succeeded(run, job)
     elif outcome == "Failed":
         _failed(run, job)
     elif run.spec.suspend:
-        run.conds.clear(c.RUNNING, c.WORKER_STOPPED)
-        run.conds.clear(c.QUEUED, c.WORKER_STOPPED)
+        _worker_stopped(run)
     elif job.get("spec", {}).get("suspend"):
-        if kueue:
-            run.conds.set(c.QUEUED, TRUE, c.WAITING_FOR_KUEUE, queue=run.spec.scheduling.queue_name)
-        else:
-            run.conds.set(c.QUEUED, TRUE, c.WAITING_FOR_POD)
+        reason, values = how.waiting()
+        run.conds.set(c.QUEUED, TRUE, reason, **values)
     else:
         _active(run, job)
 
@@ -521,72 +337,74 @@ def _attempts(run: _Run, job: dict[str, Any]) -> int:
     """Worker pods made so far (the Job controller's counts; a disruption's pod is not counted)."""
     job_status = job.get("status", {})
     seen = sum(job_status.get(key) or 0 for key in ("failed", "succeeded", "active"))
-    return max(run.status.get("attempts") or 0, seen)
+    return max(run.status.attempts or 0, seen)
 
 
 def _active(run: _Run, job: dict[str, Any]) -> None:
-    pods = _live(run.obs.worker_pods)
-    running = [p for p in pods if _pod_phase(p) == "Running"]
+    pods = live(run.obs.worker_pods)
+    running = [p for p in pods if pod_phase(p) == "Running"]
     attempts = _attempts(run, job)
     limit = run.spec.backoff_limit + 1
-    failed = [p for p in _by_creation(run.obs.worker_pods) if _pod_phase(p) == "Failed"]
-    last_failure = pod_failure(failed[-1], children.CONTAINER_NAME, WorkerResult, "worker") if failed else None
-    if attempts > (run.status.get("attempts") or 0) and attempts > 1 and last_failure is not None:
-        run.events.append(Event("Warning", c.WORKER_RETRYING.name, f"attempt {attempts} of {limit} after: {last_failure[0]}: {last_failure[1]}"))
+    failed = in_phase(run.obs.worker_pods, "Failed")
+    failure = last_failure(run.obs.worker_pods, children.CONTAINER_NAME, WorkerResult, "worker")
+    if attempts > (run.status.attempts or 0) and attempts > 1 and failure is not None:
+        run.events.append(Event("Warning", c.WORKER_RETRYING.name, f"attempt {attempts} of {limit} after: {failure[0]}: {failure[1]}"))
     if attempts:
-        run.status["attempts"] = attempts
+        run.status.attempts = attempts
 
     if running:
         pod = running[-1]
-        run.kids["workerPod"] = _name(pod)
-        run.status.setdefault("startTime", pod.get("status", {}).get("startTime") or iso(run.now))
+        run.kids.worker_pod = name_of(pod)
+        if run.status.start_time is None:
+            run.status.start_time = pod.get("status", {}).get("startTime") or iso(run.now)
         fresh = clean_progress(run.obs.progress)
         if fresh is not None:
-            run.status["progress"] = fresh
-        progress = run.status.get("progress")
-        reason = c.PUBLISHING if (progress or {}).get("stage") == PUBLISH else c.WORKER_RUNNING
+            run.status.progress = fresh
+        progress = run.status.progress
+        reason = c.PUBLISHING if progress is not None and progress.stage == PUBLISH else c.WORKER_RUNNING
         run.conds.set(c.RUNNING, TRUE, reason, detail=progress_detail(progress))
-        run.conds.clear(c.QUEUED, c.STARTED, pod=_name(pod))
+        run.conds.clear(c.QUEUED, c.STARTED, pod=name_of(pod))
         return
 
-    ended_well = [p for p in pods if _pod_phase(p) == "Succeeded"]
+    ended_well = [p for p in pods if pod_phase(p) == "Succeeded"]
     if ended_well:
         # The pod is done and the Job controller marks the Job Complete a moment later: still Running, never
         # back to Queued in between (the phase must not go backwards).
-        run.conds.set(c.RUNNING, TRUE, c.WORKER_FINISHED, pod=_name(ended_well[-1]))
+        run.conds.set(c.RUNNING, TRUE, c.WORKER_FINISHED, pod=name_of(ended_well[-1]))
         return
 
-    if last_failure is not None:
-        run.conds.set(c.RUNNING, FALSE, c.WORKER_RETRYING, attempt=len(failed), limit=limit, failure=f"{last_failure[0]}: {last_failure[1]}")
+    if failure is not None:
+        run.conds.set(c.RUNNING, FALSE, c.WORKER_RETRYING, attempt=len(failed), limit=limit, failure=f"{failure[0]}: {failure[1]}")
     else:
         run.conds.clear(c.RUNNING, c.WORKER_STOPPED)
-    pending = [p for p in pods if _pod_phase(p) == "Pending"]
+    pending = [p for p in pods if pod_phase(p) == "Pending"]
     if not pending and not run.obs.worker_pod_not_created:
         run.conds.set(c.QUEUED, TRUE, c.WAITING_FOR_POD)
         return
     if pending:
-        run.kids["workerPod"] = _name(pending[-1])
+        run.kids.worker_pod = name_of(pending[-1])
         waiting = waiting_of(pending[-1], children.CONTAINER_NAME, "worker")
     else:
         waiting = not_created(job, run.obs.worker_pod_not_created or "", "worker")
     timeout = run.spec.pending_timeout_seconds
-    if _timed_out(waiting, run.now, timeout):
-        run.fail(waiting.reason, _timeout_message(waiting, timeout))
+    if timed_out(waiting, run.now, timeout):
+        run.fail(waiting.reason, timeout_message(waiting, timeout))
     else:
         run.conds.set(c.QUEUED, TRUE, waiting.reason, waiting.message)
 
 
 def _succeeded(run: _Run, job: dict[str, Any]) -> None:
-    done = [p for p in _by_creation(run.obs.worker_pods) if _pod_phase(p) == "Succeeded"]
-    result = read_result(WorkerResult, (terminated(done[-1], children.CONTAINER_NAME) or {}).get("message")) if done else None
+    result = last_result(WorkerResult, run.obs.worker_pods, "Succeeded", children.CONTAINER_NAME)
     if result is not None:
-        run.status["result"] = job_result(result)
-    run.status["attempts"] = _attempts(run, job)
+        run.status.result = job_result(result)
+    run.status.attempts = _attempts(run, job)
     job_status = job.get("status", {})
-    run.status.setdefault("startTime", job_status.get("startTime") or iso(run.now))
-    run.status.setdefault("completionTime", job_status.get("completionTime") or iso(run.now))
-    if run.status.get("progress"):
-        run.status["progress"] = run.status["progress"] | {"stage": DONE, "percent": 100, "etaSeconds": 0}
+    if run.status.start_time is None:
+        run.status.start_time = job_status.get("startTime") or iso(run.now)
+    if run.status.completion_time is None:
+        run.status.completion_time = job_status.get("completionTime") or iso(run.now)
+    if run.status.progress is not None:
+        run.status.progress = run.status.progress.model_copy(update={"stage": DONE, "percent": 100, "eta_seconds": 0})
     run.conds.set(c.SUCCEEDED, TRUE, c.JOB_SUCCEEDED, summary=result_summary(result, run.spec))
     run.conds.clear(c.RUNNING, c.COMPLETED)
     run.conds.clear(c.QUEUED, c.COMPLETED)
@@ -594,14 +412,14 @@ def _succeeded(run: _Run, job: dict[str, Any]) -> None:
 
 def _failed(run: _Run, job: dict[str, Any]) -> None:
     reason, message = job_failure(job, run.obs.worker_pods, children.CONTAINER_NAME, WorkerResult, "worker")
-    failed = [p for p in _by_creation(run.obs.worker_pods) if _pod_phase(p) == "Failed"]
-    result = read_result(WorkerResult, (terminated(failed[-1], children.CONTAINER_NAME) or {}).get("message")) if failed else None
+    result = last_result(WorkerResult, run.obs.worker_pods, "Failed", children.CONTAINER_NAME)
     if result is not None:
         # A missed quality gate still has figures and a rejected_uri worth showing.
-        run.status["result"] = job_result(result)
-    run.status["attempts"] = _attempts(run, job)
-    if reason == c.DEADLINE_EXCEEDED.name and (run.status.get("progress") or {}).get("stage"):
-        message = c.DEADLINE_EXCEEDED.message(seconds=job.get("spec", {}).get("activeDeadlineSeconds"), where=f" and was stopped in stage {run.status['progress']['stage']}")
+        run.status.result = job_result(result)
+    run.status.attempts = _attempts(run, job)
+    stage = run.status.progress.stage if run.status.progress is not None else None
+    if reason == c.DEADLINE_EXCEEDED.name and stage:
+        message = c.DEADLINE_EXCEEDED.message(seconds=job.get("spec", {}).get("activeDeadlineSeconds"), where=f" and was stopped in stage {stage}")
     run.fail(reason, message)
 
 
@@ -623,7 +441,7 @@ def _kstatus(conds: Conditions) -> None:
 
 
 def _pruned(value: Any) -> Any:
-    """Drop None and empty mappings: absence, not null, is how an unset field looks."""
+    """Drop empty mappings (children with nothing yet, metrics without a figure): absence is how an unset field looks."""
     if isinstance(value, dict):
         out = {k: _pruned(v) for k, v in value.items() if v is not None}
         return {k: v for k, v in out.items() if v != {}}

@@ -11,6 +11,7 @@ Must not: be imported by product code.
 from __future__ import annotations
 
 import http.client
+import socket
 import threading
 import time
 from collections import defaultdict
@@ -18,6 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import unquote, urlparse
 
+SEND_BUFFER = 128 * 1024
 _HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-authorization", "proxy-authenticate"}
 
 
@@ -54,6 +56,12 @@ class CountingProxy:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+
+            def setup(self) -> None:
+                # A small send buffer: what is counted as sent is on its way to the client, not megabytes queued in this
+                # host's kernel (which a client killed mid-download never receives, but would be counted).
+                self.request.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+                super().setup()
 
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
                 return

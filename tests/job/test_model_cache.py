@@ -102,10 +102,10 @@ def test_a_second_job_with_another_preset_downloads_nothing_and_its_plan_says_ca
 
     assert main_plan(SimpleNamespace(job=str(job_file), model_config=None, json=False), env) == 0
     assert f"cached: {first.source_bytes:,} of {first.source_bytes:,} bytes (0 to download)" in capsys.readouterr().out
-    proxy.reset()
+    assert proxy.body_bytes(f"/{bucket}/models/glm/") == 0  # the plan read config.json from the cache, not the store
     again = fetch_stage(second, env, tmp_path / "w2")
 
-    assert proxy.body_bytes(f"/{bucket}/models/glm/") == 0  # the store served nothing
+    assert proxy.body_bytes(f"/{bucket}/models/glm/") == 0  # the store served nothing, to the plan or the fetch
     assert again.model_dir == first.model_dir and again.resolved_revision == first.resolved_revision
     for name in weights:
         assert (again.model_dir / name).read_bytes() == (folder / name).read_bytes()
@@ -121,6 +121,29 @@ def test_a_second_job_with_another_preset_downloads_nothing_and_its_plan_says_ca
     assert metrics["kompress_cache_bytes_saved_total"] >= first.source_bytes  # the second job's whole model
     assert metrics["kompress_cache_hits_total"] >= STATS.hits - hits_before
     assert metrics["kompress_cache_bytes_on_volume"] >= first.source_bytes
+
+
+def test_the_first_plan_keeps_config_json_in_the_cache_for_every_later_plan_and_the_fetch(s3, bucket, proxy, tmp_path, capsys):
+    from kompress_job.planning.cli import main_plan
+    from kompress_testing.models import write_model
+
+    folder = write_model("llama", tmp_path / "src")
+    upload(s3, bucket, folder, "models/planned")
+    (tmp_path / "cache").mkdir()
+    env = {**s3.env("model"), "KOMPRESS_CACHE_DIR": str(tmp_path / "cache")}
+    job = job_for(f"s3://{bucket}/models/planned", s3, proxy)
+    job_file = tmp_path / "job.yaml"
+    job_file.write_text(yaml.safe_dump(job.model_dump(by_alias=True, exclude_none=True, mode="json")))
+    for _ in range(2):  # the planning pods of two jobs started at once
+        assert main_plan(SimpleNamespace(job=str(job_file), model_config=None, json=False), env) == 0
+    capsys.readouterr()
+    fetch_stage(job, env, tmp_path / "w1")
+
+    from kompress_job.io.sources.select import wanted
+
+    for path in sorted(p for p in folder.iterdir() if p.is_file()):  # each file of the model served once, in all
+        assert proxy.body_bytes(f"/{bucket}/models/planned/{path.name}") == (path.stat().st_size if wanted(path.name) else 0), path.name
+    assert proxy.requests.count(f"GET /{bucket}/models/planned/config.json") == 1  # the first plan's, kept for the rest
 
 
 FETCH_SCRIPT = textwrap.dedent("""
@@ -199,6 +222,39 @@ def test_a_worker_killed_mid_download_resumes_within_1_1x_of_the_model(s3, bucke
     assert size <= fetched <= 1.1 * size, f"{fetched / size:.3f}x the file"
 
 
+def test_a_download_killed_inside_its_one_range_resumes_from_the_bytes_written(s3, bucket, tmp_path):
+    # A file smaller than one ranged GET (64 MiB by default): resuming per range would fetch it all again.
+    size = 24 * MiB
+    folder = big_model(tmp_path / "src", size)
+    upload(s3, bucket, folder, "m/inside", part_mib=8)
+    cache_dir = tmp_path / "cache"
+    env = {**s3.env("model"), "KOMPRESS_CACHE_DIR": str(cache_dir), "KOMPRESS_CACHE_STALE_SECONDS": "2"}
+    with CountingProxy(s3.endpoint, bytes_per_second=4 * MiB) as proxy:
+        source = ModelSource(uri=f"s3://{bucket}/m/inside", s3=s3.access(endpoint=proxy.endpoint))
+        worker = start_fetch(source, env)
+        written, deadline = 0, time.monotonic() + 60
+        while time.monotonic() < deadline and written < size // 2:
+            states = list(cache_dir.rglob("model.safetensors.partial.json"))
+            try:
+                state = json.loads(states[0].read_text()) if states else {}
+            except ValueError:
+                continue  # read while being replaced
+            written = sum(state.get("progress", {}).values())
+            time.sleep(0.02)
+        worker.kill()
+        worker.wait()
+        assert size // 2 <= written < size, "the download never got half way, or finished before the kill"
+        proxy.bytes_per_second = None
+        retry = start_fetch(source, env)
+        out, err = retry.communicate(timeout=180)
+        assert retry.returncode == 0, err[-3000:]
+        fetched = proxy.body_bytes(f"/{bucket}/m/inside/model.safetensors")
+    got = Path(json.loads(out.strip().splitlines()[-1])["dir"]) / "model.safetensors"
+    assert hashlib.sha256(got.read_bytes()).digest() == hashlib.sha256((folder / "model.safetensors").read_bytes()).digest()
+    print(f"resumed inside a range: {fetched / size:.3f}x the file fetched in all")
+    assert size <= fetched <= 1.1 * size, f"{fetched / size:.3f}x the file"
+
+
 def test_a_cache_too_small_is_refused_in_the_plan_naming_the_sizes(s3, bucket, proxy, tmp_path, capsys):
     from kompress_job.io.sources.select import wanted
     from kompress_testing.models import write_model
@@ -225,7 +281,7 @@ def test_a_cache_too_small_is_refused_in_the_plan_naming_the_sizes(s3, bucket, p
     assert main_plan(SimpleNamespace(job=str(job_file), model_config=None, json=True), env) == 20  # PlanRejected
     refused = json.loads(capsys.readouterr().out)
     (problem,) = [p for p in refused["problems"] if p["code"] == "CacheTooSmall"]
-    assert f"{total:,} bytes" in problem["message"] and refused["cache"] == {"cached_bytes": 0, "total_bytes": total, "download_bytes": total, "problem": view.problem}
+    assert f"{total:,} bytes" in problem["message"] and refused["cache"] == {"cached_bytes": 0, "total_bytes": total, "download_bytes": total, "problem": view.problem, "volume_bytes": ModelCache.from_env(env).used_bytes(), "claim": None}
     assert proxy.body_bytes("model.safetensors") == 0  # refused before a byte of weights moved
 
 
@@ -316,3 +372,21 @@ def test_a_volume_without_room_for_the_missing_bytes_is_refused_counting_what_ev
     finally:
         mark.release()
     assert problem is not None and f"({3 * MiB:,} bytes) to download" in problem and f"{2 * MiB:,} bytes) free or evictable" in problem
+
+
+@pytest.mark.unit
+def test_a_killed_downloads_partial_bytes_are_not_asked_for_twice(tmp_path):
+    # Found end to end: the retry of a worker killed mid-download was refused CacheTooSmall, its own .partial file
+    # counted once as used and again as missing.
+    from kompress_job.io.cache.fetch import too_small
+    from kompress_job.io.cache.store import Holdings
+
+    cache = ModelCache(tmp_path, max_bytes=10 * MiB)
+    entry = cache.root / "models" / "s3" / "aws" / "m" / "digest"
+    (entry / ".kompress").mkdir(parents=True)
+    (entry / ".kompress" / "entry.json").write_text("{}")
+    (entry / "model.safetensors.partial").write_bytes(os.urandom(4 * MiB))  # 4 of 8 MiB written before the kill
+    wanted = Holdings(total=8 * MiB, cached=0, files_cached=0, files=1)
+    assert too_small(cache, wanted, "s3://b/m", entry) is None  # 6 MiB free under the limit, 4 MiB still to come
+    assert cache.needed_bytes(entry, wanted) == 4 * MiB
+    assert too_small(cache, Holdings(total=11 * MiB, cached=0, files_cached=0, files=1), "s3://b/m", entry) is not None

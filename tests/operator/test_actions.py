@@ -9,7 +9,7 @@ from kompress_testing.wrappers import JobWrapper, make_cjob
 from kompress_operator import actions, children
 from kompress_operator.actions import Create, Delete, SetSuspend
 from kompress_operator.config import OperatorConfig
-from kompress_operator.status import Observed
+from kompress_operator.observed import Observed
 
 pytestmark = pytest.mark.unit
 

@@ -12,7 +12,7 @@ import pytest
 from kompress_api._model import re2_search
 from kompress_api.podspec import DNS_SUBDOMAIN_RE
 from kompress_operator.kube import Kube, event_name
-from kompress_operator.status import Event
+from kompress_operator.observed import Event
 
 pytestmark = pytest.mark.unit
 

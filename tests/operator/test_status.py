@@ -17,6 +17,7 @@ from kompress_testing.wrappers import CJobWrapper, JobWrapper, make_cjob, pod_fo
 
 from kompress_operator import children
 from kompress_operator import status as st
+from kompress_operator.observed import Observed, StatusUpdate
 from kompress_operator.config import OperatorConfig
 
 pytestmark = pytest.mark.unit
@@ -72,10 +73,10 @@ class Scene:
     def model(self) -> api.CompressionJob:
         return api.parse(self.cjob)
 
-    def observed(self) -> st.Observed:
-        return st.Observed(self.cjob, self.plan_job, self.plan_pods, self.worker_job, self.worker_pods, self.progress)
+    def observed(self) -> Observed:
+        return Observed(self.cjob, self.plan_job, self.plan_pods, self.worker_job, self.worker_pods, self.progress)
 
-    def step(self, now: datetime = NOW) -> st.StatusUpdate:
+    def step(self, now: datetime = NOW) -> StatusUpdate:
         update = st.compute_status(self.observed(), now)
         # every status written must be one the CRD's schema keeps whole (unknown fields would be pruned)
         api.CompressionJobStatus.model_validate(update.status)
@@ -119,13 +120,13 @@ class Scene:
         return self
 
 
-def cond(update: st.StatusUpdate, ctype: str) -> dict[str, Any]:
+def cond(update: StatusUpdate, ctype: str) -> dict[str, Any]:
     found = next((c for c in update.status["conditions"] if c["type"] == ctype), None)
     assert found is not None, f"no {ctype} condition in {update.status['conditions']}"
     return found
 
 
-def reasons(update: st.StatusUpdate) -> list[tuple[str, str]]:
+def reasons(update: StatusUpdate) -> list[tuple[str, str]]:
     return [(e.type, e.reason) for e in update.events]
 
 

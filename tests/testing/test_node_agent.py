@@ -228,6 +228,33 @@ def test_volumes_are_folders_and_values_under_their_mount_paths_are_mapped(node:
     assert mode == "x"
 
 
+def test_a_claim_is_the_folder_of_the_persistent_volume_it_is_bound_to(node: Node, tmp_path: Path) -> None:
+    from kompress_testing.volumes import delete_volume, hostpath_claim
+
+    command = script("import os, sys; open(os.path.join(sys.argv[1], sys.argv[2]), 'w').write(sys.argv[3])")
+    mount = {"volumeMounts": [{"name": "data", "mountPath": "/data"}]}
+    volumes = {"volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "shared"}}]}
+    node.create_job(job_manifest("writer", command + ["/data", "greeting", "hello"], container=mount, pod=volumes))
+    # No claim yet: kube-scheduler (not the agent) holds the pod back.
+    (pending,) = wait_for("the pod to be unschedulable", lambda: [p for p in node.pods("writer")
+                                                                    if (condition(p, "PodScheduled") or {}).get("reason") == "Unschedulable"])
+    assert 'persistentvolumeclaim "shared" not found' in condition(pending, "PodScheduled")["message"]
+    folder = tmp_path / "pv-folder"
+    pv = hostpath_claim(node.client, node.api.namespace, "shared", folder)
+    try:
+        node.wait_job("writer", "Complete", timeout=60)
+        assert (folder / "greeting").read_text() == "hello"  # in the PV's hostPath, where a kubelet mounts it
+        node.create_job(job_manifest("reader", script("""
+            import os, sys
+            open(os.environ["KOMPRESS_TERMINATION_LOG"], "w").write(open(os.path.join(sys.argv[1], "greeting")).read())
+        """) + ["/data"], container=mount, pod=volumes))
+        node.wait_job("reader", "Complete")
+        (read,) = node.pods("reader")
+        assert read["status"]["containerStatuses"][0]["state"]["terminated"]["message"] == "hello"  # shared by the pods
+    finally:
+        delete_volume(node.client, pv)
+
+
 def test_a_container_over_its_memory_limit_is_oom_killed(node: Node) -> None:
     node.create_job(job_manifest("hungry", script("""
         import time

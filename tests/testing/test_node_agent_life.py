@@ -15,6 +15,7 @@ import pytest
 from kompress_testing.cluster.build import kubernetes_version
 from kompress_testing.node_agent import AGENT_NAMESPACE, AGENT_SERVICE_ACCOUNT, AgentConfig, AgentThread, rbac_manifests
 from kompress_testing.pytest_plugin import start_node_agent
+from kompress_testing.volumes import delete_volume, hostpath_claim
 
 from .node_agent_views import Node, condition, job_manifest, script, wait_for
 
@@ -80,6 +81,7 @@ def _run_one_job_as(apiserver: Any, account: str, tmp_path: Path, drop: dict[str
     """Run one Job on an agent signed in as `account`: whether it completed, and the requests the API server refused it."""
     cleanup = _bind_agent_role(apiserver, account, drop)
     completed = False
+    pv = hostpath_claim(apiserver.client, apiserver.namespace, f"data-{account}", tmp_path / f"pv-{account}")
     try:
         token = apiserver.service_account_token(apiserver.namespace, account, create=False)
         node_name = f"node-{apiserver.namespace[-6:]}-{account}"
@@ -92,7 +94,9 @@ def _run_one_job_as(apiserver: Any, account: str, tmp_path: Path, drop: dict[str
         else:
             node = Node(apiserver, agent, tmp_path / account)
             try:
-                node.create_job(job_manifest(account, script("pass")))
+                # A pod that mounts a claim (bound to a hostPath PV), so the claim and PV rights are needed too.
+                node.create_job(job_manifest(account, script("pass"), container={"volumeMounts": [{"name": "data", "mountPath": "/data"}]},
+                                             pod={"volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": f"data-{account}"}}]}))
                 node.wait_job(account, "Complete", timeout=20 if drop is None else 8)
                 completed = True
             except AssertionError:
@@ -104,6 +108,7 @@ def _run_one_job_as(apiserver: Any, account: str, tmp_path: Path, drop: dict[str
     finally:
         for url in cleanup:
             apiserver.client.delete(url)
+        delete_volume(apiserver.client, pv)
     return completed, apiserver.denied(f"system:serviceaccount:{apiserver.namespace}:{account}")
 
 

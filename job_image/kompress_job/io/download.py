@@ -1,8 +1,11 @@
 """Downloads from S3: ranged parallel GETs into a `.partial` file with a small JSON state beside it, so a re-run
-fetches only the ranges it lacks, then the whole object checked against the strongest checksum the store has
+fetches only the bytes it lacks, then the whole object checked against the strongest checksum the store has
 (composite or full SHA-256, else the MD5 ETag, else the size).
 
-Layout of a download in progress: DEST.partial (sparse, written at offsets) + DEST.partial.json.
+Layout of a download in progress: DEST.partial (sparse, written at offsets) + DEST.partial.json: the ranges done,
+and for a range in flight how many of its bytes were written (saved at most every SAVE_EVERY seconds), so a killed
+process loses what arrived since the last save, not whole ranges; a resumed range's bytes are hashed from disk at
+the end with everything else an earlier process wrote, never taken on trust.
 Must not: know about jobs, manifests or progress beyond a byte-count callback.
 """
 
@@ -22,6 +25,8 @@ from typing import Any
 
 from kompress_job.io.checksums import VerifiedFiles, b64, composite, file_digests, multipart_etag, strip_parts
 from kompress_job.io.s3objects import READ_BLOCK, MiB, Meter, RemoteObject, TransferError, TransferSettings, head_object
+
+SAVE_EVERY = 0.25  # seconds between writes of the resume state while bytes arrive
 
 @dataclass(frozen=True)
 class DownloadItem:
@@ -97,6 +102,7 @@ class _FileDownload:
         self.state_path = item.dest.with_name(item.dest.name + ".partial.json")
         self.count = max(1, math.ceil(item.remote.size / self.chunk))
         self.done: dict[int, str] = {}
+        self.progress: dict[int, int] = {}  # range -> bytes of it written, from its start, while not done
         self._lock = threading.Lock()
         self._last_save = 0.0
         self._fd: int | None = None
@@ -107,14 +113,17 @@ class _FileDownload:
         self.item.dest.parent.mkdir(parents=True, exist_ok=True)
         state = self._read_state() if not self._fresh else None
         if state is None or not self.partial.exists():
-            self.done = {}
+            self.done, self.progress = {}, {}
             self.partial.unlink(missing_ok=True)
         else:
             self.done = {int(k): v for k, v in state["done"].items()}
-            # Ranges from an earlier process are re-hashed from disk at the end, not taken on trust.
-            self._carried = set(self.done)
+            self.progress = {int(k): min(int(v), self._chunk_len(int(k))) for k, v in (state.get("progress") or {}).items() if int(k) not in self.done}
+            # Ranges from an earlier process, whole or begun, are re-hashed from disk at the end, not taken on trust.
+            self._carried = set(self.done) | set(self.progress)
             for index in self.done:
                 self.meter.add(self._chunk_len(index))
+            for written in self.progress.values():
+                self.meter.add(written)
         self._fd = os.open(self.partial, os.O_RDWR | os.O_CREAT, 0o644)
         os.ftruncate(self._fd, self.item.remote.size)
         self._write_state()
@@ -153,43 +162,52 @@ class _FileDownload:
                 time.sleep(min(8.0, 0.5 * 2**attempt))
 
     def _fetch_chunk(self, client: Any, index: int) -> None:
-        start = index * self.chunk
-        end = start + self._chunk_len(index) - 1
-        kwargs: dict[str, Any] = {"Bucket": self.item.bucket, "Key": self.item.remote.key, "Range": f"bytes={start}-{end}"}
-        if self.item.remote.etag:
-            kwargs["IfMatch"] = f'"{self.item.remote.etag}"'  # the object must not change under us
-        body = client.get_object(**kwargs)["Body"]
-        hasher = _PartHasher(self._algorithm, self.part) if self._algorithm and self.part else None
+        base = index * self.chunk
+        end = base + self._chunk_len(index) - 1
+        with self._lock:
+            written = self.progress.get(index, 0)
+            if written:
+                self._carried.add(index)  # begun earlier (this process's last attempt, or a killed one's): hashed from disk
+        start = base + written
+        hasher = _PartHasher(self._algorithm, self.part) if self._algorithm and self.part and not written else None
         offset = start
-        try:
-            while block := body.read(READ_BLOCK):
-                os.pwrite(self._fd, block, offset)  # type: ignore[arg-type]
-                offset += len(block)
-                if hasher is not None:
-                    hasher.update(block)
-                self.meter.add(len(block))
-        except BaseException:
-            self.meter.add(start - offset)  # this range will be fetched again
-            raise
-        finally:
-            body.close()
+        if start <= end:
+            kwargs: dict[str, Any] = {"Bucket": self.item.bucket, "Key": self.item.remote.key, "Range": f"bytes={start}-{end}"}
+            if self.item.remote.etag:
+                kwargs["IfMatch"] = f'"{self.item.remote.etag}"'  # the object must not change under us
+            body = client.get_object(**kwargs)["Body"]
+            try:
+                while block := body.read(READ_BLOCK):
+                    os.pwrite(self._fd, block, offset)  # type: ignore[arg-type]
+                    offset += len(block)
+                    if hasher is not None:
+                        hasher.update(block)
+                    self.meter.add(len(block))
+                    with self._lock:
+                        self.progress[index] = offset - base  # written: a retry, or a later process, resumes here
+                    self.save_state(throttle=True)
+            finally:
+                body.close()
         if offset != end + 1:
             raise TransferError(f"short read of s3://{self.item.bucket}/{self.item.remote.key} at bytes {start}-{end}")
         with self._lock:
             self.done[index] = ",".join(hasher.finish()) if hasher is not None else ""
+            self.progress.pop(index, None)
         self.save_state(throttle=True)
 
     def save_state(self, *, throttle: bool = False) -> None:
-        now = time.monotonic()
-        if throttle and now - self._last_save < 2.0:
-            return
-        self._last_save = now
+        with self._lock:
+            now = time.monotonic()
+            if throttle and now - self._last_save < SAVE_EVERY:
+                return
+            self._last_save = now
         self._write_state()
 
     def _write_state(self) -> None:
         r = self.item.remote
         with self._lock:
-            state = {"etag": r.etag, "size": r.size, "chunk": self.chunk, "kind": self.kind, "done": {str(k): v for k, v in self.done.items()}}
+            state = {"etag": r.etag, "size": r.size, "chunk": self.chunk, "kind": self.kind, "done": {str(k): v for k, v in self.done.items()},
+                     "progress": {str(k): v for k, v in self.progress.items()}}
         tmp = self.state_path.with_name(self.state_path.name + f".{threading.get_ident()}.tmp")
         tmp.write_text(json.dumps(state))
         os.replace(tmp, self.state_path)

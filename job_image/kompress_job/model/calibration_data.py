@@ -252,6 +252,47 @@ def check_source(cal: Calibration, env: Mapping[str, str]) -> str | None:
         raise CalibrationNotFound(f"no calibration file at {path} (is its volume mounted?)")
 
 
+def source_version(cal: Calibration, env: Mapping[str, str], revision: str | None = None) -> str | None:
+    """What names this exact version of the calibration data, without reading it: a Hub dataset's commit (`revision`,
+    as preflight pinned it, else resolved), an S3 object's ETag and size (one HEAD), a file's size and mtime, the
+    built-in set's package version. None when it cannot be told (the data is then never taken from a cache)."""
+    uri = cal.uri
+    if uri.startswith("builtin://"):
+        from importlib import metadata
+
+        try:
+            return f"{uri}@chatterbot-corpus=={metadata.version('chatterbot-corpus')}"
+        except metadata.PackageNotFoundError:
+            return None
+    if uri.startswith("hf://"):
+        if revision:
+            return revision
+        from kompress_job.io.sources.hub import hub_api, hub_settings
+
+        settings = hub_settings(cal.hugging_face, env, what="calibration data")
+        return _dataset_commit(cal, hub_api(settings), settings)
+    if uri.startswith("s3://"):
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        from kompress_job.io.s3client import make_client, parse_s3_uri
+        from kompress_job.io.s3objects import head_object
+
+        loc = parse_s3_uri(uri)
+        try:
+            remote = head_object(make_client(cal.s3, env, "calibration"), loc.bucket, loc.key)
+        except (ClientError, BotoCoreError):
+            return None  # the read that follows reports what is wrong
+        if remote is None or not remote.etag:
+            return None
+        return f"etag:{remote.etag}:{remote.size}"
+    path = Path(uri[len("file://"):] if uri.startswith("file://") else uri)
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return f"file:{st.st_size}:{st.st_mtime_ns}"
+
+
 # ---------------------------------------------------------------------------------------------
 # Rows -> samples
 # ---------------------------------------------------------------------------------------------
@@ -367,3 +408,50 @@ def prepare(
     held = texts[n_cal : n_cal + n_held]
     holdout = datasets.Dataset.from_dict({"text": [t.text for t in held], **tokenize(held, eval_len)})
     return Prepared(calibration=calibration, holdout=holdout, calibration_texts=[t.text for t in texts[:n_cal]], rows_seen=seen, skipped=skipped)
+
+
+# ---------------------------------------------------------------------------------------------
+# Prepared samples on disk (the model cache keeps them: kompress_job.io.cache.artifacts)
+# ---------------------------------------------------------------------------------------------
+
+PREPARED_FILE = "calibration.json"
+# Bumped whenever prepare() would pick, render or tokenize differently: older stored samples are then not reused.
+PREPARED_FORMAT = 1
+
+
+def save_prepared(prepared: Prepared, folder: Path, *, revision: str | None = None) -> Path:
+    """Everything a later run takes from `prepare` (and the Hub commit the rows came from), as one JSON file."""
+    doc = {
+        "format": PREPARED_FORMAT,
+        "calibration": _columns(prepared.calibration, ("input_ids", "attention_mask")),
+        "holdout": _columns(prepared.holdout, ("text", "input_ids", "attention_mask")),
+        "calibration_texts": prepared.calibration_texts,
+        "rows_seen": prepared.rows_seen,
+        "skipped": dict(prepared.skipped),
+        "revision": revision,
+    }
+    path = folder / PREPARED_FILE
+    path.write_text(json.dumps(doc, separators=(",", ":")))
+    return path
+
+
+def _columns(dataset: Any, names: Sequence[str]) -> dict[str, list[Any]]:
+    data = dataset.to_dict()
+    return {name: [list(v) if isinstance(v, (list, tuple)) else v for v in data.get(name, [])] for name in names}
+
+
+def load_prepared(folder: Path) -> tuple[Prepared, str | None]:
+    """What save_prepared wrote: the samples as `prepare` returned them, and the revision."""
+    import datasets
+
+    doc = json.loads((folder / PREPARED_FILE).read_text())
+    if doc.get("format") != PREPARED_FORMAT:
+        raise ValueError(f"{folder / PREPARED_FILE} is format {doc.get('format')}, not {PREPARED_FORMAT}")
+    prepared = Prepared(
+        calibration=datasets.Dataset.from_dict(doc["calibration"]),
+        holdout=datasets.Dataset.from_dict(doc["holdout"]),
+        calibration_texts=doc["calibration_texts"],
+        rows_seen=doc["rows_seen"],
+        skipped=Counter(doc["skipped"]),
+    )
+    return prepared, doc.get("revision")

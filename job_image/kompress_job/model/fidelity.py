@@ -6,6 +6,7 @@
                                      random projection of the attention, MLP and layer outputs. Written to
                                      `folder`, one safetensors file per batch, so the record never has to
                                      fit in memory and the original can be released before compression.
+    load_record(folder, rows)        a record written before (by this run, or kept in the model cache), read back
     compare(model, record)           the compressed side, streamed over the same batches: perplexity of each,
                                      mean KL divergence, top-1 agreement, per-layer output drift.
     gate_failures(metrics, gate)     the quality gate's verdict, in words with the figures and the limits.
@@ -364,6 +365,38 @@ def record(model: Any, rows: Sequence[Sequence[int]], folder: Path, *, pad_id: i
     rec.seconds = round(time.monotonic() - started, 3)
     rec.write_index()
     return rec
+
+
+def load_record(folder: Path, rows: Sequence[Sequence[int]]) -> BaselineRecord:
+    """The record `record` wrote to `folder` for these `rows` (its index says everything but the rows, which the
+    caller holds). ValueError when the folder is not such a record, or not of these rows."""
+    try:
+        doc = json.loads((folder / "record.json").read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"no baseline record in {folder}: {err}") from None
+    if doc.get("format") != RECORD_FORMAT:
+        raise ValueError(f"the baseline record in {folder} is format {doc.get('format')}, not {RECORD_FORMAT}")
+    usable = [list(r) for r in rows if len(r) >= 2]
+    rec = BaselineRecord(
+        folder=folder, top_k=doc["top_k"], vocab_size=doc["vocab_size"], rows=usable, plan=doc["plan"], pad_id=doc["pad_id"],
+        samples=doc["samples"], tokens=doc["tokens"], taps=doc.get("taps") or [], seconds=doc.get("seconds"),
+    )
+    if rec.samples != len(usable) or sorted(i for batch in rec.plan for i in batch) != list(range(len(usable))):
+        raise ValueError(f"the baseline record in {folder} is of {rec.samples} rows, not of these {len(usable)}")
+    if any(not rec.batch_file(i).is_file() for i in range(len(rec.plan))):
+        raise ValueError(f"the baseline record in {folder} lacks some of its {len(rec.plan)} batch files")
+    return rec
+
+
+def rows_digest(rows: Sequence[Sequence[int]]) -> str:
+    """SHA-256 of the token ids of `rows`, in order: what a stored record must have been made from."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for row in rows:
+        h.update(len(row).to_bytes(4, "little"))
+        h.update(b"".join(int(t).to_bytes(4, "little", signed=True) for t in row))
+    return h.hexdigest()
 
 
 def _vocab_size(model: Any) -> int:

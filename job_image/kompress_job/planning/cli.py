@@ -44,10 +44,10 @@ def _plan(job: Any, config_path: str | None, env: Mapping[str, str]) -> Any:
         return planner.make_plan(job, planner.read_config(config_path), weight_names=planner.local_weight_names(config_path))
     from kompress_job.planning import cache as cache_plan
 
+    view = cache_plan.assess(job, env)
     with tempfile.TemporaryDirectory(prefix="kompress-plan-") as tmp:
-        config, revision = planner.fetch_config(job, env, Path(tmp))
-        names = planner.fetch_weight_names(job, env, Path(tmp), revision=revision)
-    return cache_plan.apply(planner.make_plan(job, config, weight_names=names), cache_plan.assess(job, env))
+        config, names, _ = cache_plan.plan_inputs(job, env, Path(tmp), view)
+    return cache_plan.apply(planner.make_plan(job, config, weight_names=names), view)
 
 
 def main_plan(args: Any, env: Mapping[str, str] | None = None) -> int:

@@ -194,6 +194,7 @@ class Plan:
             # Only when the run needs a size of its own (several GPUs share the model there); else the operator's default.
             shm_bytes=self.shm_bytes if f.shm_needed_bytes else None,
             servable=self.servable,
+            cache=self.cache.status() if self.cache is not None else None,
             problems=[PlanProblem(**p.summary()) for p in P.ordered(self.problems)],
         )
 

@@ -12,17 +12,26 @@ and drops them before the ranks start.
 With spec.evaluation.tasks, the original is also scored on them with lm-eval (kompress_job.model.task_scores), on the
 same loaded weights, and the scores are written to ctx.workdir/evaluation/tasks-original.json (ctx.task_record) for
 the evaluate stage; the backend is chosen here (ctx.task_backend) so both models are scored by the same one.
+With a model cache, the record is kept there too (kompress_job.io.cache.artifacts), keyed by the model version, its
+dtype, the held-out rows' token ids, the record's settings and format, torch's and transformers' versions and the kind
+of device: a retry, or another preset on the same model and data, reads it back and runs no forward pass for it
+(nor loads the weights for it, when no lm-eval task needs them).
 Must not: modify ctx.model.
 """
 
 from __future__ import annotations
 
 import gc
+import shutil
 
+from kompress_job.io.cache import artifacts
+from kompress_job.io.cache.metrics import STATS
 from kompress_job.model import fidelity, modelio, task_scores
 from kompress_job.context import RunContext
+from kompress_job.stages.calibration import cached_artifacts, model_identity
 
 RECORD_DIR = "evaluation/baseline"
+KIND = "baseline"
 
 
 def holdout_rows(ctx: RunContext) -> list[list[int]]:
@@ -42,6 +51,43 @@ def _on_meta(model) -> bool:  # noqa: ANN001
     return any(p.device.type == "meta" for p in model.parameters())
 
 
+def cache_key(ctx: RunContext, store: artifacts.Artifacts, rows: list[list[int]]) -> str | None:
+    import torch
+    import transformers
+
+    from kompress_job.model.cpu_workarounds import has_accelerator
+
+    model = model_identity(ctx, store)
+    if model is None:
+        return None
+    spec = ctx.job.spec.model
+    return artifacts.artifact_key(KIND, {
+        "format": fidelity.RECORD_FORMAT,
+        "model": model,
+        "dtype": spec.dtype,
+        "trustRemoteCode": spec.trust_remote_code,
+        "rows": fidelity.rows_digest(rows),
+        "padId": pad_id(ctx.tokenizer),
+        "topK": fidelity.TOP_K,
+        "sketch": [fidelity.SKETCH_DIM, fidelity.SKETCH_SEED, fidelity.DRIFT_TOKENS],
+        "software": {"torch": torch.__version__, "transformers": transformers.__version__},
+        "device": torch.accelerator.current_accelerator().type if has_accelerator() else "cpu",
+    })
+
+
+def _cached_record(ctx: RunContext, rows: list[list[int]]) -> tuple[artifacts.Artifacts | None, str | None, fidelity.BaselineRecord | None]:
+    store = cached_artifacts(ctx)
+    key = cache_key(ctx, store, rows) if store is not None else None
+    found = store.lookup(KIND, key) if key is not None else None
+    if found is None:
+        return store, key, None
+    try:
+        return store, key, fidelity.load_record(found, rows)
+    except ValueError as err:
+        ctx.log.warning("baseline: the record in the model cache cannot be used (%s); recording it again", err, extra={"stage": "baseline"})
+        return store, None, None
+
+
 def run(ctx: RunContext) -> None:
     rows = holdout_rows(ctx)
     tasks = ctx.job.spec.evaluation.tasks
@@ -52,6 +98,25 @@ def run(ctx: RunContext) -> None:
         _prepare_tasks(ctx)
     if not rows and not tasks:
         return
+    store, key, reused = _cached_record(ctx, rows) if rows else (None, None, None)
+    if reused is not None:
+        ctx.baseline = reused
+        STATS.record_artifact(KIND, hit=True)
+        ctx.log.info("baseline: the original's record on these %d held-out samples was in the model cache (%s): no forward pass", len(rows), reused.folder, extra={"stage": "baseline"})
+    if reused is None or tasks:
+        _with_original(ctx, rows if reused is None else [], tasks)
+    if reused is None and key is not None and ctx.baseline is not None:
+        recorded = ctx.baseline.folder
+        stored = store.store(KIND, key, lambda tmp: shutil.copytree(recorded, tmp, dirs_exist_ok=True), describe={"model": ctx.job.spec.model.uri, "samples": len(rows)})
+        STATS.record_artifact(KIND, hit=False, on_volume=store.cache.used_bytes())
+        if stored is None:
+            ctx.log.warning("baseline: the model cache did not take the record (volume full or not writable); a retry records it again", extra={"stage": "baseline"})
+    if ctx.baseline is not None:
+        _log_record(ctx)
+
+
+def _with_original(ctx: RunContext, rows: list[list[int]], tasks: list) -> None:
+    """Record the original on `rows` and score it on `tasks`, with its weights loaded here when ctx.model has none."""
     spec = ctx.job.spec.model
     model, loaded_here = ctx.model, False
     if model is None or _on_meta(model):
@@ -74,8 +139,6 @@ def run(ctx: RunContext) -> None:
         if loaded_here:
             del model
             gc.collect()
-    if ctx.baseline is not None:
-        _log_record(ctx)
 
 
 def _prepare_tasks(ctx: RunContext) -> None:

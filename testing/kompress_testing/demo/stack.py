@@ -193,8 +193,11 @@ def start_s3(port: int) -> Any:
 
 @contextlib.contextmanager
 def running_stack(workdir: Path, *, s3_port: int | None = None, operator_settings: Mapping[str, str] | None = None,
-                  agent_args: Sequence[str] = (), progress: Callable[[str], None] = lambda _: None) -> Iterator[Stack]:
-    """Start S3, the API server, the node agent and the operator (in that order); stop them all on exit."""
+                  agent_args: Sequence[str] = (), helm_values: Sequence[str] = (),
+                  progress: Callable[[str], None] = lambda _: None) -> Iterator[Stack]:
+    """Start S3, the API server, the node agent and the operator (in that order); stop them all on exit.
+    `helm_values`: `--set` values of the chart (e.g. cache.enabled=true); the operator process gets the KOMPRESS_*
+    settings the chart's Deployment then carries, as its container would."""
     workdir.mkdir(parents=True, exist_ok=True)
     for stale in ("logs", "node", "kubectl-cache"):
         shutil.rmtree(workdir / stale, ignore_errors=True)
@@ -211,7 +214,8 @@ def running_stack(workdir: Path, *, s3_port: int | None = None, operator_setting
         progress(f"Kubernetes {plane.version()} at {plane.url} (kube-apiserver, kube-controller-manager, kube-scheduler, etcd)")
         # The chart as a platform team installs it: CRD, RBAC, ServiceAccounts. Its Deployment is scaled to 0:
         # the operator runs below as a local process, with the chart's ServiceAccount's identity.
-        stack.helm("install", RELEASE, str(REPO_ROOT / "charts" / "kompress"), "--namespace", RELEASE_NAMESPACE, "--create-namespace")
+        stack.helm("install", RELEASE, str(REPO_ROOT / "charts" / "kompress"), "--namespace", RELEASE_NAMESPACE, "--create-namespace",
+                   *(arg for value in helm_values for arg in ("--set", value)))
         stack.kubectl("scale", "deployment", "kompress-operator", "--namespace", RELEASE_NAMESPACE, "--replicas=0")
         stack.kubectl("wait", "--for=condition=Established", "crd/compressionjobs.kompress.dev", "--timeout=60s")
         progress("chart installed with helm (CRD, RBAC, ServiceAccounts)")
@@ -230,6 +234,7 @@ def running_stack(workdir: Path, *, s3_port: int | None = None, operator_setting
         health = free_port()
         # The chart's settings (charts/kompress/templates/deployment.yaml), plus a quicker resync so progress shows live.
         settings = {
+            **_chart_settings(stack),
             "KOMPRESS_WATCH_NAMESPACES": "", "KOMPRESS_WORKER_IMAGE": WORKER_IMAGE, "KOMPRESS_GPU_RESOURCE_NAME": "nvidia.com/gpu",
             "KOMPRESS_WORKER_SERVICE_ACCOUNT": "kompress-worker", "KOMPRESS_LOG_FORMAT": "text", "KOMPRESS_HEALTH_PORT": str(health),
             "KOMPRESS_METRICS_PORT": "0", "KOMPRESS_KUBECONFIG": str(operator_kc), "KOMPRESS_RESYNC_INTERVAL": "1",
@@ -242,6 +247,13 @@ def running_stack(workdir: Path, *, s3_port: int | None = None, operator_setting
         progress("operator ready")
 
         yield stack
+
+
+def _chart_settings(stack: Stack) -> dict[str, str]:
+    """The KOMPRESS_* values of the installed chart's operator Deployment (its container's env)."""
+    deployment = stack.client.get(f"/apis/apps/v1/namespaces/{RELEASE_NAMESPACE}/deployments/kompress-operator")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    return {e["name"]: e["value"] for e in container.get("env") or [] if e["name"].startswith("KOMPRESS_") and "value" in e}
 
 
 def _http_ok(url: str) -> bool:

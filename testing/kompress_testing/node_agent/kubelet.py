@@ -1,7 +1,8 @@
 """The kubelet of the node agent's one node: pods bound to it become local processes, and back.
 
 Owns, per pod: its sandbox folder (emptyDir and ephemeral volumes, ConfigMap/Secret volumes as files,
-PersistentVolumeClaims as a folder per claim shared across pods, hostPath as itself, a `medium: Memory`
+PersistentVolumeClaims as their bound PersistentVolume's hostPath or local path (FailedMount while a claim is
+missing or unbound), hostPath as itself, a `medium: Memory`
 emptyDir at /dev/shm as the host's /dev/shm), its loopback IP, its containers' processes (runtime.py)
 and environment (podenv.py), the pod status a kubelet writes (phase Pending -> Running ->
 Succeeded/Failed, PodScheduled/PodReadyToStartContainers/Initialized/ContainersReady/Ready
@@ -138,10 +139,33 @@ class Kubelet:
                 return ip
         raise RuntimeError(f"no free pod IP left in {self._network}")
 
-    def _volumes(self, pod: dict[str, Any], sandbox: Path, secrets: dict[podenv.Ref, dict[str, Any] | None]) -> dict[str, str]:
-        """Each volume's host folder, by volume name."""
-        hosts: dict[str, str] = {}
+    async def _claim_folders(self, pod: dict[str, Any]) -> tuple[dict[str, str], str | None]:
+        """The host folder of each PersistentVolumeClaim volume, by volume name, as a kubelet mounts it: the claim's
+        bound PersistentVolume's `hostPath.path` or `local.path` (any other kind of PV: a folder per PV under the
+        state dir); or the FailedMount message of a claim that is gone or not bound."""
+        folders: dict[str, str] = {}
         ns = pod["metadata"]["namespace"]
+        for volume in (pod.get("spec") or {}).get("volumes") or []:
+            if "persistentVolumeClaim" not in volume:
+                continue
+            claim = volume["persistentVolumeClaim"]["claimName"]
+            pvc = await self.api.get_or_none(path("v1", "persistentvolumeclaims", ns, claim))
+            pv_name = ((pvc or {}).get("spec") or {}).get("volumeName")
+            pv = await self.api.get_or_none(path("v1", "persistentvolumes", None, pv_name)) if pv_name else None
+            if pvc is None or pv is None or ((pvc.get("status") or {}).get("phase")) != "Bound":
+                state = "not found" if pvc is None else "is not bound"
+                return {}, f'MountVolume.SetUp failed for volume "{volume["name"]}" : persistentvolumeclaim "{claim}" {state}'
+            source = pv.get("spec") or {}
+            host = (source.get("hostPath") or {}).get("path") or (source.get("local") or {}).get("path")
+            folder = Path(host) if host else self.config.state_dir / "volumes" / "pv" / pv_name
+            folder.mkdir(parents=True, exist_ok=True)  # hostPath DirectoryOrCreate; a local PV's folder exists already
+            folders[volume["name"]] = str(folder)
+        return folders, None
+
+    def _volumes(self, pod: dict[str, Any], sandbox: Path, secrets: dict[podenv.Ref, dict[str, Any] | None],
+                 claims: dict[str, str] | None = None) -> dict[str, str]:
+        """Each volume's host folder, by volume name (`claims`: those of PersistentVolumeClaims, _claim_folders)."""
+        hosts: dict[str, str] = {}
         for volume in (pod.get("spec") or {}).get("volumes") or []:
             vname = volume["name"]
             folder = sandbox / "volumes" / vname
@@ -152,7 +176,8 @@ class Kubelet:
                 hosts[vname] = volume["hostPath"]["path"]
                 continue
             if "persistentVolumeClaim" in volume:
-                folder = self.config.state_dir / "volumes" / ns / volume["persistentVolumeClaim"]["claimName"]
+                hosts[vname] = (claims or {})[vname]
+                continue
             folder.mkdir(parents=True, exist_ok=True)
             for kind, key in (("secrets", "secret"), ("configmaps", "configMap")):
                 if key in volume:
@@ -247,7 +272,13 @@ class Kubelet:
                 await self.events.emit(pod, "Warning", "FailedMount", message, "kubelet")
             rt.mount_error = message
             return
-        hosts = self._volumes(pod, rt.sandbox, objects)
+        claims, problem = await self._claim_folders(pod)
+        if problem is not None:
+            if rt.mount_error != problem:
+                await self.events.emit(pod, "Warning", "FailedMount", problem, "kubelet")
+            rt.mount_error = problem
+            return
+        hosts = self._volumes(pod, rt.sandbox, objects, claims)
         launches = []
         for container in spec.get("containers") or []:
             cname = container["name"]

@@ -39,11 +39,12 @@ def cache_for(job: CompressionJob, env: Mapping[str, str]) -> ModelCache | None:
 
 def too_small(cache: ModelCache, holdings: Holdings, uri: str, entry: Path) -> str | None:
     """Why the cache cannot hold what is missing of this model even after evicting every unused entry (but its
-    own, `entry`: what it holds of this model is already counted as cached), or None."""
+    own, `entry`, whose files on the volume, verified or partial, are already there: a retry of a killed download is
+    not asked for room for the bytes it kept), or None."""
     if cache.max_bytes is not None and holdings.total > cache.max_bytes:
         return f"the model cache's size limit is {holdings_gb(cache.max_bytes)}, {uri} alone needs {holdings_gb(holdings.total)}"
     room = cache.free_bytes() + sum(e.bytes for e in cache.evictable(keep=entry))
-    if holdings.missing > room:
+    if cache.needed_bytes(entry, holdings) > room:
         return (
             f"the model cache cannot hold {uri}: {holdings_gb(holdings.missing)} to download "
             f"({holdings_gb(holdings.cached)} of {holdings_gb(holdings.total)} cached), {holdings_gb(room)} free or evictable"
@@ -86,7 +87,7 @@ def fetch_cached(
             problem = too_small(cache, before, source.uri, entry)
             if problem:
                 raise PlanRejected(f"CacheTooSmall: {problem}. Fix: give the cache a larger volume (cache.size in the chart) or disable it for this job (spec.model.cache.enabled: false)")
-            evicted = cache.make_room(before.missing, keep=entry)
+            evicted = cache.make_room(cache.needed_bytes(entry, before), keep=entry)
             fetched = sources.fetch_model(source, entry, env, on_bytes=on_bytes)
         except BaseException:
             use.release()
@@ -102,3 +103,34 @@ def fetch_cached(
         evicted=len(evicted),
     )
     return CachedFetch(fetched, before, use, listing)
+
+
+def adopt(cache: ModelCache, listing: Listing, rel: str, file: Path, uri: str, owner: str) -> bool:
+    """Put `file`, fetched outside the cache (the planner's config.json), into the listing's entry as `rel` and record
+    it verified, if its content is what the listing says (Hub: SHA-256 or git blob id; S3: the MD5 of a single-part
+    ETag, else the size). The caller holds the entry's lock. Whether it was taken in."""
+    import hashlib
+    import shutil
+
+    from kompress_job.io.checksums import VerifiedFiles, git_blob_id, sha256_file
+
+    tag = listing.tags.get(rel)
+    if tag is None or not file.is_file() or file.stat().st_size != listing.sizes.get(rel):
+        return False
+    if model_uri_scheme(uri) == "hf":
+        verified_by = "sha256" if sha256_file(file) == tag else "git-blob" if git_blob_id(file) == tag else None
+    elif len(tag) == 32 and "-" not in tag:
+        verified_by = "md5" if hashlib.md5(file.read_bytes()).hexdigest() == tag else None
+    else:
+        verified_by = "size"
+    if verified_by is None:
+        return False
+    entry = cache.entry_dir(listing)
+    cache.use(entry, owner, uri, listing).release()  # the entry exists (entry.json: its last use) without a user left
+    target = entry / rel
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + f".adopt-{owner}")
+    shutil.copyfile(file, partial)
+    partial.replace(target)
+    VerifiedFiles(entry).put(rel, target, tag, verified_by=verified_by)
+    return True

@@ -5,6 +5,8 @@
     root/models/<key>/.kompress/verified.json  files verified against the source (checksums.VerifiedFiles)
     root/models/<key>/.kompress/users/*   in-use marks of running jobs (lock.InUse, heart-beating)
     root/locks/<digest>.lock              the downloader's lock of one entry (lock.SourceLock)
+    root/data/<kind>/<key>/               what jobs derived from a model version (artifacts.py): the same
+                                          .kompress/ files, so eviction and the sums cover them too
 
 Eviction removes whole entries, least recently used first, and never one with a live lock or in-use mark.
 Must not: download anything.
@@ -29,6 +31,10 @@ from kompress_job.io.checksums import VerifiedFiles
 # The environment (kompress_api.worker_protocol): ENV_CACHE_DIR where the operator mounted the claim,
 # ENV_CACHE_MAX_BYTES the chart's size limit for eviction (0 or unset: the volume's size), ENV_CACHE_STALE_SECONDS
 # after which a lock not refreshed is a dead pod's (default lock.STALE_AFTER).
+
+
+# Folders whose entries the cache counts and evicts: model versions, and what jobs derived from them.
+ENTRY_ROOTS = ("models", "data")
 
 
 def disk_bytes(path: Path) -> int:
@@ -88,6 +94,14 @@ class ModelCache:
         meta.write_text(json.dumps({"uri": uri, "revision": listing.revision, "bytes": listing.bytes, "used": time.time()}))
         return InUse(entry / ".kompress" / "users" / owner, owner, heartbeat=self.stale_after / 6)
 
+    def use_folder(self, entry: Path, owner: str) -> InUse:
+        """Mark an existing entry used by this process, under its lock (so eviction, which takes the lock, sees the
+        mark or has already removed the entry); FileNotFoundError when it is gone."""
+        with self.lock(entry, owner).held(timeout=self.stale_after * 2):
+            if not (entry / ".kompress" / "entry.json").is_file():
+                raise FileNotFoundError(entry)
+            return InUse(entry / ".kompress" / "users" / owner, owner, heartbeat=self.stale_after / 6)
+
     def holdings(self, listing: Listing) -> Holdings:
         entry = self.entry_dir(listing)
         verified = VerifiedFiles(entry)
@@ -96,12 +110,13 @@ class ModelCache:
 
     def entries(self) -> list[Entry]:
         found = []
-        for meta in (self.root / "models").rglob(".kompress/entry.json") if (self.root / "models").is_dir() else []:
-            entry = meta.parent.parent
-            try:
-                found.append(Entry(entry, meta.stat().st_mtime, disk_bytes(entry)))
-            except OSError:
-                continue  # removed while we looked
+        for top in ENTRY_ROOTS:
+            for meta in (self.root / top).rglob(".kompress/entry.json") if (self.root / top).is_dir() else []:
+                entry = meta.parent.parent
+                try:
+                    found.append(Entry(entry, meta.stat().st_mtime, disk_bytes(entry)))
+                except OSError:
+                    continue  # removed while we looked
         return sorted(found, key=lambda e: e.last_used)
 
     def in_use(self, entry: Path) -> bool:
@@ -116,8 +131,19 @@ class ModelCache:
         return live
 
     # -- space --------------------------------------------------------------------------------------
+    def data_bytes(self, entry: Path) -> int:
+        """Bytes an entry's files take on the volume (verified ones and partial downloads), its .kompress/ records aside."""
+        if not entry.is_dir():
+            return 0
+        return sum(p.stat().st_blocks * 512 for p in entry.rglob("*") if p.is_file() and ".kompress" not in p.relative_to(entry).parts)
+
+    def needed_bytes(self, entry: Path, holdings: Holdings) -> int:
+        """What the volume must still take for the entry to hold all its model's bytes: the verified files and a killed
+        download's partial ones are already on it (counted in used_bytes), so they are not asked for twice."""
+        return max(0, holdings.total - max(holdings.cached, self.data_bytes(entry)))
+
     def used_bytes(self) -> int:
-        return disk_bytes(self.root / "models") if (self.root / "models").is_dir() else 0
+        return sum(disk_bytes(self.root / top) for top in ENTRY_ROOTS if (self.root / top).is_dir())
 
     def free_bytes(self) -> int:
         st = os.statvfs(self.root)

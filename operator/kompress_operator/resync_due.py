@@ -1,0 +1,45 @@
+"""Which CompressionJobs the resync must look at: those where time alone may change what the status says.
+
+Every watch event already brings a reconcile; the resync is for what no event announces. It used to reconcile
+every unfinished job every interval: a thousand jobs waiting quietly for a node cost a hundred reconciles a second,
+forever. A job is looked at when:
+
+    its spec was not reconciled yet (observedGeneration behind: a reconcile failed, or its write did)
+    a worker runs                               its progress is polled
+    it waits on a problem (Unschedulable, an image, a Secret, FailedCreate)   the pending timeout runs
+    a child Job it recorded is not in the index the watch may lag; the reconciler asks the API
+    a live, unsuspended child Job has no pod    the reason is in an Event, which no watch brings
+
+Owns: that rule. Must not: call the API or decide a status.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from kompress_operator import children
+from kompress_operator import conditions as c
+from kompress_operator.child_state import job_active
+
+
+def resync_due(cjob: dict[str, Any], jobs: Mapping[str, Iterable[dict[str, Any]]], pods: Mapping[str, Iterable[dict[str, Any]]]) -> bool:
+    meta, status = cjob["metadata"], cjob.get("status") or {}
+    conds = status.get("conditions") or []
+    if c.is_finished(conds):
+        return False
+    if status.get("observedGeneration") != meta.get("generation"):
+        return True
+    if c.is_true(conds, c.RUNNING):
+        return True
+    if any(c.reason_of(conds, ctype) in c.WAITING_PROBLEMS for ctype in (c.PLANNED, c.QUEUED)):
+        return True
+    uid = meta["uid"]
+    mine = [job for job in jobs.get(uid, ()) if children.is_owned_by(job, uid)]
+    names = {job["metadata"]["name"] for job in mine}
+    recorded = status.get("children") or {}
+    wanted = [recorded.get("workerJob"), None if c.is_planned(conds) else recorded.get("planJob")]
+    if any(name and name not in names for name in wanted):
+        return True
+    with_pods = {ref.get("uid") for pod in pods.get(uid, ()) for ref in pod.get("metadata", {}).get("ownerReferences") or [] if ref.get("controller")}
+    return any(job_active(job) and not job.get("spec", {}).get("suspend") and job["metadata"].get("uid") not in with_pods for job in mine)
