@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import inspect
 import re
 import typing
 
 import pytest
 
+from kompress_job import context
 from kompress_job.context import RunContext
 
 pytestmark = pytest.mark.unit
@@ -18,18 +21,11 @@ def test_no_field_of_the_run_context_is_any():
 
 
 def test_every_field_type_of_the_run_context_resolves():
-    from datasets import Dataset
-    from transformers import PreTrainedModel, PreTrainedTokenizerBase
-
-    from kompress_job.io.cache.lock import InUse
-    from kompress_job.model.fidelity import BaselineRecord
-    from kompress_job.model.mtp.carry import CarryResult
-    from kompress_job.model.task_scores import TaskRunSummary
-    from kompress_job.model.verification import VerificationSummary
-    from kompress_job.planning.plan import Plan
-    from kompress_job.recipe.resolved import ResolvedRecipe
-
-    names = {cls.__name__: cls for cls in (Dataset, PreTrainedModel, PreTrainedTokenizerBase, InUse, BaselineRecord, CarryResult, TaskRunSummary, VerificationSummary, Plan, ResolvedRecipe)}
+    # the names context.py imports for the type checker only (heavy ones: torch's model, datasets' rows), imported here
+    tree = ast.parse(inspect.getsource(context))
+    [block] = [node for node in tree.body if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING"]
+    names: dict[str, object] = {}
+    exec(compile(ast.Module(body=block.body, type_ignores=[]), context.__file__, "exec"), names)  # noqa: S102 - the module's own imports
     hints = typing.get_type_hints(RunContext, localns=names)
     assert set(hints) == {f.name for f in dataclasses.fields(RunContext)}
-    assert hints["recipe"] == ResolvedRecipe | None and hints["model"] == PreTrainedModel | None
+    assert hints["recipe"] == names["ResolvedRecipe"] | None and hints["model"] == names["PreTrainedModel"] | None
