@@ -21,6 +21,7 @@ def test_every_field_type_of_the_run_context_resolves():
     from datasets import Dataset
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+    from kompress_job.io.cache.artifacts import Artifacts
     from kompress_job.io.cache.lock import InUse
     from kompress_job.model.fidelity import BaselineRecord
     from kompress_job.model.mtp.carry import CarryResult
@@ -29,7 +30,7 @@ def test_every_field_type_of_the_run_context_resolves():
     from kompress_job.planning.plan import Plan
     from kompress_job.recipe.resolved import ResolvedRecipe
 
-    names = {cls.__name__: cls for cls in (Dataset, PreTrainedModel, PreTrainedTokenizerBase, InUse, BaselineRecord, CarryResult, TaskRunSummary, VerificationSummary, Plan, ResolvedRecipe)}
+    names = {cls.__name__: cls for cls in (Dataset, PreTrainedModel, PreTrainedTokenizerBase, Artifacts, InUse, BaselineRecord, CarryResult, TaskRunSummary, VerificationSummary, Plan, ResolvedRecipe)}
     hints = typing.get_type_hints(RunContext, localns=names)
     assert set(hints) == {f.name for f in dataclasses.fields(RunContext)}
     assert hints["recipe"] == ResolvedRecipe | None and hints["model"] == PreTrainedModel | None
