@@ -197,5 +197,6 @@ async def resync_forever(rt: Runtime, cjobs: kopf.Index, jobs: kopf.Index, pods:
 
     while True:
         await asyncio.sleep(rt.config.resync_interval_s)
-        due = [cjob for store in list(cjobs.values()) for cjob in store if resync_due(cjob, jobs, pods)]
+        now = rt.clock()
+        due = [cjob for store in list(cjobs.values()) for cjob in store if resync_due(cjob, jobs, pods, now, rt.config.resync_interval_s)]
         await asyncio.gather(*(one(cjob) for cjob in due))

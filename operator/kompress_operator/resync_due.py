@@ -6,7 +6,8 @@ forever. A job is looked at when:
 
     its spec was not reconciled yet (observedGeneration behind: a reconcile failed, or its write did)
     a worker runs                               its progress is polled
-    it waits on a problem (Unschedulable, an image, a Secret, FailedCreate)   the pending timeout runs
+    it waits on a problem (Unschedulable, an image, a Secret, FailedCreate) and its pending timeout may end
+        before the next round                  (counted from its oldest child: never later than the true one)
     a child Job it recorded is not in the index the watch may lag; the reconciler asks the API
     a live, unsuspended child Job has no pod    the reason is in an Event, which no watch brings
 
@@ -16,14 +17,29 @@ Owns: that rule. Must not: call the API or decide a status.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from datetime import datetime, timedelta
 from typing import Any
+
+from kompress_api import v1alpha1 as api
 
 from kompress_operator import children
 from kompress_operator import conditions as c
-from kompress_operator.child_state import job_active
+from kompress_operator.child_state import job_active, parse_time
+
+DEFAULT_PENDING_TIMEOUT_S = api.CompressionJobSpec.model_fields["pending_timeout_seconds"].default
 
 
-def resync_due(cjob: dict[str, Any], jobs: Mapping[str, Iterable[dict[str, Any]]], pods: Mapping[str, Iterable[dict[str, Any]]]) -> bool:
+def _timeout_may_end(cjob: dict[str, Any], kids: list[dict[str, Any]], now: datetime, interval_s: float) -> bool:
+    births = [parse_time(kid["metadata"].get("creationTimestamp")) for kid in kids]
+    known = [birth for birth in births if birth is not None]
+    if not known or len(known) < len(births):
+        return True
+    timeout = (cjob.get("spec") or {}).get("pendingTimeoutSeconds") or DEFAULT_PENDING_TIMEOUT_S
+    return now + timedelta(seconds=interval_s) >= min(known) + timedelta(seconds=timeout)
+
+
+def resync_due(cjob: dict[str, Any], jobs: Mapping[str, Iterable[dict[str, Any]]], pods: Mapping[str, Iterable[dict[str, Any]]],
+               now: datetime, interval_s: float) -> bool:
     meta, status = cjob["metadata"], cjob.get("status") or {}
     conds = status.get("conditions") or []
     if c.is_finished(conds):
@@ -32,10 +48,11 @@ def resync_due(cjob: dict[str, Any], jobs: Mapping[str, Iterable[dict[str, Any]]
         return True
     if c.is_true(conds, c.RUNNING):
         return True
-    if any(c.reason_of(conds, ctype) in c.WAITING_PROBLEMS for ctype in (c.PLANNED, c.QUEUED)):
-        return True
     uid = meta["uid"]
     mine = [job for job in jobs.get(uid, ()) if children.is_owned_by(job, uid)]
+    if any(c.reason_of(conds, ctype) in c.WAITING_PROBLEMS for ctype in (c.PLANNED, c.QUEUED)):
+        if _timeout_may_end(cjob, [*mine, *pods.get(uid, ())], now, interval_s):
+            return True
     names = {job["metadata"]["name"] for job in mine}
     recorded = status.get("children") or {}
     wanted = [recorded.get("workerJob"), None if c.is_planned(conds) else recorded.get("planJob")]

@@ -262,6 +262,14 @@ def controller(cluster: Cluster) -> Iterator[Kubelet]:
     kubelet.remove()
 
 
+def reconciled_again(cluster: Cluster, op: OperatorThread, name: str, times: int = 5) -> None:
+    """Bring `times` more reconciles of `name`, one change to it each (a job waiting quietly is not resynced)."""
+    for touch in range(times):
+        before = op.runtime.metrics.reconciles._value.get()
+        cluster.client.patch(f"{cluster.cjobs_path}/{name}", {"metadata": {"labels": {"touched": str(touch)}}})
+        wait_for("the reconcile a change brings", lambda: op.runtime.metrics.reconciles._value.get() > before)
+
+
 def result_json(model: Any) -> str:
     return json.dumps(model.wire())
 

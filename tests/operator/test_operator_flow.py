@@ -17,7 +17,7 @@ from kompress_api.exit_codes import non_retriable_codes
 from kompress_api.worker_protocol import PlannerResult, WorkerResult
 from kompress_testing.wrappers import make_cjob
 
-from operator_cluster import GIB, PLAN, RESULT, Cluster, OperatorThread, container, event_reasons, jobs_of, one_job, plan, tiny, wait_for
+from operator_cluster import GIB, PLAN, RESULT, Cluster, OperatorThread, container, event_reasons, jobs_of, one_job, plan, reconciled_again, tiny, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -83,12 +83,8 @@ def test_apply_plans_first_then_creates_exactly_one_worker_job(cluster, operator
 
     status = cluster.wait_phase("tiny", "Queued")
     assert status["plan"]["hostMemoryBytes"] == 8 * GIB and status["children"]["workerJob"] == worker["metadata"]["name"]
-    # more reconciles (a quiet job is not resynced: each change to it brings one) and the events our own writes
-    # cause never make a second Job
-    for touch in range(5):
-        before = operator.runtime.metrics.reconciles._value.get()
-        cluster.client.patch(f"{cluster.cjobs_path}/tiny", {"metadata": {"labels": {"touched": str(touch)}}})
-        wait_for("the reconcile a change brings", lambda: operator.runtime.metrics.reconciles._value.get() > before)
+    # more reconciles and the events our own writes cause never make a second Job
+    reconciled_again(cluster, operator, "tiny")
     assert len(jobs_of(cluster, "plan")) == 1 and len(jobs_of(cluster, "worker")) == 1
     reasons = wait_for("events", lambda: (r := event_reasons(cluster, "tiny")) and "PlanSucceeded" in r and r)
     assert {"Planning", "PlanSucceeded", "PlanWarning"} <= set(reasons)
@@ -295,7 +291,7 @@ def test_an_operator_watching_some_namespaces_leaves_the_others_alone(cluster, c
         cluster.client.post(f"/apis/kompress.dev/v1alpha1/namespaces/{other}/compressionjobs", elsewhere)
         cluster.apply(tiny().manifest())
         one_job(cluster, "plan")
-        wait_for("a few resyncs", lambda: op.runtime.metrics.reconciles._value.get() > 3)
+        reconciled_again(cluster, op, "tiny", times=3)
         assert cluster.client.get(f"/apis/batch/v1/namespaces/{other}/jobs")["items"] == []
         assert "status" not in cluster.client.get(f"/apis/kompress.dev/v1alpha1/namespaces/{other}/compressionjobs/elsewhere")
     finally:
