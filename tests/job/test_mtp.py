@@ -209,4 +209,4 @@ def test_the_worker_result_and_status_result_record_what_became_of_the_mtp_layer
     ctx.mtp = carry.CarryResult("keep", 1, 404, 7_233_147_136, "model-00004-of-00004.safetensors")
     result = result_of(ctx, ExitCode.OK, "published")
     assert WorkerResult.model_validate_json(encode_termination(result)).mtp == result.mtp
-    assert job_result(result)["mtp"] == {"handling": "keep", "layers": 1, "tensors": 404, "bytes": 7_233_147_136}
+    assert job_result(result).wire()["mtp"] == {"handling": "keep", "layers": 1, "tensors": 404, "bytes": 7_233_147_136}
