@@ -189,7 +189,7 @@ def test_planning_errors_reach_the_user_before_any_worker_job(cluster, operator,
     event = wait_for("the PlanRejected event", lambda: next((e for e in cluster.events("tiny") if e["reason"] == "PlanRejected"), None))
     assert event["type"] == "Warning" and "GroupSizeMismatch" in event["message"]
     assert "PlanRejected" in cluster.kubectl("describe", "cjob", "tiny").stdout
-    wait_for("a few resyncs", lambda: operator.runtime.metrics.reconciles._value.get() > 6)
+    reconciled_again(cluster, operator, "tiny", times=3)  # a finished job is not resynced: changes bring reconciles
     assert jobs_of(cluster, "worker") == []
 
 
@@ -350,7 +350,7 @@ def test_kueue_suspend_then_resume_at_once_keeps_the_job_alive(cluster, operator
     wait_for("the first worker Job to be gone", lambda: first["metadata"]["uid"] not in {j["metadata"]["uid"] for j in jobs_of(cluster, "worker")})
     worker = wait_for(f"a new worker Job (status: {cluster.status('tiny')})", lambda: jobs_of(cluster, "worker"))[0]
     assert worker["spec"]["suspend"] is True  # waiting for Kueue again
-    reconciled_again(cluster, operator, "tiny", times=3)  # a job waiting quietly is not resynced: changes bring reconciles
+    reconciled_again(cluster, operator, "tiny")  # a job waiting for Kueue is not resynced: changes bring reconciles
     status = cluster.wait_phase("tiny", "Queued")
     assert cluster.condition("tiny", "Failed") is None or cluster.condition("tiny", "Failed")["status"] != "True", status
     assert status["children"]["workerJob"] == worker["metadata"]["name"]
