@@ -17,8 +17,8 @@ from pydantic import StringConstraints, field_validator, model_validator
 
 from kompress_api import locations
 from kompress_api._model import QUANTITY_RE, ApiModel, api_field, re2_search
-from kompress_api.paths import WORKER_PATHS
-from kompress_api.podspec import (
+from kompress_api.paths import WORKER_PATHS  # noqa: F401 - exported here as it always was
+from kompress_api.podspec import (  # noqa: F401 - the pod-spec syntax the parts use, exported here as it always was
     Affinity,
     DNS_SUBDOMAIN_RE,
     EXTENDED_RESOURCE_RE,
@@ -31,6 +31,14 @@ from kompress_api.podspec import (
     WORKER_PATH_RE,
     LabelValue,
     Toleration,
+)
+from kompress_api.v1alpha1_access import (  # noqa: F401 - the connection settings and volumes, re-exported
+    ABS_PATH_RE,
+    HubAccess,
+    OciAccess,
+    S3Access,
+    SecretKeyRef,
+    VolumeRef,
 )
 from kompress_api.v1alpha1_status import (  # noqa: F401 - the API's status types, re-exported
     MAX_STATUS_TASK_SCORES,
@@ -104,7 +112,6 @@ OCI_OUTPUT_URI_MESSAGE = (
     "e.g. ghcr.io or registry.example:5000), a lowercase repository path (a-z, 0-9, '.', '_', '-' between them), and a tag of at most "
     f"{OCI_TAG_MAX} letters, digits, '_', '.' or '-' (not a digest: the job pushes a tag and records the image's digest)"
 )
-ABS_PATH_RE = r"^/.*$"
 TASK_SOURCE_URI_RE = r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?|file:///.+|/.+)$"
 # lm-eval registry names: letters, digits, _ - . and : (e.g. mmlu_abstract_algebra, arc_easy, leaderboard_bbh).
 TASK_NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$"
@@ -120,52 +127,6 @@ Pattern = Annotated[str, StringConstraints(min_length=1, max_length=1024)]
 # ---------------------------------------------------------------------------------------------
 # Spec
 # ---------------------------------------------------------------------------------------------
-
-
-class SecretKeyRef(ApiModel):
-    """A key of a Secret in the job's namespace. Kompress never copies the value anywhere."""
-
-    name: str = api_field(description="name of the Secret, in the CompressionJob's namespace.", pattern=DNS_SUBDOMAIN_RE, max_length=253)
-    key: str = api_field(description="key inside the Secret whose value is used.", min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")
-
-
-class S3Access(ApiModel):
-    """How to reach an S3 or S3-compatible store (MinIO, Ceph, GCS interop, R2...)."""
-
-    endpoint: str | None = api_field(None, description="endpoint URL for S3-compatible stores, e.g. https://minio.example:9000. Empty means AWS S3.", pattern=r"^https?://.+$", max_length=1024)
-    region: str | None = api_field(None, description="region name, e.g. us-east-1. Empty means the credential chain's default.", max_length=64)
-    path_style: bool = api_field(False, description="use path-style addressing (https://host/bucket/key), which most S3-compatible stores need. Default false.")
-    credentials_secret: str | None = api_field(
-        None,
-        description=(
-            "name of a Secret with keys AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (optional AWS_SESSION_TOKEN), "
-            "passed to the worker by reference. Leave empty to use the standard AWS credential chain (workload identity, IRSA)."
-        ),
-        pattern=DNS_SUBDOMAIN_RE,
-        max_length=253,
-    )
-
-
-class HubAccess(ApiModel):
-    """How to reach the Hugging Face Hub or a mirror of it."""
-
-    endpoint: str | None = api_field(None, description="Hub endpoint (HF_ENDPOINT) for mirrors, e.g. https://hf-mirror.example. Empty means huggingface.co.", pattern=r"^https?://.+$", max_length=1024)
-    token_secret: SecretKeyRef | None = api_field(None, description="Secret key holding a Hugging Face token (HF_TOKEN), for gated or private repositories.")
-
-
-class OciAccess(ApiModel):
-    """How to reach the OCI registry of an oci:// output."""
-
-    credentials_secret: str | None = api_field(
-        None,
-        description=(
-            "name of a Secret of type kubernetes.io/dockerconfigjson (key .dockerconfigjson, as `kubectl create secret docker-registry` "
-            "makes it) with the registry's credentials, mounted read-only into the worker by reference. Empty: push anonymously."
-        ),
-        pattern=DNS_SUBDOMAIN_RE,
-        max_length=253,
-    )
-    insecure: bool = api_field(False, description="talk plain HTTP to the registry (a test registry on loopback or inside the cluster). Default false: HTTPS, certificates checked.")
 
 
 def hub_output_uri_problem(uri: str) -> str | None:
@@ -231,28 +192,6 @@ class Signing(ApiModel):
         ),
         schema_default="key",
     )
-
-
-class VolumeRef(ApiModel):
-    """A PersistentVolumeClaim mounted into the worker."""
-
-    claim_name: str = api_field(description="name of the PersistentVolumeClaim.", pattern=DNS_SUBDOMAIN_RE, max_length=253)
-    mount_path: str = api_field(
-        description=f"absolute path where the claim is mounted in the worker, e.g. /models. Not on, above or inside {', '.join(WORKER_PATHS)} (the worker's own).",
-        pattern=ABS_PATH_RE,
-        rules=[(f"!self.matches(r'{WORKER_PATH_RE}')", f"mountPath must not be on, above or inside {', '.join(WORKER_PATHS)}: the worker mounts its own volumes there")],
-        max_length=1024,
-    )
-    sub_path: str | None = api_field(
-        None,
-        description="relative path inside the volume to mount instead of its root (no '..').",
-        rules=[
-            ("!self.startsWith('/')", "subPath must be a relative path inside the volume, not an absolute one"),
-            (r"!self.matches(r'(^|/)\.\.(/|$)')", "subPath must not contain '..': it must stay inside the volume"),
-        ],
-        max_length=1024,
-    )
-    read_only: bool = api_field(True, description="mount read-only. Default true.")
 
 
 class ModelCacheSetting(ApiModel):
