@@ -62,15 +62,6 @@ class ProgressReporter:
             if self._total is not None:
                 self._step = self._total
 
-    def step(self, n: int = 1, *, message: str | None = None, total: int | None = None) -> None:
-        with self._lock:
-            self._step += n
-            if total is not None:
-                self._total = total
-            if message is not None:
-                self._message = message
-        self._emit()
-
     def set_steps(self, step: int, total: int | None = None, *, message: str | None = None) -> None:
         with self._lock:
             self._step = step

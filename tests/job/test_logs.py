@@ -80,7 +80,7 @@ def test_terminal_progress_bar_shows_bytes_then_steps():
     with reporter.stage("fetch-model"):
         reporter.transfer(512 * 1024 * 1024, 1024 * 1024 * 1024)
     with reporter.stage("compress", total_steps=46):
-        reporter.step(3, message="layer 3")
+        reporter.set_steps(3, message="layer 3")
     bar.close()
     text = stream.getvalue()
     assert "fetch-model" in text and "537M/1.07G" in text

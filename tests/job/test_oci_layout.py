@@ -15,7 +15,8 @@ import pytest
 
 from kompress_job.errors import AccessDenied, InvalidSpec
 from kompress_job.io.credentials import registry_login
-from kompress_job.io.oci import FileLayer, _tar_header, base_layer, elf_architecture, parse_reference
+from kompress_job.io.oci_layout import FileLayer, _tar_header, base_layer, elf_architecture
+from kompress_job.io.oci_registry import parse_reference
 from kompress_job.redaction import Redactor
 from kompress_testing.registry import busybox_binary
 

@@ -204,7 +204,7 @@ class HubReader:
 
 
 class OciReader:
-    """An image of a modelcar layout (kompress_job.io.oci): the files under /models, one layer each, named by annotation."""
+    """An image of a modelcar layout (kompress_job.io.oci_layout): the files under /models, one layer each, named by annotation."""
 
     own_files: frozenset[str] = frozenset()
 
@@ -212,7 +212,8 @@ class OciReader:
         import os
 
         from kompress_job.io.credentials import registry_login
-        from kompress_job.io.oci import ANNOTATION_PATH, RegistryClient, parse_reference
+        from kompress_job.io.oci_layout import ANNOTATION_PATH
+        from kompress_job.io.oci_registry import RegistryClient, parse_reference
         from kompress_api.worker_protocol import ENV_OUTPUT_OCI_AUTH
 
         ref = parse_reference(uri)
@@ -231,7 +232,8 @@ class OciReader:
         return sorted(self.layers)
 
     def read_text(self, name: str) -> str | None:
-        from kompress_job.io.oci import MODELS_DIR, read_layer_files
+        from kompress_job.io.oci import read_layer_files
+        from kompress_job.io.oci_layout import MODELS_DIR
 
         layer = self.layers.get(name)
         if layer is None:
@@ -239,10 +241,10 @@ class OciReader:
         return read_layer_files(self.client.blob_chunks(layer["digest"])).get(f"{MODELS_DIR}/{name}", b"").decode()
 
     def folder(self, names: list[str], scratch: Path) -> Path:
-        from kompress_job.io.oci import _extract_models
+        from kompress_job.io.oci import extract_models
 
         for name in names:
-            _extract_models(self.client.blob_chunks(self.layers[name]["digest"]), scratch)  # each blob checked against its digest
+            extract_models(self.client.blob_chunks(self.layers[name]["digest"]), scratch)  # each blob checked against its digest
         return scratch
 
 

@@ -127,9 +127,6 @@ class ModuleInventory:
         """`names`, indexed for compiling target regexes against them (built once, used by every group)."""
         return NameIndex(self.names)
 
-    def with_role(self, *roles: Role) -> list[WeightModule]:
-        return [m for m in self.modules if m.role in roles]
-
     @property
     def is_moe(self) -> bool:
         return any(m.role is Role.ROUTED_EXPERTS for m in self.modules)
@@ -139,10 +136,6 @@ class ModuleInventory:
         for m in self.modules:
             counts[m.role.value] = counts.get(m.role.value, 0) + 1
         return counts
-
-
-class InventoryError(ValueError):
-    """The model's structure is not one this module understands."""
 
 
 def _class_names(module: Any) -> tuple[str, ...]:
@@ -236,15 +229,42 @@ def build_inventory(model: Any, *, experts_override: str | None = None) -> Modul
     """Classify every weight-bearing module of `model` (loaded, linearized, or on the meta device)."""
     config = getattr(model, "config", None)
     named: dict[str, Any] = dict(model.named_modules())
-    architecture = type(model).__name__
-    model_type = str(getattr(config, "model_type", "") or "")
-    hidden_size = getattr(config, "hidden_size", None)
     override_re = re.compile(experts_override[3:]) if experts_override else None
-
     layer_names = _decoder_layer_names(model, named)
-    layer_index = {name: i for i, name in enumerate(layer_names)}
+    experts = _find_experts(model, named)
+    names, classes, shapes = _names_as_llmcompressor_sees_them(named, experts)
+    layers = _layer_layouts(named, layer_names, experts.moe_blocks)
+    output_embeddings = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    lm_head_name = next((n for n, m in named.items() if output_embeddings is not None and m is output_embeddings), None)
+    classify = _Classifier(layers, experts.containers, lm_head_name, override_re)
+    modules = [classify(name, *shapes[name]) for name in names if name in shapes]
+    return ModuleInventory(
+        architecture=type(model).__name__,
+        model_type=str(getattr(config, "model_type", "") or ""),
+        hidden_size=getattr(config, "hidden_size", None),
+        names=names,
+        classes=classes,
+        modules=modules,
+        layers=layers,
+        num_experts=experts.num_experts,
+        fused_experts=sorted(c for c in experts.containers if c in experts.fused),
+        experts_override=experts_override,
+        notes=_notes(modules),
+    )
 
-    # 1. Expert containers: fused (3-D) or lists of identical MLPs. Their parents are MoE blocks.
+
+@dataclass(frozen=True)
+class _Experts:
+    """The model's expert containers: fused (3-D, by name: expert count and per-expert Linears) or lists of MLPs."""
+
+    fused: dict[str, tuple[int, list[tuple[str, int, int]]]]
+    containers: set[str]  # outermost only
+    moe_blocks: dict[str, str]  # the MoE block (a container's parent) -> its container
+    num_experts: int | None
+
+
+def _find_experts(model: Any, named: dict[str, Any]) -> _Experts:
+    """Expert containers: fused (3-D) or lists of identical MLPs. Their parents are MoE blocks."""
     fused: dict[str, tuple[int, list[tuple[str, int, int]]]] = {}
     expert_lists: dict[str, int] = {}
     for name, module in named.items():
@@ -261,13 +281,15 @@ def build_inventory(model: Any, *, experts_override: str | None = None) -> Modul
     containers = set(fused) | set(expert_lists)
     # Nested matches (a list inside a list) keep the outermost.
     containers = {c for c in containers if not any(c != o and c.startswith(o + ".") for o in containers)}
-    moe_blocks = {c.rsplit(".", 1)[0]: c for c in containers}
-    num_experts = None
     counts = {fused[c][0] if c in fused else expert_lists[c] for c in containers}
-    if counts:
-        num_experts = max(counts)
+    return _Experts(fused, containers, {c.rsplit(".", 1)[0]: c for c in containers}, max(counts) if counts else None)
 
-    # 2. Names as llm-compressor will see them: fused containers expanded into LinearExperts2D.
+
+def _names_as_llmcompressor_sees_them(
+    named: dict[str, Any], experts: _Experts
+) -> tuple[list[str], dict[str, tuple[str, ...]], dict[str, tuple[int, int, bool]]]:
+    """Every module name in order, its class names, and (out, in, is_linear) of each with a 2-D weight: fused
+    containers expanded into LinearExperts2D, their own children (the 3-D parameters' holders) left out."""
     names: list[str] = []
     classes: dict[str, tuple[str, ...]] = {}
     shapes: dict[str, tuple[int, int, bool]] = {}  # name -> (out, in, is_linear)
@@ -276,21 +298,8 @@ def build_inventory(model: Any, *, experts_override: str | None = None) -> Modul
         if skip_prefix is not None and name.startswith(skip_prefix):
             continue
         skip_prefix = None
-        if name in fused and name in containers:
-            experts, linears = fused[name]
-            names.append(name)
-            classes[name] = ("LinearExperts2D", "ModuleList", "Module")
-            expert_cls = "ExpertMLPWithGate" if any(leaf == "gate_proj" for leaf, _, _ in linears) else "ExpertMLPWithoutGate"
-            for i in range(experts):
-                names.append(f"{name}.{i}")
-                classes[f"{name}.{i}"] = (expert_cls, "ExpertMLP", "Module")
-                for leaf, fan_in, fan_out in linears:
-                    lin = f"{name}.{i}.{leaf}"
-                    names.append(lin)
-                    classes[lin] = ("Linear", "Module")
-                    shapes[lin] = (fan_out, fan_in, True)
-            names.append(f"{name}.act_fn")
-            classes[f"{name}.act_fn"] = ("Module",)
+        if name in experts.fused and name in experts.containers:
+            _expand_fused(name, *experts.fused[name], names, classes, shapes)
             skip_prefix = name + "."
             continue
         names.append(name)
@@ -298,90 +307,93 @@ def build_inventory(model: Any, *, experts_override: str | None = None) -> Modul
         shape = _weight_shape(module)
         if shape is not None and not isinstance(module, _embedding_types()):
             shapes[name] = (shape[0], shape[1], _is_linear(module))
+    return names, classes, shapes
 
-    # 3. Structure of each decoder layer.
+
+def _expand_fused(name: str, experts: int, linears: list[tuple[str, int, int]], names: list[str],
+                  classes: dict[str, tuple[str, ...]], shapes: dict[str, tuple[int, int, bool]]) -> None:
+    """The modules llm-compressor's linearize_moe makes of the fused container `name`, appended in its order."""
+    names.append(name)
+    classes[name] = ("LinearExperts2D", "ModuleList", "Module")
+    expert_cls = "ExpertMLPWithGate" if any(leaf == "gate_proj" for leaf, _, _ in linears) else "ExpertMLPWithoutGate"
+    for i in range(experts):
+        names.append(f"{name}.{i}")
+        classes[f"{name}.{i}"] = (expert_cls, "ExpertMLP", "Module")
+        for leaf, fan_in, fan_out in linears:
+            lin = f"{name}.{i}.{leaf}"
+            names.append(lin)
+            classes[lin] = ("Linear", "Module")
+            shapes[lin] = (fan_out, fan_in, True)
+    names.append(f"{name}.act_fn")
+    classes[f"{name}.act_fn"] = ("Module",)
+
+
+def _layer_layouts(named: dict[str, Any], layer_names: list[str], moe_blocks: dict[str, str]) -> list[LayerLayout]:
+    """The structure of each decoder layer: its attention child, MoE block and norms."""
     layers: list[LayerLayout] = []
     for i, lname in enumerate(layer_names):
-        layer = named[lname]
-        attention = None
-        for child_name, child in layer.named_children():
-            if "attention" in type(child).__name__.lower():
-                attention = f"{lname}.{child_name}"
-                break
+        children = dict(named[lname].named_children())
+        attention = next((f"{lname}.{n}" for n, child in children.items() if "attention" in type(child).__name__.lower()), None)
         moe_block = next((b for b in moe_blocks if b.startswith(lname + ".")), None)
-        children = dict(layer.named_children())
         input_norm = next((f"{lname}.{n}" for n in INPUT_NORM_NAMES if n in children), None)
         post_norm = next((f"{lname}.{n}" for n in POST_ATTENTION_NORM_NAMES if n in children), None)
         layers.append(LayerLayout(i, lname, attention, moe_block, input_norm, post_norm))
-    layer_of = {layout.name: layout for layout in layers}
-    layer_set = set(layer_names)
+    return layers
 
-    output_embeddings = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    lm_head_name = next((n for n, m in named.items() if output_embeddings is not None and m is output_embeddings), None)
 
-    # 4. Classify each weight-bearing module.
-    modules: list[WeightModule] = []
-    for name in names:
-        if name not in shapes:
-            continue
-        out_features, in_features, is_linear = shapes[name]
-        leaf = name.rsplit(".", 1)[-1]
-        layer_name = _enclosing(name, layer_set)
-        layout = layer_of.get(layer_name) if layer_name else None
-        container = _enclosing(name, containers)
-        expert = None
-        if name == lm_head_name:
-            role = Role.LM_HEAD
-        elif override_re is not None and is_linear and override_re.match(name):
-            role = Role.ROUTED_EXPERTS
-        elif container is not None:
-            role = Role.ROUTED_EXPERTS if override_re is None else Role.OTHER
-            rest = name[len(container) + 1 :].split(".", 1)[0]
-            expert = int(rest) if rest.isdigit() else None
-        elif layout is not None and layout.moe_block and name.startswith(layout.moe_block + "."):
-            rel = name[len(layout.moe_block) + 1 :]
-            role = Role.ROUTER if "." not in rel else Role.SHARED_EXPERTS
-        elif layout is not None and layout.attention and name.startswith(layout.attention + "."):
-            role = Role.ATTENTION
-        elif layout is not None and is_linear:
-            role = Role.DENSE_MLP
-        else:
-            role = Role.OTHER
-        if role is Role.ROUTED_EXPERTS and override_re is not None and expert is None:
+class _Classifier:
+    """The role (and expert index) of one weight-bearing module, from where it sits in the model."""
+
+    def __init__(self, layers: list[LayerLayout], containers: set[str], lm_head_name: str | None, override_re: re.Pattern[str] | None) -> None:
+        self.layer_of = {layout.name: layout for layout in layers}
+        self.layer_set = set(self.layer_of)
+        self.containers = containers
+        self.lm_head_name = lm_head_name
+        self.override_re = override_re
+
+    def __call__(self, name: str, out_features: int, in_features: int, is_linear: bool) -> WeightModule:
+        layer_name = _enclosing(name, self.layer_set)
+        layout = self.layer_of.get(layer_name) if layer_name else None
+        role, expert = self._role(name, is_linear, layout)
+        if role is Role.ROUTED_EXPERTS and self.override_re is not None and expert is None:
             match = re.search(r"\.(\d+)\.[^.]+$", name)
             expert = int(match.group(1)) if match else None
         if not is_linear and role not in (Role.ROUTER, Role.OTHER):
             role = Role.OTHER
-        modules.append(
-            WeightModule(
-                name=name,
-                role=role,
-                leaf=leaf,
-                in_features=in_features,
-                out_features=out_features,
-                is_linear=is_linear,
-                layer=layer_index.get(layer_name) if layer_name else None,
-                expert=expert,
-            )
+        return WeightModule(
+            name=name,
+            role=role,
+            leaf=name.rsplit(".", 1)[-1],
+            in_features=in_features,
+            out_features=out_features,
+            is_linear=is_linear,
+            layer=layout.index if layout is not None else None,
+            expert=expert,
         )
 
-    notes = []
+    def _role(self, name: str, is_linear: bool, layout: LayerLayout | None) -> tuple[Role, int | None]:
+        if name == self.lm_head_name:
+            return Role.LM_HEAD, None
+        if self.override_re is not None and is_linear and self.override_re.match(name):
+            return Role.ROUTED_EXPERTS, None
+        container = _enclosing(name, self.containers)
+        if container is not None:
+            rest = name[len(container) + 1 :].split(".", 1)[0]
+            return (Role.ROUTED_EXPERTS if self.override_re is None else Role.OTHER), (int(rest) if rest.isdigit() else None)
+        if layout is None:
+            return Role.OTHER, None
+        if layout.moe_block and name.startswith(layout.moe_block + "."):
+            return (Role.ROUTER if "." not in name[len(layout.moe_block) + 1 :] else Role.SHARED_EXPERTS), None
+        if layout.attention and name.startswith(layout.attention + "."):
+            return Role.ATTENTION, None
+        return (Role.DENSE_MLP if is_linear else Role.OTHER), None
+
+
+def _notes(modules: list[WeightModule]) -> list[str]:
     others = [m.name for m in modules if m.role is Role.OTHER and m.is_linear]
-    if others:
-        notes.append(f"{len(others)} Linear module(s) outside the decoder layers' attention and MLPs stay 16-bit: {', '.join(others[:5])}{' ...' if len(others) > 5 else ''}")
-    return ModuleInventory(
-        architecture=architecture,
-        model_type=model_type,
-        hidden_size=hidden_size,
-        names=names,
-        classes=classes,
-        modules=modules,
-        layers=layers,
-        num_experts=num_experts,
-        fused_experts=sorted(c for c in containers if c in fused),
-        experts_override=experts_override,
-        notes=notes,
-    )
+    if not others:
+        return []
+    return [f"{len(others)} Linear module(s) outside the decoder layers' attention and MLPs stay 16-bit: {', '.join(others[:5])}{' ...' if len(others) > 5 else ''}"]
 
 
 def _enclosing(name: str, candidates: set[str]) -> str | None:

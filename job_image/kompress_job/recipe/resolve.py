@@ -24,15 +24,13 @@ from kompress_job.recipe.presets import Parallelism, assign, build_recipe
 from kompress_job.recipe.resolved import ResolvedRecipe
 
 
-def resolve(recipe_spec: Recipe, model: Any, config: Any = None, parallelism: Parallelism = Parallelism()) -> ResolvedRecipe:
+def resolve(recipe_spec: Recipe, model: Any, *, parallelism: Parallelism = Parallelism()) -> ResolvedRecipe:
     """Resolve spec.recipe against a model (only its structure and shapes are read).
 
     Raises UnsupportedArchitecture (preset needs what the model lacks), TargetsMatchNothing (an ignore,
     experts or recipe entry that hits no module), OverlappingGroups, InvalidRecipe (custom recipe that
-    does not parse). `config` is accepted for symmetry with the planner and unused: the model carries it.
-    `parallelism`: how vLLM will split the model (spec.serving), which block-scaled presets keep whole blocks for.
+    does not parse). `parallelism`: how vLLM will split the model (spec.serving), which block-scaled presets keep whole blocks for.
     """
-    del config
     overrides = recipe_spec.overrides
     inventory = build_inventory(model, experts_override=overrides.experts if overrides else None)
     if recipe_spec.custom is not None:

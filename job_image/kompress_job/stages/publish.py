@@ -23,13 +23,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+from kompress_api.v1alpha1 import PublishedDestination
+
 from kompress_job.outputs import manifest as manifest_mod
 from kompress_job.outputs import model_card
 from kompress_job.outputs import signing as signing_mod
+from kompress_job.outputs.signing import SigningMaterial
 from kompress_job.context import RunContext
 from kompress_job.errors import KompressError, OutputExists, QualityGateFailed
 from kompress_job.redaction import Redactor
-from kompress_job.io.storage import MANIFEST, MODEL_CARD, SIGNATURE, open_destination, rejected_uri
+from kompress_job.io.storage import MANIFEST, MODEL_CARD, SIGNATURE, Destination, StoredFile, open_destination, rejected_uri
 
 
 def checkpoint_files(folder: Path) -> list[tuple[Path, str]]:
@@ -69,17 +72,34 @@ def run(ctx: RunContext) -> None:
     files = checkpoint_files(Path(ctx.checkpoint_dir))
     # 2. Unpublish the old model before touching its files.
     if old_text is not None:
-        destination.delete([MANIFEST])
-        try:
-            old_names = {f["path"] for f in json.loads(old_text).get("files", [])}
-        except (ValueError, AttributeError):
-            old_names = set()
-        # The old signature goes too: it signed the old files, and a new one (if any) is written before the manifest.
-        stale = sorted((old_names - {name for _, name in files} - {MODEL_CARD}) | {SIGNATURE})
-        destination.delete(stale)
-        ctx.log.info("publish: replacing the model at %s (%d stale files removed)", uri, len(stale))
-
+        _unpublish(destination, old_text, files, uri, ctx)
     # 3. The checkpoint.
+    stored = _upload_checkpoint(destination, files, uri, ctx)
+    # 4. Card, then (signature and) manifest; 5. finish().
+    doc = _manifest_doc(ctx, stored, rejected, material, started)
+    _put_card_and_manifest(destination, doc, files, material, redact, uri, ctx)
+    destination.finish()
+    ctx.log.info("publish: %d files, %.2f GB at %s; manifest written", len(stored) + 1, doc["checkpointBytes"] / 1e9, uri)
+    published = destination.published()
+    if material is not None:
+        published = published.model_copy(update={"signature": SIGNATURE})
+    _record_destination(ctx, destination, published, rejected, uri)
+
+
+def _unpublish(destination: Destination, old_text: str, files: list[tuple[Path, str]], uri: str, ctx: RunContext) -> None:
+    """The old manifest first (the prefix stops being a finished model), then the files only it listed."""
+    destination.delete([MANIFEST])
+    try:
+        old_names = {f["path"] for f in json.loads(old_text).get("files", [])}
+    except (ValueError, AttributeError):
+        old_names = set()
+    # The old signature goes too: it signed the old files, and a new one (if any) is written before the manifest.
+    stale = sorted((old_names - {name for _, name in files} - {MODEL_CARD}) | {SIGNATURE})
+    destination.delete(stale)
+    ctx.log.info("publish: replacing the model at %s (%d stale files removed)", uri, len(stale))
+
+
+def _upload_checkpoint(destination: Destination, files: list[tuple[Path, str]], uri: str, ctx: RunContext) -> list[StoredFile]:
     ctx.progress.message(f"uploading {len(files)} files to {uri}")
     stored = destination.upload(files, on_bytes=ctx.progress.transfer)
     skipped = [s for s in stored if s.skipped]
@@ -94,12 +114,17 @@ def run(ctx: RunContext) -> None:
     )
     if ctx.checkpoint_bytes is None:
         ctx.checkpoint_bytes = sum(s.size for s in stored)
+    return stored
 
-    # 4. Card, then manifest.
-    def entry(s) -> dict:  # noqa: ANN001
-        return {"path": s.name, "size": s.size, "sha256": s.sha256, **({"s3Checksum": s.s3_checksum} if s.s3_checksum else {}),
-                **({"ociLayer": s.layer_digest} if s.layer_digest else {})}
 
+def _entry(stored: StoredFile) -> dict[str, Any]:
+    """A published file as the manifest lists it."""
+    return {"path": stored.name, "size": stored.size, "sha256": stored.sha256, **({"s3Checksum": stored.s3_checksum} if stored.s3_checksum else {}),
+            **({"ociLayer": stored.layer_digest} if stored.layer_digest else {})}
+
+
+def _manifest_doc(ctx: RunContext, stored: list[StoredFile], rejected: bool, material: SigningMaterial | None, started: float) -> dict[str, Any]:
+    """kompress.json's content, the card not listed yet (it is written from this document)."""
     timings = dict(ctx.timings)
     timings["publish"] = round(time.monotonic() - started, 3)
     doc = manifest_mod.build_manifest(
@@ -107,7 +132,7 @@ def run(ctx: RunContext) -> None:
         status="rejected" if rejected else "published",
         resolved_revision=ctx.resolved_revision,
         source_bytes=ctx.source_bytes,
-        files=[entry(s) for s in stored],
+        files=[_entry(s) for s in stored],
         recipe=manifest_mod.recipe_summary(ctx.recipe),
         calibration_used=_calibration_used(ctx),
         metrics=ctx.metrics.wire() if ctx.metrics is not None else None,
@@ -119,9 +144,15 @@ def run(ctx: RunContext) -> None:
     )
     if material is not None:
         doc["signature"] = signing_mod.record(material, SIGNATURE)
-    card_text = _guarded(model_card.render(doc, output_uri=uri, branch=_branch(spec.output, uri)), redact, "model card", ctx)
+    return doc
+
+
+def _put_card_and_manifest(destination: Destination, doc: dict[str, Any], files: list[tuple[Path, str]], material: SigningMaterial | None,
+                           redact: Redactor, uri: str, ctx: RunContext) -> None:
+    """The card, then the signature (with signing material), then the manifest: what makes the prefix a finished model."""
+    card_text = _guarded(model_card.render(doc, output_uri=uri, branch=_branch(ctx.job.spec.output, uri)), redact, "model card", ctx)
     card = destination.put_text(MODEL_CARD, card_text)
-    doc["files"] = sorted([*doc["files"], entry(card)], key=lambda f: f["path"])
+    doc["files"] = sorted([*doc["files"], _entry(card)], key=lambda f: f["path"])
     manifest_text = _guarded(manifest_mod.dumps(doc), redact, "manifest", ctx)
     if material is not None:
         # What is signed is what is published, the card and the manifest included; the signature goes before the manifest.
@@ -131,12 +162,11 @@ def run(ctx: RunContext) -> None:
         destination.upload([(signature, SIGNATURE)])
         ctx.log.info("publish: signed %d files with model-signing (%s, public key sha256 %s)", len(files) + 2, material.method, material.public_key_sha256)
     destination.put_text(MANIFEST, manifest_text)
-    destination.finish()
-    ctx.log.info("publish: %d files, %.2f GB at %s; manifest written", len(stored) + 1, doc["checkpointBytes"] / 1e9, uri)
-    published = destination.published()
-    if material is not None:
-        published = published.model_copy(update={"signature": SIGNATURE})
 
+
+def _record_destination(ctx: RunContext, destination: Destination, published: PublishedDestination, rejected: bool, uri: str) -> None:
+    """Where the model went, on the context; a rejected one fails the job (QualityGateFailed) once it is kept."""
+    spec = ctx.job.spec
     if rejected:
         ctx.rejected_uri = published.reference  # a Hub repository at its commit, an OCI image by its digest, else the prefix
         raise QualityGateFailed(f"the compressed model missed the quality gate ({'; '.join(ctx.gate_failures)}); kept for inspection at {uri}, not published to {spec.output.uri}")
