@@ -29,7 +29,7 @@ from kompress_job.io.cache.fetch import adopt, cache_for, too_small
 from kompress_job.io.cache.keys import describe
 from kompress_job.io.cache.lock import new_owner
 from kompress_job.io.safetensors_files import INDEX
-from kompress_job.planning import problems as P
+from kompress_job.planning import problems
 
 
 @dataclass(frozen=True)
@@ -82,11 +82,11 @@ PLAN_LOCK_WAIT = 5.0  # seconds a plan waits for the entry's lock before reading
 
 def plan_inputs(job: CompressionJob, env: Mapping[str, str], tmp: Path, view: CacheView | None, *, revision: str | None = None) -> tuple[dict[str, Any], list[str] | None, str | None]:
     """(config.json, the index's tensor names or None, the Hub commit or None) for make_plan."""
-    from kompress_job.planning import plan as planner
+    from kompress_job.planning import config_source
 
     def from_source() -> tuple[dict[str, Any], list[str] | None, str | None]:
-        config, resolved = planner.fetch_config(job, env, tmp, revision=revision)
-        return config, planner.fetch_weight_names(job, env, tmp, revision=resolved or revision), resolved
+        config, resolved = config_source.fetch_config(job, env, tmp, revision=revision)
+        return config, config_source.fetch_weight_names(job, env, tmp, revision=resolved or revision), resolved
 
     if view is None or view.listing is None or view.problem:
         return from_source()  # no cache, or one that cannot take this model: nothing of it is kept there
@@ -106,7 +106,7 @@ def plan_inputs(job: CompressionJob, env: Mapping[str, str], tmp: Path, view: Ca
         except (TimeoutError, PermissionError):  # a worker holds it for its download (or the volume is read-only)
             return from_source()
     try:
-        return planner.read_config(entry / "config.json"), _index_names(entry), commit
+        return config_source.read_config(entry / "config.json"), _index_names(entry), commit
     except (OSError, ModelNotFound):  # the entry went away (evicted) while we read
         return from_source()
 
@@ -133,6 +133,6 @@ def apply(plan: Any, view: CacheView | None) -> Any:
     plan.cache = view
     if view.problem:
         plan.problems.append(
-            P.error(P.CACHE_TOO_SMALL, view.problem + ".", "give the model cache a larger volume (chart cache.size), empty it, or set spec.model.cache.enabled: false")
+            problems.error(problems.CACHE_TOO_SMALL, view.problem + ".", "give the model cache a larger volume (chart cache.size), empty it, or set spec.model.cache.enabled: false")
         )
     return plan

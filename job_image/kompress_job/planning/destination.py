@@ -12,7 +12,7 @@ from __future__ import annotations
 from kompress_api import locations
 from kompress_api.v1alpha1 import CompressionJobSpec, VolumeRef
 
-from kompress_job.planning import problems as P
+from kompress_job.planning import problems
 
 
 def file_path(uri: str) -> str | None:
@@ -30,15 +30,15 @@ def _claim_location(uri: str, volume: VolumeRef | None) -> tuple[str, str] | Non
     return None if inside is None else (volume.claim_name, inside)
 
 
-def output_overlaps_model(spec: CompressionJobSpec) -> list[P.Problem]:
+def output_overlaps_model(spec: CompressionJobSpec) -> list[problems.Problem]:
     """An error when the output and the model resolve to the same place in one PersistentVolumeClaim."""
     model = _claim_location(spec.model.uri, spec.model.volume)
     output = _claim_location(spec.output.uri, spec.output.volume)
     if model is None or output is None or model[0] != output[0] or not locations.overlaps(model[1], output[1]):
         return []
     return [
-        P.error(
-            P.OUTPUT_OVERLAPS_MODEL,
+        problems.error(
+            problems.OUTPUT_OVERLAPS_MODEL,
             f"spec.output.uri ({spec.output.uri}) and spec.model.uri ({spec.model.uri}) are the same place on the "
             f"PersistentVolumeClaim {model[0]} ({output[1]} and {model[1]}): the job would write over its own source model",
             "write the output to another claim, or to a folder outside the model's",

@@ -25,7 +25,7 @@ from typing import Any
 
 from kompress_api.v1alpha1 import CompressionJob, GpuArchitecture
 
-from kompress_job.planning import problems as P
+from kompress_job.planning import problems
 from kompress_job.planning.problems import Problem, examples
 from kompress_job.recipe.inventory import Role
 from kompress_job.recipe.presets import Parallelism
@@ -128,8 +128,8 @@ def check(resolved: ResolvedRecipe, target: ServingTarget) -> list[Problem]:
         if ok:
             continue
         out.append(
-            P.warning(
-                P.NO_KERNEL_ON_TARGET,
+            problems.warning(
+                problems.NO_KERNEL_ON_TARGET,
                 f"{len(names)} module(s) in {scheme} ({examples(names, 2)}): {why}; the checkpoint will not load in vLLM on {target.gpu.value}.",
                 _alternative(scheme, target),
             )
@@ -153,5 +153,5 @@ def verdict(servable: bool | None, target: ServingTarget, found: list[Problem], 
         return f"servable by vLLM at {target.describe()}"
     if servable is None:
         return f"vLLM at {target.describe()}: unknown for a custom recipe"
-    blocking = [p.code for p in found if p.code in P.NOT_LOADABLE_CODES]
+    blocking = [p.code for p in found if p.code in problems.NOT_LOADABLE_CODES]
     return f"NOT servable by vLLM at {target.describe()}" + (f" ({', '.join(sorted(set(blocking)))})" if blocking else "")

@@ -6,7 +6,7 @@ they end up under spec.recipe.mtp, and what to tell the user.
                                        None when no index was seen), each sized from the model's structure
     MtpPlan.checkpoint_tensors         what the compressed checkpoint adds for them (keep: each as the source
                                        stores it, in a shard of its own)
-    problems(mtp)                      MtpLayerMissing, MtpLayerUnverified, MtpLayoutUnknown, MtpLayerDropped,
+    check(mtp, source_dtype)           MtpLayerMissing, MtpLayerUnverified, MtpLayoutUnknown, MtpLayerDropped,
                                        MtpQuantizeUnsupported
 
 Sizes: a tensor inside the MTP layer's decoder block has the shape of the same tensor in the model's last
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kompress_job.model.mtp.layers import MtpLayers, declared
-from kompress_job.planning import problems as P
+from kompress_job.planning import problems
 from kompress_job.planning.checkpoint import Tensor, safetensors_dtype
 
 KEEP, DROP, QUANTIZE = "keep", "drop", "quantize"
@@ -163,17 +163,17 @@ def _shape(inner: str, block: dict[str, tuple[tuple[int, ...], bool]], hidden: i
     return None
 
 
-def problems(mtp: MtpPlan | None, source_dtype: str) -> list[P.Problem]:
+def check(mtp: MtpPlan | None, source_dtype: str) -> list[problems.Problem]:
     if mtp is None:
         return []
     layers = mtp.layers
     what = f"{layers.count} multi-token-prediction (MTP) layer(s) ({layers.where()})"
     if mtp.handling == QUANTIZE:
-        return [P.error(P.MTP_QUANTIZE_UNSUPPORTED, f"spec.recipe.mtp is quantize: {_QUANTIZE_REASON}.", "set spec.recipe.mtp to keep (16-bit, byte-identical; the default) or drop")]
+        return [problems.error(problems.MTP_QUANTIZE_UNSUPPORTED, f"spec.recipe.mtp is quantize: {_QUANTIZE_REASON}.", "set spec.recipe.mtp to keep (16-bit, byte-identical; the default) or drop")]
     if not layers.known:
         return [
-            P.warning(
-                P.MTP_LAYOUT_UNKNOWN,
+            problems.warning(
+                problems.MTP_LAYOUT_UNKNOWN,
                 f"config.json declares {what}, but Kompress does not know where model_type {layers.model_type!r} stores them, "
                 "so the checkpoint will not have them and vLLM's MTP speculative decoding will not be available",
                 "nothing to do for compression; to serve with MTP, ask for the family to be added to kompress_job.model.mtp.layers.FAMILIES",
@@ -181,11 +181,11 @@ def problems(mtp: MtpPlan | None, source_dtype: str) -> list[P.Problem]:
         ]
     if mtp.handling == DROP:
         gone = f"{len(mtp.tensors)} tensors, {mtp.bytes / 1e9:.2f} GB" if mtp.tensors else "none in the source anyway"
-        return [P.warning(P.MTP_LAYER_DROPPED, f"spec.recipe.mtp is drop: the checkpoint leaves out {what} ({gone}); vLLM's MTP speculative decoding will not be available for it", "set spec.recipe.mtp: keep to carry them over unchanged")]
+        return [problems.warning(problems.MTP_LAYER_DROPPED, f"spec.recipe.mtp is drop: the checkpoint leaves out {what} ({gone}); vLLM's MTP speculative decoding will not be available for it", "set spec.recipe.mtp: keep to carry them over unchanged")]
     if mtp.in_source is None:
         return [
-            P.warning(
-                P.MTP_LAYER_UNVERIFIED,
+            problems.warning(
+                problems.MTP_LAYER_UNVERIFIED,
                 f"config.json declares {what}, but no safetensors index was found beside it, so whether the source holds them is known "
                 "only after the download: they are not counted in the checkpoint size (they are carried over, unchanged, if present)",
                 "nothing to do; plan against the model's folder (with model.safetensors.index.json) to have them counted",
@@ -193,8 +193,8 @@ def problems(mtp: MtpPlan | None, source_dtype: str) -> list[P.Problem]:
         ]
     if not mtp.in_source:
         return [
-            P.warning(
-                P.MTP_LAYER_MISSING,
+            problems.warning(
+                problems.MTP_LAYER_MISSING,
                 f"config.json declares {what}, but the source checkpoint holds none of their tensors: the compressed checkpoint cannot have "
                 "them either, and vLLM's MTP speculative decoding will not be available for it",
                 "use a checkpoint that ships the MTP layer if you need MTP speculative decoding",

@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from kompress_job.planning import problems as P
+from kompress_job.planning import problems
 from kompress_job.planning.problems import Problem, examples
 from kompress_job.recipe.inventory import ATTENTION_INPUT_NAMES, ATTENTION_OUTPUT_NAMES, DOWN_PROJ_NAMES, GATE_PROJ_NAMES, UP_PROJ_NAMES, Role
 from kompress_job.recipe.resolved import ResolvedRecipe
@@ -36,7 +36,7 @@ TENSOR_PARALLEL = (1, 2, 4, 8)
 MARLIN_MIN_K = 128  # vLLM marlin_utils GPTQ_MARLIN_MIN_THREAD_K
 MARLIN_MIN_N = 64  # GPTQ_MARLIN_MIN_THREAD_N
 # Codes after which vLLM cannot load the checkpoint at all (alignment only costs kernels or TP degrees).
-NOT_LOADABLE = P.NOT_LOADABLE_CODES
+NOT_LOADABLE = problems.NOT_LOADABLE_CODES
 
 
 def _scheme_key(a: Any) -> str:
@@ -62,8 +62,8 @@ def _sparse24(assignment: dict) -> list[Problem]:
     if not pruned:
         return []
     return [
-        P.warning(
-            P.SPARSE24_NOT_SERVABLE,
+        problems.warning(
+            problems.SPARSE24_NOT_SERVABLE,
             f"{len(pruned)} modules are pruned 2:4 ({examples(pruned, 2)}): vLLM removed its 2:4 sparse kernels "
             "(\"Sparse24 models are no longer supported\"), and compressed-tensors 0.19 has no sparse storage format, so the "
             "zeros are stored densely: the pruning makes the checkpoint neither smaller nor faster, and one-shot 2:4 costs accuracy.",
@@ -86,8 +86,8 @@ def _static_int8_experts(modules: list, assignment: dict) -> list[Problem]:
     if not bad:
         return []
     return [
-        P.warning(
-            P.STATIC_INT8_EXPERTS_NOT_LOADABLE,
+        problems.warning(
+            problems.STATIC_INT8_EXPERTS_NOT_LOADABLE,
             f"{len(bad)} routed-expert projections are INT8 W8A8 with static activation scales ({examples(bad, 2)}): vLLM's fused MoE "
             "needs channel-wise INT8 weights with dynamic per-token activations (\"For INT8 Fused MoE layers, we require channelwise, "
             "dynamic per token quantization. Found static input scales.\"): the checkpoint will not load in vLLM.",
@@ -110,8 +110,8 @@ def _mixed_experts(modules: list, assignment: dict) -> list[Problem]:
         return []
     first = mixed[0]
     return [
-        P.warning(
-            P.MIXED_SCHEMES_IN_EXPERT,
+        problems.warning(
+            problems.MIXED_SCHEMES_IN_EXPERT,
             f"routed experts mix schemes in {len(mixed)} layer(s) (layer {first}: {', '.join(example[first])}): vLLM runs all experts of a "
             "layer as one fused kernel, so gate, up and down of every expert must share one scheme; the checkpoint will not load in vLLM.",
             "give gate_proj the scheme of up_proj and down_proj (the servable presets do), or keep the experts' three projections 16-bit together",
@@ -134,8 +134,8 @@ def _fused_projections(modules: list, assignment: dict) -> list[Problem]:
     block, kind, leaves = mismatched[0]
     blocks = [b for b, _, _ in mismatched]
     return [
-        P.warning(
-            P.FUSED_PROJECTION_MISMATCH,
+        problems.warning(
+            problems.FUSED_PROJECTION_MISMATCH,
             f"{len(mismatched)} fused projection set(s) mix schemes, e.g. {block} {kind}: "
             f"{', '.join(f'{leaf} {scheme}' for leaf, scheme in sorted(leaves.items()))} (in {examples(blocks, 2)}): vLLM loads q/k/v as one "
             "qkv_proj and gate/up as one gate_up_proj, whose shards must share one precision; the checkpoint will not load in vLLM.",
@@ -214,8 +214,8 @@ def _alignment(per_tp: dict[int, list[tuple[Any, str]]]) -> list[Problem]:
         names = [m.name for m, _ in at_one]
         first, why = at_one[0]
         out.append(
-            P.warning(
-                P.KERNEL_ALIGNMENT,
+            problems.warning(
+                problems.KERNEL_ALIGNMENT,
                 f"{len(at_one)} weight-only quantized module(s) do not fit vLLM's Marlin kernel even on one GPU: {first.name} ({why})"
                 f"{'; also ' + examples(names[1:], 2) if len(names) > 1 else ''}. vLLM then needs a slower kernel that accepts the shape, or fails to load it.",
                 f"keep them 16-bit (spec.recipe.overrides.ignore: [{', '.join(names[:3])}{', ...' if len(names) > 3 else ''}]); they are a small share of the model",
@@ -234,8 +234,8 @@ def _alignment(per_tp: dict[int, list[tuple[Any, str]]]) -> list[Problem]:
     aligned = [tp for tp in TENSOR_PARALLEL if tp not in worse]
     experts = any(m.role is Role.ROUTED_EXPERTS for tp in worse for m, _ in new[tp])
     out.append(
-        P.warning(
-            P.TENSOR_PARALLEL_MISALIGNMENT,
+        problems.warning(
+            problems.TENSOR_PARALLEL_MISALIGNMENT,
             "tensor parallelism splits layer widths across GPUs, and some splits no longer fit Marlin's alignment: misaligned modules "
             f"per degree {counts}; e.g. {'; '.join(text for _, text in shown)}.",
             f"serve with a tensor-parallel degree of {max(aligned)}"
