@@ -20,7 +20,10 @@ of what is measured.) Prints `figure: value` lines:
     machine                         load average, and the CPU other processes used during the run (a shared machine)
 
 with the ratios to the goals (p95 < 500 ms, RSS < 200 MB).
-Usage: python bench/bench_operator.py [N [CLIENT_THREADS]]   (default 1000 jobs, 8 threads)
+Usage: python bench/bench_operator.py [N [CLIENT_THREADS [RATE]]]   (default 1000 jobs, 8 threads, a burst)
+       RATE (jobs/s): the creates arrive at that steady rate instead of as fast as the threads can make them. A burst
+       saturates this machine's 2 cores (the API server alone wants more than one), so its latencies are mostly
+       queueing behind CPU; a steady rate measures how fast the operator answers while the machine keeps up.
        BENCH_OPERATOR_PROFILE=operator.prof ... runs the operator under cProfile
 """
 
@@ -291,8 +294,10 @@ class Watch(threading.Thread):
                 print(f"(watch of {self.path} restarted: {err})", file=sys.stderr)
 
 
-def create_all(plane: ControlPlane, count: int, threads: int) -> tuple[dict[str, float], dict[str, float], list[str]]:
-    """(name -> monotonic return, name -> wall return, errors) of `count` creates from `threads` client threads."""
+def create_all(plane: ControlPlane, count: int, threads: int, rate: float | None = None) -> tuple[dict[str, float], dict[str, float], list[str]]:
+    """(name -> monotonic return, name -> wall return, errors) of `count` creates from `threads` client threads: as fast
+    as they can, or the i-th at i / rate seconds after the start (open loop: a late create does not delay the next)."""
+    start = time.monotonic()
     created: dict[str, float] = {}
     created_wall: dict[str, float] = {}
     errors: list[str] = []
@@ -301,6 +306,8 @@ def create_all(plane: ControlPlane, count: int, threads: int) -> tuple[dict[str,
         client = plane.admin()
         for i in range(k, count, threads):
             name = f"bench-{i:04d}"
+            if rate:
+                time.sleep(max(0.0, start + i / rate - time.monotonic()))
             try:
                 client.post(CJOBS.format(ns=NAMESPACE), make_cjob(name, NAMESPACE).manifest())
             except Exception as err:  # noqa: BLE001 - counted and printed
@@ -317,7 +324,7 @@ def create_all(plane: ControlPlane, count: int, threads: int) -> tuple[dict[str,
     return created, created_wall, errors
 
 
-def main(count: int = 1000, threads: int = 8) -> int:
+def main(count: int = 1000, threads: int = 8, rate: float | None = None) -> int:
     load_before = os.getloadavg()
     crd = yaml.safe_load(CRD.read_text())
     with ControlPlane.running() as plane:
@@ -367,7 +374,7 @@ def main(count: int = 1000, threads: int = 8) -> int:
             histograms_before = apiserver_histograms(client)
             wall_start, started = time.time(), time.monotonic()
 
-            created, created_wall, create_errors = create_all(plane, count, threads)
+            created, created_wall, create_errors = create_all(plane, count, threads, rate)
             create_s = time.monotonic() - started
 
             deadline = time.monotonic() + 300
@@ -400,7 +407,8 @@ def main(count: int = 1000, threads: int = 8) -> int:
     missing = len(created) - len(latencies)
     p50, p95 = percentile(latencies, 50), percentile(latencies, 95)
     to_planning = [planning[name] - created[name] for name in created if name in planning]
-    print(f"compressionjobs: {count}, created from {threads} client threads")
+    arrival = f"at a steady {rate:g}/s" if rate else "as fast as they can (a burst)"
+    print(f"compressionjobs: {count}, created from {threads} client threads {arrival}")
     print(f"machine: {os.cpu_count()} cores; load average before {load_before[0]:.2f}, at the end {load_during[0]:.2f}; "
           f"CPU used by processes other than these during the run: {max(0.0, busy - sum(cpu.values()) - bench_cpu):.1f} core-s of {wall_s * (os.cpu_count() or 1):.1f}")
     print(f"create calls: {create_s:.2f} s ({len(created) / create_s:.0f}/s), errors: {len(create_errors)}")
@@ -464,4 +472,5 @@ def main(count: int = 1000, threads: int = 8) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(int(sys.argv[1]) if len(sys.argv) > 1 else 1000, int(sys.argv[2]) if len(sys.argv) > 2 else 8))
+    sys.exit(main(int(sys.argv[1]) if len(sys.argv) > 1 else 1000, int(sys.argv[2]) if len(sys.argv) > 2 else 8,
+                  float(sys.argv[3]) if len(sys.argv) > 3 else None))

@@ -13,10 +13,11 @@ Must not: know about any particular field of the API.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic.alias_generators import to_camel
+from pydantic.fields import FieldInfo
 
 # A Kubernetes resource.Quantity (`16`, `256Gi`, `500m`, `1e3`) that is not negative: every quantity of the
 # API is a size or a count, and a negative one only fails later, in the planner or in the Job's validation.
@@ -41,9 +42,35 @@ def _literal(text: str, raw: bool) -> str:
     return text if raw else re.sub(r"\\(.)", r"\1", text)
 
 
-def _extra(model: type[BaseModel], name: str | None) -> dict[str, Any]:
-    info = model.model_fields.get(name or "")
-    return info.json_schema_extra if info is not None and isinstance(info.json_schema_extra, dict) else {}
+class _FieldCheck(NamedTuple):
+    """What the two field validators must do for one field; None where there is nothing to do."""
+
+    boolean: bool
+    rules: tuple[tuple[str, str], ...]
+    quantity: bool
+
+
+# Per model class, per field: what to check. The validators run for every field of every object the operator
+# parses (the status included, on every reconcile), so they look this up instead of reading the field's
+# metadata each time (pydantic's `model_fields` is a property: reading it per field was most of a parse).
+_CHECKS: dict[type[BaseModel], dict[str, _FieldCheck | None]] = {}
+
+
+def _checks(model: type[BaseModel]) -> dict[str, _FieldCheck | None]:
+    checks = _CHECKS.get(model)
+    if checks is None:
+        checks = _CHECKS[model] = {name: _field_check(info) for name, info in model.__pydantic_fields__.items()}
+    return checks
+
+
+def _field_check(info: FieldInfo) -> _FieldCheck | None:
+    extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+    check = _FieldCheck(
+        boolean=info.annotation in (bool, bool | None),
+        rules=tuple(tuple(rule) for rule in extra.get("x-kompress-rules", [])),
+        quantity=bool(extra.get("x-kompress-int-or-string")),
+    )
+    return check if check.boolean or check.rules or check.quantity else None
 
 
 class ApiModel(BaseModel):
@@ -59,17 +86,19 @@ class ApiModel(BaseModel):
     @field_validator("*", mode="before")
     @classmethod
     def _json_booleans_only(cls, value: Any, info: ValidationInfo) -> Any:
-        annotation = cls.model_fields[info.field_name].annotation if info.field_name in cls.model_fields else None
-        if annotation in (bool, bool | None) and value is not None and not isinstance(value, bool):
+        check = _checks(cls).get(info.field_name or "")
+        if check is not None and check.boolean and value is not None and not isinstance(value, bool):
             raise ValueError(f"must be a boolean (true or false), not {value!r}")
         return value
 
     @field_validator("*", mode="after")
     @classmethod
     def _crd_field_rules(cls, value: Any, info: ValidationInfo) -> Any:
-        extra = _extra(cls, info.field_name)
+        check = _checks(cls).get(info.field_name or "")
+        if check is None:
+            return value
         if isinstance(value, str):
-            for rule, message in extra.get("x-kompress-rules", []):
+            for rule, message in check.rules:
                 match = _SIMPLE_RULE.match(rule)
                 if match is None:
                     continue  # other CEL rules are enforced by the API server only
@@ -78,9 +107,9 @@ class ApiModel(BaseModel):
                 found = re2_search(argument, value) if kind == "matches" else value.startswith(argument)
                 if found == bool(negated):
                     raise ValueError(message)
-            if extra.get("x-kompress-int-or-string") and not re2_search(QUANTITY_RE, value):
+            if check.quantity and not re2_search(QUANTITY_RE, value):
                 raise ValueError(f"{value!r} is not a non-negative Kubernetes quantity (e.g. 16, 256Gi, 500m)")
-        if isinstance(value, int) and not isinstance(value, bool) and extra.get("x-kompress-int-or-string") and value < 0:
+        if isinstance(value, int) and not isinstance(value, bool) and check.quantity and value < 0:
             raise ValueError(f"{value} is negative: a quantity here is a size or a count (e.g. 16, 256Gi, 500m)")
         return value
 

@@ -19,6 +19,7 @@ from pydantic import BaseModel, StringConstraints
 from pydantic.fields import FieldInfo
 
 from kompress_api import v1alpha1 as api
+from kompress_api._model import QUANTITY_RE
 
 PRINTER_COLUMNS = [
     {"name": "Phase", "type": "string", "jsonPath": ".status.phase", "description": "summary of the conditions"},
@@ -110,7 +111,7 @@ def _field_schema(name: str, info: FieldInfo) -> dict[str, Any]:
     extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
     schema = _type_schema(info.annotation)
     if extra.get("x-kompress-int-or-string"):
-        schema = {"anyOf": [{"type": "integer"}, {"type": "string"}], "x-kubernetes-int-or-string": True, "pattern": api.QUANTITY_RE, "minimum": 0}
+        schema = {"anyOf": [{"type": "integer"}, {"type": "string"}], "x-kubernetes-int-or-string": True, "pattern": QUANTITY_RE, "minimum": 0}
     if extra.get("x-kompress-preserve-unknown"):
         if schema.get("type") == "array":
             schema["items"] = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}

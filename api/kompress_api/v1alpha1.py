@@ -1,24 +1,27 @@
-"""CompressionJob, kompress.dev/v1alpha1: the one typed model of the API.
+"""CompressionJob, kompress.dev/v1alpha1: the one typed model of the API, assembled from its parts.
 
-Owns: every spec field, its docs, bounds, defaults and CEL rules (the status types live in
-v1alpha1_status and the syntax of pod-spec values in podspec; both are re-exported or used from
-here). The CRD in crds/ is generated from this module (`make crds`); the operator, the worker and
-the CLI parse with it.
+Owns: the resource's names (group, version, kind, plural, short names), CompressionJobSpec (which parts
+the spec has, in what order, which are immutable, and the rules across parts: distinct mount paths, no
+overlap of model and output), CompressionJob, parse and model_uri_scheme. Each part's fields, docs,
+bounds, defaults and CEL rules live beside this module: v1alpha1_access (connection settings, volumes),
+v1alpha1_source (model, calibration), v1alpha1_recipe, v1alpha1_output, v1alpha1_evaluation,
+v1alpha1_resources (resources, scheduling, serving) and v1alpha1_status; the syntax of pod-spec values
+is podspec's. All are re-exported here, so consumers import the API from this one module. The CRD in
+crds/ is generated from it (`make crds`); the operator, the worker and the CLI parse with it.
 Must not: contain behaviour beyond parsing and the few derived facts every consumer needs.
 """
 
 from __future__ import annotations
 
 import re
-from enum import Enum
-from typing import Annotated, Any, ClassVar, Literal, Union
+from typing import Any, ClassVar, Literal
 
-from pydantic import StringConstraints, field_validator, model_validator
+from pydantic import model_validator
 
 from kompress_api import locations
-from kompress_api._model import QUANTITY_RE, ApiModel, api_field, re2_search
-from kompress_api.paths import WORKER_PATHS
-from kompress_api.podspec import (
+from kompress_api._model import QUANTITY_RE, ApiModel, api_field, re2_search  # noqa: F401 - QUANTITY_RE, re2_search exported here as they always were
+from kompress_api.paths import WORKER_PATHS  # noqa: F401 - exported here as it always was
+from kompress_api.podspec import (  # noqa: F401 - the pod-spec syntax the parts use, exported here as it always was
     Affinity,
     DNS_SUBDOMAIN_RE,
     EXTENDED_RESOURCE_RE,
@@ -31,6 +34,76 @@ from kompress_api.podspec import (
     WORKER_PATH_RE,
     LabelValue,
     Toleration,
+)
+from kompress_api.v1alpha1_access import (  # noqa: F401 - the connection settings and volumes, re-exported
+    ABS_PATH_RE,
+    HubAccess,
+    OciAccess,
+    S3Access,
+    SecretKeyRef,
+    VolumeRef,
+)
+from kompress_api.v1alpha1_evaluation import (  # noqa: F401 - the evaluation and its gate, re-exported
+    EVALUATION_LENGTH_CAP,
+    GATE_NEEDS_EVALUATION,
+    TASK_CONFIG_MAP_MOUNT,
+    TASK_NAME_RE,
+    TASK_SOURCE_URI_RE,
+    Evaluation,
+    EvaluationTask,
+    QualityGate,
+    TaskSource,
+)
+from kompress_api.v1alpha1_output import (  # noqa: F401 - the output and its URIs' grammar, re-exported
+    HUB_BRANCH_RE,
+    HUB_NAME_MAX,
+    HUB_OUTPUT_URI_MESSAGE,
+    HUB_OUTPUT_URI_RE,
+    HUB_OUTPUT_URI_RULE,
+    HUB_SETTINGS_NEED_HUB,
+    OCI_OUTPUT_URI_MESSAGE,
+    OCI_OUTPUT_URI_RE,
+    OCI_REGISTRY_RE,
+    OCI_REPOSITORY_RE,
+    OCI_SETTINGS_NEED_OCI,
+    OCI_TAG_MAX,
+    OCI_TAG_RE,
+    OUTPUT_INSIDE_VOLUME,
+    OUTPUT_NEEDS_VOLUME,
+    OUTPUT_URI_RE,
+    HubOutput,
+    Output,
+    Signing,
+    hub_output_uri_problem,
+)
+from kompress_api.v1alpha1_recipe import (  # noqa: F401 - the recipe, re-exported
+    BROKEN_REGEX_RE,
+    BROKEN_REGEX_WHY,
+    DATA_FREE_PRESETS,
+    REGEX_PREFIX,
+    Pattern,
+    Preset,
+    Recipe,
+    RecipeOverrides,
+    RecipePath,
+    regex_problem,
+)
+from kompress_api.v1alpha1_resources import (  # noqa: F401 - what the worker runs on and where it is served, re-exported
+    DEFAULT_GPU_RESOURCE,
+    DEFAULT_GPUS,
+    GpuArchitecture,
+    Name,
+    Quantity,
+    Resources,
+    Scheduling,
+    Serving,
+)
+from kompress_api.v1alpha1_source import (  # noqa: F401 - the model and the calibration data, re-exported
+    CALIBRATION_URI_RE,
+    MODEL_URI_RE,
+    Calibration,
+    ModelCacheSetting,
+    ModelSource,
 )
 from kompress_api.v1alpha1_status import (  # noqa: F401 - the API's status types, re-exported
     MAX_STATUS_TASK_SCORES,
@@ -57,700 +130,6 @@ PLURAL = "compressionjobs"
 SINGULAR = "compressionjob"
 # `cj` is taken by cronjobs; these collide with no built-in resource.
 SHORT_NAMES = ["cjob", "kcj"]
-
-DEFAULT_GPU_RESOURCE = "nvidia.com/gpu"
-DEFAULT_GPUS = 4
-
-
-class Preset(str, Enum):
-    """Named recipes. docs/presets.md says what each keeps, quantizes, and where it can be served."""
-
-    SPARSE24_W4A16_W8A8 = "sparse24-w4a16-w8a8"
-    W4A16_W8A8 = "w4a16-w8a8"
-    W4A16 = "w4a16"
-    FP8_DYNAMIC = "fp8-dynamic"
-    FP8_BLOCK = "fp8-block"
-    NVFP4A16 = "nvfp4a16"
-    MXFP4A16 = "mxfp4a16"
-    NVFP4 = "nvfp4"
-
-
-MODEL_URI_RE = r"^(hf://[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*|s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?|file:///.+|/.+)$"
-CALIBRATION_URI_RE = r"^(builtin://[a-z0-9-]+|hf://[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*|s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/.+|file:///.+|/.+)$"
-OUTPUT_URI_RE = r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?|file:///.+|oci://.+|hf://.+)$"
-# hf://ORG/NAME, a Hub repository id as huggingface_hub validates one (letters, digits, '.', '_', '-'; no '--' or '..', not
-# ending in .git); the name leaves room for `.rejected` (the repository a model that missed the quality gate goes to)
-# within the Hub's 96 characters. A branch is spec.output.huggingFace.revision, not part of the URI.
-HUB_NAME_MAX = 96 - len(".rejected")
-HUB_OUTPUT_URI_RE = r"^hf://[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?/[A-Za-z0-9]([A-Za-z0-9._-]{0,%d}[A-Za-z0-9])?$" % (HUB_NAME_MAX - 2)
-HUB_OUTPUT_URI_MESSAGE = (
-    "spec.output.uri must be hf://ORG/NAME for the Hugging Face Hub: an organization or user and a repository name of letters, "
-    f"digits, '.', '_' or '-' (starting and ending with a letter or digit, no '--' or '..', not ending in .git; the name at most "
-    f"{HUB_NAME_MAX} characters); the branch goes in spec.output.huggingFace.revision"
-)
-HUB_OUTPUT_URI_RULE = f"!self.startsWith('hf://') || (self.matches('{HUB_OUTPUT_URI_RE}') && !self.contains('--') && !self.contains('..') && !self.endsWith('.git'))"
-# A git branch name the Hub accepts: no '..', no trailing '/' or '.lock', not a ref path, not a commit id.
-HUB_BRANCH_RE = r"^[A-Za-z0-9][A-Za-z0-9._/-]*$"
-# oci://REGISTRY/REPOSITORY:TAG, the distribution spec's grammar (github.com/distribution/reference): a registry host that
-# is one (a dot or a port in it, or localhost: `oci://team/model:v1` is no host), lowercase path components, and a tag.
-# The tag leaves room for `.rejected` (the tag a model that missed the quality gate gets), which is a tag too.
-OCI_REGISTRY_RE = r"(localhost|[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?([.][A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)+)(:[0-9]{1,5})?|[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?:[0-9]{1,5}"
-OCI_REPOSITORY_RE = r"[a-z0-9]+(([.]|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+(([.]|_|__|-+)[a-z0-9]+)*)*"
-OCI_TAG_MAX = 119
-OCI_TAG_RE = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,%d}" % (OCI_TAG_MAX - 1)
-OCI_OUTPUT_URI_RE = f"^oci://({OCI_REGISTRY_RE})/({OCI_REPOSITORY_RE}):({OCI_TAG_RE})$"
-OCI_OUTPUT_URI_MESSAGE = (
-    "spec.output.uri must be oci://REGISTRY/REPOSITORY:TAG for an OCI image: a registry host (with a dot or a port, or localhost, "
-    "e.g. ghcr.io or registry.example:5000), a lowercase repository path (a-z, 0-9, '.', '_', '-' between them), and a tag of at most "
-    f"{OCI_TAG_MAX} letters, digits, '_', '.' or '-' (not a digest: the job pushes a tag and records the image's digest)"
-)
-ABS_PATH_RE = r"^/.*$"
-TASK_SOURCE_URI_RE = r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?|file:///.+|/.+)$"
-# lm-eval registry names: letters, digits, _ - . and : (e.g. mmlu_abstract_algebra, arc_easy, leaderboard_bbh).
-TASK_NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$"
-# Where the operator mounts a spec.evaluation.taskSource.configMap in the worker.
-TASK_CONFIG_MAP_MOUNT = "/kompress/tasks"
-
-Quantity = Union[int, str]
-# Bounded strings let the API server estimate the cost of the CEL rules that compare whole objects.
-Name = Annotated[str, StringConstraints(max_length=253)]
-Pattern = Annotated[str, StringConstraints(min_length=1, max_length=1024)]
-
-
-# ---------------------------------------------------------------------------------------------
-# Spec
-# ---------------------------------------------------------------------------------------------
-
-
-class SecretKeyRef(ApiModel):
-    """A key of a Secret in the job's namespace. Kompress never copies the value anywhere."""
-
-    name: str = api_field(description="name of the Secret, in the CompressionJob's namespace.", pattern=DNS_SUBDOMAIN_RE, max_length=253)
-    key: str = api_field(description="key inside the Secret whose value is used.", min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")
-
-
-class S3Access(ApiModel):
-    """How to reach an S3 or S3-compatible store (MinIO, Ceph, GCS interop, R2...)."""
-
-    endpoint: str | None = api_field(None, description="endpoint URL for S3-compatible stores, e.g. https://minio.example:9000. Empty means AWS S3.", pattern=r"^https?://.+$", max_length=1024)
-    region: str | None = api_field(None, description="region name, e.g. us-east-1. Empty means the credential chain's default.", max_length=64)
-    path_style: bool = api_field(False, description="use path-style addressing (https://host/bucket/key), which most S3-compatible stores need. Default false.")
-    credentials_secret: str | None = api_field(
-        None,
-        description=(
-            "name of a Secret with keys AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (optional AWS_SESSION_TOKEN), "
-            "passed to the worker by reference. Leave empty to use the standard AWS credential chain (workload identity, IRSA)."
-        ),
-        pattern=DNS_SUBDOMAIN_RE,
-        max_length=253,
-    )
-
-
-class HubAccess(ApiModel):
-    """How to reach the Hugging Face Hub or a mirror of it."""
-
-    endpoint: str | None = api_field(None, description="Hub endpoint (HF_ENDPOINT) for mirrors, e.g. https://hf-mirror.example. Empty means huggingface.co.", pattern=r"^https?://.+$", max_length=1024)
-    token_secret: SecretKeyRef | None = api_field(None, description="Secret key holding a Hugging Face token (HF_TOKEN), for gated or private repositories.")
-
-
-class OciAccess(ApiModel):
-    """How to reach the OCI registry of an oci:// output."""
-
-    credentials_secret: str | None = api_field(
-        None,
-        description=(
-            "name of a Secret of type kubernetes.io/dockerconfigjson (key .dockerconfigjson, as `kubectl create secret docker-registry` "
-            "makes it) with the registry's credentials, mounted read-only into the worker by reference. Empty: push anonymously."
-        ),
-        pattern=DNS_SUBDOMAIN_RE,
-        max_length=253,
-    )
-    insecure: bool = api_field(False, description="talk plain HTTP to the registry (a test registry on loopback or inside the cluster). Default false: HTTPS, certificates checked.")
-
-
-def hub_output_uri_problem(uri: str) -> str | None:
-    """HUB_OUTPUT_URI_MESSAGE when `uri` is an hf:// output the CRD refuses (HUB_OUTPUT_URI_RULE), else None."""
-    if not uri.startswith("hf://"):
-        return None
-    if not re2_search(HUB_OUTPUT_URI_RE, uri) or "--" in uri or ".." in uri or uri.endswith(".git"):
-        return HUB_OUTPUT_URI_MESSAGE
-    return None
-
-
-class HubOutput(ApiModel):
-    """Where and how an hf:// output is committed on the Hugging Face Hub (or a mirror)."""
-
-    endpoint: str | None = api_field(
-        None,
-        description="Hub endpoint to publish to, e.g. https://hub.example for a private Hub. Empty means https://huggingface.co (never the model's mirror).",
-        pattern=r"^https?://.+$",
-        max_length=1024,
-    )
-    token_secret: SecretKeyRef | None = api_field(
-        None,
-        description=(
-            "Secret key holding a Hugging Face token with write access to the repository (or the right to create it), passed "
-            "to the worker by reference as KOMPRESS_OUTPUT_HF_TOKEN. Without it the worker uses HF_TOKEN (kompress run on a laptop)."
-        ),
-    )
-    private: bool = api_field(True, description="create the repository private (only when the job creates it; an existing repository keeps its visibility). Default true.")
-    revision: str = api_field(
-        "main",
-        description=(
-            "the branch to commit to, created from main when missing. Every file goes in one commit whose id is recorded in "
-            "status.result.destination. Default main."
-        ),
-        pattern=HUB_BRANCH_RE,
-        rules=[
-            (r"!self.matches(r'\.\.|/$|\.lock$|^refs/')", "spec.output.huggingFace.revision must be a branch name: no '..', no trailing '/' or '.lock', not a refs/ path"),
-            (r"!self.matches(r'^[0-9a-f]{40}$')", "spec.output.huggingFace.revision must be a branch name, not a commit id: a commit cannot be committed to"),
-        ],
-        max_length=255,
-        schema_default="main",
-    )
-
-
-class Signing(ApiModel):
-    """OpenSSF model signing (the model-signing library) of every published file, with a key the cluster holds."""
-
-    key_secret: str = api_field(
-        description=(
-            "name of a Secret in the job's namespace, mounted read-only into the worker: private-key.pem (an elliptic-curve "
-            "private key, PEM, unencrypted: P-256, P-384 or P-521); with method certificate also certificate.pem (the signing "
-            "certificate, for that key) and optionally certificate-chain.pem (its intermediates and root). Never copied anywhere."
-        ),
-        pattern=DNS_SUBDOMAIN_RE,
-        max_length=253,
-    )
-    method: Literal["key", "certificate"] = api_field(
-        "key",
-        description=(
-            "key: a signature verified with the public key (kompress verify --key); certificate: the signature carries the "
-            "certificate chain, verified against a trusted root (kompress verify --certificate-chain). Keyless Sigstore signing "
-            "needs its public services (Fulcio, Rekor) and an OIDC identity, and is not offered. Default key."
-        ),
-        schema_default="key",
-    )
-
-
-class VolumeRef(ApiModel):
-    """A PersistentVolumeClaim mounted into the worker."""
-
-    claim_name: str = api_field(description="name of the PersistentVolumeClaim.", pattern=DNS_SUBDOMAIN_RE, max_length=253)
-    mount_path: str = api_field(
-        description=f"absolute path where the claim is mounted in the worker, e.g. /models. Not on, above or inside {', '.join(WORKER_PATHS)} (the worker's own).",
-        pattern=ABS_PATH_RE,
-        rules=[(f"!self.matches(r'{WORKER_PATH_RE}')", f"mountPath must not be on, above or inside {', '.join(WORKER_PATHS)}: the worker mounts its own volumes there")],
-        max_length=1024,
-    )
-    sub_path: str | None = api_field(
-        None,
-        description="relative path inside the volume to mount instead of its root (no '..').",
-        rules=[
-            ("!self.startsWith('/')", "subPath must be a relative path inside the volume, not an absolute one"),
-            (r"!self.matches(r'(^|/)\.\.(/|$)')", "subPath must not contain '..': it must stay inside the volume"),
-        ],
-        max_length=1024,
-    )
-    read_only: bool = api_field(True, description="mount read-only. Default true.")
-
-
-class ModelCacheSetting(ApiModel):
-    """The model cache: a ReadWriteMany volume shared by jobs, so no model version is downloaded twice."""
-
-    enabled: bool = api_field(True, description="fetch the model through the cache (the operator's default claim, or claimName); with neither, the job fails before any Job (NoCacheClaim). Default true; false downloads into the job's scratch as without a cache.")
-    claim_name: str | None = api_field(None, description="a ReadWriteMany PersistentVolumeClaim to use as the cache instead of the operator's default (chart cache.existingClaim).", pattern=DNS_SUBDOMAIN_RE, max_length=253)
-
-
-class ModelSource(ApiModel):
-    """The model to compress."""
-
-    # A revision on an S3 prefix or a volume would be ignored, and the user would believe the model pinned.
-    cel_rules: ClassVar[list[tuple[str, str]]] = [
-        ("!has(self.revision) || self.uri.startsWith('hf://')", "spec.model.revision applies to hf:// models only: an S3 prefix or a volume has no revisions"),
-    ]
-
-    uri: str = api_field(
-        description=(
-            "where the model is: hf://ORG/NAME (Hugging Face Hub), s3://BUCKET/PREFIX (a folder with config.json and "
-            "*.safetensors), file:///PATH or /PATH (a folder on a mounted volume)."
-        ),
-        rules=[(f"self.matches('{MODEL_URI_RE}')", "spec.model.uri must be hf://ORG/NAME, s3://BUCKET/PREFIX, file:///PATH or an absolute /PATH")],
-        max_length=1024,
-    )
-    revision: str | None = api_field(None, description="Hub revision (branch, tag or commit) to fetch. The resolved commit is recorded in status.result and the manifest. Default main.", max_length=255)
-    trust_remote_code: bool = api_field(False, description="allow the model repository's own Python code to run (transformers trust_remote_code). Default false.")
-    dtype: Literal["auto", "bfloat16", "float16", "float32"] = api_field("auto", description="dtype the model is loaded in for compression: auto takes the checkpoint's. Default auto.")
-    volume: VolumeRef | None = api_field(None, description="a volume to mount for file:// or path URIs.")
-    s3: S3Access | None = api_field(None, description="S3 connection settings for s3:// URIs.")
-    hugging_face: HubAccess | None = api_field(None, description="Hub connection settings for hf:// URIs.")
-    cache: ModelCacheSetting | None = api_field(None, description="the model cache for hf:// and s3:// models (a volume folder is used in place). Default: the operator's cache claim when it has one.")
-
-    @model_validator(mode="after")
-    def _revision_on_the_hub_only(self) -> "ModelSource":
-        _hub_only(self.revision, self.uri, "spec.model.revision applies to hf:// models only: an S3 prefix or a volume has no revisions")
-        return self
-
-
-def _hub_only(revision: str | None, uri: str, message: str) -> None:
-    # The same rule as the cel_rules of ModelSource and Calibration, so a manifest the API server would refuse is refused locally too.
-    if revision is not None and not uri.startswith("hf://"):
-        raise ValueError(message)
-
-
-class Calibration(ApiModel):
-    """Calibration data: the text the compression algorithms observe."""
-
-    cel_rules: ClassVar[list[tuple[str, str]]] = [
-        ("!has(self.revision) || self.uri.startsWith('hf://')", "spec.calibration.revision applies to hf:// datasets only"),
-    ]
-
-    uri: str = api_field(
-        "builtin://chatterbot",
-        description=(
-            "where the data is: builtin://chatterbot (English dialogues shipped with the worker image, BSD licence), "
-            "hf://ORG/NAME (a Hub dataset), s3://BUCKET/KEY.jsonl, file:///PATH.jsonl or /PATH.jsonl. JSONL rows hold "
-            "plain text or chat messages. Default builtin://chatterbot."
-        ),
-        rules=[(f"self.matches('{CALIBRATION_URI_RE}')", "spec.calibration.uri must be builtin://NAME, hf://ORG/NAME, s3://BUCKET/KEY, file:///PATH or /PATH")],
-        schema_default="builtin://chatterbot",
-        max_length=1024,
-    )
-    revision: str | None = api_field(
-        None,
-        description="for hf:// datasets: the branch, tag or commit to read. It is resolved to a commit once, before any work, and recorded in the manifest (calibration.resolvedRevision). Default main.",
-        max_length=255,
-    )
-    split: str | None = api_field(None, description="dataset split for hf:// datasets, e.g. train_sft. Default train.", max_length=128)
-    column: str | None = api_field(None, description="the field holding text or chat messages. Default: 'messages' if present, else 'text'.", max_length=128)
-    format: Literal["auto", "text", "messages"] = api_field("auto", description="text: plain strings; messages: chat turns rendered with the model's chat template; auto: decided per row. Default auto.", schema_default="auto")
-    samples: int = api_field(512, description="number of calibration samples. 512 is a good start for large models. Default 512.", ge=1, le=100000, schema_default=512)
-    max_sequence_length: int = api_field(2048, description="tokens per sample, longer samples are truncated. Default 2048.", ge=8, le=131072, schema_default=2048)
-    seed: int = api_field(42, description="shuffle seed, so a re-run picks the same samples. Default 42.", ge=0, schema_default=42)
-    s3: S3Access | None = api_field(None, description="S3 connection settings for s3:// URIs.")
-    hugging_face: HubAccess | None = api_field(None, description="Hub connection settings for hf:// URIs.")
-
-    @model_validator(mode="after")
-    def _revision_on_the_hub_only(self) -> "Calibration":
-        _hub_only(self.revision, self.uri, "spec.calibration.revision applies to hf:// datasets only")
-        return self
-
-
-class RecipePath(str, Enum):
-    """How the worker applies the recipe."""
-
-    AUTO = "auto"
-    DATA_FREE = "data-free"
-    LOADED = "loaded"
-
-
-# The presets whose schemes need no calibration data (the worker derives the same from the resolved recipe;
-# tests/job/test_data_free.py holds the two together). The CRD refuses path data-free for the others.
-DATA_FREE_PRESETS = ("fp8-dynamic", "fp8-block", "nvfp4a16", "mxfp4a16")
-_DATA_FREE_MESSAGE = "spec.recipe.path data-free needs a preset that learns nothing from data: fp8-dynamic, fp8-block, nvfp4a16 or mxfp4a16 (or path auto/loaded)"
-REGEX_PREFIX = "re:"
-# Kubernetes' CEL cannot compile a regex, so admission refuses only what is surely broken, in RE2: an
-# unclosed, unescaped [ and a *, + or ? with nothing to repeat. The typed model compiles every entry.
-BROKEN_REGEX_RE = r"^re:([*+?]|.*[^\\](\\\\)*\[[^\]]*$)"
-BROKEN_REGEX_WHY = "an unclosed [, or a *, + or ? with nothing to repeat"
-
-
-def regex_problem(entry: str) -> str | None:
-    """Why a `re:` entry is not a regex Python compiles (compressed-tensors matches them with `re`), or None."""
-    if not entry.startswith(REGEX_PREFIX):
-        return None
-    try:
-        re.compile(entry[len(REGEX_PREFIX) :])
-    except re.error as err:
-        return f"{entry!r} is not a valid regex: {err}"
-    return None
-
-
-class RecipeOverrides(ApiModel):
-    """Typed knobs on a preset. Anything beyond these calls for spec.recipe.custom."""
-
-    ignore: list[Pattern] = api_field(
-        [],
-        description=(
-            "more modules to keep in 16-bit, untouched: exact module names (model.layers.0.mlp.down_proj) or "
-            "regexes prefixed re: (re:.*mlp\\.down_proj$). Each entry must match at least one module."
-        ),
-        rules=[(f"self.all(p, !p.matches(r'{BROKEN_REGEX_RE}'))", f"spec.recipe.overrides.ignore has a re: entry that is not a valid regex ({BROKEN_REGEX_WHY})")],
-        max_length=256,
-    )
-    group_size: int | None = api_field(None, description="group size for 4-bit weights. Layers whose input width is not a multiple fall back to the largest of 64 or 32 that divides it, else to per-channel. Default 128.", ge=16, le=1024)
-    experts: str | None = api_field(
-        None,
-        description="regex (re:...) of module names to treat as routed experts, overriding the detection from the model's structure.",
-        rules=[
-            ("self.startsWith('re:')", "spec.recipe.overrides.experts must be a regex starting with re:"),
-            (f"!self.matches(r'{BROKEN_REGEX_RE}')", f"spec.recipe.overrides.experts is not a valid regex ({BROKEN_REGEX_WHY})"),
-        ],
-        max_length=1024,
-    )
-
-    @field_validator("ignore")
-    @classmethod
-    def _ignore_regexes_compile(cls, entries: list[str]) -> list[str]:
-        problems = [f"spec.recipe.overrides.ignore[{i}]: {why}" for i, entry in enumerate(entries) if (why := regex_problem(entry))]
-        if problems:
-            raise ValueError("; ".join(problems))
-        return entries
-
-    @field_validator("experts")
-    @classmethod
-    def _experts_regex_compiles(cls, entry: str | None) -> str | None:
-        if entry is not None and (why := regex_problem(entry)):
-            raise ValueError(f"spec.recipe.overrides.experts: {why}")
-        return entry
-
-
-class Recipe(ApiModel):
-    """What to do to the model: a named preset, or a complete llm-compressor recipe."""
-
-    cel_rules: ClassVar[list[tuple[str, str]]] = [
-        ("has(self.preset) != has(self.custom)", "spec.recipe needs exactly one of preset or custom"),
-        ("!has(self.overrides) || has(self.preset)", "spec.recipe.overrides applies to a preset only"),
-        (
-            "!has(self.path) || self.path != 'data-free' || !has(self.preset) || self.preset in " + str(list(DATA_FREE_PRESETS)).replace('"', "'"),
-            _DATA_FREE_MESSAGE,
-        ),
-    ]
-
-    preset: Preset | None = api_field(
-        None,
-        description=(
-            "a named recipe: sparse24-w4a16-w8a8 (the founding recipe: SparseGPT 2:4, AWQ, INT4 W4A16 on attention and "
-            "dense MLP, INT8 W8A8 static on experts, router/gate_proj/lm_head 16-bit; NOT servable by vLLM today), "
-            "w4a16-w8a8 (servable: INT4 W4A16 non-experts, INT8 W8A8 dynamic on experts), w4a16 (servable, smallest), "
-            "fp8-dynamic (servable on FP8 GPUs, no calibration), fp8-block (FP8, 128x128 weight blocks, no calibration), "
-            "nvfp4a16 and mxfp4a16 (FP4 weights only, no calibration), nvfp4 (FP4 weights and activations, calibrated; "
-            "Blackwell). See docs/presets.md."
-        ),
-    )
-    overrides: RecipeOverrides | None = api_field(None, description="typed adjustments of the preset. Only with preset.")
-    path: RecipePath = api_field(
-        RecipePath.AUTO,
-        description=(
-            "how the worker applies the recipe: data-free (llm-compressor's model_free_ptq: the safetensors files one by one, "
-            "never the whole model in memory; only for recipes that need no calibration: fp8-dynamic, fp8-block, nvfp4a16, "
-            "mxfp4a16), loaded (the whole model in host memory, llm-compressor's oneshot; every recipe), or auto (default: "
-            "data-free when the recipe allows it, else loaded)."
-        ),
-    )
-    mtp: Literal["keep", "drop", "quantize"] = api_field(
-        "keep",
-        description=(
-            "what happens to the model's multi-token-prediction (MTP) layers, which vLLM uses for speculative decoding "
-            "(GLM-4.5's model.layers.46.*, DeepSeek-V3's, Qwen3-Next's mtp.*): keep carries them into the checkpoint "
-            "unchanged (the source dtype, byte-identical, listed in quantization_config.ignore); drop leaves them out; "
-            "quantize is refused by the plan today (see docs/presets.md). Default keep."
-        ),
-        schema_default="keep",
-    )
-    custom: str | None = api_field(
-        None,
-        description="a complete llm-compressor recipe in YAML, used as given. Every targets and ignore entry must match a module, and no module may be in two config groups.",
-        max_length=262144,
-    )
-
-    @model_validator(mode="after")
-    def _one_recipe(self) -> "Recipe":
-        # The same two rules as cel_rules, so a manifest the API server would refuse is refused locally too.
-        if (self.preset is None) == (self.custom is None):
-            raise ValueError("spec.recipe needs exactly one of preset or custom")
-        if self.overrides is not None and self.preset is None:
-            raise ValueError("spec.recipe.overrides applies to a preset only")
-        if self.path is RecipePath.DATA_FREE and self.preset is not None and self.preset.value not in DATA_FREE_PRESETS:
-            raise ValueError(_DATA_FREE_MESSAGE)
-        return self
-
-
-OUTPUT_NEEDS_VOLUME = (
-    "spec.output.uri is a file:// path but spec.output.volume is not set: in a cluster the checkpoint would be written "
-    "inside the worker's container and lost; mount a PersistentVolumeClaim there, or publish to s3:// (kompress run on "
-    "a laptop needs no volume)"
-)
-OUTPUT_INSIDE_VOLUME = "spec.output.uri must lie inside spec.output.volume.mountPath, or the checkpoint is not written to the volume"
-HUB_SETTINGS_NEED_HUB = "spec.output.huggingFace applies to an hf:// uri only"
-OCI_SETTINGS_NEED_OCI = "spec.output.oci applies to an oci:// uri only"
-
-
-class Output(ApiModel):
-    """Where the compressed checkpoint is published."""
-
-    # The first rule holds in a cluster only: the typed model (and so `kompress run`) accepts a file:// output
-    # without a volume, which on a laptop is simply a folder.
-    cel_rules: ClassVar[list[tuple[str, str]]] = [
-        ("!self.uri.startsWith('file://') || has(self.volume)", OUTPUT_NEEDS_VOLUME),
-        ("!has(self.volume) || !self.uri.startsWith('file://') || (self.uri + '/').startsWith('file://' + self.volume.mountPath.find('^.*[^/]') + '/')",
-         OUTPUT_INSIDE_VOLUME),
-        ("!has(self.huggingFace) || self.uri.startsWith('hf://')", HUB_SETTINGS_NEED_HUB),
-        ("!has(self.oci) || self.uri.startsWith('oci://')", OCI_SETTINGS_NEED_OCI),
-    ]
-
-    uri: str = api_field(
-        description=(
-            "s3://BUCKET/PREFIX (any S3-compatible store), file:///PATH (local runs, or a mounted volume), hf://ORG/NAME (a Hugging "
-            "Face Hub repository: every file in one commit, see huggingFace) or oci://REGISTRY/REPOSITORY:TAG (an OCI image in KServe's "
-            "modelcar layout: the files under /models, one layer each; the tag is pushed last and the image's digest recorded in "
-            "status.result.destination). The manifest kompress.json is written last: a prefix without it is never a finished model."
-        ),
-        rules=[
-            (f"self.matches('{OUTPUT_URI_RE}')", "spec.output.uri must be s3://BUCKET/PREFIX, file:///PATH, hf://ORG/NAME or oci://REGISTRY/REPOSITORY:TAG"),
-            (HUB_OUTPUT_URI_RULE, HUB_OUTPUT_URI_MESSAGE),
-            (f"!self.startsWith('oci://') || self.matches('{OCI_OUTPUT_URI_RE}')", OCI_OUTPUT_URI_MESSAGE),
-        ],
-        max_length=1024,
-    )
-    s3: S3Access | None = api_field(None, description="S3 connection settings for s3:// URIs.")
-    hugging_face: HubOutput | None = api_field(None, description="Hub settings for hf:// URIs: endpoint, the write token's Secret (by reference), private, the branch.")
-    oci: OciAccess | None = api_field(None, description="registry settings for oci:// URIs: the credentials Secret (by reference), plain HTTP for a test registry.")
-    volume: VolumeRef | None = api_field(None, description="a volume to mount for file:// URIs (mounted read-write).")
-    signing: Signing | None = api_field(
-        None,
-        description=(
-            "sign every published file with OpenSSF model signing (model-signing): the signature model.sig goes beside the model "
-            "at any destination, and kompress verify checks it."
-        ),
-    )
-    overwrite: bool = api_field(
-        False,
-        description=(
-            "replace a finished model already at the destination. Default false: the job fails rather than overwrite (for hf://, "
-            "an existing repository whose branch holds any file)."
-        ),
-    )
-
-    @field_validator("uri")
-    @classmethod
-    def _hub_repository(cls, uri: str) -> str:
-        # The second rule of `uri` (a compound CEL rule, which the base model does not mirror).
-        problem = hub_output_uri_problem(uri)
-        if problem:
-            raise ValueError(problem)
-        return uri
-
-    @field_validator("uri")
-    @classmethod
-    def _oci_reference(cls, uri: str) -> str:
-        # The second rule of `uri` (a compound CEL rule, which the base model does not mirror).
-        if uri.startswith("oci://") and not re2_search(OCI_OUTPUT_URI_RE, uri):
-            raise ValueError(OCI_OUTPUT_URI_MESSAGE)
-        return uri
-
-    @model_validator(mode="after")
-    def _inside_its_volume(self) -> "Output":
-        # The second and third of cel_rules (the first is for clusters only).
-        if self.volume is not None and self.uri.startswith("file://"):
-            if not (self.uri[len("file://") :] + "/").startswith(self.volume.mount_path.rstrip("/") + "/"):
-                raise ValueError(OUTPUT_INSIDE_VOLUME)
-        if self.hugging_face is not None and not self.uri.startswith("hf://"):
-            raise ValueError(HUB_SETTINGS_NEED_HUB)
-        if self.oci is not None and not self.uri.startswith("oci://"):
-            raise ValueError(OCI_SETTINGS_NEED_OCI)
-        return self
-
-
-class Resources(ApiModel):
-    """What the worker pod asks for. Unset memory and scratch are sized from the plan."""
-
-    gpus: int = api_field(DEFAULT_GPUS, description="number of GPUs. More than one runs llm-compressor's distributed (DDP) oneshot; 0 runs on CPU. Default 4.", ge=0, le=64, schema_default=DEFAULT_GPUS)
-    gpu_resource_name: str | None = api_field(
-        None,
-        description="extended resource name of the GPU (DOMAIN/NAME, outside kubernetes.io), e.g. nvidia.com/gpu or amd.com/gpu. Default: the operator's setting.",
-        pattern=EXTENDED_RESOURCE_RE,
-        rules=[
-            (f"self.matches('{PREFIX_LENGTH_RE}')", "gpuResourceName's domain must be at most 253 characters"),
-            (r"!self.matches(r'kubernetes\.io/')", "gpuResourceName must be an extended resource, not in the kubernetes.io domain"),
-            ("!self.startsWith('requests.')", "gpuResourceName must not start with requests."),
-        ],
-        max_length=QUALIFIED_NAME_MAX,
-    )
-    cpu: Quantity | None = api_field(None, description="CPU request and limit, e.g. 16. Default: 8 per GPU, at least 2.", int_or_string=True)
-    memory: Quantity | None = api_field(None, description="memory request and limit, e.g. 256Gi. Default: the plan's host RAM estimate (the whole model is held in host RAM).", int_or_string=True)
-    scratch: Quantity | None = api_field(None, description="scratch disk for the download and the compressed output, e.g. 500Gi. Default: the plan's disk estimate.", int_or_string=True)
-    scratch_storage_class: str | None = api_field(None, description="storage class of a per-job ephemeral volume for scratch. Default: an emptyDir on the node.", pattern=DNS_SUBDOMAIN_RE, max_length=253)
-    shm: Quantity | None = api_field(None, description="size of /dev/shm (memory-backed), for data loaders and NCCL. Default 16Gi.", int_or_string=True)
-
-
-class GpuArchitecture(str, Enum):
-    """NVIDIA GPU generations, as vLLM's kernels tell them apart."""
-
-    AMPERE = "ampere"  # A100, A10, RTX 30xx: compute capability 8.0/8.6
-    ADA = "ada"  # L4, L40S, RTX 40xx: 8.9 (FP8)
-    HOPPER = "hopper"  # H100, H200: 9.0 (FP8)
-    BLACKWELL = "blackwell"  # B200, GB200, RTX PRO 6000: 10.x/12.x (FP8, FP4)
-
-
-class Serving(ApiModel):
-    """Where the checkpoint will be served, so the plan can say whether vLLM serves it there and why."""
-
-    gpu: GpuArchitecture | None = api_field(
-        None,
-        description=(
-            "GPU architecture vLLM will serve on: ampere, ada, hopper or blackwell. Default: the job's own GPUs, read from "
-            "spec.scheduling.nodeSelector's nvidia.com/gpu.family or nvidia.com/gpu.product label when set, else hopper."
-        ),
-    )
-    tensor_parallel: int | None = api_field(None, description="vLLM --tensor-parallel-size. Default: spec.resources.gpus (at least 1).", ge=1, le=64)
-    expert_parallel: bool = api_field(False, description="vLLM --enable-expert-parallel: every routed expert whole on one GPU instead of split across the tensor-parallel GPUs. Default false.")
-
-
-class Scheduling(ApiModel):
-    """Passed through to the worker pod unchanged. The API refuses what a Job could not hold."""
-
-    node_selector: dict[str, LabelValue] | None = api_field(
-        None,
-        description="node labels the worker pod must match: label keys and label values (at most 63 characters).",
-        rules=[(NODE_SELECTOR_KEYS_RULE, NODE_SELECTOR_KEYS_MESSAGE)],
-        max_length=64,
-    )
-    tolerations: list[Toleration] | None = api_field(None, description="tolerations of the worker pod (core/v1 Toleration).", max_length=64)
-    affinity: Affinity | None = api_field(None, description="affinity of the worker pod (core/v1 Affinity): nodeAffinity is checked, pod (anti-)affinity passed through.")
-    priority_class_name: str | None = api_field(None, description="PriorityClass of the worker pod.", pattern=DNS_SUBDOMAIN_RE, max_length=253)
-    runtime_class_name: str | None = api_field(None, description="RuntimeClass of the worker pod, e.g. nvidia.", pattern=DNS_SUBDOMAIN_RE, max_length=253)
-    service_account_name: str | None = api_field(None, description="ServiceAccount of the worker pod (for workload identity). It needs no Kubernetes rights. Default: the operator's worker account.", pattern=DNS_SUBDOMAIN_RE, max_length=253)
-    image_pull_secrets: list[Name] | None = api_field(None, description="names of Secrets to pull the worker image.", max_length=16)
-    queue_name: str | None = api_field(None, description="Kueue LocalQueue: the Job is labelled kueue.x-k8s.io/queue-name and waits for admission. A label value: at most 63 characters.", pattern=LABEL_VALUE_RE, max_length=63)
-    workload_priority_class: str | None = api_field(None, description="Kueue WorkloadPriorityClass (label kueue.x-k8s.io/priority-class). A label value: at most 63 characters.", pattern=LABEL_VALUE_RE, max_length=63)
-
-    @field_validator("node_selector")
-    @classmethod
-    def _label_keys(cls, value: dict[str, str] | None) -> dict[str, str] | None:
-        # The same rule as NODE_SELECTOR_KEYS_RULE.
-        if value and not all(re2_search(QUALIFIED_NAME_RE, k) and re2_search(PREFIX_LENGTH_RE, k) for k in value):
-            raise ValueError(NODE_SELECTOR_KEYS_MESSAGE)
-        return value
-
-
-class QualityGate(ApiModel):
-    """Limits a compressed model must meet to be published. Unset limits are not checked."""
-
-    max_perplexity_increase: float | None = api_field(None, description="largest relative perplexity increase, e.g. 0.1 for +10%.", ge=0)
-    max_kl_divergence: float | None = api_field(None, description="largest mean KL divergence (nats) between the original's and the compressed model's next-token distributions.", ge=0)
-    min_top1_agreement: float | None = api_field(None, description="smallest share of positions where both models predict the same next token, 0 to 1.", ge=0, le=1)
-    max_task_drop: float | None = api_field(
-        None,
-        description=(
-            "largest drop allowed in any metric of spec.evaluation.tasks, absolute, in the metric's own units (0.02: two "
-            "points of accuracy); a drop is a fall in a metric where higher is better, a rise where lower is."
-        ),
-        ge=0,
-    )
-
-
-class EvaluationTask(ApiModel):
-    """One lm-evaluation-harness task (or group), scored on the original before compression and on the checkpoint after."""
-
-    name: str = api_field(
-        description="the task's name in lm-eval's registry (arc_easy, gsm8k, mmlu, hellaswag...) or in spec.evaluation.taskSource's YAML.",
-        rules=[(f"self.matches('{TASK_NAME_RE}')", "spec.evaluation.tasks[].name must be an lm-eval task name (letters, digits, _ - . :)")],
-        max_length=128,
-    )
-    num_fewshot: int | None = api_field(None, description="few-shot examples in each prompt. Default: the task's own.", ge=0, le=64)
-    limit: int | None = api_field(None, description="score only the first N documents of the task (faster; the figures are then not comparable with published full-task scores). Default: all.", ge=1, le=1000000)
-
-
-class TaskSource(ApiModel):
-    """lm-eval task YAML and the local data files it reads, provided by the cluster (no Hub access needed)."""
-
-    cel_rules: ClassVar[list[tuple[str, str]]] = [
-        (
-            "(has(self.configMap) ? 1 : 0) + (has(self.volume) ? 1 : 0) + (has(self.uri) ? 1 : 0) == 1",
-            "spec.evaluation.taskSource needs exactly one of configMap, volume or uri",
-        ),
-        ("!has(self.s3) || (has(self.uri) && self.uri.startsWith('s3://'))", "spec.evaluation.taskSource.s3 applies to an s3:// uri only"),
-    ]
-
-    config_map: str | None = api_field(
-        None,
-        description=f"a ConfigMap in the job's namespace whose keys are the files (task YAML, JSONL data), mounted read-only at {TASK_CONFIG_MAP_MOUNT}.",
-        pattern=DNS_SUBDOMAIN_RE,
-        max_length=253,
-    )
-    volume: VolumeRef | None = api_field(None, description="a PersistentVolumeClaim holding the task folder, mounted read-only at its mountPath.")
-    uri: str | None = api_field(
-        None,
-        description="s3://BUCKET/PREFIX (downloaded before the baseline), or file:///PATH or /PATH (a folder the worker can already read).",
-        rules=[(f"self.matches('{TASK_SOURCE_URI_RE}')", "spec.evaluation.taskSource.uri must be s3://BUCKET/PREFIX, file:///PATH or an absolute /PATH")],
-        max_length=1024,
-    )
-    s3: S3Access | None = api_field(None, description="S3 connection settings for an s3:// uri.")
-
-    @model_validator(mode="after")
-    def _one_source(self) -> "TaskSource":
-        # The same rules as cel_rules, so a manifest the API server would refuse is refused locally too.
-        if sum(x is not None for x in (self.config_map, self.volume, self.uri)) != 1:
-            raise ValueError("spec.evaluation.taskSource needs exactly one of configMap, volume or uri")
-        if self.s3 is not None and not (self.uri or "").startswith("s3://"):
-            raise ValueError("spec.evaluation.taskSource.s3 applies to an s3:// uri only")
-        return self
-
-
-GATE_NEEDS_EVALUATION = "spec.evaluation.gate needs spec.evaluation.enabled: true: with evaluation disabled no gate would be applied"
-
-
-# spec.evaluation.maxSequenceLength's default is the calibration length, at most this (Evaluation.sequence_length:
-# what the calibration stage cuts held-out rows to and what the plan counts).
-EVALUATION_LENGTH_CAP = 1024
-
-
-class Evaluation(ApiModel):
-    """Fidelity of the compressed model against the original, on held-out samples, and lm-eval task scores."""
-
-    # A task limit with no task to check would be a gate the user believes in and nothing enforces.
-    cel_rules: ClassVar[list[tuple[str, str]]] = [
-        (
-            "!has(self.gate) || !has(self.gate.maxTaskDrop) || (has(self.tasks) && size(self.tasks) > 0)",
-            "spec.evaluation.gate.maxTaskDrop needs spec.evaluation.tasks to check",
-        ),
-        ("!has(self.enabled) || self.enabled || !has(self.tasks) || size(self.tasks) == 0", "spec.evaluation.tasks are not scored with spec.evaluation.enabled false"),
-        # A gate without an evaluation would never be applied, and the job would succeed unchecked.
-        ("self.enabled || !has(self.gate)", GATE_NEEDS_EVALUATION),
-    ]
-
-    enabled: bool = api_field(True, description="evaluate after compression. Default true.", schema_default=True)
-    samples: int = api_field(16, description="held-out samples (never used for calibration). Default 16.", ge=1, le=10000, schema_default=16)
-    max_sequence_length: int | None = api_field(None, description=f"tokens per evaluation sample. Default: the calibration length, at most {EVALUATION_LENGTH_CAP}.", ge=8, le=131072)
-    tasks: list[EvaluationTask] = api_field(
-        [],
-        description="lm-evaluation-harness tasks to score the original (before compression) and the checkpoint on; the scores go to the manifest, the model card's model-index and status.result.metrics.tasks.",
-        max_length=32,
-        list_map_keys=["name"],
-    )
-    task_source: TaskSource | None = api_field(None, description="task definitions and data the cluster provides, for tasks not in lm-eval's registry or clusters without the Hub.")
-    task_backend: Literal["auto", "hf", "vllm"] = api_field(
-        "auto",
-        description=(
-            "lm-eval backend: hf (transformers, on the worker's GPUs or CPU), vllm (needs vLLM in the image, a GPU and a "
-            "servable checkpoint), auto (vllm where all three hold, else hf). Both models are scored by the same backend. Default auto."
-        ),
-        schema_default="auto",
-    )
-    gate: QualityGate | None = api_field(None, description="limits that fail the job instead of publishing. Only with enabled: true.")
-
-    def sequence_length(self, calibration_length: int) -> int:
-        """Tokens per evaluation sample: maxSequenceLength, else the calibration length up to EVALUATION_LENGTH_CAP."""
-        return self.max_sequence_length or min(calibration_length, EVALUATION_LENGTH_CAP)
-
-    @model_validator(mode="after")
-    def _gate_needs_evaluation(self) -> "Evaluation":
-        # The same rule as cel_rules.
-        if not self.enabled and self.gate is not None:
-            raise ValueError(GATE_NEEDS_EVALUATION)
-        return self
-
-    @model_validator(mode="after")
-    def _tasks_are_checkable(self) -> "Evaluation":
-        names = [t.name for t in self.tasks]
-        if len(set(names)) != len(names):
-            raise ValueError("spec.evaluation.tasks names each task once")
-        if self.gate is not None and self.gate.max_task_drop is not None and not self.tasks:
-            raise ValueError("spec.evaluation.gate.maxTaskDrop needs spec.evaluation.tasks to check")
-        if self.tasks and not self.enabled:
-            raise ValueError("spec.evaluation.tasks are not scored with spec.evaluation.enabled false")
-        return self
 
 
 def _immutable(description: str) -> str:
