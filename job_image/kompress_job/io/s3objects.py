@@ -30,8 +30,9 @@ META_SHA256 = "kompress-sha256"
 
 
 def _default_workers() -> int:
-    # Measured against boto3's defaults on a 2-core machine (bench/bench_transfer.py): 16 x 8 MiB parts uploaded
-    # at 0.97x, 4 x 16 MiB at 1.05x; a GPU node's many cores keep 16 requests busy against a distant store.
+    # Chosen with bench/bench_transfer.py against boto3's defaults (its figures are in the README's benchmarks
+    # table): on 2 cores a few requests at once are as fast as many; a GPU node's many cores keep 16 busy against a
+    # distant store.
     return min(16, max(4, 2 * (os.cpu_count() or 2)))
 
 
