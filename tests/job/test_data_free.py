@@ -125,3 +125,30 @@ def test_without_evaluation_nothing_ever_builds_the_model_and_verify_streams(sha
     path.write_text(json.dumps(config))
     report = verify_streamed(ctx.checkpoint_dir, ctx.recipe)
     assert not report.ok and any("config.json weights bits 8 != 4" in f for f in report.failures)
+
+
+# FP8_BLOCK is left out: the test model's weights are not made of whole 128x128 blocks, which model_free_ptq
+# cannot save ("non contiguous tensor"); the worker never asks it to (the resolver gives those fp8-dynamic).
+@pytest.mark.parametrize("scheme", ["FP8_DYNAMIC", "NVFP4A16", "MXFP4A16"])
+def test_the_worker_writes_what_model_free_ptq_writes(scheme, sharded, tmp_path):
+    """data_free.convert is model_free_ptq's own steps less its meta-device rehearsal and the random init of its
+    throwaway Linear layers: the files must be byte for byte llm-compressor's (fused sets across files included)."""
+    import hashlib
+
+    from compressed_tensors.quantization import QuantizationConfig, preset_name_to_scheme
+    from llmcompressor.entrypoints.model_free import model_free_ptq
+
+    from kompress_job.model.data_free import convert
+
+    def config():
+        return QuantizationConfig(config_groups={"group_0": preset_name_to_scheme(scheme, ["Linear"])}, ignore=["re:.*lm_head$", "re:.*mlp.gate$"])
+
+    model_free_ptq(str(sharded), str(tmp_path / "upstream"), config=config(), max_workers=1, device="cpu")
+    convert(sharded, tmp_path / "worker", config(), device="cpu", workers=1)
+
+    def digests(folder):
+        return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+    upstream = digests(tmp_path / "upstream")
+    assert sum(name.endswith(".safetensors") for name in upstream) == SHARDS
+    assert digests(tmp_path / "worker") == upstream

@@ -5,9 +5,10 @@ with llm-compressor 0.14's `model_free_ptq`, never building the model.
     quantization_config(resolved, extra)    the compressed-tensors QuantizationConfig (as a dict) that does what the
                                             resolver planned: its config groups with their exact targets, and an
                                             ignore list of every module the plan keeps 16-bit
-    apply(source, out, resolved, ...)       run model_free_ptq: each shard is read, its targeted 2-D weights
-                                            quantized and compressed, and written; fused sets (q/k/v, gate/up) that
-                                            share an FP4 global scale are read together even across shards
+    apply(source, out, resolved, ...)       run model_free_ptq's steps (convert): each shard is read, its
+                                            targeted 2-D weights quantized and compressed, and written; fused sets
+                                            (q/k/v, gate/up) that share an FP4 global scale are read together even
+                                            across shards
 
 Host memory is bounded by the largest shard (plus its quantized copy) times the worker threads, not by the
 model. Targets are the resolver's exact module regexes; tensors the model definition does not know but the
@@ -19,6 +20,7 @@ Must not: import llm-compressor at module import, or build a model.
 
 from __future__ import annotations
 
+import math
 import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -84,7 +86,6 @@ def apply(
     """Write the compressed checkpoint of the model in `source` to `out`, shard by shard (model_free_ptq copies the
     config, tokenizer and other files, then rewrites config.json's quantization_config)."""
     from compressed_tensors.quantization import QuantizationConfig
-    from llmcompressor.entrypoints.model_free import model_free_ptq
 
     config = QuantizationConfig.model_validate(quantization_config(resolved, extra_ignore))
     import torch
@@ -93,11 +94,65 @@ def apply(
     device: list[str] | str = [f"cuda:{i}" for i in range(min(devices, present))] or "cpu"
     if out.exists():  # a retried pod: never mix shards of two attempts
         shutil.rmtree(out)
-    model_free_ptq(str(source), str(out), config=config, max_workers=max(1, workers), device=device)
+    convert(source, out, config, device=device, workers=max(1, workers))
     _drop_source_extras(out)
     _as_oneshot_writes(out / "config.json")
     if leave_out is not None:
         _leave_out(out, leave_out)
+
+
+# llm-compressor's own estimate of a shard's peak memory when it cannot measure one: its tensors' bytes times this.
+_MEMORY_PER_INPUT_BYTE = 2.5
+
+
+def convert(source: Path, out: Path, config: Any, *, device: list[str] | str, workers: int) -> None:
+    """model_free_ptq's steps, in its own functions, less two costs it has no use for here (same bytes written;
+    tests/job/test_data_free.py compares the two):
+    - its rehearsal of every shard on the meta device, which only estimates each shard's GPU memory for its
+      scheduler (about 40 % of its wall time on a MoE with many small expert tensors): the estimate it falls back
+      to without one, 2.5x the shard's tensors, is used instead;
+    - the random initialisation of the throwaway nn.Linear it builds around each weight before copying the weight
+      in (a quarter of the rest): transformers' no_init_weights, made for exactly this, skips it."""
+    from compressed_tensors.entrypoints.convert import exec_jobs_dynamic
+    from compressed_tensors.utils.safetensors_load import get_checkpoint_files, update_safetensors_index
+    from llmcompressor.entrypoints import model_free
+    from llmcompressor.entrypoints.model_free.save_utils import update_config
+    from llmcompressor.entrypoints.model_free.validate import validate_config, validate_safetensors_index
+    from transformers.initialization import no_init_weights
+
+    files = get_checkpoint_files(str(source))
+    config = validate_config(config, None, None)
+    devices = model_free._resolve_devices(device)
+    validate_safetensors_index(files, config)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, path in files.items():  # the config and tokenizer files, as model_free_ptq copies them
+        if not name.endswith("safetensors"):
+            (out / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, out / name)
+    jobs = model_free._build_jobs(files, str(out), config, None)
+    estimates = [int(_MEMORY_PER_INPUT_BYTE * _tensor_bytes(weight_map)) for _, weight_map, _, _ in jobs]
+    shards = [(lambda dev, fn=fn, wm=wm, path=path, convs=convs: fn(wm, path, convs, dev)) for fn, wm, path, convs in jobs]
+    with no_init_weights():
+        results = exec_jobs_dynamic(jobs=shards, devices=devices, max_workers=workers, memory_estimates=estimates, desc="Quantizing")
+    weight_map = {name: file for _, written in results for name, file in written.items()}
+    update_config(str(out), config, None)
+    update_safetensors_index(str(out), sum(size for size, _ in results), weight_map)
+
+
+def _tensor_bytes(weight_map: dict[str, list[str] | None]) -> int:
+    """The bytes of the tensors a shard's job reads (all of a file's when its list is empty), from the headers."""
+    from safetensors import safe_open
+
+    total = 0
+    for path, names in weight_map.items():
+        with safe_open(path, framework="pt") as handle:
+            for name in names or handle.keys():
+                piece = handle.get_slice(name)
+                total += math.prod(piece.get_shape()) * _DTYPE_BYTES.get(piece.get_dtype(), 4)
+    return total
+
+
+_DTYPE_BYTES = {"F64": 8, "I64": 8, "F32": 4, "I32": 4, "BF16": 2, "F16": 2, "I16": 2, "F8_E4M3": 1, "F8_E5M2": 1, "I8": 1, "U8": 1, "BOOL": 1}
 
 
 # What a checkpoint folder keeps of the files model_free_ptq copies from the source; the save stage adds the
