@@ -4,7 +4,8 @@ Owns: turning a manifest (manifest.build_manifest) into Markdown with Hub front 
 base_model_relation, the lm-eval scores as model-index): what was done and by which recipe, sizes, evaluation
 figures and task scores, how to serve it (or why it can't be served
 by vLLM today), and how to reproduce it. A rejected model's card says so first.
-Must not: do I/O, or state anything the manifest does not hold.
+What a preset is (its line, Hub tags, whether vLLM serves it) comes from its PresetRule (kompress_job.recipe.presets).
+Must not: do I/O, or state anything the manifest and the preset's rule do not hold.
 """
 
 from __future__ import annotations
@@ -13,22 +14,11 @@ from typing import Any
 
 import yaml
 
+from kompress_job.recipe.presets import rule_named
+
 # Published beside the checkpoint by the evaluate stage (kompress_job.stages.evaluate); linked when present.
 PLOT = "fidelity.png"
 REPORT = "fidelity.json"
-# What each preset is, in one line, and whether vLLM serves it (docs/presets.md has the details).
-PRESETS: dict[str, tuple[str, bool]] = {
-    "sparse24-w4a16-w8a8": ("SparseGPT 2:4 sparsity, AWQ smoothing, INT4 weights (W4A16) on attention and dense MLP, INT8 W8A8 (static activations) on experts; router, gate_proj and lm_head kept in 16-bit", False),
-    "w4a16-w8a8": ("INT4 weights (W4A16, AWQ) on attention and dense MLP, INT8 W8A8 (channel-wise weights, dynamic per-token activations) on experts", True),
-    "w4a16": ("INT4 weights (W4A16) everywhere a group size fits; router and lm_head kept in 16-bit", True),
-    "fp8-dynamic": ("FP8 weights and dynamic per-token FP8 activations; no calibration data needed", True),
-}
-TAGS = {
-    "sparse24-w4a16-w8a8": ["int4", "int8", "w4a16", "w8a8", "sparse", "2:4"],
-    "w4a16-w8a8": ["int4", "int8", "w4a16", "w8a8"],
-    "w4a16": ["int4", "w4a16"],
-    "fp8-dynamic": ["fp8"],
-}
 
 
 def _gb(n: int | None) -> str:
@@ -81,7 +71,7 @@ def front_matter(hub_id: str | None, preset: str | None, servable: bool | None, 
         # Every preset and a custom recipe's output are quantized checkpoints of the base model.
         data |= {"base_model": hub_id, "base_model_relation": "quantized"}
     data["library_name"] = "transformers"
-    data["tags"] = ["kompress", "llm-compressor", "compressed-tensors", *TAGS.get(preset or "", []), *(["vllm"] if servable else [])]
+    data["tags"] = ["kompress", "llm-compressor", "compressed-tensors", *(rule.tags if (rule := rule_named(preset)) else ()), *(["vllm"] if servable else [])]
     results = [
         EvalResult(
             task_type="text-generation",
@@ -163,7 +153,8 @@ def render(manifest: dict[str, Any], *, output_uri: str, branch: str | None = No
     rejected = manifest.get("status") == "rejected"
     hub_id = source["uri"][len("hf://"):] if source["uri"].startswith("hf://") else None
     name = (manifest.get("job") or {}).get("name") or "compressed-model"
-    description, servable = PRESETS.get(preset or "", ("a custom llm-compressor recipe (see below)", None))
+    rule = rule_named(preset)
+    description, servable = (rule.description, rule.servable) if rule and rule.description else ("a custom llm-compressor recipe (see below)", None)
     effective = recipe.get("effective") or {}
     if isinstance(effective.get("servable"), bool):
         servable = effective["servable"]  # the resolved recipe knows better than the preset's name
