@@ -1,19 +1,10 @@
 """The named recipes (spec.recipe.preset): which module roles get what, and the llm-compressor recipe that
-does it. docs/presets.md is the user-facing description of the same table.
+does it. Each preset is one PresetRule (rule_for): the scheme of each role, and what the preset is (servable by
+vLLM or not, the model card's line and Hub tags), said here only. docs/presets.md's table of the presets is
+rendered from the rules (kompress_job.recipe.presets_doc, `make docs`; a test fails when it drifts).
 
-    preset                 attention  dense MLP  shared experts  routed experts  gate_proj*  router, lm_head
-    sparse24-w4a16-w8a8    2:4+W4A16  2:4+W4A16  2:4+W8A8 static 2:4+W8A8 static 16-bit      16-bit
-    w4a16-w8a8             W4A16      W4A16      W8A8 dynamic    W8A8 dynamic    as its MLP  16-bit
-    w4a16                  W4A16      W4A16      W4A16           W4A16           as its MLP  16-bit
-    fp8-dynamic            FP8        FP8        FP8             FP8             as its MLP  16-bit
-    fp8-block              FP8 block  FP8 block  FP8 block       FP8 block       as its MLP  16-bit
-    nvfp4a16               NVFP4 W    NVFP4 W    NVFP4 W         NVFP4 W         as its MLP  16-bit
-    mxfp4a16               MXFP4 W    MXFP4 W    MXFP4 W         MXFP4 W         as its MLP  16-bit
-    nvfp4                  NVFP4 W4A4 NVFP4 W4A4 NVFP4 W4A4      NVFP4 W4A4      as its MLP  16-bit
-
-    * the gating projection of every MLP and expert. The founding preset keeps it 16-bit, as its
-      recipe said; the others treat it like its MLP, because vLLM fuses gate and up into one layer that
-      must share one scheme.
+The gating projection of every MLP and expert (gate_proj): the founding preset keeps it 16-bit, as its recipe
+said; the others treat it like its MLP, because vLLM fuses gate and up into one layer that must share one scheme.
 
 W4A16 is INT4 symmetric, group 128 (spec.recipe.overrides.groupSize), with the documented fallback for
 input widths the group size does not divide. The two expert presets need a Mixture-of-Experts model.
@@ -23,8 +14,8 @@ layer whose input width they do not divide stays 16-bit (recorded as a fallback)
 apply. fp8-dynamic, fp8-block, nvfp4a16 and mxfp4a16 need no calibration data; nvfp4 calibrates the global
 scale of every layer's activations (every expert, moe_calibrate_all_experts).
 
-Owns: preset -> per-module assignment (pure), and the recipe dict (llm-compressor's YAML form) that
-carries it out. Must not: import llm-compressor (the planner resolves presets without it).
+Owns: what each preset is (PresetRule), preset -> per-module assignment (pure), and the recipe dict
+(llm-compressor's YAML form) that carries it out. Must not: import llm-compressor (the planner resolves presets without it).
 """
 
 from __future__ import annotations
@@ -96,6 +87,10 @@ class PresetRule:
     vllm: str  # docs/presets.md's vLLM column, in a few words
     description: str | None  # the model card's one line: what was done
     tags: tuple[str, ...]  # the model card's Hub tags for the formats it writes
+
+    @property
+    def gate_proj_as_mlp(self) -> bool:
+        return self.gate_proj == _AS_MLP
 
 
 class _About(NamedTuple):
