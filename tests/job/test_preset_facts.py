@@ -69,3 +69,24 @@ def test_the_apis_description_of_the_preset_field_agrees_with_the_rules():
         assert ("W8A8 static" in clause) <= (W8A8_STATIC in schemes) and ("W8A8 dynamic" in clause) <= (W8A8_DYNAMIC in schemes), preset
         assert ("FP4" in clause) <= any(s.weights.fp4 for s in schemes) and ("FP8" in clause) <= any(s.weights.type == "float" and s.weights.bits == 8 for s in schemes), preset
         assert ("Blackwell" in clause) <= ("Blackwell" in rule.vllm), preset
+
+
+@pytest.mark.parametrize("preset", list(Preset))
+def test_the_model_card_says_what_each_preset_is_from_its_rule(preset):
+    from huggingface_hub import ModelCard
+
+    from kompress_job.outputs import manifest, model_card
+    from kompress_testing.jobs import make_job
+
+    job = make_job("hf://zai-org/GLM-4.5-Air", "s3://models/glm", recipe={"preset": preset.value})
+    doc = manifest.build_manifest(
+        job, status="published", resolved_revision=None, source_bytes=None, files=[], recipe=None, calibration_used=None,
+        metrics=None, gate_failures=[], timings={}, libraries={},
+    )
+    card = model_card.render(doc, output_uri="s3://models/glm")
+    rule = presets.rule_for(preset, presets.DEFAULT_GROUP_SIZE)
+    assert f"- **Recipe:** `{preset.value}` preset: {rule.description}." in card
+    tags = ModelCard(card).data.to_dict()["tags"]
+    assert tags == ["kompress", "llm-compressor", "compressed-tensors", *rule.tags, *(["vllm"] if rule.servable else [])]
+    assert ("vLLM cannot serve this checkpoint today" in card) == (not rule.servable)
+    assert not rule.servable or "vllm serve ./GLM-4.5-Air-" in card

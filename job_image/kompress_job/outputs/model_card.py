@@ -155,6 +155,7 @@ class _Card:
     preset: str | None
     description: str
     servable: bool | None
+    serving: str | None  # what serves it, or why nothing does: the resolved recipe's line, else its preset's
     hub_id: str | None  # the source's Hub repository, when it came from the Hub
     title: str
     effective: dict[str, Any]  # the resolved recipe's summary
@@ -168,12 +169,13 @@ def _card(manifest: dict[str, Any]) -> _Card:
     hub_id = source["uri"][len("hf://"):] if source["uri"].startswith("hf://") else None
     name = (manifest.get("job") or {}).get("name") or "compressed-model"
     rule = rule_named(preset)
-    description, servable = (rule.description, rule.servable) if rule and rule.description else ("a custom llm-compressor recipe (see below)", None)
+    description, servable = (rule.description, rule.servable) if rule else ("a custom llm-compressor recipe (see below)", None)
     effective = recipe.get("effective") or {}
     if isinstance(effective.get("servable"), bool):
         servable = effective["servable"]  # the resolved recipe knows better than the preset's name
+    serving = effective.get("serving") or (rule.serving if rule and not rule.servable else None)
     title = f"{hub_id.split('/')[-1] if hub_id else name}-{preset or 'custom'}"
-    return _Card(preset, description, servable, hub_id, title, effective, manifest["evaluation"].get("tasks") or {}, manifest.get("mtp"))
+    return _Card(preset, description, servable, serving, hub_id, title, effective, manifest["evaluation"].get("tasks") or {}, manifest.get("mtp"))
 
 
 def render(manifest: dict[str, Any], *, output_uri: str, branch: str | None = None) -> str:
@@ -295,9 +297,7 @@ def _use(card: _Card, output_uri: str, branch: str | None) -> list[str]:
     """How to fetch and serve it with vLLM (and with its MTP layer as the draft), or why vLLM cannot."""
     lines = ["", "## Use", ""]
     if card.servable is False:
-        why = card.effective.get("serving") or (
-            "it removed its 2:4 sparse kernels, and its fused MoE kernels need dynamic per-token INT8 activations on experts"
-        )
+        why = card.serving or "its schemes have no vLLM kernel"
         return lines + [
             f"vLLM cannot serve this checkpoint today ({why.rstrip('.')}). Load it with llm-compressor / "
             "compressed-tensors for research, or use the servable `w4a16-w8a8` preset.",

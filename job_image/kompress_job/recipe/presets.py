@@ -85,7 +85,7 @@ class PresetRule:
     servable: bool
     serving: str  # the plan's vLLM line: what serves it, or why nothing does
     vllm: str  # docs/presets.md's vLLM column, in a few words
-    description: str | None  # the model card's one line: what was done
+    description: str  # the model card's one line: what was done
     tags: tuple[str, ...]  # the model card's Hub tags for the formats it writes
 
     @property
@@ -97,7 +97,7 @@ class _About(NamedTuple):
     servable: bool
     serving: str
     vllm: str
-    description: str | None
+    description: str
     tags: tuple[str, ...]
 
 
@@ -160,29 +160,29 @@ _ABOUT: dict[Preset, _About] = {
         servable=True,
         serving="vLLM: FP8 block-scaled W8A8 (CUTLASS/DeepGEMM, dense and fused MoE) on compute capability >= 8.9 (Ada, Hopper, Blackwell); Ampere runs it weight-only through Marlin",
         vllm="yes, FP8 GPUs",
-        description=None,
-        tags=(),
+        description="FP8 weights with one scale per 128x128 block, FP8 activations scaled per group of 128 at run time; no calibration data needed",
+        tags=("fp8",),
     ),
     Preset.NVFP4A16: _About(
         servable=True,
         serving="vLLM: NVFP4 weight-only; Blackwell natively, Ampere/Ada/Hopper through the FP4 Marlin kernel (dense and fused MoE)",
         vllm="yes (Marlin below Blackwell)",
-        description=None,
-        tags=(),
+        description="FP4 weights (NVFP4: groups of 16 with FP8 scales) everywhere the format's group fits, 16-bit activations; no calibration data needed",
+        tags=("fp4", "nvfp4"),
     ),
     Preset.MXFP4A16: _About(
         servable=True,
         serving="vLLM: MXFP4 weight-only through the FP4 Marlin kernel on Ampere/Ada/Hopper, natively on Blackwell",
         vllm="yes (Marlin below Blackwell)",
-        description=None,
-        tags=(),
+        description="FP4 weights (MXFP4: groups of 32 with power-of-two scales) everywhere the format's group fits, 16-bit activations; no calibration data needed",
+        tags=("fp4", "mxfp4"),
     ),
     Preset.NVFP4: _About(
         servable=True,
         serving="vLLM: NVFP4 W4A4 only on Blackwell (compute capability >= 10.0: FP4 tensor cores); older GPUs cannot run FP4 activations",
         vllm="Blackwell only",
-        description=None,
-        tags=(),
+        description="FP4 weights and activations (NVFP4 W4A4: groups of 16 with FP8 scales), the activations' global scales calibrated on every layer and expert",
+        tags=("fp4", "nvfp4"),
     ),
 }
 
