@@ -28,7 +28,7 @@ CRD    := crds/kompress.dev_compressionjobs.yaml
 CHART_CRD := charts/kompress/files/crds/kompress.dev_compressionjobs.yaml
 PYTEST_ARGS ?=
 
-.PHONY: all venv tools cluster registry busybox kserve-sdk crds lint test test-unit demo bench clean
+.PHONY: all venv tools cluster registry busybox kserve-sdk crds docs lint test test-unit demo bench clean
 
 all: test
 
@@ -83,6 +83,10 @@ kserve-sdk: $(KSERVE_WHEEL)
 # Generated from api/kompress_api/v1alpha1.py; tests fail when the committed copies drift.
 crds: $(STAMP)
 	$(PY) -m kompress_api.crdgen $(CRD) $(CHART_CRD)
+
+# docs/presets.md's table of the presets, from PresetRule (job_image/kompress_job/recipe/presets.py); a test fails when it drifts.
+docs: $(STAMP)
+	$(PY) -m kompress_job.recipe.presets_doc docs/presets.md
 
 # The layers are a contract (.importlinter): checked before the tests.
 test: $(STAMP) $(HELM) $(KUBECTL) $(CLUSTER) $(REGISTRY) $(BUSYBOX) $(KSERVE_WHEEL)

@@ -4,31 +4,22 @@ Owns: turning a manifest (manifest.build_manifest) into Markdown with Hub front 
 base_model_relation, the lm-eval scores as model-index): what was done and by which recipe, sizes, evaluation
 figures and task scores, how to serve it (or why it can't be served
 by vLLM today), and how to reproduce it. A rejected model's card says so first.
-Must not: do I/O, or state anything the manifest does not hold.
+What a preset is (its line, Hub tags, whether vLLM serves it) comes from its PresetRule (kompress_job.recipe.presets).
+Must not: do I/O, or state anything the manifest and the preset's rule do not hold.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
 
+from kompress_job.recipe.presets import rule_named
+
 # Published beside the checkpoint by the evaluate stage (kompress_job.stages.evaluate); linked when present.
 PLOT = "fidelity.png"
 REPORT = "fidelity.json"
-# What each preset is, in one line, and whether vLLM serves it (docs/presets.md has the details).
-PRESETS: dict[str, tuple[str, bool]] = {
-    "sparse24-w4a16-w8a8": ("SparseGPT 2:4 sparsity, AWQ smoothing, INT4 weights (W4A16) on attention and dense MLP, INT8 W8A8 (static activations) on experts; router, gate_proj and lm_head kept in 16-bit", False),
-    "w4a16-w8a8": ("INT4 weights (W4A16, AWQ) on attention and dense MLP, INT8 W8A8 (channel-wise weights, dynamic per-token activations) on experts", True),
-    "w4a16": ("INT4 weights (W4A16) everywhere a group size fits; router and lm_head kept in 16-bit", True),
-    "fp8-dynamic": ("FP8 weights and dynamic per-token FP8 activations; no calibration data needed", True),
-}
-TAGS = {
-    "sparse24-w4a16-w8a8": ["int4", "int8", "w4a16", "w8a8", "sparse", "2:4"],
-    "w4a16-w8a8": ["int4", "int8", "w4a16", "w8a8"],
-    "w4a16": ["int4", "w4a16"],
-    "fp8-dynamic": ["fp8"],
-}
 
 
 def _gb(n: int | None) -> str:
@@ -70,6 +61,8 @@ def _mtp_line(mtp: dict[str, Any]) -> str:
     if mtp.get("handling") == "keep":
         return "the source declares multi-token-prediction layer(s) but holds none of their tensors, so this checkpoint has none either."
     return f"MTP dropped (spec.recipe.mtp: {mtp.get('handling')}): the source's {n} multi-token-prediction tensors ({size}) are not in this checkpoint; MTP speculative decoding is not available."
+
+
 def front_matter(hub_id: str | None, preset: str | None, servable: bool | None, title: str, scores: list[dict[str, Any]]) -> str:
     """The card's YAML metadata: the base model and how this one relates to it, and the compressed model's lm-eval
     scores as the Hub's model-index (built with huggingface_hub's own EvalResult), the original's in each metric's name."""
@@ -81,7 +74,7 @@ def front_matter(hub_id: str | None, preset: str | None, servable: bool | None, 
         # Every preset and a custom recipe's output are quantized checkpoints of the base model.
         data |= {"base_model": hub_id, "base_model_relation": "quantized"}
     data["library_name"] = "transformers"
-    data["tags"] = ["kompress", "llm-compressor", "compressed-tensors", *TAGS.get(preset or "", []), *(["vllm"] if servable else [])]
+    data["tags"] = ["kompress", "llm-compressor", "compressed-tensors", *(rule.tags if (rule := rule_named(preset)) else ()), *(["vllm"] if servable else [])]
     results = [
         EvalResult(
             task_type="text-generation",
@@ -155,41 +148,70 @@ def _signature_lines(manifest: dict[str, Any], output_uri: str, revision: str | 
     return lines
 
 
-def render(manifest: dict[str, Any], *, output_uri: str, branch: str | None = None) -> str:
-    """The card; `branch`: the Hub branch of an hf:// output (for its download line)."""
-    source = manifest["source"]
-    recipe = manifest["recipe"]
+@dataclass(frozen=True)
+class _Card:
+    """What the card's sections share, read once from the manifest (and the preset's rule)."""
+
+    preset: str | None
+    description: str
+    servable: bool | None
+    serving: str | None  # what serves it, or why nothing does: the resolved recipe's line, else its preset's
+    hub_id: str | None  # the source's Hub repository, when it came from the Hub
+    title: str
+    effective: dict[str, Any]  # the resolved recipe's summary
+    tasks: dict[str, Any]  # the lm-eval scores
+    mtp: dict[str, Any] | None
+
+
+def _card(manifest: dict[str, Any]) -> _Card:
+    source, recipe = manifest["source"], manifest["recipe"]
     preset = recipe.get("preset")
-    rejected = manifest.get("status") == "rejected"
     hub_id = source["uri"][len("hf://"):] if source["uri"].startswith("hf://") else None
     name = (manifest.get("job") or {}).get("name") or "compressed-model"
-    description, servable = PRESETS.get(preset or "", ("a custom llm-compressor recipe (see below)", None))
+    rule = rule_named(preset)
+    description, servable = (rule.description, rule.servable) if rule else ("a custom llm-compressor recipe (see below)", None)
     effective = recipe.get("effective") or {}
     if isinstance(effective.get("servable"), bool):
         servable = effective["servable"]  # the resolved recipe knows better than the preset's name
-
+    serving = effective.get("serving") or (rule.serving if rule and not rule.servable else None)
     title = f"{hub_id.split('/')[-1] if hub_id else name}-{preset or 'custom'}"
-    tasks = manifest["evaluation"].get("tasks") or {}
-    lines: list[str] = ["---", front_matter(hub_id, preset, servable, title, tasks.get("scores") or []).rstrip("\n"), "---", ""]
-    lines += [f"# {title}", ""]
-    if rejected:
+    return _Card(preset, description, servable, serving, hub_id, title, effective, manifest["evaluation"].get("tasks") or {}, manifest.get("mtp"))
+
+
+def render(manifest: dict[str, Any], *, output_uri: str, branch: str | None = None) -> str:
+    """The card; `branch`: the Hub branch of an hf:// output (for its download line)."""
+    card = _card(manifest)
+    lines = _heading(manifest, card) + _what_was_done(manifest, card) + _sizes(manifest) + _evaluation(manifest, card.tasks)
+    lines += _use(card, output_uri, branch) + _signature_lines(manifest, output_uri, branch) + _reproduce(manifest) + _files(manifest)
+    return "\n".join(lines) + "\n"
+
+
+def _heading(manifest: dict[str, Any], card: _Card) -> list[str]:
+    """Front matter, title, the rejection notice of a rejected model, and what this is a compressed version of."""
+    source = manifest["source"]
+    lines = ["---", front_matter(card.hub_id, card.preset, card.servable, card.title, card.tasks.get("scores") or []).rstrip("\n"), "---", ""]
+    lines += [f"# {card.title}", ""]
+    if manifest.get("status") == "rejected":
         failures = manifest["evaluation"].get("gateFailures") or []
         lines += [
             "> **REJECTED: this checkpoint missed its quality gate and was not published as a finished model.**",
             "> It is kept here only for inspection." + (" Failed: " + "; ".join(failures) if failures else ""),
             "",
         ]
-    base = f"[{hub_id}](https://huggingface.co/{hub_id})" if hub_id else f"`{source['uri']}`"
+    base = f"[{card.hub_id}](https://huggingface.co/{card.hub_id})" if card.hub_id else f"`{source['uri']}`"
     revision = f" at revision `{source['resolvedRevision']}`" if source.get("resolvedRevision") else ""
-    lines += [
+    return lines + [
         f"A compressed version of {base}{revision}, made by [Kompress](https://kompress.dev) with "
         f"[llm-compressor](https://github.com/vllm-project/llm-compressor) and saved in the "
         f"[compressed-tensors](https://github.com/neuralmagic/compressed-tensors) format.",
-        "",
-        "## What was done",
-        "",
-        f"- **Recipe:** `{preset}` preset: {description}." if preset else f"- **Recipe:** {description}.",
     ]
+
+
+def _what_was_done(manifest: dict[str, Any], card: _Card) -> list[str]:
+    """The recipe, overrides, calibration data, what stayed 16-bit, the MTP layers, and the config groups."""
+    recipe, effective = manifest["recipe"], card.effective
+    lines = ["", "## What was done", ""]
+    lines += [f"- **Recipe:** `{card.preset}` preset: {card.description}." if card.preset else f"- **Recipe:** {card.description}."]
     if recipe.get("overrides"):
         lines += [f"- **Overrides:** `{recipe['overrides']}`"]
     cal = manifest["calibration"]
@@ -200,84 +222,110 @@ def render(manifest: dict[str, Any], *, output_uri: str, branch: str | None = No
     if isinstance(kept, dict) and kept.get("of_parameters"):
         share = 100 * kept.get("parameters", 0) / kept["of_parameters"]
         lines += [f"- **Kept in 16-bit:** {kept.get('modules', 0)} modules ({share:.1f} % of parameters)."]
-    mtp = manifest.get("mtp")
-    if mtp:
-        lines += [f"- **Speculative decoding:** {_mtp_line(mtp)}"]
+    if card.mtp:
+        lines += [f"- **Speculative decoding:** {_mtp_line(card.mtp)}"]
+    return lines + _group_table(effective, manifest.get("groups"))
+
+
+def _group_table(effective: dict[str, Any], groups: dict[str, int] | None) -> list[str]:
+    """The config groups: with scheme and sparsity when the resolved recipe describes them, else only their sizes."""
     detailed = [g for g in effective.get("groups") or [] if isinstance(g, dict) and "name" in g]
-    groups = manifest.get("groups")
     if detailed:
-        lines += ["", "| config group | scheme | sparsity | modules |", "|---|---|---|---:|"]
-        lines += [f"| `{g['name']}` | {g.get('scheme') or '–'} | {g.get('sparsity') or '–'} | {(groups or {}).get(g['name'], '?')} |" for g in detailed]
-    elif groups:
-        lines += ["", "| config group | modules |", "|---|---:|"]
-        lines += [f"| `{g}` | {n} |" for g, n in groups.items()]
-    lines += ["", "## Sizes", "", "| | size |", "|---|---:|"]
+        lines = ["", "| config group | scheme | sparsity | modules |", "|---|---|---|---:|"]
+        return lines + [f"| `{g['name']}` | {g.get('scheme') or '–'} | {g.get('sparsity') or '–'} | {(groups or {}).get(g['name'], '?')} |" for g in detailed]
+    if groups:
+        return ["", "| config group | modules |", "|---|---:|"] + [f"| `{g}` | {n} |" for g, n in groups.items()]
+    return []
+
+
+def _sizes(manifest: dict[str, Any]) -> list[str]:
+    source = manifest["source"]
+    lines = ["", "## Sizes", "", "| | size |", "|---|---:|"]
     lines += [f"| original (as fetched) | {_gb(source.get('bytes'))} |", f"| this checkpoint | {_gb(manifest.get('checkpointBytes'))} |"]
     if source.get("bytes") and manifest.get("checkpointBytes"):
         lines += [f"| ratio | {source['bytes'] / manifest['checkpointBytes']:.2f}× |"]
+    return lines
 
-    metrics = manifest["evaluation"].get("metrics")
-    lines += ["", "## Evaluation", ""]
+
+def _evaluation(manifest: dict[str, Any], tasks: dict[str, Any]) -> list[str]:
+    """The fidelity figures and the gate's verdict (with the plot and report when published), then the lm-eval scores."""
+    evaluation = manifest["evaluation"]
+    metrics = evaluation.get("metrics")
+    lines = ["", "## Evaluation", ""]
     if metrics and metrics.get("perplexityOriginal") is not None:
-        lines += [
-            f"On {metrics.get('samples', '?')} held-out samples ({metrics.get('tokens', '?')} tokens) never used for calibration:",
-            "",
-            "| metric | value |",
-            "|---|---:|",
-            f"| perplexity, original | {_fmt(metrics.get('perplexityOriginal'))} |",
-            f"| perplexity, compressed | {_fmt(metrics.get('perplexityCompressed'))} |",
-            f"| perplexity increase | {_fmt(metrics.get('perplexityIncrease'), pct=True)} |",
-            f"| KL divergence (nats) | {_fmt(metrics.get('klDivergence'))} |",
-            f"| top-1 agreement | {_share(metrics.get('top1Agreement'))} |",
-        ]
-        gate = manifest["evaluation"].get("gate")
+        lines += _fidelity_table(metrics)
+        gate = evaluation.get("gate")
         if gate:
-            verdict = "passed" if manifest["evaluation"].get("gatePassed") else "**missed**"
+            verdict = "passed" if evaluation.get("gatePassed") else "**missed**"
             lines += ["", f"Quality gate ({_gate(gate)}): {verdict}."]
-        published = {f["path"] for f in manifest.get("files", [])}
-        if PLOT in published:
-            lines += [
-                "",
-                "Where the compressed model drifts from the original, layer by layer (relative error of each block's output on the same tokens):",
-                "",
-                f"![Relative error per layer of the attention, MLP and layer outputs]({PLOT})",
-            ]
-        if REPORT in published:
-            lines += ["", f"Every figure, per layer, and how each is computed (the KL divergence uses the original's top-k tokens): [`{REPORT}`]({REPORT})."]
+        lines += _fidelity_files({f["path"] for f in manifest.get("files", [])})
     elif not tasks.get("scores"):
         lines += ["Not evaluated (spec.evaluation.enabled was false, or evaluation did not run)."]
-    lines += task_table(tasks, manifest["evaluation"].get("gate") or {})
+    return lines + task_table(tasks, evaluation.get("gate") or {})
 
-    lines += ["", "## Use", ""]
-    if servable is False:
-        why = effective.get("serving") or (
-            "it removed its 2:4 sparse kernels, and its fused MoE kernels need dynamic per-token INT8 activations on experts"
-        )
+
+def _fidelity_table(metrics: dict[str, Any]) -> list[str]:
+    return [
+        f"On {metrics.get('samples', '?')} held-out samples ({metrics.get('tokens', '?')} tokens) never used for calibration:",
+        "",
+        "| metric | value |",
+        "|---|---:|",
+        f"| perplexity, original | {_fmt(metrics.get('perplexityOriginal'))} |",
+        f"| perplexity, compressed | {_fmt(metrics.get('perplexityCompressed'))} |",
+        f"| perplexity increase | {_fmt(metrics.get('perplexityIncrease'), pct=True)} |",
+        f"| KL divergence (nats) | {_fmt(metrics.get('klDivergence'))} |",
+        f"| top-1 agreement | {_share(metrics.get('top1Agreement'))} |",
+    ]
+
+
+def _fidelity_files(published: set[str]) -> list[str]:
+    """The per-layer plot and the full report, linked when the evaluate stage published them."""
+    lines = []
+    if PLOT in published:
         lines += [
+            "",
+            "Where the compressed model drifts from the original, layer by layer (relative error of each block's output on the same tokens):",
+            "",
+            f"![Relative error per layer of the attention, MLP and layer outputs]({PLOT})",
+        ]
+    if REPORT in published:
+        lines += ["", f"Every figure, per layer, and how each is computed (the KL divergence uses the original's top-k tokens): [`{REPORT}`]({REPORT})."]
+    return lines
+
+
+def _use(card: _Card, output_uri: str, branch: str | None) -> list[str]:
+    """How to fetch and serve it with vLLM (and with its MTP layer as the draft), or why vLLM cannot."""
+    lines = ["", "## Use", ""]
+    if card.servable is False:
+        why = card.serving or "its schemes have no vLLM kernel"
+        return lines + [
             f"vLLM cannot serve this checkpoint today ({why.rstrip('.')}). Load it with llm-compressor / "
             "compressed-tensors for research, or use the servable `w4a16-w8a8` preset.",
         ]
-    else:
-        fetch, served = _fetch_line(output_uri, title, branch)
+    fetch, served = _fetch_line(output_uri, card.title, branch)
+    lines += [
+        "Copy the folder locally, then serve it with [vLLM](https://github.com/vllm-project/vllm):",
+        "",
+        "```sh",
+        fetch,
+        f"vllm serve {served}",
+        "```",
+    ]
+    if card.mtp and card.mtp.get("handling") == "keep" and card.mtp.get("tensors"):
         lines += [
-            "Copy the folder locally, then serve it with [vLLM](https://github.com/vllm-project/vllm):",
+            "",
+            "With its multi-token-prediction layer as the draft (speculative decoding; vLLM's MTP method):",
             "",
             "```sh",
-            fetch,
-            f"vllm serve {served}",
+            f"vllm serve {served} --speculative-config '{{\"method\":\"mtp\",\"num_speculative_tokens\":1}}'",
             "```",
         ]
-        if mtp and mtp.get("handling") == "keep" and mtp.get("tensors"):
-            lines += [
-                "",
-                "With its multi-token-prediction layer as the draft (speculative decoding; vLLM's MTP method):",
-                "",
-                "```sh",
-                f"vllm serve {served} --speculative-config '{{\"method\":\"mtp\",\"num_speculative_tokens\":1}}'",
-                "```",
-            ]
-    lines += _signature_lines(manifest, output_uri, branch)
-    lines += [
+    return lines
+
+
+def _reproduce(manifest: dict[str, Any]) -> list[str]:
+    """How to make it again, and the library versions that made it."""
+    lines = [
         "",
         "## Reproduce",
         "",
@@ -288,7 +336,9 @@ def render(manifest: dict[str, Any], *, output_uri: str, branch: str | None = No
         "| library | version |",
         "|---|---|",
     ]
-    lines += [f"| {lib} | {ver} |" for lib, ver in manifest.get("libraries", {}).items()]
-    lines += ["", "## Files", "", "| file | size | sha256 |", "|---|---:|---|"]
-    lines += [f"| `{f['path']}` | {f['size']:,} | `{f['sha256'][:16]}…` |" for f in manifest.get("files", [])]
-    return "\n".join(lines) + "\n"
+    return lines + [f"| {lib} | {ver} |" for lib, ver in manifest.get("libraries", {}).items()]
+
+
+def _files(manifest: dict[str, Any]) -> list[str]:
+    lines = ["", "## Files", "", "| file | size | sha256 |", "|---|---:|---|"]
+    return lines + [f"| `{f['path']}` | {f['size']:,} | `{f['sha256'][:16]}…` |" for f in manifest.get("files", [])]

@@ -3,7 +3,8 @@
     inventory   the model's weight-bearing modules and their roles, from its structure (meta device OK)
     patterns    compressed-tensors' matching rules; regexes that match exactly a set of modules
     schemes     quantization schemes as plain data
-    presets     the four named recipes as role -> scheme rules, and the llm-compressor recipe for them
+    presets     the named recipes as rules (role -> scheme, and what each is), and the llm-compressor recipe for them
+    presets_doc docs/presets.md's table of the presets, rendered from the rules (`make docs`)
     awq         AWQ smoothing mappings derived from the layers that exist
     custom      spec.recipe.custom: parsed by llm-compressor's own classes, checked against the model
     resolved    ResolvedRecipe: the groups, role table, calibration passes and records of one resolution

@@ -1,19 +1,10 @@
 """The named recipes (spec.recipe.preset): which module roles get what, and the llm-compressor recipe that
-does it. docs/presets.md is the user-facing description of the same table.
+does it. Each preset is one PresetRule (rule_for): the scheme of each role, and what the preset is (servable by
+vLLM or not, the model card's line and Hub tags), said here only. docs/presets.md's table of the presets is
+rendered from the rules (kompress_job.recipe.presets_doc, `make docs`; a test fails when it drifts).
 
-    preset                 attention  dense MLP  shared experts  routed experts  gate_proj*  router, lm_head
-    sparse24-w4a16-w8a8    2:4+W4A16  2:4+W4A16  2:4+W8A8 static 2:4+W8A8 static 16-bit      16-bit
-    w4a16-w8a8             W4A16      W4A16      W8A8 dynamic    W8A8 dynamic    as its MLP  16-bit
-    w4a16                  W4A16      W4A16      W4A16           W4A16           as its MLP  16-bit
-    fp8-dynamic            FP8        FP8        FP8             FP8             as its MLP  16-bit
-    fp8-block              FP8 block  FP8 block  FP8 block       FP8 block       as its MLP  16-bit
-    nvfp4a16               NVFP4 W    NVFP4 W    NVFP4 W         NVFP4 W         as its MLP  16-bit
-    mxfp4a16               MXFP4 W    MXFP4 W    MXFP4 W         MXFP4 W         as its MLP  16-bit
-    nvfp4                  NVFP4 W4A4 NVFP4 W4A4 NVFP4 W4A4      NVFP4 W4A4      as its MLP  16-bit
-
-    * the gating projection of every MLP and expert. The founding preset keeps it 16-bit, as its
-      recipe said; the others treat it like its MLP, because vLLM fuses gate and up into one layer that
-      must share one scheme.
+The gating projection of every MLP and expert (gate_proj): the founding preset keeps it 16-bit, as its recipe
+said; the others treat it like its MLP, because vLLM fuses gate and up into one layer that must share one scheme.
 
 W4A16 is INT4 symmetric, group 128 (spec.recipe.overrides.groupSize), with the documented fallback for
 input widths the group size does not divide. The two expert presets need a Mixture-of-Experts model.
@@ -23,14 +14,14 @@ layer whose input width they do not divide stays 16-bit (recorded as a fallback)
 apply. fp8-dynamic, fp8-block, nvfp4a16 and mxfp4a16 need no calibration data; nvfp4 calibrates the global
 scale of every layer's activations (every expert, moe_calibrate_all_experts).
 
-Owns: preset -> per-module assignment (pure), and the recipe dict (llm-compressor's YAML form) that
-carries it out. Must not: import llm-compressor (the planner resolves presets without it).
+Owns: what each preset is (PresetRule), preset -> per-module assignment (pure), and the recipe dict
+(llm-compressor's YAML form) that carries it out. Must not: import llm-compressor (the planner resolves presets without it).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from kompress_api.v1alpha1 import Preset, RecipeOverrides
 
@@ -82,7 +73,9 @@ class Parallelism:
 
 @dataclass(frozen=True)
 class PresetRule:
-    """The assignment of each role. `gate_proj` None: as the MLP it belongs to."""
+    """What a preset does and what it is. Does: the assignment of each role (`gate_proj` None: 16-bit; "as-mlp": as
+    the MLP it belongs to). Is: the facts the plan, the model card and docs/presets.md state about it (_ABOUT), here
+    only."""
 
     roles: dict[Role, Scheme | None]
     gate_proj: Scheme | None | str
@@ -90,7 +83,22 @@ class PresetRule:
     awq: bool
     needs_moe: bool
     servable: bool
+    serving: str  # the plan's vLLM line: what serves it, or why nothing does
+    vllm: str  # docs/presets.md's vLLM column, in a few words
+    description: str  # the model card's one line: what was done
+    tags: tuple[str, ...]  # the model card's Hub tags for the formats it writes
+
+    @property
+    def gate_proj_as_mlp(self) -> bool:
+        return self.gate_proj == _AS_MLP
+
+
+class _About(NamedTuple):
+    servable: bool
     serving: str
+    vllm: str
+    description: str
+    tags: tuple[str, ...]
 
 
 _KEEP = None
@@ -98,69 +106,93 @@ _AS_MLP = "as-mlp"
 
 
 def rule_for(preset: Preset, group_size: int) -> PresetRule:
+    about = _ABOUT.get(preset)
+    if about is None:
+        raise ValueError(f"unknown preset {preset}")
+    facts = about._asdict()
     int4 = w4a16(group_size)
     if preset is Preset.SPARSE24_W4A16_W8A8:
-        return PresetRule(
-            roles={Role.ATTENTION: int4, Role.DENSE_MLP: int4, Role.SHARED_EXPERTS: W8A8_STATIC, Role.ROUTED_EXPERTS: W8A8_STATIC},
-            gate_proj=_KEEP,
-            sparsity=SPARSE_24,
-            awq=True,
-            needs_moe=True,
-            servable=False,
-            serving="not servable by vLLM today: its 2:4 sparse kernels were removed, and its fused MoE needs dynamic per-token activations for INT8 experts (these have static scales)",
-        )
+        roles = {Role.ATTENTION: int4, Role.DENSE_MLP: int4, Role.SHARED_EXPERTS: W8A8_STATIC, Role.ROUTED_EXPERTS: W8A8_STATIC}
+        return PresetRule(roles=roles, gate_proj=_KEEP, sparsity=SPARSE_24, awq=True, needs_moe=True, **facts)
     if preset is Preset.W4A16_W8A8:
-        return PresetRule(
-            roles={Role.ATTENTION: int4, Role.DENSE_MLP: int4, Role.SHARED_EXPERTS: W8A8_DYNAMIC, Role.ROUTED_EXPERTS: W8A8_DYNAMIC},
-            gate_proj=_AS_MLP,
-            sparsity=None,
-            awq=True,
-            needs_moe=True,
-            servable=True,
-            serving="vLLM: INT4 W4A16 (Marlin, compute capability >= 8.0) and INT8 W8A8 channel/per-token experts (fused MoE; not on Blackwell)",
-        )
-    if preset is Preset.W4A16:
-        return PresetRule(
-            roles={Role.ATTENTION: int4, Role.DENSE_MLP: int4, Role.SHARED_EXPERTS: int4, Role.ROUTED_EXPERTS: int4},
-            gate_proj=_AS_MLP,
-            sparsity=None,
-            awq=True,
-            needs_moe=False,
-            servable=True,
-            serving="vLLM: INT4 W4A16 (Marlin, dense and fused MoE; compute capability >= 8.0)",
-        )
-    if preset is Preset.FP8_DYNAMIC:
-        return PresetRule(
-            roles={Role.ATTENTION: FP8_DYNAMIC, Role.DENSE_MLP: FP8_DYNAMIC, Role.SHARED_EXPERTS: FP8_DYNAMIC, Role.ROUTED_EXPERTS: FP8_DYNAMIC},
-            gate_proj=_AS_MLP,
-            sparsity=None,
-            awq=False,
-            needs_moe=False,
-            servable=True,
-            serving="vLLM: FP8 W8A8 on compute capability >= 8.9 (Ada, Hopper, Blackwell); Ampere runs it as W8A16",
-        )
-    uniform = _UNIFORM.get(preset)
-    if uniform is not None:
-        scheme, serving = uniform
-        return PresetRule(
-            roles={role: scheme for role in (Role.ATTENTION, Role.DENSE_MLP, Role.SHARED_EXPERTS, Role.ROUTED_EXPERTS)},
-            gate_proj=_AS_MLP,
-            sparsity=None,
-            awq=False,
-            needs_moe=False,
-            servable=True,
-            serving=serving,
-        )
-    raise ValueError(f"unknown preset {preset}")
+        roles = {Role.ATTENTION: int4, Role.DENSE_MLP: int4, Role.SHARED_EXPERTS: W8A8_DYNAMIC, Role.ROUTED_EXPERTS: W8A8_DYNAMIC}
+        return PresetRule(roles=roles, gate_proj=_AS_MLP, sparsity=None, awq=True, needs_moe=True, **facts)
+    # One scheme on every attention, MLP and expert Linear (w4a16 with AWQ; the others are compressed-tensors' presets).
+    scheme = int4 if preset is Preset.W4A16 else _UNIFORM[preset]
+    roles = {role: scheme for role in (Role.ATTENTION, Role.DENSE_MLP, Role.SHARED_EXPERTS, Role.ROUTED_EXPERTS)}
+    return PresetRule(roles=roles, gate_proj=_AS_MLP, sparsity=None, awq=preset is Preset.W4A16, needs_moe=False, **facts)
 
 
-# One scheme on every attention, MLP and expert Linear (the compressed-tensors presets), with what serves it.
-_UNIFORM: dict[Preset, tuple[Scheme, str]] = {
-    Preset.FP8_BLOCK: (FP8_BLOCK, "vLLM: FP8 block-scaled W8A8 (CUTLASS/DeepGEMM, dense and fused MoE) on compute capability >= 8.9 (Ada, Hopper, Blackwell); Ampere runs it weight-only through Marlin"),
-    Preset.NVFP4A16: (NVFP4A16, "vLLM: NVFP4 weight-only; Blackwell natively, Ampere/Ada/Hopper through the FP4 Marlin kernel (dense and fused MoE)"),
-    Preset.MXFP4A16: (MXFP4A16, "vLLM: MXFP4 weight-only through the FP4 Marlin kernel on Ampere/Ada/Hopper, natively on Blackwell"),
-    Preset.NVFP4: (NVFP4, "vLLM: NVFP4 W4A4 only on Blackwell (compute capability >= 10.0: FP4 tensor cores); older GPUs cannot run FP4 activations"),
+_UNIFORM: dict[Preset, Scheme] = {Preset.FP8_DYNAMIC: FP8_DYNAMIC, Preset.FP8_BLOCK: FP8_BLOCK, Preset.NVFP4A16: NVFP4A16, Preset.MXFP4A16: MXFP4A16, Preset.NVFP4: NVFP4}
+
+# What each preset is, said once: the plan, the model card (kompress_job.outputs.model_card) and docs/presets.md
+# (kompress_job.recipe.presets_doc) read it from the rule.
+_ABOUT: dict[Preset, _About] = {
+    Preset.SPARSE24_W4A16_W8A8: _About(
+        servable=False,
+        serving="not servable by vLLM today: its 2:4 sparse kernels were removed, and its fused MoE needs dynamic per-token activations for INT8 experts (these have static scales)",
+        vllm="no",
+        description="SparseGPT 2:4 sparsity, AWQ smoothing, INT4 weights (W4A16) on attention and dense MLP, INT8 W8A8 (static activations) on experts; router, gate_proj and lm_head kept in 16-bit",
+        tags=("int4", "int8", "w4a16", "w8a8", "sparse", "2:4"),
+    ),
+    Preset.W4A16_W8A8: _About(
+        servable=True,
+        serving="vLLM: INT4 W4A16 (Marlin, compute capability >= 8.0) and INT8 W8A8 channel/per-token experts (fused MoE; not on Blackwell)",
+        vllm="yes",
+        description="INT4 weights (W4A16, AWQ) on attention and dense MLP, INT8 W8A8 (channel-wise weights, dynamic per-token activations) on experts",
+        tags=("int4", "int8", "w4a16", "w8a8"),
+    ),
+    Preset.W4A16: _About(
+        servable=True,
+        serving="vLLM: INT4 W4A16 (Marlin, dense and fused MoE; compute capability >= 8.0)",
+        vllm="yes",
+        description="INT4 weights (W4A16) everywhere a group size fits; router and lm_head kept in 16-bit",
+        tags=("int4", "w4a16"),
+    ),
+    Preset.FP8_DYNAMIC: _About(
+        servable=True,
+        serving="vLLM: FP8 W8A8 on compute capability >= 8.9 (Ada, Hopper, Blackwell); Ampere runs it as W8A16",
+        vllm="yes, FP8 GPUs",
+        description="FP8 weights and dynamic per-token FP8 activations; no calibration data needed",
+        tags=("fp8",),
+    ),
+    Preset.FP8_BLOCK: _About(
+        servable=True,
+        serving="vLLM: FP8 block-scaled W8A8 (CUTLASS/DeepGEMM, dense and fused MoE) on compute capability >= 8.9 (Ada, Hopper, Blackwell); Ampere runs it weight-only through Marlin",
+        vllm="yes, FP8 GPUs",
+        description="FP8 weights with one scale per 128x128 block, FP8 activations scaled per group of 128 at run time; no calibration data needed",
+        tags=("fp8",),
+    ),
+    Preset.NVFP4A16: _About(
+        servable=True,
+        serving="vLLM: NVFP4 weight-only; Blackwell natively, Ampere/Ada/Hopper through the FP4 Marlin kernel (dense and fused MoE)",
+        vllm="yes (Marlin below Blackwell)",
+        description="FP4 weights (NVFP4: groups of 16 with FP8 scales) everywhere the format's group fits, 16-bit activations; no calibration data needed",
+        tags=("fp4", "nvfp4"),
+    ),
+    Preset.MXFP4A16: _About(
+        servable=True,
+        serving="vLLM: MXFP4 weight-only through the FP4 Marlin kernel on Ampere/Ada/Hopper, natively on Blackwell",
+        vllm="yes (Marlin below Blackwell)",
+        description="FP4 weights (MXFP4: groups of 32 with power-of-two scales) everywhere the format's group fits, 16-bit activations; no calibration data needed",
+        tags=("fp4", "mxfp4"),
+    ),
+    Preset.NVFP4: _About(
+        servable=True,
+        serving="vLLM: NVFP4 W4A4 only on Blackwell (compute capability >= 10.0: FP4 tensor cores); older GPUs cannot run FP4 activations",
+        vllm="Blackwell only",
+        description="FP4 weights and activations (NVFP4 W4A4: groups of 16 with FP8 scales), the activations' global scales calibrated on every layer and expert",
+        tags=("fp4", "nvfp4"),
+    ),
 }
+
+
+def rule_named(preset: str | None) -> PresetRule | None:
+    """The rule of a preset by its name (its facts; the default group size), None for no or an unknown name."""
+    try:
+        return rule_for(Preset(preset), DEFAULT_GROUP_SIZE) if preset else None
+    except ValueError:
+        return None
 
 
 def group_size_fallback(in_features: int, group_size: int) -> int | None:
