@@ -19,26 +19,24 @@ from kompress_api import worker_protocol as wp
 from kompress_api.exit_codes import non_retriable_codes
 
 from kompress_operator import suspension
+from kompress_operator.child_names import (
+    ANNOTATION_OWNER_NAME,
+    CONTAINER_NAME,
+    LABEL_NAME,
+    PLAN_CONTAINER_NAME,
+    ROLE_PLAN,
+    ROLE_WORKER,
+    child_labels,
+    owner_reference,
+    parent_meta,
+    plan_job_name,
+    worker_job_name,
+)
 from kompress_operator.config import OperatorConfig
-
-# Labels every child carries: the first two are how the operator finds its Jobs and their pods.
-LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
-MANAGED_BY = "kompress-operator"
-LABEL_OWNER_UID = "kompress.dev/compressionjob-uid"
-LABEL_ROLE = "kompress.dev/role"
-LABEL_NAME = "app.kubernetes.io/name"
-LABEL_COMPONENT = "app.kubernetes.io/component"
-# Label values are at most 63 characters and a CompressionJob's name may be 253, so the name goes
-# into an annotation; the uid (36 characters) is the label.
-ANNOTATION_OWNER_NAME = "kompress.dev/compressionjob"
-ROLE_PLAN = "plan"
-ROLE_WORKER = "worker"
 
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 KUEUE_PRIORITY_LABEL = "kueue.x-k8s.io/priority-class"
 
-CONTAINER_NAME = "worker"
-PLAN_CONTAINER_NAME = "planner"
 SHM_VOLUME = "dshm"
 SCRATCH_VOLUME = "scratch"
 MODEL_VOLUME = "model"
@@ -48,75 +46,8 @@ TASKS_VOLUME = "tasks"
 SIGNING_VOLUME = "signing-key"
 OCI_AUTH_VOLUME = "oci-auth"
 
-# A Job's name is copied into a label on its pods (batch.kubernetes.io/job-name), so it has to be a
-# valid label value: 63 characters at most.
-MAX_JOB_NAME = 63
-UID_CHARS = 5
-
 GIB = 1024**3
 MIB = 1024**2
-
-
-# ---------------------------------------------------------------------------------------------
-# Names and metadata
-# ---------------------------------------------------------------------------------------------
-
-
-def child_name(name: str, uid: str, role: str) -> str:
-    """`<name>-<uid5>-<role>`, the name shortened so the whole stays within 63 characters.
-
-    The uid part keeps two long names with the same prefix (or a re-created job of the same name)
-    from colliding; being derived, not random, it lets a restarted operator find what it made.
-    """
-    suffix = f"-{uid.replace('-', '')[:UID_CHARS].lower()}-{role}"
-    base = name[: MAX_JOB_NAME - len(suffix)].rstrip("-.")
-    return base + suffix
-
-
-def plan_job_name(cjob: api.CompressionJob) -> str:
-    return child_name(_meta(cjob).name, _meta(cjob).uid, ROLE_PLAN)
-
-
-def worker_job_name(cjob: api.CompressionJob) -> str:
-    return child_name(_meta(cjob).name, _meta(cjob).uid, ROLE_WORKER)
-
-
-def _meta(cjob: api.CompressionJob) -> api.ObjectMeta:
-    meta = cjob.metadata
-    if not (meta.name and meta.namespace and meta.uid):
-        raise ValueError("a CompressionJob from the API has a name, a namespace and a uid")
-    return meta
-
-
-def owner_reference(cjob: api.CompressionJob) -> dict[str, Any]:
-    """Makes the garbage collector delete the child with its CompressionJob (never the output)."""
-    meta = _meta(cjob)
-    return {
-        "apiVersion": api.API_VERSION,
-        "kind": api.KIND,
-        "name": meta.name,
-        "uid": meta.uid,
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }
-
-
-def child_labels(cjob: api.CompressionJob, role: str) -> dict[str, str]:
-    return {
-        LABEL_NAME: "kompress",
-        LABEL_COMPONENT: role,
-        LABEL_MANAGED_BY: MANAGED_BY,
-        LABEL_OWNER_UID: _meta(cjob).uid,
-        LABEL_ROLE: role,
-    }
-
-
-def is_owned_by(child: dict[str, Any], uid: str | None) -> bool:
-    """Whether `child` is controlled by the object with this uid: a Job by its CompressionJob (checked after a 409,
-    and for every Job in the index), a pod by its Job. The one ownership test: labels can be copied, the
-    controller ownerReference is what makes a child ours."""
-    refs = (child.get("metadata") or {}).get("ownerReferences") or []
-    return any(ref.get("uid") == uid and ref.get("controller") for ref in refs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -158,7 +89,7 @@ def worker_resources(spec: api.CompressionJobSpec, plan: api.PlanSummary | None,
 
 def job_document(cjob: api.CompressionJob) -> str:
     """$KOMPRESS_JOB: name, namespace, uid and spec. The spec holds Secret names, never values."""
-    meta = _meta(cjob)
+    meta = parent_meta(cjob)
     doc = {
         "apiVersion": api.API_VERSION,
         "kind": api.KIND,
@@ -344,13 +275,13 @@ def _image_pull_secrets(spec: api.CompressionJobSpec) -> dict[str, Any]:
 
 def _job(cjob: api.CompressionJob, role: str, name: str, pod_spec: dict[str, Any], job_spec: dict[str, Any], extra_labels: dict[str, str]) -> dict[str, Any]:
     labels = child_labels(cjob, role)
-    annotations = {ANNOTATION_OWNER_NAME: _meta(cjob).name}
+    annotations = {ANNOTATION_OWNER_NAME: parent_meta(cjob).name}
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {
             "name": name,
-            "namespace": _meta(cjob).namespace,
+            "namespace": parent_meta(cjob).namespace,
             "labels": labels | extra_labels,
             "annotations": annotations,
             "ownerReferences": [owner_reference(cjob)],

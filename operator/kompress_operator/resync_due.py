@@ -22,7 +22,7 @@ from typing import Any
 
 from kompress_api import v1alpha1 as api
 
-from kompress_operator import children
+from kompress_operator import child_names
 from kompress_operator import conditions as c
 from kompress_operator.child_state import job_active, parse_time
 
@@ -49,7 +49,7 @@ def resync_due(cjob: dict[str, Any], jobs: Mapping[str, Iterable[dict[str, Any]]
     if c.is_true(conds, c.RUNNING):
         return True
     uid = meta["uid"]
-    mine = [job for job in jobs.get(uid, ()) if children.is_owned_by(job, uid)]
+    mine = [job for job in jobs.get(uid, ()) if child_names.is_owned_by(job, uid)]
     if any(c.reason_of(conds, ctype) in c.WAITING_PROBLEMS for ctype in (c.PLANNED, c.QUEUED)):
         if _timeout_may_end(cjob, [*mine, *pods.get(uid, ())], now, interval_s):
             return True

@@ -21,7 +21,7 @@ from kompress_api import v1alpha1 as api
 from kompress_api.worker_protocol import DONE, PUBLISH, PlannerResult, WorkerResult
 from pydantic import ValidationError
 
-from kompress_operator import children
+from kompress_operator import child_names
 from kompress_operator import conditions as c
 from kompress_operator import suspension
 from kompress_operator.child_state import (
@@ -261,14 +261,14 @@ def _planning(run: _Run) -> None:
     run.kids.plan_job = name
     outcome, _ = job_outcome(job)
     if outcome == "Complete":
-        result = last_result(PlannerResult, pods, "Succeeded", children.PLAN_CONTAINER_NAME)
+        result = last_result(PlannerResult, pods, "Succeeded", child_names.PLAN_CONTAINER_NAME)
         _store_plan(run, result)
         if result is not None and result.ok and result.plan is not None:
             run.conds.set(c.PLANNED, TRUE, c.PLAN_SUCCEEDED, summary=plan_summary(result.plan))
         else:
             _plan_failed(run, c.PLAN_FAILED.name, c.PLAN_FAILED.message(detail="it finished without leaving a plan in its termination message"))
     elif outcome == "Failed":
-        result = last_result(PlannerResult, pods, "Failed", children.PLAN_CONTAINER_NAME)
+        result = last_result(PlannerResult, pods, "Failed", child_names.PLAN_CONTAINER_NAME)
         _store_plan(run, result)
         errors = [p for p in result.plan.problems if p.severity == "error"] if result is not None and result.plan is not None else []
         # A rejected plan exits with its errors' own code (TargetsMatchNothing 14...) or PlanRejected (20): either way
@@ -277,10 +277,10 @@ def _planning(run: _Run) -> None:
             message = c.PLAN_REJECTED.message(count=len(errors), errors=" ".join(problem_text(p) for p in errors) or result.message)
             _plan_failed(run, c.PLAN_REJECTED.name, message)
         else:
-            reason, message = job_failure(job, pods, children.PLAN_CONTAINER_NAME, PlannerResult, "planning pod")
+            reason, message = job_failure(job, pods, child_names.PLAN_CONTAINER_NAME, PlannerResult, "planning pod")
             _plan_failed(run, reason, message)
     else:
-        waiting = next((waiting_of(p, children.PLAN_CONTAINER_NAME, "planning") for p in live(pods) if pod_phase(p) == "Pending"), None)
+        waiting = next((waiting_of(p, child_names.PLAN_CONTAINER_NAME, "planning") for p in live(pods) if pod_phase(p) == "Pending"), None)
         if not live(pods) and run.obs.plan_pod_not_created:
             waiting = not_created(job, run.obs.plan_pod_not_created, "planning")
         timeout = run.spec.pending_timeout_seconds
@@ -346,7 +346,7 @@ def _active(run: _Run, job: dict[str, Any]) -> None:
     attempts = _attempts(run, job)
     limit = run.spec.backoff_limit + 1
     failed = in_phase(run.obs.worker_pods, "Failed")
-    failure = last_failure(run.obs.worker_pods, children.CONTAINER_NAME, WorkerResult, "worker")
+    failure = last_failure(run.obs.worker_pods, child_names.CONTAINER_NAME, WorkerResult, "worker")
     if attempts > (run.status.attempts or 0) and attempts > 1 and failure is not None:
         run.events.append(Event("Warning", c.WORKER_RETRYING.name, f"attempt {attempts} of {limit} after: {failure[0]}: {failure[1]}"))
     if attempts:
@@ -383,7 +383,7 @@ def _active(run: _Run, job: dict[str, Any]) -> None:
         return
     if pending:
         run.kids.worker_pod = name_of(pending[-1])
-        waiting = waiting_of(pending[-1], children.CONTAINER_NAME, "worker")
+        waiting = waiting_of(pending[-1], child_names.CONTAINER_NAME, "worker")
     else:
         waiting = not_created(job, run.obs.worker_pod_not_created or "", "worker")
     timeout = run.spec.pending_timeout_seconds
@@ -394,7 +394,7 @@ def _active(run: _Run, job: dict[str, Any]) -> None:
 
 
 def _succeeded(run: _Run, job: dict[str, Any]) -> None:
-    result = last_result(WorkerResult, run.obs.worker_pods, "Succeeded", children.CONTAINER_NAME)
+    result = last_result(WorkerResult, run.obs.worker_pods, "Succeeded", child_names.CONTAINER_NAME)
     if result is not None:
         run.status.result = job_result(result)
     run.status.attempts = _attempts(run, job)
@@ -411,8 +411,8 @@ def _succeeded(run: _Run, job: dict[str, Any]) -> None:
 
 
 def _failed(run: _Run, job: dict[str, Any]) -> None:
-    reason, message = job_failure(job, run.obs.worker_pods, children.CONTAINER_NAME, WorkerResult, "worker")
-    result = last_result(WorkerResult, run.obs.worker_pods, "Failed", children.CONTAINER_NAME)
+    reason, message = job_failure(job, run.obs.worker_pods, child_names.CONTAINER_NAME, WorkerResult, "worker")
+    result = last_result(WorkerResult, run.obs.worker_pods, "Failed", child_names.CONTAINER_NAME)
     if result is not None:
         # A missed quality gate still has figures and a rejected_uri worth showing.
         run.status.result = job_result(result)
