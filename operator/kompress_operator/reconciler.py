@@ -24,7 +24,7 @@ from typing import Any
 from kompress_api import v1alpha1 as api
 from pydantic import ValidationError
 
-from kompress_operator import actions, child_names, children
+from kompress_operator import actions, child_names, pod_access
 from kompress_operator import conditions as c
 from kompress_operator.child_state import iso, job_outcome, parse_time, terminated
 from kompress_operator.kube import ApiError, Conflict, NotOurs
@@ -80,7 +80,7 @@ async def _reconcile_once(rt: Runtime, cjob: dict[str, Any], jobs: Index, pods: 
     if obs.plan_job is None and obs.worker_job is None and not c.is_finished(conds) and not c.is_planned(conds):
         # Before any child: a job that asks for a cache this operator cannot give fails, naming the field, rather
         # than silently downloading into scratch (the CRD cannot know whether the chart installed a cache).
-        refusal = children.cache_refusal(job.spec, rt.config)
+        refusal = pod_access.cache_refusal(job.spec, rt.config)
         if refusal is not None:
             await _write(rt, cjob, failed_status(cjob, c.NO_CACHE_CLAIM.name, refusal, now))
             return

@@ -11,7 +11,7 @@ from kompress_api.exit_codes import non_retriable_codes
 from kompress_api.worker_protocol import S3_ENV_PREFIX
 from kompress_testing.wrappers import make_cjob
 
-from kompress_operator import child_names, children
+from kompress_operator import child_names, children, pod_access
 from kompress_operator.config import OperatorConfig
 
 pytestmark = pytest.mark.unit
@@ -358,11 +358,11 @@ def test_an_hf_output_gets_its_write_token_by_reference_apart_from_the_models_to
 def test_the_signing_key_is_mounted_read_only_from_its_secret_and_only_named_in_the_environment(method):
     job = worker(make_cjob(uid=UID).with_spec(output={"uri": "s3://models/glm", "signing": {"keySecret": "model-signing", "method": method}}))
     pod = job["spec"]["template"]["spec"]
-    [volume] = [v for v in pod["volumes"] if v["name"] == children.SIGNING_VOLUME]
+    [volume] = [v for v in pod["volumes"] if v["name"] == pod_access.SIGNING_VOLUME]
     files = ["private-key.pem"] + (["certificate.pem", "certificate-chain.pem"] if method == "certificate" else [])
     assert volume["secret"] == {"secretName": "model-signing", "items": [{"key": f, "path": f} for f in files], "defaultMode": 0o440, "optional": True}
-    [mount] = [m for m in container(job)["volumeMounts"] if m["name"] == children.SIGNING_VOLUME]
-    assert mount == {"name": children.SIGNING_VOLUME, "mountPath": "/kompress/signing", "readOnly": True}
+    [mount] = [m for m in container(job)["volumeMounts"] if m["name"] == pod_access.SIGNING_VOLUME]
+    assert mount == {"name": pod_access.SIGNING_VOLUME, "mountPath": "/kompress/signing", "readOnly": True}
     assert env_of(job)["KOMPRESS_OUTPUT_SIGNING_DIR"] == {"name": "KOMPRESS_OUTPUT_SIGNING_DIR", "value": "/kompress/signing"}
     assert pod["securityContext"]["fsGroup"] == 65532  # the worker's group may read the 0440 files; others in the pod may not
     assert not any("signing" in (e.get("valueFrom") or {}).get("secretKeyRef", {}).get("name", "") for e in container(job)["env"])

@@ -12,7 +12,7 @@ from kompress_api import v1alpha1 as api
 from kompress_api import worker_protocol as wp
 from kompress_testing.wrappers import make_cjob
 
-from kompress_operator import children
+from kompress_operator import children, pod_access
 from kompress_operator.config import OperatorConfig, from_env
 
 pytestmark = pytest.mark.unit
@@ -32,8 +32,8 @@ def pod(job):
 def cache_of(job):
     spec = pod(job)
     (container,) = spec["containers"]
-    claims = [v["persistentVolumeClaim"]["claimName"] for v in spec.get("volumes", []) if v["name"] == children.CACHE_VOLUME]
-    mounts = [m for m in container.get("volumeMounts", []) if m["name"] == children.CACHE_VOLUME]
+    claims = [v["persistentVolumeClaim"]["claimName"] for v in spec.get("volumes", []) if v["name"] == pod_access.CACHE_VOLUME]
+    mounts = [m for m in container.get("volumeMounts", []) if m["name"] == pod_access.CACHE_VOLUME]
     env = {e["name"]: e.get("value") for e in container["env"]}
     return claims, mounts, env
 
@@ -43,13 +43,13 @@ def test_planning_and_worker_pods_mount_the_operators_cache_claim_owned_by_the_w
         kubernetes_validate.validate(job, "1.32.0", strict=True)
         claims, mounts, env = cache_of(job)
         assert claims == ["team-cache"], role
-        assert mounts == [{"name": children.CACHE_VOLUME, "mountPath": wp.CACHE_DIR}], role  # read-write
+        assert mounts == [{"name": pod_access.CACHE_VOLUME, "mountPath": wp.CACHE_DIR}], role  # read-write
         assert env[wp.ENV_CACHE_DIR] == wp.CACHE_DIR and env[wp.ENV_CACHE_MAX_BYTES] == str(500 * 10**9)
         security = pod(job)["securityContext"]
         assert security["fsGroup"] == wp.WORKER_UID and security["fsGroupChangePolicy"] == "OnRootMismatch"
         assert security["runAsNonRoot"] is True
     worker_mounts = [m["name"] for m in pod(both(make_cjob())["worker"])["containers"][0]["volumeMounts"]]
-    assert {children.SCRATCH_VOLUME, children.SHM_VOLUME} <= set(worker_mounts)  # scratch and shm are still there
+    assert {pod_access.SCRATCH_VOLUME, pod_access.SHM_VOLUME} <= set(worker_mounts)  # scratch and shm are still there
 
 
 def test_a_jobs_claim_name_overrides_and_enabled_false_opts_out():
