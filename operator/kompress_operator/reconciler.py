@@ -24,8 +24,7 @@ from typing import Any
 from kompress_api import v1alpha1 as api
 from pydantic import ValidationError
 
-from kompress_operator import actions, child_names, pod_access
-from kompress_operator import conditions as c
+from kompress_operator import actions, child_names, conditions, pod_access
 from kompress_operator.child_state import iso, job_outcome, parse_time, terminated
 from kompress_operator.kube import ApiError, Conflict, NotOurs
 from kompress_operator.observed import Observed, StatusUpdate
@@ -41,7 +40,7 @@ class ChildRefused(Exception):
     """The API server refused a child the operator tried to create (see kube.REFUSED)."""
 
     def __init__(self, role: str, job: str, err: ApiError) -> None:
-        self.message = c.truncate(c.CHILD_REFUSED.message(role=role, job=job, status=err.status, detail=err.reason))
+        self.message = conditions.truncate(conditions.CHILD_REFUSED.message(role=role, job=job, status=err.status, detail=err.reason))
         super().__init__(self.message)
 
 
@@ -77,12 +76,12 @@ async def _reconcile_once(rt: Runtime, cjob: dict[str, Any], jobs: Index, pods: 
     obs = await observe(rt, cjob, job, jobs, pods, poll=poll)
     update = compute_status(obs, now)
     conds = update.status.get("conditions") or []
-    if obs.plan_job is None and obs.worker_job is None and not c.is_finished(conds) and not c.is_planned(conds):
+    if obs.plan_job is None and obs.worker_job is None and not conditions.is_finished(conds) and not conditions.is_planned(conds):
         # Before any child: a job that asks for a cache this operator cannot give fails, naming the field, rather
         # than silently downloading into scratch (the CRD cannot know whether the chart installed a cache).
         refusal = pod_access.cache_refusal(job.spec, rt.config)
         if refusal is not None:
-            await _write(rt, cjob, failed_status(cjob, c.NO_CACHE_CLAIM.name, refusal, now))
+            await _write(rt, cjob, failed_status(cjob, conditions.NO_CACHE_CLAIM.name, refusal, now))
             return
     todo = actions.next_actions(obs, update.status, rt.config)
     try:
@@ -90,12 +89,12 @@ async def _reconcile_once(rt: Runtime, cjob: dict[str, Any], jobs: Index, pods: 
             obs = await _apply(rt, obs, action, now)
     except NotOurs as err:
         # Not transient: someone else's Job holds the name; say so rather than retry forever.
-        await _write(rt, cjob, failed_status(cjob, c.CHILD_NAME_TAKEN.name, str(err), now))
+        await _write(rt, cjob, failed_status(cjob, conditions.CHILD_NAME_TAKEN.name, str(err), now))
         return
     except ChildRefused as err:
         # Not transient either: the same create would be refused at every resync. Failed once, one Event.
         log.warning("%s/%s: %s", cjob["metadata"]["namespace"], cjob["metadata"]["name"], err.message)
-        await _write(rt, cjob, failed_status(cjob, c.CHILD_REFUSED.name, err.message, now))
+        await _write(rt, cjob, failed_status(cjob, conditions.CHILD_REFUSED.name, err.message, now))
         return
     if todo:
         update = compute_status(obs, now)
@@ -107,7 +106,7 @@ async def observe(rt: Runtime, cjob: dict[str, Any], job: api.CompressionJob, jo
     meta = cjob["metadata"]
     namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
     status = cjob.get("status") or {}
-    finished = c.is_finished(status.get("conditions") or [])
+    finished = conditions.is_finished(status.get("conditions") or [])
     kids = status.get("children") or {}
     # Labels can be copied; the controller ownerReference is what makes a Job ours.
     by_name = {job["metadata"]["name"]: rt.as_seen(job) for job in jobs.get(uid, ()) if child_names.is_owned_by(job, uid)}
@@ -117,7 +116,7 @@ async def observe(rt: Runtime, cjob: dict[str, Any], job: api.CompressionJob, jo
     # An index is fed by a watch and may not hold our own creation yet: ask before concluding it's gone.
     if not finished and worker_job is None and kids.get("workerJob"):
         worker_job = rt.as_seen(_ours(await rt.kube.get_job(namespace, worker_name), uid))
-    if not finished and plan_job is None and kids.get("planJob") and not c.is_planned(status.get("conditions") or []):
+    if not finished and plan_job is None and kids.get("planJob") and not conditions.is_planned(status.get("conditions") or []):
         plan_job = rt.as_seen(_ours(await rt.kube.get_job(namespace, plan_name), uid))
 
     pod_list = list(pods.get(uid, ()))
