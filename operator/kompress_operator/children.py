@@ -16,7 +16,7 @@ import math
 from typing import Any
 
 from kompress_api import v1alpha1 as api
-from kompress_api import worker_protocol as wp
+from kompress_api import worker_protocol
 from kompress_api.exit_codes import non_retriable_codes
 
 from kompress_operator import suspension
@@ -186,7 +186,7 @@ def _container(name: str, image: str, command: list[str], env: list[dict[str, An
         "command": list(command),
         "env": env,
         "securityContext": restricted_security_context(),
-        "terminationMessagePath": wp.TERMINATION_LOG,
+        "terminationMessagePath": worker_protocol.TERMINATION_LOG,
         # A crash before the result is written still leaves the log's tail where the operator reads.
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
@@ -213,12 +213,12 @@ def build_plan_job(cjob: api.CompressionJob, config: OperatorConfig) -> dict[str
     spec = cjob.spec
     credentials, env_from = credential_env(spec, ("model",))
     env = [
-        {"name": wp.ENV_JOB, "value": job_document(cjob)},
-        {"name": wp.ENV_TERMINATION_LOG, "value": wp.TERMINATION_LOG},
-        {"name": wp.ENV_LOG_FORMAT, "value": "json"},
+        {"name": worker_protocol.ENV_JOB, "value": job_document(cjob)},
+        {"name": worker_protocol.ENV_TERMINATION_LOG, "value": worker_protocol.TERMINATION_LOG},
+        {"name": worker_protocol.ENV_LOG_FORMAT, "value": "json"},
         *credentials,
     ]
-    container = _container(PLAN_CONTAINER_NAME, _image(spec, config), wp.PLANNER_COMMAND, env, env_from, config)
+    container = _container(PLAN_CONTAINER_NAME, _image(spec, config), worker_protocol.PLANNER_COMMAND, env, env_from, config)
     quantities = {"cpu": config.plan_cpu, "memory": config.plan_memory}
     container["resources"] = {"requests": dict(quantities), "limits": dict(quantities)}
     pod = _base_pod_spec(config, spec) | {"containers": [container]}
@@ -283,15 +283,15 @@ def build_worker_job(cjob: api.CompressionJob, plan: api.PlanSummary | None, con
     sizes = worker_resources(spec, plan, config)
     credentials, env_from = credential_env(spec, ("model", "calibration", "output", *(("tasks",) if spec.evaluation.tasks else ())))
     env = [
-        {"name": wp.ENV_JOB, "value": job_document(cjob)},
-        {"name": wp.ENV_GPUS, "value": sizes["gpus"]},
-        {"name": wp.ENV_SCRATCH_DIR, "value": wp.SCRATCH_DIR},
-        {"name": wp.ENV_PROGRESS_BIND, "value": f"0.0.0.0:{config.progress_port}"},
-        {"name": wp.ENV_TERMINATION_LOG, "value": wp.TERMINATION_LOG},
-        {"name": wp.ENV_LOG_FORMAT, "value": "json"},
+        {"name": worker_protocol.ENV_JOB, "value": job_document(cjob)},
+        {"name": worker_protocol.ENV_GPUS, "value": sizes["gpus"]},
+        {"name": worker_protocol.ENV_SCRATCH_DIR, "value": worker_protocol.SCRATCH_DIR},
+        {"name": worker_protocol.ENV_PROGRESS_BIND, "value": f"0.0.0.0:{config.progress_port}"},
+        {"name": worker_protocol.ENV_TERMINATION_LOG, "value": worker_protocol.TERMINATION_LOG},
+        {"name": worker_protocol.ENV_LOG_FORMAT, "value": "json"},
         *credentials,
     ]
-    container = _container(CONTAINER_NAME, _image(spec, config), wp.WORKER_COMMAND, env, env_from, config)
+    container = _container(CONTAINER_NAME, _image(spec, config), worker_protocol.WORKER_COMMAND, env, env_from, config)
     limits = {"cpu": sizes["cpu"], "memory": sizes["memory"]}
     if spec.resources.gpus > 0:
         limits[sizes["gpu_resource"]] = sizes["gpus"]
@@ -302,7 +302,7 @@ def build_worker_job(cjob: api.CompressionJob, plan: api.PlanSummary | None, con
     container["resources"] = {"requests": requests, "limits": limits}
     container["ports"] = [{"name": "progress", "containerPort": config.progress_port, "protocol": "TCP"}]
 
-    mounts = [{"name": SHM_VOLUME, "mountPath": wp.SHM_DIR}, {"name": SCRATCH_VOLUME, "mountPath": wp.SCRATCH_DIR}]
+    mounts = [{"name": SHM_VOLUME, "mountPath": worker_protocol.SHM_DIR}, {"name": SCRATCH_VOLUME, "mountPath": worker_protocol.SCRATCH_DIR}]
     volumes = [{"name": SHM_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": sizes["shm"]}}, _scratch_volume(spec, sizes["scratch"])]
     if spec.model.volume is not None:
         mounts.append(volume_mount(spec.model.volume, MODEL_VOLUME, read_only=spec.model.volume.read_only))
@@ -326,7 +326,7 @@ def build_worker_job(cjob: api.CompressionJob, plan: api.PlanSummary | None, con
 
     pod = _base_pod_spec(config, spec) | _scheduling(spec) | {"containers": [container], "volumes": volumes}
     if signing_volumes:
-        pod["securityContext"] = pod["securityContext"] | {"fsGroup": wp.WORKER_UID}
+        pod["securityContext"] = pod["securityContext"] | {"fsGroup": worker_protocol.WORKER_UID}
     with_cache(pod, container, spec, config)
     job_spec: dict[str, Any] = {
         "backoffLimit": spec.backoff_limit,
