@@ -53,7 +53,7 @@ from kompress_testing.cluster.controlplane import ControlPlane
 from kompress_testing.pytest_plugin import install_crd
 from kompress_testing.wrappers import make_cjob
 
-from kompress_operator import children
+from kompress_operator import child_names, children
 from kompress_operator.config import OperatorConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -338,7 +338,7 @@ def main(count: int = 1000, threads: int = 8, rate: float | None = None) -> int:
         planning: dict[str, float] = {}
 
         def job_seen(event: dict[str, Any], now: float) -> None:
-            owner = (event["object"].get("metadata", {}).get("annotations") or {}).get(children.ANNOTATION_OWNER_NAME)
+            owner = (event["object"].get("metadata", {}).get("annotations") or {}).get(child_names.ANNOTATION_OWNER_NAME)
             if event["type"] == "ADDED" and owner:
                 first_child.setdefault(owner, now)
 

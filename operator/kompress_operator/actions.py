@@ -14,9 +14,7 @@ from typing import Any
 
 from kompress_api import v1alpha1 as api
 
-from kompress_operator import children
-from kompress_operator import conditions as c
-from kompress_operator import suspension
+from kompress_operator import child_names, children, conditions, suspension
 from kompress_operator.child_state import deleting, job_active, name_of
 from kompress_operator.config import OperatorConfig
 from kompress_operator.observed import Observed
@@ -48,18 +46,18 @@ def next_actions(obs: Observed, status: dict[str, Any], config: OperatorConfig) 
     if deleting(obs.cjob):
         return []  # the garbage collector removes the children
     conds = status.get("conditions") or []
-    if c.is_finished(conds):
+    if conditions.is_finished(conds):
         # Failed without the Job failing (a pending timeout, a rejected plan): stop what still runs.
         return [Delete(name_of(job), "the CompressionJob has finished") for job in (obs.plan_job, obs.worker_job) if job is not None and job_active(job)]
-    if not c.is_planned(conds):
-        return [] if obs.plan_job is not None else [Create(children.build_plan_job(obs.job, config), children.ROLE_PLAN)]
+    if not conditions.is_planned(conds):
+        return [] if obs.plan_job is not None else [Create(children.build_plan_job(obs.job, config), child_names.ROLE_PLAN)]
 
     spec, job = obs.spec, obs.worker_job
     if job is None:
         if spec.suspend:
             return []
         plan = api.PlanSummary.model_validate(status["plan"]) if status.get("plan") else None
-        return [Create(children.build_worker_job(obs.job, plan, config), children.ROLE_WORKER)]
+        return [Create(children.build_worker_job(obs.job, plan, config), child_names.ROLE_WORKER)]
     if not job_active(job):
         return []
     change = suspension.of(spec).change(job, spec)

@@ -18,7 +18,7 @@ from kompress_api.exit_codes import ExitCode
 from kompress_api.worker_protocol import PlannerResult, WorkerResult
 from pydantic import ValidationError
 
-from kompress_operator import conditions as c
+from kompress_operator import conditions
 from kompress_operator.conditions import FALSE, TRUE
 
 Result = TypeVar("Result", WorkerResult, PlannerResult)
@@ -140,7 +140,7 @@ def pod_failure(pod: dict[str, Any], container: str, result_model: type[Result],
         return None
     if term.get("reason") == "OOMKilled":
         limit = memory_limit(pod, container) or "unknown"
-        return c.OOM_KILLED.name, c.OOM_KILLED.message(who=who, limit=limit, fix=c.OOM_FIX.get(who, "give it more memory"))
+        return conditions.OOM_KILLED.name, conditions.OOM_KILLED.message(who=who, limit=limit, fix=conditions.OOM_FIX.get(who, "give it more memory"))
     result = read_result(result_model, term.get("message"))
     if result is not None and not result.ok:
         stage = getattr(result, "stage", None)
@@ -178,34 +178,34 @@ def waiting_of(pod: dict[str, Any], container: str, who: str) -> Waiting:
     for cond in status.get("conditions") or []:
         if cond.get("type") == "PodScheduled" and cond.get("status") == FALSE and cond.get("reason") == "Unschedulable":
             detail = cond.get("message") or "no node fits it"
-            return Waiting(c.UNSCHEDULABLE.name, c.UNSCHEDULABLE.message(pod=name, detail=detail), True, since)
+            return Waiting(conditions.UNSCHEDULABLE.name, conditions.UNSCHEDULABLE.message(pod=name, detail=detail), True, since)
     waiting = (container_status(pod, container).get("state") or {}).get("waiting") or {}
     reason = waiting.get("reason")
-    if reason in c.WAITING_PROBLEMS:
+    if reason in conditions.WAITING_PROBLEMS:
         detail = waiting.get("message") or reason
-        return Waiting(reason, f"the {who} pod {name}: {reason}: {detail}; {c.WAITING_PROBLEMS[reason]}", True, since)
+        return Waiting(reason, f"the {who} pod {name}: {reason}: {detail}; {conditions.WAITING_PROBLEMS[reason]}", True, since)
     state = reason or ("being scheduled" if not any(cd.get("type") == "PodScheduled" and cd.get("status") == TRUE for cd in status.get("conditions") or []) else "starting")
-    return Waiting(c.POD_PENDING.name, c.POD_PENDING.message(pod=name, state=state), False, since)
+    return Waiting(conditions.POD_PENDING.name, conditions.POD_PENDING.message(pod=name, state=state), False, since)
 
 
 def not_created(job: dict[str, Any], message: str, who: str) -> Waiting:
     """A Job whose pod the Job controller could not create, waiting as a pending pod would (since the Job's creation)."""
     since = parse_time(job.get("metadata", {}).get("creationTimestamp"))
-    return Waiting(c.FAILED_CREATE, f"the {who} Job {name_of(job)}: {message}; {c.WAITING_PROBLEMS[c.FAILED_CREATE]}", True, since)
+    return Waiting(conditions.FAILED_CREATE, f"the {who} Job {name_of(job)}: {message}; {conditions.WAITING_PROBLEMS[conditions.FAILED_CREATE]}", True, since)
 
 
 def timed_out(waiting: Waiting, now: datetime, timeout_s: int) -> bool:
-    if waiting.reason in c.HOPELESS_WAITING:
+    if waiting.reason in conditions.HOPELESS_WAITING:
         return True
     return waiting.problem and waiting.since is not None and (now - waiting.since).total_seconds() >= timeout_s
 
 
 def timeout_message(waiting: Waiting, timeout_s: int) -> str:
-    if waiting.reason in c.HOPELESS_WAITING:
+    if waiting.reason in conditions.HOPELESS_WAITING:
         return waiting.message
-    fix = c.WAITING_PROBLEMS.get(waiting.reason, "")
+    fix = conditions.WAITING_PROBLEMS.get(waiting.reason, "")
     detail = waiting.message.removesuffix(f"; {fix}").rstrip(". ")
-    return c.PENDING_TIMEOUT_MESSAGE.format(detail=detail, seconds=timeout_s, fix=fix)
+    return conditions.PENDING_TIMEOUT_MESSAGE.format(detail=detail, seconds=timeout_s, fix=fix)
 
 
 def job_failure(job: dict[str, Any], pods: Sequence[dict[str, Any]], container: str, result_model: type[Result], who: str) -> tuple[str, str]:
@@ -214,7 +214,7 @@ def job_failure(job: dict[str, Any], pods: Sequence[dict[str, Any]], container: 
     job_reason, job_message = cond.get("reason") or "JobFailed", cond.get("message") or "the Job failed"
     if job_reason == "DeadlineExceeded":
         seconds = job.get("spec", {}).get("activeDeadlineSeconds")
-        return c.DEADLINE_EXCEEDED.name, c.DEADLINE_EXCEEDED.message(seconds=seconds, where="")
+        return conditions.DEADLINE_EXCEEDED.name, conditions.DEADLINE_EXCEEDED.message(seconds=seconds, where="")
     last = last_failure(pods, container, result_model, who)
     if last is None:
         return job_reason, job_message
@@ -226,5 +226,5 @@ def job_failure(job: dict[str, Any], pods: Sequence[dict[str, Any]], container: 
         count = max(int(status.get("failed") or 0) + uncounted, len(in_phase(pods, "Failed")))
         # Only the worker's limit is the user's (spec.backoffLimit); the planning Job's is the operator's own.
         limit_source = "spec.backoffLimit" if who == "worker" else "the planning Job's backoffLimit"
-        message = c.BACKOFF_LIMIT_EXCEEDED.message(who=who, failed=count, limit_source=limit_source, limit=spec.get("backoffLimit"), detail=message)
+        message = conditions.BACKOFF_LIMIT_EXCEEDED.message(who=who, failed=count, limit_source=limit_source, limit=spec.get("backoffLimit"), detail=message)
     return reason, message

@@ -26,7 +26,7 @@ from typing import Any
 import kopf
 from kompress_api import v1alpha1 as api
 
-from kompress_operator import children, snapshots
+from kompress_operator import child_names, snapshots
 from kompress_operator.kube import connection_info
 from kompress_operator.reconciler import reconcile
 from kompress_operator.resync_due import resync_due
@@ -35,7 +35,7 @@ from kompress_operator.supervisor import Supervised
 from kompress_operator.workqueue import WorkQueue
 
 log = logging.getLogger("kompress.operator")
-OURS = {children.LABEL_MANAGED_BY: children.MANAGED_BY}
+OURS = {child_names.LABEL_MANAGED_BY: child_names.MANAGED_BY}
 # The same filter, applied by the API server to the watches and listings of Jobs and pods.
 OURS_SELECTOR = ",".join(f"{key}={value}" for key, value in OURS.items())
 CHILD_RESOURCES = (("batch", "v1", "jobs"), ("", "v1", "pods"))
@@ -121,13 +121,13 @@ def compressionjobs(namespace: str, name: str, body: kopf.Body, **_: Any) -> dic
 
 @kopf.index("batch", "v1", "jobs", labels=OURS)
 def kompress_jobs(labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]] | None:
-    uid = labels.get(children.LABEL_OWNER_UID)
+    uid = labels.get(child_names.LABEL_OWNER_UID)
     return {uid: snapshots.job(body)} if uid else None
 
 
 @kopf.index("", "v1", "pods", labels=OURS)
 def kompress_pods(labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]] | None:
-    uid = labels.get(children.LABEL_OWNER_UID)
+    uid = labels.get(child_names.LABEL_OWNER_UID)
     return {uid: snapshots.pod(body)} if uid else None
 
 
@@ -168,8 +168,8 @@ async def child_pod_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 def _queue_owner(queue: WorkQueue, child: kopf.Body) -> None:
     # The owner: its name is an annotation, its uid a label (a label value can't hold a long name). Only the
     # CompressionJob that made it: a re-created one of the same name has a new uid (reconcile_key checks).
-    name = child.metadata.annotations.get(children.ANNOTATION_OWNER_NAME)
-    uid = child.metadata.labels.get(children.LABEL_OWNER_UID)
+    name = child.metadata.annotations.get(child_names.ANNOTATION_OWNER_NAME)
+    uid = child.metadata.labels.get(child_names.LABEL_OWNER_UID)
     if name and uid:
         queue.add((child.metadata.namespace, name, uid))
 

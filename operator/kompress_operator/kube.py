@@ -29,7 +29,7 @@ import kubernetes.client
 import kubernetes.config
 from kompress_api import v1alpha1 as api
 
-from kompress_operator import children
+from kompress_operator import child_names
 from kompress_operator.config import OperatorConfig
 from kompress_operator.observed import Event
 from kompress_operator.priority_pool import Priority, PriorityPool
@@ -222,7 +222,7 @@ class Kube:
             existing = await self._get(_jobs_path(namespace, name), Priority.CREATE)
             if existing is None:  # deleted in between: the next reconcile creates it
                 raise
-            if not children.is_owned_by(existing, owner_uid):
+            if not child_names.is_owned_by(existing, owner_uid):
                 raise NotOurs(f"Job {namespace}/{name} exists and is not controlled by CompressionJob uid {owner_uid}; delete or rename it") from None
             return existing, False
 

@@ -24,8 +24,7 @@ from typing import Any
 from kompress_api import v1alpha1 as api
 from pydantic import ValidationError
 
-from kompress_operator import actions, children
-from kompress_operator import conditions as c
+from kompress_operator import actions, child_names, conditions, pod_access
 from kompress_operator.child_state import iso, job_outcome, parse_time, terminated
 from kompress_operator.kube import ApiError, Conflict, NotOurs
 from kompress_operator.observed import Observed, StatusUpdate
@@ -41,7 +40,7 @@ class ChildRefused(Exception):
     """The API server refused a child the operator tried to create (see kube.REFUSED)."""
 
     def __init__(self, role: str, job: str, err: ApiError) -> None:
-        self.message = c.truncate(c.CHILD_REFUSED.message(role=role, job=job, status=err.status, detail=err.reason))
+        self.message = conditions.truncate(conditions.CHILD_REFUSED.message(role=role, job=job, status=err.status, detail=err.reason))
         super().__init__(self.message)
 
 
@@ -77,12 +76,12 @@ async def _reconcile_once(rt: Runtime, cjob: dict[str, Any], jobs: Index, pods: 
     obs = await observe(rt, cjob, job, jobs, pods, poll=poll)
     update = compute_status(obs, now)
     conds = update.status.get("conditions") or []
-    if obs.plan_job is None and obs.worker_job is None and not c.is_finished(conds) and not c.is_planned(conds):
+    if obs.plan_job is None and obs.worker_job is None and not conditions.is_finished(conds) and not conditions.is_planned(conds):
         # Before any child: a job that asks for a cache this operator cannot give fails, naming the field, rather
         # than silently downloading into scratch (the CRD cannot know whether the chart installed a cache).
-        refusal = children.cache_refusal(job.spec, rt.config)
+        refusal = pod_access.cache_refusal(job.spec, rt.config)
         if refusal is not None:
-            await _write(rt, cjob, failed_status(cjob, c.NO_CACHE_CLAIM.name, refusal, now))
+            await _write(rt, cjob, failed_status(cjob, conditions.NO_CACHE_CLAIM.name, refusal, now))
             return
     todo = actions.next_actions(obs, update.status, rt.config)
     try:
@@ -90,12 +89,12 @@ async def _reconcile_once(rt: Runtime, cjob: dict[str, Any], jobs: Index, pods: 
             obs = await _apply(rt, obs, action, now)
     except NotOurs as err:
         # Not transient: someone else's Job holds the name; say so rather than retry forever.
-        await _write(rt, cjob, failed_status(cjob, c.CHILD_NAME_TAKEN.name, str(err), now))
+        await _write(rt, cjob, failed_status(cjob, conditions.CHILD_NAME_TAKEN.name, str(err), now))
         return
     except ChildRefused as err:
         # Not transient either: the same create would be refused at every resync. Failed once, one Event.
         log.warning("%s/%s: %s", cjob["metadata"]["namespace"], cjob["metadata"]["name"], err.message)
-        await _write(rt, cjob, failed_status(cjob, c.CHILD_REFUSED.name, err.message, now))
+        await _write(rt, cjob, failed_status(cjob, conditions.CHILD_REFUSED.name, err.message, now))
         return
     if todo:
         update = compute_status(obs, now)
@@ -107,22 +106,22 @@ async def observe(rt: Runtime, cjob: dict[str, Any], job: api.CompressionJob, jo
     meta = cjob["metadata"]
     namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
     status = cjob.get("status") or {}
-    finished = c.is_finished(status.get("conditions") or [])
+    finished = conditions.is_finished(status.get("conditions") or [])
     kids = status.get("children") or {}
     # Labels can be copied; the controller ownerReference is what makes a Job ours.
-    by_name = {job["metadata"]["name"]: rt.as_seen(job) for job in jobs.get(uid, ()) if children.is_owned_by(job, uid)}
-    plan_name, worker_name = (children.child_name(name, uid, role) for role in (children.ROLE_PLAN, children.ROLE_WORKER))
+    by_name = {job["metadata"]["name"]: rt.as_seen(job) for job in jobs.get(uid, ()) if child_names.is_owned_by(job, uid)}
+    plan_name, worker_name = (child_names.child_name(name, uid, role) for role in (child_names.ROLE_PLAN, child_names.ROLE_WORKER))
     plan_job, worker_job = by_name.get(plan_name), by_name.get(worker_name)
 
     # An index is fed by a watch and may not hold our own creation yet: ask before concluding it's gone.
     if not finished and worker_job is None and kids.get("workerJob"):
         worker_job = rt.as_seen(_ours(await rt.kube.get_job(namespace, worker_name), uid))
-    if not finished and plan_job is None and kids.get("planJob") and not c.is_planned(status.get("conditions") or []):
+    if not finished and plan_job is None and kids.get("planJob") and not conditions.is_planned(status.get("conditions") or []):
         plan_job = rt.as_seen(_ours(await rt.kube.get_job(namespace, plan_name), uid))
 
     pod_list = list(pods.get(uid, ()))
-    plan_pods = await _pods_of(rt, plan_job, pod_list, uid, children.ROLE_PLAN, children.PLAN_CONTAINER_NAME, finished)
-    worker_pods = await _pods_of(rt, worker_job, pod_list, uid, children.ROLE_WORKER, children.CONTAINER_NAME, finished)
+    plan_pods = await _pods_of(rt, plan_job, pod_list, uid, child_names.ROLE_PLAN, child_names.PLAN_CONTAINER_NAME, finished)
+    worker_pods = await _pods_of(rt, worker_job, pod_list, uid, child_names.ROLE_WORKER, child_names.CONTAINER_NAME, finished)
 
     plan_not_created = await _pod_not_created(rt, plan_job, plan_pods, finished)
     worker_not_created = await _pod_not_created(rt, worker_job, worker_pods, finished)
@@ -155,16 +154,16 @@ async def _pods_of(rt: Runtime, job: dict[str, Any] | None, pods: list[dict[str,
     if job is None:
         return []
     job_uid = job["metadata"].get("uid")
-    mine = [p for p in pods if children.is_owned_by(p, job_uid)]
+    mine = [p for p in pods if child_names.is_owned_by(p, job_uid)]
     # A finished Job's result is in its last pod's termination message; the pod watch may lag the Job watch.
     if not finished and job_outcome(job)[0] is not None and not any(terminated(p, container) for p in mine):
-        listed = await rt.kube.list_pods(job["metadata"]["namespace"], {children.LABEL_OWNER_UID: uid, children.LABEL_ROLE: role})
-        mine = [p for p in listed if children.is_owned_by(p, job_uid)]
+        listed = await rt.kube.list_pods(job["metadata"]["namespace"], {child_names.LABEL_OWNER_UID: uid, child_names.LABEL_ROLE: role})
+        mine = [p for p in listed if child_names.is_owned_by(p, job_uid)]
     return mine
 
 
 def _ours(job: dict[str, Any] | None, uid: str) -> dict[str, Any] | None:
-    return job if job is not None and children.is_owned_by(job, uid) else None
+    return job if job is not None and child_names.is_owned_by(job, uid) else None
 
 
 async def _apply(rt: Runtime, obs: Observed, action: actions.Action, now: datetime) -> Observed:
@@ -184,9 +183,9 @@ async def _apply(rt: Runtime, obs: Observed, action: actions.Action, now: dateti
             return obs
         if created:
             log.info("%s/%s: created %s Job %s", namespace, meta["name"], action.role, job["metadata"]["name"])
-            if action.role == children.ROLE_PLAN and (born := parse_time(meta.get("creationTimestamp"))):
+            if action.role == child_names.ROLE_PLAN and (born := parse_time(meta.get("creationTimestamp"))):
                 rt.metrics.time_to_first_child.observe(max(0.0, (now - born).total_seconds()))
-        return replace(obs, **{"plan_job" if action.role == children.ROLE_PLAN else "worker_job": job})
+        return replace(obs, **{"plan_job" if action.role == child_names.ROLE_PLAN else "worker_job": job})
     if isinstance(action, actions.SetSuspend):
         job = await rt.kube.set_job_suspend(namespace, action.job, action.suspend)
         log.info("%s/%s: %s Job %s", namespace, meta["name"], "suspended" if action.suspend else "resumed", action.job)

@@ -22,8 +22,7 @@ from typing import Any
 
 from kompress_api import v1alpha1 as api
 
-from kompress_operator import children
-from kompress_operator import conditions as c
+from kompress_operator import child_names, conditions
 from kompress_operator.child_state import job_active, parse_time
 
 DEFAULT_PENDING_TIMEOUT_S = api.CompressionJobSpec.model_fields["pending_timeout_seconds"].default
@@ -42,20 +41,20 @@ def resync_due(cjob: dict[str, Any], jobs: Mapping[str, Iterable[dict[str, Any]]
                now: datetime, interval_s: float) -> bool:
     meta, status = cjob["metadata"], cjob.get("status") or {}
     conds = status.get("conditions") or []
-    if c.is_finished(conds):
+    if conditions.is_finished(conds):
         return False
     if status.get("observedGeneration") != meta.get("generation"):
         return True
-    if c.is_true(conds, c.RUNNING):
+    if conditions.is_true(conds, conditions.RUNNING):
         return True
     uid = meta["uid"]
-    mine = [job for job in jobs.get(uid, ()) if children.is_owned_by(job, uid)]
-    if any(c.reason_of(conds, ctype) in c.WAITING_PROBLEMS for ctype in (c.PLANNED, c.QUEUED)):
+    mine = [job for job in jobs.get(uid, ()) if child_names.is_owned_by(job, uid)]
+    if any(conditions.reason_of(conds, ctype) in conditions.WAITING_PROBLEMS for ctype in (conditions.PLANNED, conditions.QUEUED)):
         if _timeout_may_end(cjob, [*mine, *pods.get(uid, ())], now, interval_s):
             return True
     names = {job["metadata"]["name"] for job in mine}
     recorded = status.get("children") or {}
-    wanted = [recorded.get("workerJob"), None if c.is_planned(conds) else recorded.get("planJob")]
+    wanted = [recorded.get("workerJob"), None if conditions.is_planned(conds) else recorded.get("planJob")]
     if any(name and name not in names for name in wanted):
         return True
     with_pods = {ref.get("uid") for pod in pods.get(uid, ()) for ref in pod.get("metadata", {}).get("ownerReferences") or [] if ref.get("controller")}

@@ -21,9 +21,7 @@ from kompress_api import v1alpha1 as api
 from kompress_api.worker_protocol import DONE, PUBLISH, PlannerResult, WorkerResult
 from pydantic import ValidationError
 
-from kompress_operator import children
-from kompress_operator import conditions as c
-from kompress_operator import suspension
+from kompress_operator import child_names, conditions, suspension
 from kompress_operator.child_state import (
     in_phase,
     iso,
@@ -179,9 +177,9 @@ class _Run:
         return self.status.children
 
     def fail(self, reason: str, message: str) -> None:
-        self.conds.set(c.FAILED, TRUE, reason, message)
-        self.conds.clear(c.RUNNING, c.WORKER_STOPPED)
-        self.conds.clear(c.QUEUED, c.WORKER_STOPPED)
+        self.conds.set(conditions.FAILED, TRUE, reason, message)
+        self.conds.clear(conditions.RUNNING, conditions.WORKER_STOPPED)
+        self.conds.clear(conditions.QUEUED, conditions.WORKER_STOPPED)
         if self.status.completion_time is None:
             self.status.completion_time = iso(self.now)
 
@@ -212,7 +210,7 @@ def compute_status(obs: Observed, now: datetime) -> StatusUpdate:
     if not conds.finished():
         _suspension(run)
         _planning(run)
-        if conds.is_true(c.PLANNED) and not conds.finished():
+        if conds.is_true(conditions.PLANNED) and not conds.finished():
             _worker(run)
     return _finish(old, status, conds, run.events)
 
@@ -223,21 +221,21 @@ def failed_status(cjob: dict[str, Any], reason: str, message: str, now: datetime
     object: its spec may be the very thing that does not parse."""
     old, status, conds = _begin(cjob, now)
     if not conds.finished():
-        conds.set(c.FAILED, TRUE, reason, message)
+        conds.set(conditions.FAILED, TRUE, reason, message)
         if status.completion_time is None:
             status.completion_time = iso(now)
     return _finish(old, status, conds)
 
 
 def invalid_spec_status(cjob: dict[str, Any], error: str, now: datetime) -> StatusUpdate:
-    return failed_status(cjob, c.INVALID_SPEC.name, c.INVALID_SPEC.message(detail=error), now)
+    return failed_status(cjob, conditions.INVALID_SPEC.name, conditions.INVALID_SPEC.message(detail=error), now)
 
 
 def _suspension(run: _Run) -> None:
     if run.spec.suspend:
-        run.conds.set(c.SUSPENDED, TRUE, c.SUSPENDED_BY_SPEC)
+        run.conds.set(conditions.SUSPENDED, TRUE, conditions.SUSPENDED_BY_SPEC)
     else:
-        run.conds.clear(c.SUSPENDED, c.RESUMED)
+        run.conds.clear(conditions.SUSPENDED, conditions.RESUMED)
 
 
 def _store_plan(run: _Run, result: PlannerResult | None) -> None:
@@ -252,7 +250,7 @@ def _store_plan(run: _Run, result: PlannerResult | None) -> None:
 
 
 def _planning(run: _Run) -> None:
-    if run.conds.status(c.PLANNED) in (TRUE, FALSE):
+    if run.conds.status(conditions.PLANNED) in (TRUE, FALSE):
         return
     job, pods = run.obs.plan_job, run.obs.plan_pods
     if job is None:
@@ -261,45 +259,45 @@ def _planning(run: _Run) -> None:
     run.kids.plan_job = name
     outcome, _ = job_outcome(job)
     if outcome == "Complete":
-        result = last_result(PlannerResult, pods, "Succeeded", children.PLAN_CONTAINER_NAME)
+        result = last_result(PlannerResult, pods, "Succeeded", child_names.PLAN_CONTAINER_NAME)
         _store_plan(run, result)
         if result is not None and result.ok and result.plan is not None:
-            run.conds.set(c.PLANNED, TRUE, c.PLAN_SUCCEEDED, summary=plan_summary(result.plan))
+            run.conds.set(conditions.PLANNED, TRUE, conditions.PLAN_SUCCEEDED, summary=plan_summary(result.plan))
         else:
-            _plan_failed(run, c.PLAN_FAILED.name, c.PLAN_FAILED.message(detail="it finished without leaving a plan in its termination message"))
+            _plan_failed(run, conditions.PLAN_FAILED.name, conditions.PLAN_FAILED.message(detail="it finished without leaving a plan in its termination message"))
     elif outcome == "Failed":
-        result = last_result(PlannerResult, pods, "Failed", children.PLAN_CONTAINER_NAME)
+        result = last_result(PlannerResult, pods, "Failed", child_names.PLAN_CONTAINER_NAME)
         _store_plan(run, result)
         errors = [p for p in result.plan.problems if p.severity == "error"] if result is not None and result.plan is not None else []
         # A rejected plan exits with its errors' own code (TargetsMatchNothing 14...) or PlanRejected (20): either way
         # the condition is PlanRejected, with every error and its fix.
         if errors:
-            message = c.PLAN_REJECTED.message(count=len(errors), errors=" ".join(problem_text(p) for p in errors) or result.message)
-            _plan_failed(run, c.PLAN_REJECTED.name, message)
+            message = conditions.PLAN_REJECTED.message(count=len(errors), errors=" ".join(problem_text(p) for p in errors) or result.message)
+            _plan_failed(run, conditions.PLAN_REJECTED.name, message)
         else:
-            reason, message = job_failure(job, pods, children.PLAN_CONTAINER_NAME, PlannerResult, "planning pod")
+            reason, message = job_failure(job, pods, child_names.PLAN_CONTAINER_NAME, PlannerResult, "planning pod")
             _plan_failed(run, reason, message)
     else:
-        waiting = next((waiting_of(p, children.PLAN_CONTAINER_NAME, "planning") for p in live(pods) if pod_phase(p) == "Pending"), None)
+        waiting = next((waiting_of(p, child_names.PLAN_CONTAINER_NAME, "planning") for p in live(pods) if pod_phase(p) == "Pending"), None)
         if not live(pods) and run.obs.plan_pod_not_created:
             waiting = not_created(job, run.obs.plan_pod_not_created, "planning")
         timeout = run.spec.pending_timeout_seconds
         if waiting is not None and timed_out(waiting, run.now, timeout):
             _plan_failed(run, waiting.reason, timeout_message(waiting, timeout))
         elif waiting is not None and waiting.problem:
-            run.conds.set(c.PLANNED, UNKNOWN, waiting.reason, waiting.message)
+            run.conds.set(conditions.PLANNED, UNKNOWN, waiting.reason, waiting.message)
         else:
-            run.conds.set(c.PLANNED, UNKNOWN, c.PLANNING, job=name)
+            run.conds.set(conditions.PLANNED, UNKNOWN, conditions.PLANNING, job=name)
 
 
 def _plan_failed(run: _Run, reason: str, message: str) -> None:
-    run.conds.set(c.PLANNED, FALSE, reason, message)
+    run.conds.set(conditions.PLANNED, FALSE, reason, message)
     run.fail(reason, message)
 
 
 def _worker_stopped(run: _Run) -> None:
-    run.conds.clear(c.RUNNING, c.WORKER_STOPPED)
-    run.conds.clear(c.QUEUED, c.WORKER_STOPPED)
+    run.conds.clear(conditions.RUNNING, conditions.WORKER_STOPPED)
+    run.conds.clear(conditions.QUEUED, conditions.WORKER_STOPPED)
 
 
 def _worker(run: _Run) -> None:
@@ -308,7 +306,7 @@ def _worker(run: _Run) -> None:
     if how.gone(job):
         recorded = run.kids.worker_job
         if job is None and recorded and not how.deletes_when_suspended(run.spec):
-            run.fail(c.WORKER_JOB_DELETED.name, c.WORKER_JOB_DELETED.message(job=recorded, output=run.spec.output.uri))
+            run.fail(conditions.WORKER_JOB_DELETED.name, conditions.WORKER_JOB_DELETED.message(job=recorded, output=run.spec.output.uri))
         elif recorded:
             # Deleted by the suspension (Kueue would admit a suspended Job again); resuming makes a new one, once
             # the old one is gone.
@@ -328,7 +326,7 @@ def _worker(run: _Run) -> None:
         _worker_stopped(run)
     elif job.get("spec", {}).get("suspend"):
         reason, values = how.waiting()
-        run.conds.set(c.QUEUED, TRUE, reason, **values)
+        run.conds.set(conditions.QUEUED, TRUE, reason, **values)
     else:
         _active(run, job)
 
@@ -346,9 +344,9 @@ def _active(run: _Run, job: dict[str, Any]) -> None:
     attempts = _attempts(run, job)
     limit = run.spec.backoff_limit + 1
     failed = in_phase(run.obs.worker_pods, "Failed")
-    failure = last_failure(run.obs.worker_pods, children.CONTAINER_NAME, WorkerResult, "worker")
+    failure = last_failure(run.obs.worker_pods, child_names.CONTAINER_NAME, WorkerResult, "worker")
     if attempts > (run.status.attempts or 0) and attempts > 1 and failure is not None:
-        run.events.append(Event("Warning", c.WORKER_RETRYING.name, f"attempt {attempts} of {limit} after: {failure[0]}: {failure[1]}"))
+        run.events.append(Event("Warning", conditions.WORKER_RETRYING.name, f"attempt {attempts} of {limit} after: {failure[0]}: {failure[1]}"))
     if attempts:
         run.status.attempts = attempts
 
@@ -361,40 +359,40 @@ def _active(run: _Run, job: dict[str, Any]) -> None:
         if fresh is not None:
             run.status.progress = fresh
         progress = run.status.progress
-        reason = c.PUBLISHING if progress is not None and progress.stage == PUBLISH else c.WORKER_RUNNING
-        run.conds.set(c.RUNNING, TRUE, reason, detail=progress_detail(progress))
-        run.conds.clear(c.QUEUED, c.STARTED, pod=name_of(pod))
+        reason = conditions.PUBLISHING if progress is not None and progress.stage == PUBLISH else conditions.WORKER_RUNNING
+        run.conds.set(conditions.RUNNING, TRUE, reason, detail=progress_detail(progress))
+        run.conds.clear(conditions.QUEUED, conditions.STARTED, pod=name_of(pod))
         return
 
     ended_well = [p for p in pods if pod_phase(p) == "Succeeded"]
     if ended_well:
         # The pod is done and the Job controller marks the Job Complete a moment later: still Running, never
         # back to Queued in between (the phase must not go backwards).
-        run.conds.set(c.RUNNING, TRUE, c.WORKER_FINISHED, pod=name_of(ended_well[-1]))
+        run.conds.set(conditions.RUNNING, TRUE, conditions.WORKER_FINISHED, pod=name_of(ended_well[-1]))
         return
 
     if failure is not None:
-        run.conds.set(c.RUNNING, FALSE, c.WORKER_RETRYING, attempt=len(failed), limit=limit, failure=f"{failure[0]}: {failure[1]}")
+        run.conds.set(conditions.RUNNING, FALSE, conditions.WORKER_RETRYING, attempt=len(failed), limit=limit, failure=f"{failure[0]}: {failure[1]}")
     else:
-        run.conds.clear(c.RUNNING, c.WORKER_STOPPED)
+        run.conds.clear(conditions.RUNNING, conditions.WORKER_STOPPED)
     pending = [p for p in pods if pod_phase(p) == "Pending"]
     if not pending and not run.obs.worker_pod_not_created:
-        run.conds.set(c.QUEUED, TRUE, c.WAITING_FOR_POD)
+        run.conds.set(conditions.QUEUED, TRUE, conditions.WAITING_FOR_POD)
         return
     if pending:
         run.kids.worker_pod = name_of(pending[-1])
-        waiting = waiting_of(pending[-1], children.CONTAINER_NAME, "worker")
+        waiting = waiting_of(pending[-1], child_names.CONTAINER_NAME, "worker")
     else:
         waiting = not_created(job, run.obs.worker_pod_not_created or "", "worker")
     timeout = run.spec.pending_timeout_seconds
     if timed_out(waiting, run.now, timeout):
         run.fail(waiting.reason, timeout_message(waiting, timeout))
     else:
-        run.conds.set(c.QUEUED, TRUE, waiting.reason, waiting.message)
+        run.conds.set(conditions.QUEUED, TRUE, waiting.reason, waiting.message)
 
 
 def _succeeded(run: _Run, job: dict[str, Any]) -> None:
-    result = last_result(WorkerResult, run.obs.worker_pods, "Succeeded", children.CONTAINER_NAME)
+    result = last_result(WorkerResult, run.obs.worker_pods, "Succeeded", child_names.CONTAINER_NAME)
     if result is not None:
         run.status.result = job_result(result)
     run.status.attempts = _attempts(run, job)
@@ -405,39 +403,39 @@ def _succeeded(run: _Run, job: dict[str, Any]) -> None:
         run.status.completion_time = job_status.get("completionTime") or iso(run.now)
     if run.status.progress is not None:
         run.status.progress = run.status.progress.model_copy(update={"stage": DONE, "percent": 100, "eta_seconds": 0})
-    run.conds.set(c.SUCCEEDED, TRUE, c.JOB_SUCCEEDED, summary=result_summary(result, run.spec))
-    run.conds.clear(c.RUNNING, c.COMPLETED)
-    run.conds.clear(c.QUEUED, c.COMPLETED)
+    run.conds.set(conditions.SUCCEEDED, TRUE, conditions.JOB_SUCCEEDED, summary=result_summary(result, run.spec))
+    run.conds.clear(conditions.RUNNING, conditions.COMPLETED)
+    run.conds.clear(conditions.QUEUED, conditions.COMPLETED)
 
 
 def _failed(run: _Run, job: dict[str, Any]) -> None:
-    reason, message = job_failure(job, run.obs.worker_pods, children.CONTAINER_NAME, WorkerResult, "worker")
-    result = last_result(WorkerResult, run.obs.worker_pods, "Failed", children.CONTAINER_NAME)
+    reason, message = job_failure(job, run.obs.worker_pods, child_names.CONTAINER_NAME, WorkerResult, "worker")
+    result = last_result(WorkerResult, run.obs.worker_pods, "Failed", child_names.CONTAINER_NAME)
     if result is not None:
         # A missed quality gate still has figures and a rejected_uri worth showing.
         run.status.result = job_result(result)
     run.status.attempts = _attempts(run, job)
     stage = run.status.progress.stage if run.status.progress is not None else None
-    if reason == c.DEADLINE_EXCEEDED.name and stage:
-        message = c.DEADLINE_EXCEEDED.message(seconds=job.get("spec", {}).get("activeDeadlineSeconds"), where=f" and was stopped in stage {stage}")
+    if reason == conditions.DEADLINE_EXCEEDED.name and stage:
+        message = conditions.DEADLINE_EXCEEDED.message(seconds=job.get("spec", {}).get("activeDeadlineSeconds"), where=f" and was stopped in stage {stage}")
     run.fail(reason, message)
 
 
 def _kstatus(conds: Conditions) -> None:
     """Reconciling/Stalled for kstatus-based tools (Flux, kpt, cli-utils)."""
     phase = conds.phase()
-    if conds.is_true(c.FAILED):
-        conds.set(c.RECONCILING, FALSE, conds.reason(c.FAILED) or "Failed", "the job failed")
-        conds.set(c.STALLED, TRUE, conds.reason(c.FAILED) or "Failed", "the job failed; see the Failed condition")
-    elif conds.is_true(c.SUCCEEDED):
-        conds.set(c.RECONCILING, FALSE, "Succeeded", "the job succeeded")
-        conds.set(c.STALLED, FALSE, "Succeeded", "")
+    if conds.is_true(conditions.FAILED):
+        conds.set(conditions.RECONCILING, FALSE, conds.reason(conditions.FAILED) or "Failed", "the job failed")
+        conds.set(conditions.STALLED, TRUE, conds.reason(conditions.FAILED) or "Failed", "the job failed; see the Failed condition")
+    elif conds.is_true(conditions.SUCCEEDED):
+        conds.set(conditions.RECONCILING, FALSE, "Succeeded", "the job succeeded")
+        conds.set(conditions.STALLED, FALSE, "Succeeded", "")
     elif phase == api.Phase.SUSPENDED:
-        conds.set(c.RECONCILING, FALSE, "Suspended", "spec.suspend is true")
-        conds.set(c.STALLED, FALSE, "Suspended", "")
+        conds.set(conditions.RECONCILING, FALSE, "Suspended", "spec.suspend is true")
+        conds.set(conditions.STALLED, FALSE, "Suspended", "")
     else:
-        conds.set(c.RECONCILING, TRUE, phase.value, f"the job is {phase.value.lower()}")
-        conds.set(c.STALLED, FALSE, phase.value, "")
+        conds.set(conditions.RECONCILING, TRUE, phase.value, f"the job is {phase.value.lower()}")
+        conds.set(conditions.STALLED, FALSE, phase.value, "")
 
 
 def _pruned(value: Any) -> Any:
@@ -460,16 +458,16 @@ _SAME_STORY = {"ErrImagePull": "ImagePullBackOff"}
 
 def _event_for(cond: dict[str, Any]) -> Event | None:
     ctype, status, reason, message = cond["type"], cond["status"], cond["reason"], cond.get("message", "")
-    warning = "Warning" if reason in c.WARNING_REASONS else "Normal"
-    if ctype == c.PLANNED:
+    warning = "Warning" if reason in conditions.WARNING_REASONS else "Normal"
+    if ctype == conditions.PLANNED:
         return Event("Warning" if status == FALSE else warning, reason, message)
-    if ctype in (c.QUEUED, c.RUNNING) and status == TRUE:
+    if ctype in (conditions.QUEUED, conditions.RUNNING) and status == TRUE:
         return Event(warning, reason, message)
-    if ctype == c.SUSPENDED:
+    if ctype == conditions.SUSPENDED:
         return Event("Normal", reason, message)
-    if ctype == c.SUCCEEDED and status == TRUE:
+    if ctype == conditions.SUCCEEDED and status == TRUE:
         return Event("Normal", reason, message)
-    if ctype == c.FAILED and status == TRUE:
+    if ctype == conditions.FAILED and status == TRUE:
         return Event("Warning", reason, message)
     return None
 
@@ -478,12 +476,12 @@ def transition_events(old: Sequence[dict[str, Any]], new: Sequence[dict[str, Any
     """One Event per condition whose status or reason changed: every transition is told, replays are not."""
     events = []
     for cond in new:
-        if cond["type"] in (c.RECONCILING, c.STALLED):
+        if cond["type"] in (conditions.RECONCILING, conditions.STALLED):
             continue
-        before = c.get(old, cond["type"])
+        before = conditions.get(old, cond["type"])
         if before is not None and before.get("status") == cond["status"] and _SAME_STORY.get(before.get("reason"), before.get("reason")) == _SAME_STORY.get(cond["reason"], cond["reason"]):
             continue
-        if before is None and cond["type"] == c.SUSPENDED and cond["status"] == FALSE:
+        if before is None and cond["type"] == conditions.SUSPENDED and cond["status"] == FALSE:
             continue
         event = _event_for(cond)
         if event is not None:

@@ -17,7 +17,7 @@ from typing import Any
 
 from kompress_api import v1alpha1 as api
 
-from kompress_operator import conditions as c
+from kompress_operator import conditions
 from kompress_operator.child_state import deleting
 
 
@@ -47,9 +47,9 @@ class BySpec:
         """Whether a missing worker Job is the operator's own doing (so not `WorkerJobDeleted`)."""
         return False
 
-    def waiting(self) -> tuple[c.Reason, dict[str, Any]]:
+    def waiting(self) -> tuple[conditions.Reason, dict[str, Any]]:
         """Why a suspended-but-wanted worker Job waits."""
-        return c.WAITING_FOR_POD, {}
+        return conditions.WAITING_FOR_POD, {}
 
 
 @dataclass(frozen=True)
@@ -70,8 +70,8 @@ class ByKueue:
     def deletes_when_suspended(self, spec: api.CompressionJobSpec) -> bool:
         return spec.suspend
 
-    def waiting(self) -> tuple[c.Reason, dict[str, Any]]:
-        return c.WAITING_FOR_KUEUE, {"queue": self.queue}
+    def waiting(self) -> tuple[conditions.Reason, dict[str, Any]]:
+        return conditions.WAITING_FOR_KUEUE, {"queue": self.queue}
 
 
 Suspension = BySpec | ByKueue

@@ -6,7 +6,7 @@ import pytest
 from kompress_api import v1alpha1 as api
 from kompress_testing.wrappers import JobWrapper, make_cjob
 
-from kompress_operator import actions, children
+from kompress_operator import actions, child_names, children
 from kompress_operator.actions import Create, Delete, SetSuspend
 from kompress_operator.config import OperatorConfig
 from kompress_operator.observed import Observed
@@ -34,7 +34,7 @@ def test_a_new_job_gets_a_planning_job_first_and_nothing_with_a_gpu():
     wrapper = make_cjob(uid=UID)
     (action,) = actions.next_actions(Observed(wrapper.obj()), {}, CONFIG)
     assert isinstance(action, Create) and action.role == "plan"
-    assert action.manifest["metadata"]["name"] == children.plan_job_name(api.parse(wrapper.obj()))
+    assert action.manifest["metadata"]["name"] == child_names.plan_job_name(api.parse(wrapper.obj()))
 
 
 def test_while_planning_nothing_more_is_created():

@@ -11,7 +11,7 @@ from kompress_api.exit_codes import non_retriable_codes
 from kompress_api.worker_protocol import S3_ENV_PREFIX
 from kompress_testing.wrappers import make_cjob
 
-from kompress_operator import children
+from kompress_operator import child_names, children, pod_access
 from kompress_operator.config import OperatorConfig
 
 pytestmark = pytest.mark.unit
@@ -42,20 +42,20 @@ def worker(wrapper, plan=None, config=CONFIG):
 
 def test_child_names_derive_from_name_and_uid_so_a_restart_finds_them():
     cjob = parse(make_cjob("glm-air", uid=UID))
-    assert children.plan_job_name(cjob) == "glm-air-0f3c9-plan"
-    assert children.worker_job_name(cjob) == "glm-air-0f3c9-worker"
-    assert children.build_worker_job(cjob, None, CONFIG)["metadata"]["name"] == children.worker_job_name(cjob)
+    assert child_names.plan_job_name(cjob) == "glm-air-0f3c9-plan"
+    assert child_names.worker_job_name(cjob) == "glm-air-0f3c9-worker"
+    assert children.build_worker_job(cjob, None, CONFIG)["metadata"]["name"] == child_names.worker_job_name(cjob)
 
 
 def test_long_names_are_shortened_to_a_valid_job_name_and_stay_distinct():
     long = "a" * 200 + "-b"
-    one = children.child_name(long, "11111-aaa", "worker")
-    other = children.child_name(long, "22222-bbb", "worker")
+    one = child_names.child_name(long, "11111-aaa", "worker")
+    other = child_names.child_name(long, "22222-bbb", "worker")
     assert len(one) <= 63 and len(other) <= 63
     assert one != other
     assert one.endswith("-11111-worker") and not one.startswith("-")
     # no trailing dash or dot before the suffix, which would make an invalid name
-    assert children.child_name("x" * 50 + "-.yyy", "abcde", "plan") == "x" * 50 + "-abcde-plan"
+    assert child_names.child_name("x" * 50 + "-.yyy", "abcde", "plan") == "x" * 50 + "-abcde-plan"
 
 
 # --- both Jobs -----------------------------------------------------------------------------------
@@ -70,11 +70,11 @@ def test_children_are_owned_labelled_and_valid_batch_v1_jobs(build):
     kubernetes_validate.validate(job, "1.32.0", strict=True)
     (owner,) = job["metadata"]["ownerReferences"]
     assert owner == {"apiVersion": "kompress.dev/v1alpha1", "kind": "CompressionJob", "name": "tiny", "uid": UID, "controller": True, "blockOwnerDeletion": True}
-    assert job["metadata"]["labels"][children.LABEL_OWNER_UID] == UID
+    assert job["metadata"]["labels"][child_names.LABEL_OWNER_UID] == UID
     # pods carry the labels and the owner's name, so their events lead back to the CompressionJob
     template = job["spec"]["template"]["metadata"]
-    assert template["labels"][children.LABEL_OWNER_UID] == UID
-    assert template["annotations"][children.ANNOTATION_OWNER_NAME] == "tiny"
+    assert template["labels"][child_names.LABEL_OWNER_UID] == UID
+    assert template["annotations"][child_names.ANNOTATION_OWNER_NAME] == "tiny"
     pod = job["spec"]["template"]["spec"]
     assert pod["restartPolicy"] == "Never" and pod["automountServiceAccountToken"] is False
     assert pod["serviceAccountName"] == "kompress-worker"
@@ -283,9 +283,9 @@ def test_spec_suspend_creates_the_job_suspended():
 
 def test_ownership_is_checked_by_uid():
     job = worker(make_cjob(uid=UID))
-    assert children.is_owned_by(job, UID)
-    assert not children.is_owned_by(job, "another-uid")
-    assert not children.is_owned_by({"metadata": {}}, UID)
+    assert child_names.is_owned_by(job, UID)
+    assert not child_names.is_owned_by(job, "another-uid")
+    assert not child_names.is_owned_by({"metadata": {}}, UID)
 
 
 def test_quantities_round_up():
@@ -358,11 +358,11 @@ def test_an_hf_output_gets_its_write_token_by_reference_apart_from_the_models_to
 def test_the_signing_key_is_mounted_read_only_from_its_secret_and_only_named_in_the_environment(method):
     job = worker(make_cjob(uid=UID).with_spec(output={"uri": "s3://models/glm", "signing": {"keySecret": "model-signing", "method": method}}))
     pod = job["spec"]["template"]["spec"]
-    [volume] = [v for v in pod["volumes"] if v["name"] == children.SIGNING_VOLUME]
+    [volume] = [v for v in pod["volumes"] if v["name"] == pod_access.SIGNING_VOLUME]
     files = ["private-key.pem"] + (["certificate.pem", "certificate-chain.pem"] if method == "certificate" else [])
     assert volume["secret"] == {"secretName": "model-signing", "items": [{"key": f, "path": f} for f in files], "defaultMode": 0o440, "optional": True}
-    [mount] = [m for m in container(job)["volumeMounts"] if m["name"] == children.SIGNING_VOLUME]
-    assert mount == {"name": children.SIGNING_VOLUME, "mountPath": "/kompress/signing", "readOnly": True}
+    [mount] = [m for m in container(job)["volumeMounts"] if m["name"] == pod_access.SIGNING_VOLUME]
+    assert mount == {"name": pod_access.SIGNING_VOLUME, "mountPath": "/kompress/signing", "readOnly": True}
     assert env_of(job)["KOMPRESS_OUTPUT_SIGNING_DIR"] == {"name": "KOMPRESS_OUTPUT_SIGNING_DIR", "value": "/kompress/signing"}
     assert pod["securityContext"]["fsGroup"] == 65532  # the worker's group may read the 0440 files; others in the pod may not
     assert not any("signing" in (e.get("valueFrom") or {}).get("secretKeyRef", {}).get("name", "") for e in container(job)["env"])

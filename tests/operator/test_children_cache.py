@@ -9,10 +9,10 @@ import dataclasses
 import kubernetes_validate
 import pytest
 from kompress_api import v1alpha1 as api
-from kompress_api import worker_protocol as wp
+from kompress_api import worker_protocol
 from kompress_testing.wrappers import make_cjob
 
-from kompress_operator import children
+from kompress_operator import children, pod_access
 from kompress_operator.config import OperatorConfig, from_env
 
 pytestmark = pytest.mark.unit
@@ -32,8 +32,8 @@ def pod(job):
 def cache_of(job):
     spec = pod(job)
     (container,) = spec["containers"]
-    claims = [v["persistentVolumeClaim"]["claimName"] for v in spec.get("volumes", []) if v["name"] == children.CACHE_VOLUME]
-    mounts = [m for m in container.get("volumeMounts", []) if m["name"] == children.CACHE_VOLUME]
+    claims = [v["persistentVolumeClaim"]["claimName"] for v in spec.get("volumes", []) if v["name"] == pod_access.CACHE_VOLUME]
+    mounts = [m for m in container.get("volumeMounts", []) if m["name"] == pod_access.CACHE_VOLUME]
     env = {e["name"]: e.get("value") for e in container["env"]}
     return claims, mounts, env
 
@@ -43,13 +43,13 @@ def test_planning_and_worker_pods_mount_the_operators_cache_claim_owned_by_the_w
         kubernetes_validate.validate(job, "1.32.0", strict=True)
         claims, mounts, env = cache_of(job)
         assert claims == ["team-cache"], role
-        assert mounts == [{"name": children.CACHE_VOLUME, "mountPath": wp.CACHE_DIR}], role  # read-write
-        assert env[wp.ENV_CACHE_DIR] == wp.CACHE_DIR and env[wp.ENV_CACHE_MAX_BYTES] == str(500 * 10**9)
+        assert mounts == [{"name": pod_access.CACHE_VOLUME, "mountPath": worker_protocol.CACHE_DIR}], role  # read-write
+        assert env[worker_protocol.ENV_CACHE_DIR] == worker_protocol.CACHE_DIR and env[worker_protocol.ENV_CACHE_MAX_BYTES] == str(500 * 10**9)
         security = pod(job)["securityContext"]
-        assert security["fsGroup"] == wp.WORKER_UID and security["fsGroupChangePolicy"] == "OnRootMismatch"
+        assert security["fsGroup"] == worker_protocol.WORKER_UID and security["fsGroupChangePolicy"] == "OnRootMismatch"
         assert security["runAsNonRoot"] is True
     worker_mounts = [m["name"] for m in pod(both(make_cjob())["worker"])["containers"][0]["volumeMounts"]]
-    assert {children.SCRATCH_VOLUME, children.SHM_VOLUME} <= set(worker_mounts)  # scratch and shm are still there
+    assert {pod_access.SCRATCH_VOLUME, pod_access.SHM_VOLUME} <= set(worker_mounts)  # scratch and shm are still there
 
 
 def test_a_jobs_claim_name_overrides_and_enabled_false_opts_out():
@@ -59,13 +59,13 @@ def test_a_jobs_claim_name_overrides_and_enabled_false_opts_out():
     assert claims == ["my-cache"]  # a job may use a cache the operator has no default for
     for role, job in both(make_cjob().with_model("hf://org/m", cache={"enabled": False})).items():
         claims, mounts, env = cache_of(job)
-        assert (claims, mounts, wp.ENV_CACHE_DIR in env) == ([], [], False), role
+        assert (claims, mounts, worker_protocol.ENV_CACHE_DIR in env) == ([], [], False), role
         assert "fsGroup" not in pod(job)["securityContext"]
 
 
 def test_no_cache_without_a_claim_or_for_a_model_on_a_volume():
     for job in both(make_cjob(), dataclasses.replace(CONFIG, cache_claim="")).values():
-        assert cache_of(job)[0] == [] and wp.ENV_CACHE_DIR not in cache_of(job)[2]
+        assert cache_of(job)[0] == [] and worker_protocol.ENV_CACHE_DIR not in cache_of(job)[2]
     volume = {"claimName": "weights", "mountPath": "/models"}
     for job in both(make_cjob().with_model("file:///models/glm", volume=volume)).values():
         assert cache_of(job)[0] == []

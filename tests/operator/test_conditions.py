@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from kompress_api.v1alpha1 import Phase
 
-from kompress_operator import conditions as c
+from kompress_operator import conditions
 
 pytestmark = pytest.mark.unit
 
@@ -14,49 +14,49 @@ T1, T2 = "2026-11-26T10:00:00Z", "2026-11-26T10:05:00Z"
 
 def test_a_new_condition_is_added_with_generation_and_time():
     conds: list = []
-    assert c.set_condition(conds, c.RUNNING, "True", "WorkerRunning", "stage compress", now=T1, generation=3)
+    assert conditions.set_condition(conds, conditions.RUNNING, "True", "WorkerRunning", "stage compress", now=T1, generation=3)
     assert conds == [{"type": "Running", "status": "True", "reason": "WorkerRunning", "message": "stage compress", "observedGeneration": 3, "lastTransitionTime": T1}]
 
 
 def test_setting_the_same_again_changes_nothing():
     conds: list = []
-    c.set_condition(conds, c.RUNNING, "True", "WorkerRunning", "m", now=T1, generation=1)
-    assert not c.set_condition(conds, c.RUNNING, "True", "WorkerRunning", "m", now=T2, generation=1)
+    conditions.set_condition(conds, conditions.RUNNING, "True", "WorkerRunning", "m", now=T1, generation=1)
+    assert not conditions.set_condition(conds, conditions.RUNNING, "True", "WorkerRunning", "m", now=T2, generation=1)
     assert conds[0]["lastTransitionTime"] == T1
 
 
 def test_a_new_message_is_a_change_but_not_a_transition():
     conds: list = []
-    c.set_condition(conds, c.QUEUED, "True", "Unschedulable", "0/3 nodes", now=T1, generation=1)
-    assert c.set_condition(conds, c.QUEUED, "True", "Unschedulable", "0/4 nodes", now=T2, generation=1)
+    conditions.set_condition(conds, conditions.QUEUED, "True", "Unschedulable", "0/3 nodes", now=T1, generation=1)
+    assert conditions.set_condition(conds, conditions.QUEUED, "True", "Unschedulable", "0/4 nodes", now=T2, generation=1)
     assert conds[0]["message"] == "0/4 nodes" and conds[0]["lastTransitionTime"] == T1
 
 
 def test_a_status_change_moves_the_transition_time():
     conds: list = []
-    c.set_condition(conds, c.QUEUED, "True", "PodPending", "", now=T1, generation=1)
-    assert c.set_condition(conds, c.QUEUED, "False", "Started", "", now=T2, generation=1)
+    conditions.set_condition(conds, conditions.QUEUED, "True", "PodPending", "", now=T1, generation=1)
+    assert conditions.set_condition(conds, conditions.QUEUED, "False", "Started", "", now=T2, generation=1)
     assert conds[0]["lastTransitionTime"] == T2
 
 
 def test_a_new_generation_is_recorded():
     conds: list = []
-    c.set_condition(conds, c.SUSPENDED, "True", "SuspendedBySpec", "", now=T1, generation=1)
-    assert c.set_condition(conds, c.SUSPENDED, "True", "SuspendedBySpec", "", now=T2, generation=2)
+    conditions.set_condition(conds, conditions.SUSPENDED, "True", "SuspendedBySpec", "", now=T1, generation=1)
+    assert conditions.set_condition(conds, conditions.SUSPENDED, "True", "SuspendedBySpec", "", now=T2, generation=2)
     assert conds[0]["observedGeneration"] == 2 and conds[0]["lastTransitionTime"] == T1
 
 
 def test_conditions_keep_a_stable_order_and_long_messages_are_cut():
     conds: list = []
-    c.set_condition(conds, c.FAILED, "True", "X", "y" * 10000, now=T1, generation=1)
-    c.set_condition(conds, c.PLANNED, "True", "PlanSucceeded", "", now=T1, generation=1)
+    conditions.set_condition(conds, conditions.FAILED, "True", "X", "y" * 10000, now=T1, generation=1)
+    conditions.set_condition(conds, conditions.PLANNED, "True", "PlanSucceeded", "", now=T1, generation=1)
     assert [x["type"] for x in conds] == ["Planned", "Failed"]
-    assert len(conds[1]["message"]) == c.MAX_MESSAGE and conds[1]["message"].endswith("…")
+    assert len(conds[1]["message"]) == conditions.MAX_MESSAGE and conds[1]["message"].endswith("…")
 
 
 def test_status_must_be_true_false_or_unknown():
     with pytest.raises(ValueError, match="True, False or Unknown"):
-        c.set_condition([], c.RUNNING, "yes", "R", "", now=T1, generation=1)
+        conditions.set_condition([], conditions.RUNNING, "yes", "R", "", now=T1, generation=1)
 
 
 def cond(ctype, status="True", reason="R"):
@@ -79,10 +79,10 @@ def cond(ctype, status="True", reason="R"):
     ],
 )
 def test_phase_is_derived_from_conditions(conds, phase):
-    assert c.phase(conds) is phase
+    assert conditions.phase(conds) is phase
 
 
 def test_finished_means_succeeded_or_failed():
-    assert c.is_finished([cond("Succeeded")])
-    assert c.is_finished([cond("Failed")])
-    assert not c.is_finished([cond("Running"), cond("Failed", "False")])
+    assert conditions.is_finished([cond("Succeeded")])
+    assert conditions.is_finished([cond("Failed")])
+    assert not conditions.is_finished([cond("Running"), cond("Failed", "False")])

@@ -8,7 +8,7 @@ import json
 
 import pytest
 from kompress_api import v1alpha1 as api
-from kompress_api import worker_protocol as wp
+from kompress_api import worker_protocol
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -43,10 +43,10 @@ def test_planning_and_worker_pods_mount_the_cache_claim(cluster, cache_operator,
     for pod in (plan_pod, worker_pod):
         spec = pod["spec"]
         assert cache_volumes(spec) == [CLAIM]
-        assert spec["securityContext"]["fsGroup"] == wp.WORKER_UID
+        assert spec["securityContext"]["fsGroup"] == worker_protocol.WORKER_UID
         env = {e["name"]: e.get("value") for e in spec["containers"][0]["env"]}
-        assert env[wp.ENV_CACHE_DIR] == wp.CACHE_DIR and env[wp.ENV_CACHE_MAX_BYTES] == str(900 * 10**9)
-        assert env[wp.ENV_CACHE_CLAIM] == CLAIM  # so the plan can name the claim it found the model in
+        assert env[worker_protocol.ENV_CACHE_DIR] == worker_protocol.CACHE_DIR and env[worker_protocol.ENV_CACHE_MAX_BYTES] == str(900 * 10**9)
+        assert env[worker_protocol.ENV_CACHE_CLAIM] == CLAIM  # so the plan can name the claim it found the model in
 
 
 def test_a_job_that_opts_out_mounts_no_cache_and_a_bad_claim_name_is_refused_at_admission(cluster, cache_operator, controller):
@@ -85,7 +85,7 @@ def scraped(op) -> dict:
 def test_the_plans_cache_figures_are_in_status_plan_its_condition_and_the_operators_metrics(cluster, cache_operator, controller):
     held = PLAN.model_copy(update={"cache": api.PlanCache(claim_name=CLAIM, cached_bytes=5_000_000, total_bytes=5_000_000, download_bytes=0, volume_bytes=7_000_000)})
     cluster.apply(tiny("second").with_model("s3://models/glm-air").manifest())
-    plan(cluster, controller, wp.PlannerResult(ok=True, plan=held))
+    plan(cluster, controller, worker_protocol.PlannerResult(ok=True, plan=held))
     status = wait_for("the plan", lambda: (s := cluster.status("second")).get("plan") and s)
     assert status["plan"]["cache"] == {"claimName": CLAIM, "cachedBytes": 5_000_000, "totalBytes": 5_000_000, "downloadBytes": 0, "volumeBytes": 7_000_000}
     planned = next(c for c in status["conditions"] if c["type"] == "Planned")
@@ -94,7 +94,7 @@ def test_the_plans_cache_figures_are_in_status_plan_its_condition_and_the_operat
     partly = PLAN.model_copy(update={"cache": api.PlanCache(claim_name=CLAIM, cached_bytes=1_000_000, total_bytes=4_000_000, download_bytes=3_000_000, volume_bytes=8_000_000)})
     cluster.apply(tiny("other").with_model("s3://models/other").manifest())
     job = wait_for("the second planning Job", lambda: [j for j in jobs_of(cluster, "plan") if "other" in j["metadata"]["name"]])[0]
-    controller.run_to_end(job["metadata"]["name"], lambda p: p.succeeded(wp.PlannerResult(ok=True, plan=partly)))
+    controller.run_to_end(job["metadata"]["name"], lambda p: p.succeeded(worker_protocol.PlannerResult(ok=True, plan=partly)))
     wait_for("the second plan", lambda: cluster.status("other").get("plan"))
     metrics = wait_for("the metrics", lambda: (m := scraped(cache_operator)).get(("kompress_cache_misses_total", ())) and m)
     assert metrics[("kompress_cache_hits_total", ())] == 1 and metrics[("kompress_cache_misses_total", ())] == 1

@@ -15,7 +15,7 @@ from kompress_api import v1alpha1 as api
 from kompress_api.worker_protocol import PlannerResult
 from kompress_testing.wrappers import make_cjob
 
-from kompress_operator import children
+from kompress_operator import child_names, children
 from kompress_operator.config import OperatorConfig
 from operator_cluster import PLAN, OperatorThread, jobs_of, plan, wait_for
 
@@ -63,7 +63,7 @@ def test_a_job_created_just_before_a_crash_is_adopted_not_duplicated(cluster, co
     op = OperatorThread(cluster, clock).start()
     try:
         status = cluster.wait_phase("tiny", "Planning")
-        assert status["children"]["planJob"] == children.plan_job_name(cjob)
+        assert status["children"]["planJob"] == child_names.plan_job_name(cjob)
         assert len(jobs_of(cluster, "plan")) == 1
         assert op.runtime.metrics.reconcile_errors._value.get() == 0
     finally:
@@ -123,7 +123,7 @@ def test_a_killed_operator_process_restarts_without_duplicates(cluster, controll
         process = _start_process(cluster, health, metrics)
         wait_for("every job planning", lambda: all(cluster.status(f"job-{i}").get("phase") == "Planning" for i in range(5)), timeout=20)
         for i in range(5):
-            controller.run_to_end(children.plan_job_name(api.parse(cluster.cjob(f"job-{i}"))), lambda p: p.succeeded(PlannerResult(ok=True, plan=PLAN)))
+            controller.run_to_end(child_names.plan_job_name(api.parse(cluster.cjob(f"job-{i}"))), lambda p: p.succeeded(PlannerResult(ok=True, plan=PLAN)))
         wait_for("every job queued", lambda: all(cluster.status(f"job-{i}").get("phase") == "Queued" for i in range(5)), timeout=20)
         time.sleep(1)  # a few resyncs
         assert len(jobs_of(cluster, "plan")) == 5 and len(jobs_of(cluster, "worker")) == 5

@@ -15,8 +15,7 @@ from kompress_api import v1alpha1 as api
 from kompress_api.worker_protocol import PlannerResult, WorkerResult
 from kompress_testing.wrappers import CJobWrapper, JobWrapper, make_cjob, pod_for
 
-from kompress_operator import children
-from kompress_operator import status as st
+from kompress_operator import children, status
 from kompress_operator.observed import Observed, StatusUpdate
 from kompress_operator.config import OperatorConfig
 
@@ -77,7 +76,7 @@ class Scene:
         return Observed(self.cjob, self.plan_job, self.plan_pods, self.worker_job, self.worker_pods, self.progress)
 
     def step(self, now: datetime = NOW) -> StatusUpdate:
-        update = st.compute_status(self.observed(), now)
+        update = status.compute_status(self.observed(), now)
         # every status written must be one the CRD's schema keeps whole (unknown fields would be pruned)
         api.CompressionJobStatus.model_validate(update.status)
         self.cjob["status"] = update.status
@@ -152,14 +151,14 @@ def test_while_the_plan_runs_the_job_is_planning_and_says_so():
 
 def test_a_plan_stores_its_figures_and_tells_warnings_as_events():
     scene = Scene().planned()
-    update = st.compute_status(scene.observed(), NOW)
+    update = status.compute_status(scene.observed(), NOW)
     assert update.status["plan"]["hostMemoryBytes"] == 229_000_000_000
     planned = cond(update, "Planned")
     assert (planned["status"], planned["reason"]) == ("True", "PlanSucceeded")
     assert "checkpoint ≈ 105.6 GB (2.0x smaller than bf16)" in planned["message"] and "1 warning(s): TensorParallelMisaligned" in planned["message"]
     # the first computation told it; replaying the same facts tells nothing
     assert not update.changed and update.events == []
-    first = st.compute_status(replace(scene.observed(), cjob=make_cjob(uid=UID).obj() | {"status": {}}), NOW)
+    first = status.compute_status(replace(scene.observed(), cjob=make_cjob(uid=UID).obj() | {"status": {}}), NOW)
     assert ("Warning", "PlanWarning") in reasons(first) and ("Normal", "PlanSucceeded") in reasons(first)
 
 
@@ -502,7 +501,7 @@ def test_replaying_the_same_facts_changes_nothing_and_tells_nothing():
 
 def test_a_spec_the_model_refuses_fails_with_invalid_spec():
     cjob = make_cjob(uid=UID).obj()
-    update = st.invalid_spec_status(cjob, "spec.recipe needs exactly one of preset or custom", NOW)
+    update = status.invalid_spec_status(cjob, "spec.recipe needs exactly one of preset or custom", NOW)
     failed = cond(update, "Failed")
     assert failed["reason"] == "InvalidSpec" and "exactly one of preset or custom" in failed["message"]
     assert update.status["phase"] == "Failed"
@@ -527,8 +526,8 @@ def test_task_scores_reach_the_status_result_and_the_succeeded_message():
 
 def test_the_message_names_a_few_task_scores_and_says_where_the_rest_are():
     metrics = api.EvaluationMetrics(tasks=_scores(5), task_scores_omitted=7)
-    assert st.task_figures(metrics) == ["task0 acc 0.875 -> 0.854", "task1 acc 0.875 -> 0.854", "task2 acc 0.875 -> 0.854", "9 more task scores in status.result.metrics.tasks and the manifest"]
-    assert st.task_figures(api.EvaluationMetrics()) == []
+    assert status.task_figures(metrics) == ["task0 acc 0.875 -> 0.854", "task1 acc 0.875 -> 0.854", "task2 acc 0.875 -> 0.854", "9 more task scores in status.result.metrics.tasks and the manifest"]
+    assert status.task_figures(api.EvaluationMetrics()) == []
 
 
 def test_a_missed_task_drop_keeps_the_scores_and_the_figures_in_the_failed_message():
