@@ -3,7 +3,7 @@
 Owns: the vocabulary (condition types; reasons paired with their message templates), the one
 function that changes a condition (`Conditions.put`, kueue's SetFinishedCondition / jobset's updateCondition:
 the clock and the generation come in, lastTransitionTime moves only when the status moves, it says whether
-anything changed; on the typed api.Condition, with a wire-form twin), and `phase()`, the only place a phase
+anything changed; on the typed api.Condition), and `phase()`, the only place a phase
 is made: from conditions, never stored on its own.
 Must not: read a clock, call the API, or decide what happened (status.py does).
 """
@@ -240,20 +240,3 @@ class Conditions:
 
     def phase(self) -> Phase:
         return phase(self.items)
-
-
-def set_condition(
-    conditions: list[dict[str, Any]],
-    ctype: str,
-    status: str,
-    reason: str,
-    message: str,
-    *,
-    now: str,
-    generation: int | None,
-) -> bool:
-    """`Conditions.put` on conditions in their wire form (a list of dicts, changed in place)."""
-    typed = Conditions([Condition.model_validate(cond) for cond in conditions], now=now, generation=generation)
-    changed = typed.put(ctype, status, reason, message)
-    conditions[:] = [cond.wire() for cond in typed.items]
-    return changed

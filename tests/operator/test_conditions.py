@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from kompress_api.v1alpha1 import Phase
+from kompress_api.v1alpha1 import Condition, Phase
 
 from kompress_operator import conditions
 
@@ -12,51 +12,59 @@ pytestmark = pytest.mark.unit
 T1, T2 = "2026-11-26T10:00:00Z", "2026-11-26T10:05:00Z"
 
 
+def set_condition(conds: list, ctype: str, status: str, reason: str, message: str, *, now: str, generation: int) -> bool:
+    """Conditions.put, the one setter the status computation uses, seen on the wire form (a list of dicts)."""
+    typed = conditions.Conditions([Condition.model_validate(cond) for cond in conds], now=now, generation=generation)
+    changed = typed.put(ctype, status, reason, message)
+    conds[:] = [cond.wire() for cond in typed.items]
+    return changed
+
+
 def test_a_new_condition_is_added_with_generation_and_time():
     conds: list = []
-    assert conditions.set_condition(conds, conditions.RUNNING, "True", "WorkerRunning", "stage compress", now=T1, generation=3)
+    assert set_condition(conds, conditions.RUNNING, "True", "WorkerRunning", "stage compress", now=T1, generation=3)
     assert conds == [{"type": "Running", "status": "True", "reason": "WorkerRunning", "message": "stage compress", "observedGeneration": 3, "lastTransitionTime": T1}]
 
 
 def test_setting_the_same_again_changes_nothing():
     conds: list = []
-    conditions.set_condition(conds, conditions.RUNNING, "True", "WorkerRunning", "m", now=T1, generation=1)
-    assert not conditions.set_condition(conds, conditions.RUNNING, "True", "WorkerRunning", "m", now=T2, generation=1)
+    set_condition(conds, conditions.RUNNING, "True", "WorkerRunning", "m", now=T1, generation=1)
+    assert not set_condition(conds, conditions.RUNNING, "True", "WorkerRunning", "m", now=T2, generation=1)
     assert conds[0]["lastTransitionTime"] == T1
 
 
 def test_a_new_message_is_a_change_but_not_a_transition():
     conds: list = []
-    conditions.set_condition(conds, conditions.QUEUED, "True", "Unschedulable", "0/3 nodes", now=T1, generation=1)
-    assert conditions.set_condition(conds, conditions.QUEUED, "True", "Unschedulable", "0/4 nodes", now=T2, generation=1)
+    set_condition(conds, conditions.QUEUED, "True", "Unschedulable", "0/3 nodes", now=T1, generation=1)
+    assert set_condition(conds, conditions.QUEUED, "True", "Unschedulable", "0/4 nodes", now=T2, generation=1)
     assert conds[0]["message"] == "0/4 nodes" and conds[0]["lastTransitionTime"] == T1
 
 
 def test_a_status_change_moves_the_transition_time():
     conds: list = []
-    conditions.set_condition(conds, conditions.QUEUED, "True", "PodPending", "", now=T1, generation=1)
-    assert conditions.set_condition(conds, conditions.QUEUED, "False", "Started", "", now=T2, generation=1)
+    set_condition(conds, conditions.QUEUED, "True", "PodPending", "", now=T1, generation=1)
+    assert set_condition(conds, conditions.QUEUED, "False", "Started", "", now=T2, generation=1)
     assert conds[0]["lastTransitionTime"] == T2
 
 
 def test_a_new_generation_is_recorded():
     conds: list = []
-    conditions.set_condition(conds, conditions.SUSPENDED, "True", "SuspendedBySpec", "", now=T1, generation=1)
-    assert conditions.set_condition(conds, conditions.SUSPENDED, "True", "SuspendedBySpec", "", now=T2, generation=2)
+    set_condition(conds, conditions.SUSPENDED, "True", "SuspendedBySpec", "", now=T1, generation=1)
+    assert set_condition(conds, conditions.SUSPENDED, "True", "SuspendedBySpec", "", now=T2, generation=2)
     assert conds[0]["observedGeneration"] == 2 and conds[0]["lastTransitionTime"] == T1
 
 
 def test_conditions_keep_a_stable_order_and_long_messages_are_cut():
     conds: list = []
-    conditions.set_condition(conds, conditions.FAILED, "True", "X", "y" * 10000, now=T1, generation=1)
-    conditions.set_condition(conds, conditions.PLANNED, "True", "PlanSucceeded", "", now=T1, generation=1)
+    set_condition(conds, conditions.FAILED, "True", "X", "y" * 10000, now=T1, generation=1)
+    set_condition(conds, conditions.PLANNED, "True", "PlanSucceeded", "", now=T1, generation=1)
     assert [x["type"] for x in conds] == ["Planned", "Failed"]
     assert len(conds[1]["message"]) == conditions.MAX_MESSAGE and conds[1]["message"].endswith("…")
 
 
 def test_status_must_be_true_false_or_unknown():
     with pytest.raises(ValueError, match="True, False or Unknown"):
-        conditions.set_condition([], conditions.RUNNING, "yes", "R", "", now=T1, generation=1)
+        set_condition([], conditions.RUNNING, "yes", "R", "", now=T1, generation=1)
 
 
 def cond(ctype, status="True", reason="R"):
