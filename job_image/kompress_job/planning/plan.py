@@ -33,7 +33,7 @@ from kompress_api.v1alpha1 import CompressionJob, PlanProblem, PlanSummary, Reci
 
 from kompress_job import collector
 
-from kompress_job.model import fidelity, task_scores
+from kompress_job.model import fidelity_cost, task_scores
 from kompress_job.errors import InvalidRecipe, InvalidSpec, ModelNotFound, OverlappingGroups, TargetsMatchNothing, UnsupportedArchitecture, describe
 from kompress_job.planning import checkpoint as ckpt
 from kompress_job.planning import destination
@@ -405,7 +405,7 @@ def _workload(
     calibrating = bool(resolved.needs_calibration) if resolved is not None else True
     evaluation_length = evaluation.sequence_length(spec.calibration.max_sequence_length)
     # The evaluation stages' own model of their cost (the batches they will really run), from config.json alone.
-    evaluation_cost = fidelity.estimate(config, evaluation.samples, evaluation_length, dtype_bytes=dtype_bytes(dtype)) if evaluation.enabled else None
+    evaluation_cost = fidelity_cost.estimate(config, evaluation.samples, evaluation_length, dtype_bytes=dtype_bytes(dtype)) if evaluation.enabled else None
     return fp.Workload(
         model_bytes=model_bytes,
         parameters=total,
