@@ -8,7 +8,7 @@ import json
 import pytest
 
 from kompress_api.v1alpha1 import Calibration, Evaluation, S3Access
-from kompress_job.model import calibration_data as cd
+from kompress_job.model import calibration_data
 from kompress_job.errors import AccessDenied, CalibrationNotFound, NoCalibrationSamples
 from kompress_testing.jobs import CHAT_TEMPLATE
 
@@ -36,8 +36,8 @@ def write_jsonl(path, rows):
 
 def prepare(uri, tokenizer, tmp_path, env=None, *, samples=8, held=4, **cal):
     calibration = Calibration(uri=uri, samples=samples, max_sequence_length=16, **cal)
-    loaded = cd.load_rows(calibration, tmp_path / "work", env or {}, chat=bool(getattr(tokenizer, "chat_template", None)))
-    return cd.prepare(loaded.rows, calibration, Evaluation(samples=held), tokenizer, unreadable=loaded.unreadable)
+    loaded = calibration_data.load_rows(calibration, tmp_path / "work", env or {}, chat=bool(getattr(tokenizer, "chat_template", None)))
+    return calibration_data.prepare(loaded.rows, calibration, Evaluation(samples=held), tokenizer, unreadable=loaded.unreadable)
 
 
 def decoded(tokenizer, dataset):
@@ -54,21 +54,21 @@ class TestPureParts:
             "data/test_sft-00000-of-00001.parquet",
             "data/train_gen-00000-of-00001.parquet",
         ]
-        assert cd.split_files(files, "train_sft") == files[1:3]
-        assert cd.split_files(files, "test_sft") == [files[3]]
-        assert cd.split_files(files, "train") == []  # train_sft is not train
-        assert cd.split_files(["train.jsonl", "test.jsonl"], "train") == ["train.jsonl"]
-        assert cd.split_files(["train/0.parquet", "train/1.parquet", "validation/0.parquet"], "train") == ["train/0.parquet", "train/1.parquet"]
-        assert cd.split_files(["data.jsonl"], "train") == ["data.jsonl"]  # one unnamed file is the train split
-        assert cd.split_files(["data.jsonl"], "test") == []
+        assert calibration_data.split_files(files, "train_sft") == files[1:3]
+        assert calibration_data.split_files(files, "test_sft") == [files[3]]
+        assert calibration_data.split_files(files, "train") == []  # train_sft is not train
+        assert calibration_data.split_files(["train.jsonl", "test.jsonl"], "train") == ["train.jsonl"]
+        assert calibration_data.split_files(["train/0.parquet", "train/1.parquet", "validation/0.parquet"], "train") == ["train/0.parquet", "train/1.parquet"]
+        assert calibration_data.split_files(["data.jsonl"], "train") == ["data.jsonl"]  # one unnamed file is the train split
+        assert calibration_data.split_files(["data.jsonl"], "test") == []
 
     @pytest.mark.parametrize(
         ("usable", "expected"),
         [(100, (8, 4)), (12, (8, 4)), (10, (6, 4)), (6, (3, 3)), (1, (1, 0))],
     )
     def test_too_few_rows_give_evaluation_at_most_half(self, usable, expected):
-        assert cd.split_counts(usable, 8, 4) == expected
-        calib, held = cd.split_counts(usable, 8, 4)
+        assert calibration_data.split_counts(usable, 8, 4) == expected
+        calib, held = calibration_data.split_counts(usable, 8, 4)
         assert calib + held <= usable
 
 
@@ -148,23 +148,23 @@ def test_a_byte_order_mark_does_not_cost_the_first_row_and_bad_bytes_are_counted
     rows = [{"text": f"row number {i}"} for i in range(12)]
     path = tmp_path / "bom.jsonl"
     path.write_bytes("\ufeff".encode() + "".join(json.dumps(r) + "\n" for r in rows).encode() + b'{"text": "caf\xe9"}\n')
-    loaded = cd.load_rows(Calibration(uri=str(path)), tmp_path / "work", {}, chat=False)
+    loaded = calibration_data.load_rows(Calibration(uri=str(path)), tmp_path / "work", {}, chat=False)
     assert loaded.rows == rows
     assert loaded.unreadable == {"lines that are not UTF-8 text": 1}
 
     whole = tmp_path / "rows.json"
     whole.write_bytes("\ufeff".encode() + json.dumps(rows).encode())
-    assert cd.load_rows(Calibration(uri=str(whole)), tmp_path / "work", {}, chat=False).rows == rows
+    assert calibration_data.load_rows(Calibration(uri=str(whole)), tmp_path / "work", {}, chat=False).rows == rows
     whole.write_text('[{"text": "unterminated"')
     with pytest.raises(NoCalibrationSamples, match="rows.json is not UTF-8 JSON"):  # the file's fault: not retried
-        cd.load_rows(Calibration(uri=str(whole)), tmp_path / "work", {}, chat=False)
+        calibration_data.load_rows(Calibration(uri=str(whole)), tmp_path / "work", {}, chat=False)
 
 
 def test_a_missing_file_or_set_is_calibration_not_found(tokenizer, tmp_path):
     with pytest.raises(CalibrationNotFound, match="no calibration file at /data/absent.jsonl"):
-        cd.check_source(Calibration(uri="/data/absent.jsonl"), {})
+        calibration_data.check_source(Calibration(uri="/data/absent.jsonl"), {})
     with pytest.raises(CalibrationNotFound, match="builtin://chatterbot"):
-        cd.check_source(Calibration(uri="builtin://wikipedia"), {})
+        calibration_data.check_source(Calibration(uri="builtin://wikipedia"), {})
 
 
 @pytest.mark.integration
@@ -177,11 +177,11 @@ def test_jsonl_in_s3(s3, bucket, chat_tokenizer, tmp_path):
     assert all(t.startswith("from the bucket") for t in decoded(chat_tokenizer, got.calibration))
 
     with pytest.raises(CalibrationNotFound, match="nothing at"):
-        cd.check_source(Calibration(uri=f"s3://{bucket}/data/absent.jsonl", s3=S3Access(**access)), env)
+        calibration_data.check_source(Calibration(uri=f"s3://{bucket}/data/absent.jsonl", s3=S3Access(**access)), env)
     with pytest.raises(CalibrationNotFound, match="bucket 'no-such-bucket' does not exist"):
-        cd.check_source(Calibration(uri="s3://no-such-bucket/data/x.jsonl", s3=S3Access(**access)), env)
+        calibration_data.check_source(Calibration(uri="s3://no-such-bucket/data/x.jsonl", s3=S3Access(**access)), env)
     with pytest.raises(AccessDenied):
-        cd.check_source(Calibration(uri=f"s3://{bucket}/data/calib.jsonl", s3=S3Access(**access)), s3.env("calibration", secret_access_key="nope"))
+        calibration_data.check_source(Calibration(uri=f"s3://{bucket}/data/calib.jsonl", s3=S3Access(**access)), s3.env("calibration", secret_access_key="nope"))
 
 
 @pytest.mark.integration
@@ -206,7 +206,7 @@ def test_hub_dataset_split_from_parquet_files(hub, chat_tokenizer, tmp_path):
     with pytest.raises(CalibrationNotFound, match="no data files for split 'train'"):
         prepare("hf://HuggingFaceH4/ultrachat-mini", chat_tokenizer, tmp_path, **cal)
     with pytest.raises(CalibrationNotFound, match="no dataset hf://HuggingFaceH4/absent"):
-        cd.check_source(Calibration(uri="hf://HuggingFaceH4/absent", hugging_face={"endpoint": hub.endpoint}), {})
+        calibration_data.check_source(Calibration(uri="hf://HuggingFaceH4/absent", hugging_face={"endpoint": hub.endpoint}), {})
 
 
 @pytest.mark.integration
@@ -221,13 +221,13 @@ def test_a_hub_dataset_is_read_at_the_pinned_revision_and_its_commit_reported(hu
     access = {"hugging_face": {"endpoint": hub.endpoint}}
 
     pinned = Calibration(uri="hf://acme/calib", revision="v1", samples=4, max_sequence_length=16, **access)
-    assert cd.check_source(pinned, {}) == v1  # what preflight records
-    loaded = cd.load_rows(pinned, tmp_path / "work-v1", {}, chat=False)
+    assert calibration_data.check_source(pinned, {}) == v1  # what preflight records
+    loaded = calibration_data.load_rows(pinned, tmp_path / "work-v1", {}, chat=False)
     assert loaded.revision == v1 != main
     assert all(row["text"].startswith("older") for row in loaded.rows)
 
-    latest = cd.load_rows(Calibration(uri="hf://acme/calib", **access), tmp_path / "work-main", {}, chat=False)
+    latest = calibration_data.load_rows(Calibration(uri="hf://acme/calib", **access), tmp_path / "work-main", {}, chat=False)
     assert latest.revision == main and all(row["text"].startswith("newer") for row in latest.rows)
 
     with pytest.raises(CalibrationNotFound, match="revision 'v9'"):
-        cd.check_source(Calibration(uri="hf://acme/calib", revision="v9", **access), {})
+        calibration_data.check_source(Calibration(uri="hf://acme/calib", revision="v9", **access), {})

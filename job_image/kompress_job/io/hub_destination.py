@@ -100,11 +100,11 @@ class HubDestination:
 
     def _head(self) -> str | None:
         """The branch's head commit, or None when the repository or the branch does not exist."""
-        from huggingface_hub import errors as hf
+        from huggingface_hub import errors
 
         try:
             refs = self.api.list_repo_refs(self.repo_id)
-        except hf.RepositoryNotFoundError:
+        except errors.RepositoryNotFoundError:
             self._repo_exists = False
             return None
         self._repo_exists = True
@@ -211,8 +211,7 @@ class HubDestination:
 
     def finish(self) -> None:
         """The one commit: every file sent or put, and the deletion of everything else the branch held."""
-        from huggingface_hub import CommitOperationDelete
-        from huggingface_hub import errors as hf
+        from huggingface_hub import CommitOperationDelete, errors
 
         if not self._adds:
             return
@@ -225,7 +224,7 @@ class HubDestination:
                 return self.api.create_commit(
                     self.repo_id, operations, commit_message=COMMIT_MESSAGE, commit_description=description, revision=self.branch, parent_commit=self._parent
                 )
-            except hf.HfHubHTTPError as exc:
+            except errors.HfHubHTTPError as exc:
                 if exc.response is not None and exc.response.status_code in (409, 412):
                     raise OutputExists(
                         f"branch {self.branch} of {self.uri} moved while this job published (its head is no longer {self._parent}); "

@@ -60,23 +60,23 @@ def repo_id_of(uri: str) -> str:
 def hub_error(exc: BaseException, *, uri: str, what: str, where: str, not_found: type[KompressError], revision: str | None = None) -> KompressError | None:
     """The worker error a huggingface_hub/httpx failure means, or None if it means nothing specific."""
     import httpx
-    from huggingface_hub import errors as hf
+    from huggingface_hub import errors
 
-    if isinstance(exc, hf.GatedRepoError):
+    if isinstance(exc, errors.GatedRepoError):
         return AccessDenied(f"{uri} is gated: accept its terms on the Hub with the account whose token the worker gets ({ENV_HF_TOKEN})")
-    if isinstance(exc, hf.RevisionNotFoundError):
+    if isinstance(exc, errors.RevisionNotFoundError):
         return not_found(f"revision '{revision}' of {uri} does not exist at {where}")
-    if isinstance(exc, hf.RepositoryNotFoundError):
+    if isinstance(exc, errors.RepositoryNotFoundError):
         return not_found(f"no {what} {uri} at {where}, or it is private and the token ({ENV_HF_TOKEN}) cannot see it")
-    if isinstance(exc, (hf.RemoteEntryNotFoundError, hf.EntryNotFoundError)):
+    if isinstance(exc, (errors.RemoteEntryNotFoundError, errors.EntryNotFoundError)):
         return not_found(f"a file of {uri} is missing at {where}: {type(exc).__name__}")
-    if isinstance(exc, hf.HfHubHTTPError) and exc.response is not None:
+    if isinstance(exc, errors.HfHubHTTPError) and exc.response is not None:
         status = exc.response.status_code
         if status in (401, 403):
             return AccessDenied(f"{where} refused the token for {uri} (HTTP {status}); check the Secret behind {ENV_HF_TOKEN}")
         if status == 429 or status >= 500:
             return StorageUnreachable(f"{where} answered HTTP {status} for {uri}; try again later")
-    if isinstance(exc, (hf.LocalEntryNotFoundError, hf.OfflineModeIsEnabled, httpx.TransportError)):
+    if isinstance(exc, (errors.LocalEntryNotFoundError, errors.OfflineModeIsEnabled, httpx.TransportError)):
         return StorageUnreachable(f"cannot reach the Hub at {where} for {uri}: {type(exc).__name__}; check huggingFace.endpoint / {ENV_HF_ENDPOINT} and the network")
     return None
 
@@ -261,8 +261,7 @@ def fetch_config(source: ModelSource, dest: Path, env: Mapping[str, str]) -> Fet
 
 def fetch_index(source: ModelSource, dest: Path, env: Mapping[str, str]) -> Path | None:
     """model.safetensors.index.json at the source's revision, or None when the repository has none (one shard)."""
-    import huggingface_hub.errors as hf
-    from huggingface_hub import hf_hub_download
+    from huggingface_hub import errors, hf_hub_download
 
     from kompress_job.io.safetensors_files import INDEX
 
@@ -275,7 +274,7 @@ def fetch_index(source: ModelSource, dest: Path, env: Mapping[str, str]) -> Path
     def download() -> Path | None:
         try:
             return Path(hf_hub_download(repo_id, INDEX, revision=commit, local_dir=dest, endpoint=settings.endpoint, token=settings.token if settings.token else False))
-        except (hf.RemoteEntryNotFoundError, hf.EntryNotFoundError):
+        except (errors.RemoteEntryNotFoundError, errors.EntryNotFoundError):
             return None
 
     dest.mkdir(parents=True, exist_ok=True)
