@@ -57,12 +57,12 @@ def run(name: str, recipe: dict, root: Path, tasks: list[dict] | None = None) ->
 
 def magnitude_reference(sparsegpt_ctx) -> dict:
     """Magnitude 2:4 of exactly the layers SparseGPT pruned, compared with the same baseline record."""
-    from kompress_job.model import fidelity, modelio
+    from kompress_job.model import fidelity_comparison, modelio
     from kompress_testing import compute_runs, trained_model
 
     model = modelio.load_causal_lm(trained_model.folder(), dtype="float32")
     compute_runs.magnitude_24(model, [n for n, a in sparsegpt_ctx.recipe.assignment.items() if a.sparsity == "2:4"])
-    c = fidelity.compare(model, sparsegpt_ctx.baseline)
+    c = fidelity_comparison.compare(model, sparsegpt_ctx.baseline)
     return {"name": "magnitude 2:4", "increase": c.perplexity_increase, "kl": c.kl_divergence, "top1": c.top1_agreement, "ppl": c.perplexity_compressed}
 
 

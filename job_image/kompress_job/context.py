@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
     from kompress_job.io.cache.artifacts import Artifacts
     from kompress_job.io.cache.lock import InUse
-    from kompress_job.model.fidelity import BaselineRecord
+    from kompress_job.model.fidelity_record import BaselineRecord
     from kompress_job.model.mtp.carry import CarryResult
     from kompress_job.model.task_scores import TaskRunSummary
     from kompress_job.model.verification import VerificationSummary

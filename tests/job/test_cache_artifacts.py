@@ -120,9 +120,9 @@ def test_a_retry_reads_no_calibration_data_and_runs_no_baseline_forward_pass(s3,
     assert (retry.baseline.samples, retry.baseline.tokens, retry.baseline.plan) == (first.baseline.samples, first.baseline.tokens, first.baseline.plan)
     assert not (tmp_path / "pod-2" / "calibration").exists()  # nothing of the source came into the new scratch
     # The record read back is the original's: the model it came from compares identical with it.
-    from kompress_job.model import fidelity
+    from kompress_job.model import fidelity_comparison
 
-    assert fidelity.compare(retry.model, retry.baseline).identical
+    assert fidelity_comparison.compare(retry.model, retry.baseline).identical
     assert {k: STATS.artifact_hits[k] - hits_before.get(k, 0) for k in ("calibration", "baseline")} == {"calibration": 1, "baseline": 1}
 
     # Another preset on the same model and data (the same samples, the same held-out rows) reuses both as well.

@@ -1,5 +1,6 @@
-"""kompress_job.model.fidelity on tiny models (no llm-compressor): the figures are what they claim to be, the record
-is all the comparison needs, the gate says what missed by how much, and the estimate is sane at full scale."""
+"""kompress_job.model.fidelity_* (passes, record, comparison, cost) on tiny models (no llm-compressor): the figures
+are what they claim to be, the record is all the comparison needs, the gate says what missed by how much, and the
+estimate is sane at full scale."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import torch
 from _worker_helpers import tiny_models  # noqa: F401 - fixture
 from kompress_api.v1alpha1 import CompressionJob, EvaluationMetrics, QualityGate
 
-from kompress_job.model import fidelity
+from kompress_job.model import fidelity_comparison, fidelity_cost, fidelity_passes, fidelity_record
 
 from kompress_job.outputs import model_card
 from kompress_job.context import RunContext
@@ -63,8 +64,8 @@ def full_log_probs(model, rows):
 
 
 def test_perplexity_is_the_exponential_of_the_models_own_mean_loss(llama, rows, tmp_path):
-    rec = fidelity.record(llama, rows, tmp_path / "record")
-    result = fidelity.compare(llama, rec)
+    rec = fidelity_record.record(llama, rows, tmp_path / "record")
+    result = fidelity_comparison.compare(llama, rec)
     with torch.no_grad():
         losses = [(float(llama(input_ids=torch.tensor([r]), labels=torch.tensor([r])).loss), len(r) - 1) for r in rows]
     expected = math.exp(sum(loss * n for loss, n in losses) / sum(n for _, n in losses))
@@ -74,7 +75,7 @@ def test_perplexity_is_the_exponential_of_the_models_own_mean_loss(llama, rows, 
 
 
 def test_the_same_model_on_both_sides_is_identical_and_changes_nothing(llama, rows, tmp_path):
-    result = fidelity.compare(llama, fidelity.record(llama, rows, tmp_path / "record"))
+    result = fidelity_comparison.compare(llama, fidelity_record.record(llama, rows, tmp_path / "record"))
     assert result.identical
     assert result.kl_divergence == pytest.approx(0.0, abs=1e-7)
     assert result.top1_agreement == 1.0 and result.perplexity_increase == pytest.approx(0.0, abs=1e-9)
@@ -83,11 +84,11 @@ def test_the_same_model_on_both_sides_is_identical_and_changes_nothing(llama, ro
 
 def test_kl_with_every_token_kept_is_exact_and_with_top_k_a_lower_bound(llama, rows, tmp_path):
     other = perturbed(llama, "model.layers.0.mlp.up_proj", scale=0.5)
-    exact = float(fidelity.exact_kl(full_log_probs(llama, rows), full_log_probs(other, rows)).mean())
+    exact = float(fidelity_comparison.exact_kl(full_log_probs(llama, rows), full_log_probs(other, rows)).mean())
     vocab = llama.config.vocab_size
 
-    everything = fidelity.compare(other, fidelity.record(llama, rows, tmp_path / "all", top_k=vocab))
-    top8 = fidelity.compare(other, fidelity.record(llama, rows, tmp_path / "top8", top_k=8))
+    everything = fidelity_comparison.compare(other, fidelity_record.record(llama, rows, tmp_path / "all", top_k=vocab))
+    top8 = fidelity_comparison.compare(other, fidelity_record.record(llama, rows, tmp_path / "top8", top_k=8))
 
     assert exact > 1e-4  # the perturbation is visible
     assert everything.kl_divergence == pytest.approx(exact, rel=1e-4)
@@ -108,8 +109,8 @@ def test_on_a_trained_model_the_top_k_kl_is_close_to_the_exact_one(tmp_path):
     texts = [json.loads(line)["messages"] for line in (folder / trained_model.HELDOUT).read_text().splitlines()[:16]]
     rows = [tokenizer(tokenizer.apply_chat_template(m, tokenize=False), add_special_tokens=False)["input_ids"] for m in texts]
     other = perturbed(trained, "model.layers.2.self_attn.o_proj", scale=0.5)
-    exact = float(fidelity.exact_kl(full_log_probs(trained, rows), full_log_probs(other, rows)).mean())
-    top32 = fidelity.compare(other, fidelity.record(trained, rows, tmp_path / "record"))
+    exact = float(fidelity_comparison.exact_kl(full_log_probs(trained, rows), full_log_probs(other, rows)).mean())
+    top32 = fidelity_comparison.compare(other, fidelity_record.record(trained, rows, tmp_path / "record"))
     assert top32.top_k == 32 and top32.mean_tail_mass < 0.1
     assert 0.8 * exact < top32.kl_divergence <= exact * (1 + 1e-6)  # 87 % of it here
 
@@ -117,7 +118,7 @@ def test_on_a_trained_model_the_top_k_kl_is_close_to_the_exact_one(tmp_path):
 def test_drift_starts_at_the_layer_that_was_changed(rows, tmp_path):
     glm = models.build_model("glm4-moe")  # layer 0 dense, layer 1 MoE
     changed = perturbed(glm, "model.layers.1.mlp.shared_experts.down_proj")
-    result = fidelity.compare(changed, fidelity.record(glm, rows, tmp_path / "record"))
+    result = fidelity_comparison.compare(changed, fidelity_record.record(glm, rows, tmp_path / "record"))
     first, second = result.layers
     assert (first.layer, first.moe, second.layer, second.moe) == (0, False, 1, True)
     assert first.attention == first.mlp == first.output == 0.0  # nothing before the change moves
@@ -128,26 +129,26 @@ def test_drift_starts_at_the_layer_that_was_changed(rows, tmp_path):
 def test_the_record_alone_is_enough_once_the_original_is_gone(rows, tmp_path):
     original = models.build_model("llama")
     changed = perturbed(original, "model.layers.1.self_attn.o_proj")
-    rec = fidelity.record(original, rows, tmp_path / "record")
-    expected = fidelity.compare(changed, rec)
+    rec = fidelity_record.record(original, rows, tmp_path / "record")
+    expected = fidelity_comparison.compare(changed, rec)
     del original
     gc.collect()
     # what a compare needs is on disk: one file per batch and an index
     files = sorted(p.name for p in (tmp_path / "record").iterdir())
     assert files == ["batch-00000.safetensors", "record.json"]
     assert json.loads((tmp_path / "record" / "record.json").read_text())["tokens"] == rec.tokens
-    again = fidelity.compare(changed, rec)
+    again = fidelity_comparison.compare(changed, rec)
     assert again.kl_divergence == expected.kl_divergence and again.perplexity_compressed == expected.perplexity_compressed
 
 
 @pytest.mark.unit
 def test_batches_keep_one_batchs_logits_within_the_budget():
     lengths = [100, 200, 50, 400, 400, 10]
-    batches = fidelity.plan_batches(lengths, vocab_size=1000, budget=4 * 1000 * 800, max_batch=4)
+    batches = fidelity_passes.plan_batches(lengths, vocab_size=1000, budget=4 * 1000 * 800, max_batch=4)
     assert [i for b in batches for i in b] == list(range(len(lengths)))  # every row once, in order
     for batch in batches:
         assert len(batch) == 1 or len(batch) * max(lengths[i] for i in batch) * 1000 * 4 <= 4 * 1000 * 800
-    assert fidelity.plan_batches([10] * 40, vocab_size=10) == [list(range(i, i + 16)) for i in (0, 16)] + [list(range(32, 40))]
+    assert fidelity_passes.plan_batches([10] * 40, vocab_size=10) == [list(range(i, i + 16)) for i in (0, 16)] + [list(range(32, 40))]
 
 
 GATE_CASES = [
@@ -168,34 +169,34 @@ GATE_CASES = [
 @pytest.mark.parametrize(("gate", "failures"), GATE_CASES)
 def test_the_gate_names_each_missed_limit_with_the_figure(gate, failures):
     metrics = EvaluationMetrics(perplexity_original=10.0, perplexity_compressed=13.12, perplexity_increase=0.312, kl_divergence=0.0812, top1_agreement=0.85)
-    assert fidelity.gate_failures(metrics, gate) == failures
+    assert fidelity_comparison.gate_failures(metrics, gate) == failures
 
 
 @pytest.mark.unit
 def test_parameter_counts_and_the_estimate_for_glm_45_air():
     config = json.loads((models.config_dir("glm-4.5-air") / "config.json").read_text())
-    total, active = fidelity.parameter_counts(config)
+    total, active = fidelity_cost.parameter_counts(config)
     assert total == pytest.approx(106.85e9, rel=0.02)  # GLM-4.5-Air without its MTP layer
     assert active == pytest.approx(12e9, rel=0.1)  # "12 B active"
-    small = fidelity.estimate(config, samples=16, seq_len=1024)
-    large = fidelity.estimate(config, samples=256, seq_len=1024)
+    small = fidelity_cost.estimate(config, samples=16, seq_len=1024)
+    large = fidelity_cost.estimate(config, samples=256, seq_len=1024)
     assert 10 < small.seconds < 3600 and large.seconds > 10 * small.seconds
-    assert small.memory_bytes <= 2 * fidelity.ACCELERATOR_LOGITS_BUDGET + 8 * 1024**3
+    assert small.memory_bytes <= 2 * fidelity_passes.ACCELERATOR_LOGITS_BUDGET + 8 * 1024**3
     # per position: k ids, k log-probs, loss, tail; per recorded position (at most DRIFT_TOKENS): 3 taps x 46 layers
-    assert small.disk_bytes == pytest.approx(16 * 1024 * (2 * fidelity.TOP_K + 2) * 4 + fidelity.DRIFT_TOKENS * 3 * 46 * fidelity.SKETCH_DIM * 4, rel=0.01)
-    seconds, memory, disk = fidelity.estimate(models.build_config("glm4-moe").to_dict(), 16, 64)  # a plain tuple too
+    assert small.disk_bytes == pytest.approx(16 * 1024 * (2 * fidelity_record.TOP_K + 2) * 4 + fidelity_passes.DRIFT_TOKENS * 3 * 46 * fidelity_passes.SKETCH_DIM * 4, rel=0.01)
+    seconds, memory, disk = fidelity_cost.estimate(models.build_config("glm4-moe").to_dict(), 16, 64)  # a plain tuple too
     assert seconds < 10 and memory < 1e8 and disk < 1e8
 
 
 @pytest.mark.unit
 def test_the_picture_is_a_png_and_reads_without_layers_too(tmp_path):
-    comparison = fidelity.Comparison(
+    comparison = fidelity_comparison.Comparison(
         samples=16, tokens=1000, perplexity_original=10.0, perplexity_compressed=11.0, kl_divergence=0.03, top1_agreement=0.9,
         mean_tail_mass=0.01, max_difference=1.0, top_k=32,
-        layers=[fidelity.LayerDrift(0, False, 0.01, 0.02, 0.015), fidelity.LayerDrift(1, True, 0.05, 0.4, 0.1)],
+        layers=[fidelity_comparison.LayerDrift(0, False, 0.01, 0.02, 0.015), fidelity_comparison.LayerDrift(1, True, 0.05, 0.4, 0.1)],
     )
-    deep = [fidelity.LayerDrift(i, i > 0, 0.004 * 1.08**i, 0.01 * 1.06**i, 0.006 * 1.07**i) for i in range(46)]  # GLM-4.5-Air's depth
-    variants = {"drift.png": comparison, "empty.png": fidelity.Comparison(**{**comparison.__dict__, "layers": []}), "deep.png": fidelity.Comparison(**{**comparison.__dict__, "layers": deep})}
+    deep = [fidelity_comparison.LayerDrift(i, i > 0, 0.004 * 1.08**i, 0.01 * 1.06**i, 0.006 * 1.07**i) for i in range(46)]  # GLM-4.5-Air's depth
+    variants = {"drift.png": comparison, "empty.png": fidelity_comparison.Comparison(**{**comparison.__dict__, "layers": []}), "deep.png": fidelity_comparison.Comparison(**{**comparison.__dict__, "layers": deep})}
     for name, comp in variants.items():
         path = plot_drift(comp, tmp_path / name, title="tiny, preset w4a16")
         data = path.read_bytes()
@@ -259,7 +260,7 @@ def test_baseline_loads_the_weights_itself_when_ranks_will_load_theirs(tiny_mode
         baseline.run(ctx)
     assert all(p.device.type == "meta" for p in ctx.model.parameters())  # untouched: still the structure only
     loaded = modelio.load_causal_lm(folder, dtype="float32")
-    result = fidelity.compare(loaded, ctx.baseline)
+    result = fidelity_comparison.compare(loaded, ctx.baseline)
     assert result.identical and result.samples == len(rows)
 
 
@@ -270,7 +271,7 @@ def test_evaluate_refuses_a_compression_that_changed_nothing_and_gates_one_that_
     folder = tiny_models["llama"]
     original = modelio.load_causal_lm(folder, dtype="float32")
     ctx = stage_ctx(folder, tmp_path, gate={"maxKlDivergence": 1e-6, "minTop1Agreement": 0.5})
-    ctx.baseline = fidelity.record(original, rows, tmp_path / "record")
+    ctx.baseline = fidelity_record.record(original, rows, tmp_path / "record")
     ctx.checkpoint_dir = tmp_path / "checkpoint"
     ctx.checkpoint_dir.mkdir()
 

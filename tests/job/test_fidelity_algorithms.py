@@ -15,7 +15,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 import yaml  # noqa: E402
 
-from kompress_job.model import fidelity, modelio  # noqa: E402
+from kompress_job.model import fidelity_comparison, modelio  # noqa: E402
 from kompress_job.errors import TargetsMatchNothing, VerificationFailed  # noqa: E402
 from kompress_job.model.verification import holds_n_m  # noqa: E402
 from kompress_testing import compute_runs, trained_model  # noqa: E402
@@ -53,7 +53,7 @@ def test_sparsegpt_24_costs_less_than_magnitude_24_of_the_same_layers(runs):
     magnitude = modelio.load_causal_lm(trained_model.folder(), dtype="float32")
     compute_runs.magnitude_24(magnitude, pruned)
     assert all(holds_n_m(magnitude.get_submodule(n).weight) for n in pruned)
-    by_magnitude = fidelity.compare(magnitude, sparsegpt.baseline)  # same held-out rows, same original
+    by_magnitude = fidelity_comparison.compare(magnitude, sparsegpt.baseline)  # same held-out rows, same original
 
     by_sparsegpt = sparsegpt.metrics
     assert by_sparsegpt.perplexity_increase > 0.01  # 2:4 is not free

@@ -198,9 +198,9 @@ def test_memory_and_disk():
     # logits and log-probabilities (the evaluation batches rows up to its budget: its own estimate decides how many);
     # on disk the baseline's record, 32 ids + 32 log-probs + loss + tail (4 bytes each) per token, plus drift sketches;
     # no host RAM beyond the reloaded model verify holds
-    from kompress_job.model import fidelity
+    from kompress_job.model import fidelity_cost
 
-    own = fidelity.estimate(read_config(config_dir("glm-4.5-air")), 16, 1024)
+    own = fidelity_cost.estimate(read_config(config_dir("glm-4.5-air")), 16, 1024)
     assert f.evaluation["tokens"] == 16 * 1024 and f.evaluation["host_bytes"] == 0
     assert f.evaluation["gpu_bytes"] == own.memory_bytes >= 2 * 1024 * VOCAB * 4
     assert f.evaluation["disk_bytes"] == own.disk_bytes >= 16 * 1024 * (2 * 32 + 2) * 4
@@ -319,7 +319,7 @@ def test_lm_eval_tasks_add_their_time_to_the_plan_or_it_says_it_cannot():
     times = {t.stage: t for t in planned.footprint.times}
     # arc_easy: 2376 documents x 4 choices x 60 tokens; gsm8k: 100 documents, 6 x 200 tokens of context, 256 generated
     # tokens each recomputing the context; both models, 2 x active parameters FLOPs per token at 2e14 FLOP/s
-    from kompress_job.model.fidelity import parameter_counts
+    from kompress_job.model.fidelity_cost import parameter_counts
 
     _total, active = parameter_counts(config)
     tokens = 2376 * 4 * 60 + 100 * (1200 + 256 * (1200 + 128))

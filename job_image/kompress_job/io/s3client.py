@@ -167,16 +167,16 @@ def storage_error(
     means a missing bucket is AccessDenied (the output) and a missing key is not an error here.
     `bucket_level`: the call addressed the bucket itself (HeadBucket), so a bare 404 means no bucket.
     """
-    from botocore import exceptions as bex
+    from botocore import exceptions
 
     where = endpoint or (getattr(exc, "kwargs", {}) or {}).get("endpoint_url") or "AWS S3"
-    if isinstance(exc, (bex.NoCredentialsError, bex.PartialCredentialsError, bex.CredentialRetrievalError)):
+    if isinstance(exc, (exceptions.NoCredentialsError, exceptions.PartialCredentialsError, exceptions.CredentialRetrievalError)):
         return AccessDenied(f"no S3 credentials for the {what} ({uri}): set s3.credentialsSecret or give the worker's ServiceAccount workload identity")
-    if isinstance(exc, (bex.EndpointConnectionError, bex.ConnectTimeoutError, bex.ReadTimeoutError, bex.ConnectionClosedError, bex.ProxyConnectionError)):
+    if isinstance(exc, (exceptions.EndpointConnectionError, exceptions.ConnectTimeoutError, exceptions.ReadTimeoutError, exceptions.ConnectionClosedError, exceptions.ProxyConnectionError)):
         return StorageUnreachable(f"cannot reach the S3 endpoint {where} for the {what} ({uri}): {type(exc).__name__}; check s3.endpoint and the network path from the worker")
-    if isinstance(exc, bex.SSLError):
+    if isinstance(exc, exceptions.SSLError):
         return StorageUnreachable(f"TLS to the S3 endpoint {where} failed for the {what} ({uri}); check s3.endpoint (http vs https) and its certificate")
-    if isinstance(exc, bex.ClientError):
+    if isinstance(exc, exceptions.ClientError):
         code = error_code(exc) or "unknown"
         if bucket_level and code in _NOT_FOUND_CODES:
             code = "NoSuchBucket"

@@ -21,7 +21,6 @@ from kompress_job.io.checksums import FileDigests, b64, composite, file_digests,
 from kompress_job.io.s3objects import META_PART_SIZE, META_SHA256, Meter, RemoteObject, TransferError, TransferSettings, head_object, part_size_for
 
 
-
 @dataclass(frozen=True)
 class UploadItem:
     path: Path
@@ -55,6 +54,44 @@ def same_content(path: Path, remote: RemoteObject | None) -> FileDigests | None:
     if remote.metadata.get(META_SHA256) == digests.sha256:
         return digests
     return None
+
+
+class _PartSender:
+    """Sends the parts of one multipart upload, from the pool's threads: a part an interrupted attempt already
+    uploaded with the same MD5 is not sent again; once a part fails, the rest are abandoned. Each call releases
+    the buffer its part was read into."""
+
+    def __init__(self, client: Any, buffers: threading.BoundedSemaphore, item: UploadItem, upload_id: str, existing: dict[int, str], meter: Meter) -> None:
+        self.client, self.buffers, self.item, self.upload_id, self.existing, self.meter = client, buffers, item, upload_id, existing, meter
+        self.sent = 0  # bytes this attempt sent
+        self.counted = 0  # bytes this attempt added to the meter: taken back if the upload starts over
+        self.failed = threading.Event()
+        self._lock = threading.Lock()
+
+    def __call__(self, number: int, data: bytes) -> dict[str, Any]:
+        item = self.item
+        try:
+            if self.failed.is_set():
+                raise TransferError(f"upload of s3://{item.bucket}/{item.key} abandoned after a failed part")
+            digest = hashlib.sha256(data).digest()
+            known = self.existing.get(number)
+            if known is not None and known == hashlib.md5(data).hexdigest():
+                etag = known  # this part survived an earlier, interrupted attempt
+            else:
+                etag = self.client.upload_part(
+                    Bucket=item.bucket, Key=item.key, UploadId=self.upload_id, PartNumber=number, Body=data, ChecksumSHA256=b64(digest)
+                )["ETag"].strip('"')
+                with self._lock:
+                    self.sent += len(data)
+            with self._lock:
+                self.counted += len(data)
+            self.meter.add(len(data))
+            return {"PartNumber": number, "ETag": f'"{etag}"', "ChecksumSHA256": b64(digest), "_digest": digest}
+        except BaseException:
+            self.failed.set()  # stop reading and sending the rest of this file
+            raise
+        finally:
+            self.buffers.release()
 
 
 class Uploads:
@@ -114,56 +151,8 @@ class Uploads:
             upload_id = self.client.create_multipart_upload(
                 Bucket=item.bucket, Key=item.key, ChecksumAlgorithm="SHA256", Metadata={META_PART_SIZE: str(part_size)}
             )["UploadId"]
-        whole = hashlib.sha256()
-        futures: list[Future] = []
-        sent = [0]
-        counted = [0]  # bytes this attempt added to the meter: taken back if the upload starts over
-        sent_lock = threading.Lock()
-        failed = threading.Event()
-
-        def send(number: int, data: bytes) -> dict[str, Any]:
-            try:
-                if failed.is_set():
-                    raise TransferError(f"upload of s3://{item.bucket}/{item.key} abandoned after a failed part")
-                digest = hashlib.sha256(data).digest()
-                known = existing.get(number)
-                if known is not None and known == hashlib.md5(data).hexdigest():
-                    etag = known  # this part survived an earlier, interrupted attempt
-                else:
-                    etag = self.client.upload_part(
-                        Bucket=item.bucket, Key=item.key, UploadId=upload_id, PartNumber=number, Body=data, ChecksumSHA256=b64(digest)
-                    )["ETag"].strip('"')
-                    with sent_lock:
-                        sent[0] += len(data)
-                with sent_lock:
-                    counted[0] += len(data)
-                meter.add(len(data))
-                return {"PartNumber": number, "ETag": f'"{etag}"', "ChecksumSHA256": b64(digest), "_digest": digest}
-            except BaseException:
-                failed.set()  # stop reading and sending the rest of this file
-                raise
-            finally:
-                self._buffers.release()
-
-        try:
-            with open(item.path, "rb") as f:
-                for number in range(1, count + 1):
-                    if failed.is_set():
-                        break
-                    data = f.read(part_size)
-                    whole.update(data)
-                    self._buffers.acquire()
-                    try:
-                        futures.append(self._parts.submit(send, number, data))
-                    except BaseException:
-                        self._buffers.release()
-                        raise
-            parts = [fut.result() for fut in futures]
-        except BaseException:
-            for fut in futures:
-                fut.cancel()
-            # The upload is left open on purpose: a re-run resumes it (see _resumable_upload).
-            raise
+        sender = _PartSender(self.client, self._buffers, item, upload_id, existing, meter)
+        whole, parts = self._send_parts(item, part_size, count, sender)
         digests = [p.pop("_digest") for p in parts]
         try:
             self.client.complete_multipart_upload(Bucket=item.bucket, Key=item.key, UploadId=upload_id, MultipartUpload={"Parts": parts})
@@ -173,9 +162,35 @@ class Uploads:
             # An open upload we could not finish (made by another tool, without SHA-256): start clean. Its bytes
             # were counted as done; the new upload counts them again, so progress never passes 100 %.
             self.client.abort_multipart_upload(Bucket=item.bucket, Key=item.key, UploadId=upload_id)
-            meter.add(-counted[0])
+            meter.add(-sender.counted)
             return self._put_multipart(item, size, meter, resume=False)
-        return UploadResult(item.key, size, whole.hexdigest(), f"{composite(digests)}-{count}", part_size, False, sent[0])
+        return UploadResult(item.key, size, whole.hexdigest(), f"{composite(digests)}-{count}", part_size, False, sender.sent)
+
+    def _send_parts(self, item: UploadItem, part_size: int, count: int, sender: _PartSender) -> tuple[Any, list[dict[str, Any]]]:
+        """Read the file a part at a time (each read waits for a free buffer), send the parts on the pool and wait
+        for them all: the whole file's SHA-256 and the parts' entries, in order. Stops reading after a failed part."""
+        whole = hashlib.sha256()
+        futures: list[Future] = []
+        try:
+            with open(item.path, "rb") as f:
+                for number in range(1, count + 1):
+                    if sender.failed.is_set():
+                        break
+                    data = f.read(part_size)
+                    whole.update(data)
+                    self._buffers.acquire()
+                    try:
+                        futures.append(self._parts.submit(sender, number, data))
+                    except BaseException:
+                        self._buffers.release()
+                        raise
+            parts = [fut.result() for fut in futures]
+        except BaseException:
+            for fut in futures:
+                fut.cancel()
+            # The upload is left open on purpose: a re-run resumes it (see _resumable_upload).
+            raise
+        return whole, parts
 
     def _resumable_upload(self, item: UploadItem, part_size: int, count: int) -> tuple[str | None, dict[int, str]]:
         """An open multipart upload of this key from an interrupted run, cut the same way, and its parts' MD5s."""

@@ -5,7 +5,7 @@ scale) of three outputs per layer (attention block, MLP or MoE block, the layer'
 headline figures (perplexity of both, KL, top-1 agreement) in the title. A rising line is error that
 accumulates; a jump is a layer that the recipe hurt.
 
-Owns: drawing (matplotlib, Agg backend, no display). Must not: compute figures (kompress_job.model.fidelity does).
+Owns: drawing (matplotlib, Agg backend, no display). Must not: compute figures (kompress_job.model.fidelity_comparison does).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ SERIES = (
 
 
 def plot_drift(comparison: Any, path: Path, *, title: str) -> Path:
-    """Draw `comparison` (fidelity.Comparison) to `path` (PNG) and return the path."""
+    """Draw `comparison` (fidelity_comparison.Comparison) to `path` (PNG) and return the path."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)

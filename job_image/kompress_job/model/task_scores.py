@@ -213,20 +213,20 @@ def score_hf(model: Any, tokenizer: Any, tasks: Sequence[EvaluationTask], folder
     """lm-eval's Hugging Face backend on the model in memory, onloaded to the accelerator as fidelity runs it."""
     from lm_eval.models.huggingface import HFLM
 
-    from kompress_job.model import fidelity
+    from kompress_job.model import fidelity_passes
 
     started = time.monotonic()
     with _lm_eval_environment(folder):
         manager = task_manager(folder)
         check_names(tasks, manager, folder)
-        device, dispatched = fidelity.onload(model)
+        device, dispatched = fidelity_passes.onload(model)
         try:
             lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=CPU_BATCH if device.type == "cpu" else "auto", max_batch_size=64)
             lm._device = device  # a model passed in is run where its weights are; ours are onloaded per module
             scored = _evaluate(lm, tasks, manager, on_task)
         finally:
             if dispatched:
-                fidelity.undo_onload(model)
+                fidelity_passes.undo_onload(model)
     return {"format": RECORD_FORMAT, "backend": "hf", "seconds": round(time.monotonic() - started, 1), "tasks": scored}
 
 
@@ -350,9 +350,9 @@ class TaskCost(NamedTuple):
 
 
 def estimate(config: dict[str, Any], tasks: Sequence[EvaluationTask], *, flops_per_second: float = 2e14) -> TaskCost:
-    """Forward passes of both models over every request: 2 x active parameters x tokens FLOPs (fidelity.estimate's
+    """Forward passes of both models over every request: 2 x active parameters x tokens FLOPs (fidelity_cost.estimate's
     rate), a token of context recomputed for every generated token; few-shot examples multiply the context."""
-    from kompress_job.model.fidelity import parameter_counts
+    from kompress_job.model.fidelity_cost import parameter_counts
 
     text = config.get("text_config") or config
     _total, active = parameter_counts(config)

@@ -107,7 +107,7 @@ class Workload:
     evaluation_samples: int  # 0: evaluation off
     evaluation_length: int
     shm_bytes: int  # /dev/shm as configured (spec.resources.shm or the operator's default)
-    evaluation_cost: Any = None  # kompress_job.model.fidelity.EvaluationCost: baseline + evaluate, by their own model; None when off
+    evaluation_cost: Any = None  # kompress_job.model.fidelity_cost.EvaluationCost: baseline + evaluate, by their own model; None when off
     data_free: bool = False  # the recipe runs on the data-free path (kompress_job.model.data_free)
     source_shard_bytes: int = ASSUMED_SOURCE_SHARD  # the largest source safetensors file
     task_cost: Any = None  # kompress_job.model.task_scores.TaskCost: spec.evaluation.tasks on both models; None without tasks
@@ -286,7 +286,7 @@ def evaluation_time(w: Workload) -> StageTime:
         round(cost.seconds + (tasks.seconds if tasks else 0)),
         f"two forward passes (original before compression, compressed after) over {w.evaluation_samples} x {w.evaluation_length} "
         "held-out tokens: 2 x active parameters x tokens FLOPs at a quarter of an H100's bf16 peak, plus every weight streamed "
-        "from host memory once per batch (kompress_job.model.fidelity.estimate)" + (f"; {tasks.basis} (kompress_job.model.task_scores.estimate)" if tasks else ""),
+        "from host memory once per batch (kompress_job.model.fidelity_cost.estimate)" + (f"; {tasks.basis} (kompress_job.model.task_scores.estimate)" if tasks else ""),
     )
 
 

@@ -32,7 +32,7 @@ from kompress_api.v1alpha1 import CompressionJob, CompressionJobSpec, model_uri_
 
 from kompress_job import collector
 
-from kompress_job.model import fidelity, task_scores
+from kompress_job.model import fidelity_cost, task_scores
 from kompress_job.errors import UnsupportedArchitecture, describe
 from kompress_job.planning import checkpoint, checks, footprint, kernels, problems, serving
 from kompress_job.planning import mtp as mtp_planning
@@ -234,7 +234,7 @@ def _workload(job: CompressionJob, meta: _MetaModel, resolved: ResolvedRecipe | 
     calibrating = bool(resolved.needs_calibration) if resolved is not None else True
     evaluation_length = evaluation.sequence_length(spec.calibration.max_sequence_length)
     # The evaluation stages' own model of their cost (the batches they will really run), from config.json alone.
-    evaluation_cost = fidelity.estimate(config, evaluation.samples, evaluation_length, dtype_bytes=dtype_bytes(dtype)) if evaluation.enabled else None
+    evaluation_cost = fidelity_cost.estimate(config, evaluation.samples, evaluation_length, dtype_bytes=dtype_bytes(dtype)) if evaluation.enabled else None
     return footprint.Workload(
         model_bytes=model_bytes,
         parameters=total,

@@ -1,6 +1,6 @@
 """baseline: the original model's figures on the held-out rows, recorded before compression changes it.
 
-What is recorded (kompress_job.model.fidelity.record): per predicted token, the loss and the top-k next-token
+What is recorded (kompress_job.model.fidelity_record.record): per predicted token, the loss and the top-k next-token
 log-probabilities with the mass of the rest; per decoder layer, a projection of its outputs. It goes to
 ctx.workdir/evaluation/baseline (one file per batch), so the original can be released before the
 compressed model is loaded: the two never share memory. ctx.baseline keeps the record's index.
@@ -26,7 +26,7 @@ import shutil
 
 from kompress_job.io.cache import artifacts
 from kompress_job.io.cache.metrics import STATS
-from kompress_job.model import fidelity, modelio, task_scores
+from kompress_job.model import fidelity_passes, fidelity_record, modelio, task_scores
 from kompress_job.context import RunContext
 from kompress_job.stages.calibration import cached_artifacts, model_identity
 
@@ -62,27 +62,27 @@ def cache_key(ctx: RunContext, store: artifacts.Artifacts, rows: list[list[int]]
         return None
     spec = ctx.job.spec.model
     return artifacts.artifact_key(KIND, {
-        "format": fidelity.RECORD_FORMAT,
+        "format": fidelity_record.RECORD_FORMAT,
         "model": model,
         "dtype": spec.dtype,
         "trustRemoteCode": spec.trust_remote_code,
-        "rows": fidelity.rows_digest(rows),
+        "rows": fidelity_record.rows_digest(rows),
         "padId": pad_id(ctx.tokenizer),
-        "topK": fidelity.TOP_K,
-        "sketch": [fidelity.SKETCH_DIM, fidelity.SKETCH_SEED, fidelity.DRIFT_TOKENS],
+        "topK": fidelity_record.TOP_K,
+        "sketch": [fidelity_passes.SKETCH_DIM, fidelity_passes.SKETCH_SEED, fidelity_passes.DRIFT_TOKENS],
         "software": {"torch": torch.__version__, "transformers": transformers.__version__},
         "device": torch.accelerator.current_accelerator().type if has_accelerator() else "cpu",
     })
 
 
-def _cached_record(ctx: RunContext, rows: list[list[int]]) -> tuple[artifacts.Artifacts | None, str | None, fidelity.BaselineRecord | None]:
+def _cached_record(ctx: RunContext, rows: list[list[int]]) -> tuple[artifacts.Artifacts | None, str | None, fidelity_record.BaselineRecord | None]:
     store = cached_artifacts(ctx)
     key = cache_key(ctx, store, rows) if store is not None else None
     found = store.lookup(KIND, key) if key is not None else None
     if found is None:
         return store, key, None
     try:
-        return store, key, fidelity.load_record(found, rows)
+        return store, key, fidelity_record.load_record(found, rows)
     except ValueError as err:
         ctx.log.warning("baseline: the record in the model cache cannot be used (%s); recording it again", err, extra={"stage": "baseline"})
         return store, None, None
@@ -126,7 +126,7 @@ def _with_original(ctx: RunContext, rows: list[list[int]], tasks: list) -> None:
     try:
         if rows:
             ctx.progress.message(f"recording the original on {len(rows)} held-out samples")
-            ctx.baseline = fidelity.record(
+            ctx.baseline = fidelity_record.record(
                 model,
                 rows,
                 ctx.workdir / RECORD_DIR,

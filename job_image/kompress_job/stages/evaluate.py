@@ -1,8 +1,8 @@
 """evaluate: the reloaded checkpoint (verify's ctx.model, loaded as users load it) against the baseline
 record; the quality gate.
 
-    1. compare on the same held-out rows (kompress_job.model.fidelity.compare): perplexity of both, the relative
-       increase, mean KL divergence of next-token distributions, top-1 agreement, drift per layer
+    1. compare on the same held-out rows (kompress_job.model.fidelity_comparison.compare): perplexity of both,
+       the relative increase, mean KL divergence of next-token distributions, top-1 agreement, drift per layer
     2. outputs equal to the original's on every held-out token: the recipe changed nothing (targets that
        missed everything, a no-op modifier); VerificationFailed, never a success
     3. ctx.metrics (-> manifest, model card, termination message, CompressionJob status) and
@@ -26,14 +26,14 @@ from pathlib import Path
 
 from kompress_api.v1alpha1 import EvaluationMetrics
 
-from kompress_job.model import fidelity, task_scores
+from kompress_job.model import fidelity_comparison, task_scores
 from kompress_job.context import RunContext
 from kompress_job.errors import KompressError, VerificationFailed
 from kompress_job.model.fidelity_plot import plot_drift
 from kompress_job.outputs.model_card import PLOT, REPORT
 
 
-def metrics_of(comparison: fidelity.Comparison) -> EvaluationMetrics:
+def metrics_of(comparison: fidelity_comparison.Comparison) -> EvaluationMetrics:
     return EvaluationMetrics(
         samples=comparison.samples,
         tokens=comparison.tokens,
@@ -69,7 +69,7 @@ def _fidelity(ctx: RunContext, gate) -> EvaluationMetrics | None:  # noqa: ANN00
 
     # 1. Compare.
     ctx.progress.message(f"comparing with the original on {ctx.baseline.samples} held-out samples")
-    comparison = fidelity.compare(ctx.model, ctx.baseline, on_batch=lambda done, total: ctx.progress.set_steps(done, total, message=f"batch {done}/{total} of held-out samples"))
+    comparison = fidelity_comparison.compare(ctx.model, ctx.baseline, on_batch=lambda done, total: ctx.progress.set_steps(done, total, message=f"batch {done}/{total} of held-out samples"))
 
     # 2. A compression that changed nothing is a recipe that missed, not a success.
     if comparison.identical:
@@ -81,7 +81,7 @@ def _fidelity(ctx: RunContext, gate) -> EvaluationMetrics | None:  # noqa: ANN00
 
     # 3. Metrics and the gate.
     metrics = metrics_of(comparison)
-    failures = fidelity.gate_failures(metrics, gate)
+    failures = fidelity_comparison.gate_failures(metrics, gate)
     ctx.gate_failures.extend(failures)
     ctx.log.info(
         "evaluate: perplexity %.4f -> %.4f (%+.2f%%), KL %.5f nats, top-1 agreement %.2f%% on %d tokens (top-%d tail mass %.2f%%)",
