@@ -210,8 +210,6 @@ def _expected_scale_shape(weights: QuantArgs, out_features: int, in_features: in
 
 
 def check_files(folder: Path, resolved: ResolvedRecipe, report: VerificationReport) -> None:
-    import torch
-
     shards = _Shards(folder)
     by_name = resolved.inventory.by_name()
     for name, assignment in resolved.assignment.items():
