@@ -13,6 +13,8 @@ from typing import Any
 
 import yaml
 
+from kompress_job.outputs.manifest import read as read_manifest
+
 # Published beside the checkpoint by the evaluate stage (kompress_job.stages.evaluate); linked when present.
 PLOT = "fidelity.png"
 REPORT = "fidelity.json"
@@ -157,6 +159,7 @@ def _signature_lines(manifest: dict[str, Any], output_uri: str, revision: str | 
 
 def render(manifest: dict[str, Any], *, output_uri: str, branch: str | None = None) -> str:
     """The card; `branch`: the Hub branch of an hf:// output (for its download line)."""
+    manifest = read_manifest(manifest)
     source = manifest["source"]
     recipe = manifest["recipe"]
     preset = recipe.get("preset")
@@ -165,7 +168,7 @@ def render(manifest: dict[str, Any], *, output_uri: str, branch: str | None = No
     name = (manifest.get("job") or {}).get("name") or "compressed-model"
     description, servable = PRESETS.get(preset or "", ("a custom llm-compressor recipe (see below)", None))
     effective = recipe.get("effective") or {}
-    if isinstance(effective.get("servable"), bool):
+    if effective.get("servable") is not None:
         servable = effective["servable"]  # the resolved recipe knows better than the preset's name
 
     title = f"{hub_id.split('/')[-1] if hub_id else name}-{preset or 'custom'}"
@@ -196,14 +199,14 @@ def render(manifest: dict[str, Any], *, output_uri: str, branch: str | None = No
     if cal.get("samples"):
         at = f" at `{cal['resolvedRevision']}`" if cal.get("resolvedRevision") else ""
         lines += [f"- **Calibration:** {cal['samples']} samples of up to {cal['maxSequenceLength']} tokens from `{cal['uri']}`{at} (seed {cal['seed']})."]
-    kept = effective.get("kept_16bit")
-    if isinstance(kept, dict) and kept.get("of_parameters"):
-        share = 100 * kept.get("parameters", 0) / kept["of_parameters"]
-        lines += [f"- **Kept in 16-bit:** {kept.get('modules', 0)} modules ({share:.1f} % of parameters)."]
+    kept = effective.get("kept16bit")
+    if kept and kept["ofParameters"]:
+        share = 100 * kept["parameters"] / kept["ofParameters"]
+        lines += [f"- **Kept in 16-bit:** {kept['modules']} modules ({share:.1f} % of parameters)."]
     mtp = manifest.get("mtp")
     if mtp:
         lines += [f"- **Speculative decoding:** {_mtp_line(mtp)}"]
-    detailed = [g for g in effective.get("groups") or [] if isinstance(g, dict) and "name" in g]
+    detailed = effective.get("groups") or []
     groups = manifest.get("groups")
     if detailed:
         lines += ["", "| config group | scheme | sparsity | modules |", "|---|---|---|---:|"]
