@@ -142,6 +142,7 @@ def test_the_view_has_every_part_of_a_sparse_manifest():
     [
         ({"kind": "KompressManifest", "format": 3, "files": []}, "format 3, which this reader does not know (it reads formats 1, 2"),
         ({"kind": "KompressManifest", "files": []}, "format None"),
+        ({"kind": "KompressManifest", "format": True, "files": []}, "format True"),
         ({"kind": "SomethingElse", "format": 2}, "not a Kompress manifest (kind 'SomethingElse')"),
         ([], "not a Kompress manifest"),
         ({"kind": "KompressManifest", "format": 2, "files": [{"path": "a", "size": "2", "sha256": "x"}]}, "files[0] is not a {path, size, sha256}"),

@@ -341,7 +341,7 @@ def read(doc: Any) -> Manifest:
     if not isinstance(doc, dict) or doc.get("kind") != KIND:
         raise ManifestError(f"not a Kompress manifest (kind {doc.get('kind') if isinstance(doc, dict) else None!r})")
     written = doc.get("format")
-    if written not in READS:
+    if type(written) is not int or written not in READS:  # (True == 1, but is no format)
         raise ManifestError(f"a Kompress manifest of format {written!r}, which this reader does not know (it reads formats "
                             f"{', '.join(map(str, READS))}; a newer Kompress wrote it?)")
     if written == 1:
