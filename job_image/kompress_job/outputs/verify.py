@@ -7,10 +7,10 @@ URI: file:///PATH, s3://BUCKET/PREFIX, hf://ORG/NAME[@REVISION], oci://REGISTRY/
 (status.result.destination.reference as is), or any
 scheme a reader was registered for (kompress_job.io.published). Checks, in order: kompress.json is there and is a
 manifest of a format it reads (outputs.manifest.read: 1 or 2); the files there are exactly the ones it lists (plus
-itself and the signature; the Hub's own .gitattributes is allowed: a reader's own_files), each with the manifest's size and SHA-256; the signature model.sig, when the model has one, verified
-with the public key or against the certificate chain given (when neither is given it is reported as not checked;
---require-signature makes a missing or unchecked signature a failure). One line on the outcome, naming the files that
-differ. Exit codes: VerifyExit.
+itself and the signature; the Hub's own .gitattributes is allowed: a reader's own_files), each with the manifest's
+size and SHA-256; the signature model.sig, when the model has one, verified with the public key or against the
+certificate chain given (when neither is given it is reported as not checked; --require-signature makes a missing or
+unchecked signature a failure). One line on the outcome, naming the files that differ. Exit codes: VerifyExit.
 Must not: write to the destination.
 """
 

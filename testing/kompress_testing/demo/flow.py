@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from kompress_job.outputs.manifest import Manifest
 from kompress_job.outputs.manifest import read as read_manifest
-
 from kompress_testing.cluster.build import kubectl_binary
 from kompress_testing.demo.stack import REPO_ROOT, Stack, StackError
 
