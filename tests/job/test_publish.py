@@ -55,7 +55,8 @@ def test_every_file_is_published_with_its_sha256_and_the_manifest_describes_the_
     assert set(s3.keys(bucket, "out/tiny/")) == {f"out/tiny/{n}" for n in published}
 
     manifest = manifest_of(s3, bucket)
-    assert manifest["status"] == "published"
+    assert manifest["status"] == "published" and manifest["format"] == 2
+    assert manifest["recipe"]["effective"]["kept16bit"] == {"modules": 3, "parameters": 150000, "ofParameters": 608752}  # camelCase, nested too
     assert {f["path"] for f in manifest["files"]} == published - {"kompress.json"}
     for entry in manifest["files"]:
         body = read(s3, bucket, f"out/tiny/{entry['path']}")

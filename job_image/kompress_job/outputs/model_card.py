@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from kompress_job.outputs.manifest import read as read_manifest
 from kompress_job.recipe.presets import rule_named
 
 # Published beside the checkpoint by the evaluate stage (kompress_job.stages.evaluate); linked when present.
@@ -171,7 +172,7 @@ def _card(manifest: dict[str, Any]) -> _Card:
     rule = rule_named(preset)
     description, servable = (rule.description, rule.servable) if rule else ("a custom llm-compressor recipe (see below)", None)
     effective = recipe.get("effective") or {}
-    if isinstance(effective.get("servable"), bool):
+    if effective.get("servable") is not None:
         servable = effective["servable"]  # the resolved recipe knows better than the preset's name
     serving = effective.get("serving") or (rule.serving if rule and not rule.servable else None)
     title = f"{hub_id.split('/')[-1] if hub_id else name}-{preset or 'custom'}"
@@ -180,6 +181,7 @@ def _card(manifest: dict[str, Any]) -> _Card:
 
 def render(manifest: dict[str, Any], *, output_uri: str, branch: str | None = None) -> str:
     """The card; `branch`: the Hub branch of an hf:// output (for its download line)."""
+    manifest = read_manifest(manifest)
     card = _card(manifest)
     lines = _heading(manifest, card) + _what_was_done(manifest, card) + _sizes(manifest) + _evaluation(manifest, card.tasks)
     lines += _use(card, output_uri, branch) + _signature_lines(manifest, output_uri, branch) + _reproduce(manifest) + _files(manifest)
@@ -218,10 +220,10 @@ def _what_was_done(manifest: dict[str, Any], card: _Card) -> list[str]:
     if cal.get("samples"):
         at = f" at `{cal['resolvedRevision']}`" if cal.get("resolvedRevision") else ""
         lines += [f"- **Calibration:** {cal['samples']} samples of up to {cal['maxSequenceLength']} tokens from `{cal['uri']}`{at} (seed {cal['seed']})."]
-    kept = effective.get("kept_16bit")
-    if isinstance(kept, dict) and kept.get("of_parameters"):
-        share = 100 * kept.get("parameters", 0) / kept["of_parameters"]
-        lines += [f"- **Kept in 16-bit:** {kept.get('modules', 0)} modules ({share:.1f} % of parameters)."]
+    kept = effective.get("kept16bit")
+    if kept and kept["ofParameters"]:
+        share = 100 * kept["parameters"] / kept["ofParameters"]
+        lines += [f"- **Kept in 16-bit:** {kept['modules']} modules ({share:.1f} % of parameters)."]
     if card.mtp:
         lines += [f"- **Speculative decoding:** {_mtp_line(card.mtp)}"]
     return lines + _group_table(effective, manifest.get("groups"))
@@ -229,7 +231,7 @@ def _what_was_done(manifest: dict[str, Any], card: _Card) -> list[str]:
 
 def _group_table(effective: dict[str, Any], groups: dict[str, int] | None) -> list[str]:
     """The config groups: with scheme and sparsity when the resolved recipe describes them, else only their sizes."""
-    detailed = [g for g in effective.get("groups") or [] if isinstance(g, dict) and "name" in g]
+    detailed = effective.get("groups") or []
     if detailed:
         lines = ["", "| config group | scheme | sparsity | modules |", "|---|---|---|---:|"]
         return lines + [f"| `{g['name']}` | {g.get('scheme') or '–'} | {g.get('sparsity') or '–'} | {(groups or {}).get(g['name'], '?')} |" for g in detailed]

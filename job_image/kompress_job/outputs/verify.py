@@ -6,11 +6,11 @@
 URI: file:///PATH, s3://BUCKET/PREFIX, hf://ORG/NAME[@REVISION], oci://REGISTRY/REPOSITORY@sha256:DIGEST or :TAG
 (status.result.destination.reference as is), or any
 scheme a reader was registered for (kompress_job.io.published). Checks, in order: kompress.json is there and is a
-manifest; the files there are exactly the ones it lists (plus itself and the signature; the Hub's own .gitattributes
-is allowed: a reader's own_files), each with the manifest's size and SHA-256; the signature model.sig, when the model has one, verified
-with the public key or against the certificate chain given (when neither is given it is reported as not checked;
---require-signature makes a missing or unchecked signature a failure). One line on the outcome, naming the files that
-differ. Exit codes: VerifyExit.
+manifest of a format it reads (outputs.manifest.read: 1 or 2); the files there are exactly the ones it lists (plus
+itself and the signature; the Hub's own .gitattributes is allowed: a reader's own_files), each with the manifest's
+size and SHA-256; the signature model.sig, when the model has one, verified with the public key or against the
+certificate chain given (when neither is given it is reported as not checked; --require-signature makes a missing or
+unchecked signature a failure). One line on the outcome, naming the files that differ. Exit codes: VerifyExit.
 Must not: write to the destination.
 """
 
@@ -32,6 +32,8 @@ from kompress_job.io.checksums import sha256_file
 from kompress_job.io.published import ReaderOptions, open_reader
 from kompress_job.io.storage import MANIFEST, SIGNATURE
 from kompress_job.outputs import signing
+from kompress_job.outputs.manifest import ManifestError
+from kompress_job.outputs.manifest import read as read_manifest
 
 
 class VerifyExit(Enum):
@@ -116,13 +118,13 @@ def _check(uri: str, options: ReaderOptions, scratch: Path, *, key: Path | None,
     if text is None:
         raise _Failed(VerifyExit.NOT_A_MODEL, f"no {MANIFEST} at {shown}: not a finished model (or not published by Kompress)")
     try:
-        manifest = json.loads(text)
-        entries = {f["path"]: f for f in manifest["files"]}
-    except (ValueError, KeyError, TypeError):
-        raise _Failed(VerifyExit.NOT_A_MODEL, f"{MANIFEST} at {shown} is not a Kompress manifest") from None
-    if manifest.get("kind") != "KompressManifest":
-        raise _Failed(VerifyExit.NOT_A_MODEL, f"{MANIFEST} at {shown} is not a Kompress manifest (kind {manifest.get('kind')!r})")
-    signed = manifest.get("signature") or None
+        manifest = read_manifest(json.loads(text))
+    except ManifestError as err:
+        raise _Failed(VerifyExit.NOT_A_MODEL, f"{MANIFEST} at {shown}: {err}") from None
+    except ValueError:
+        raise _Failed(VerifyExit.NOT_A_MODEL, f"{MANIFEST} at {shown} is not a Kompress manifest (not JSON)") from None
+    entries = {f["path"]: f for f in manifest["files"]}
+    signed = manifest["signature"]
     signature_name = signed["path"] if signed else SIGNATURE
     present = set(reader.names())
 

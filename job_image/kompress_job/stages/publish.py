@@ -90,8 +90,9 @@ def _unpublish(destination: Destination, old_text: str, files: list[tuple[Path, 
     """The old manifest first (the prefix stops being a finished model), then the files only it listed."""
     destination.delete([MANIFEST])
     try:
-        old_names = {f["path"] for f in json.loads(old_text).get("files", [])}
-    except (ValueError, AttributeError):
+        old_names = {f["path"] for f in manifest_mod.read(json.loads(old_text))["files"]}
+    except ValueError as err:  # not JSON, or not a manifest this reader knows (ManifestError): what it listed is unknown
+        ctx.log.warning("publish: the old %s at %s is unreadable (%s); files only it listed are left", MANIFEST, uri, err)
         old_names = set()
     # The old signature goes too: it signed the old files, and a new one (if any) is written before the manifest.
     stale = sorted((old_names - {name for _, name in files} - {MODEL_CARD}) | {SIGNATURE})

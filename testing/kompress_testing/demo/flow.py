@@ -25,6 +25,8 @@ from typing import Any
 
 import yaml
 
+from kompress_job.outputs.manifest import Manifest
+from kompress_job.outputs.manifest import read as read_manifest
 from kompress_testing.cluster.build import kubectl_binary
 from kompress_testing.demo.stack import REPO_ROOT, Stack, StackError
 
@@ -178,12 +180,12 @@ def wait_finished(stack: Stack, name: str, timeout: float) -> dict[str, Any]:
 @dataclass(frozen=True)
 class Published:
     objects: dict[str, int]  # key relative to the output prefix -> size
-    manifest: dict[str, Any] | None
+    manifest: Manifest | None  # as outputs.manifest.read gives it, whatever its format
     checksum_problems: list[str]
 
     @property
     def files_checked(self) -> int:
-        return len((self.manifest or {}).get("files") or [])
+        return len(self.manifest["files"]) if self.manifest is not None else 0
 
 
 def read_published(stack: Stack, output_uri: str, manifest_name: str = "kompress.json") -> Published:
@@ -196,9 +198,12 @@ def read_published(stack: Stack, output_uri: str, manifest_name: str = "kompress
             objects[obj["Key"][len(prefix) + 1:]] = obj["Size"]
     if manifest_name not in objects:
         return Published(objects, None, [f"no {manifest_name} under {output_uri}: not a finished model"])
-    manifest = json.loads(client.get_object(Bucket=bucket, Key=f"{prefix}/{manifest_name}")["Body"].read())
+    try:
+        manifest = read_manifest(json.loads(client.get_object(Bucket=bucket, Key=f"{prefix}/{manifest_name}")["Body"].read()))
+    except ValueError as err:  # not JSON, or not a manifest of a format Kompress reads (ManifestError)
+        return Published(objects, None, [f"{manifest_name} under {output_uri}: {err}"])
     problems = []
-    for entry in manifest.get("files") or []:
+    for entry in manifest["files"]:
         key = f"{prefix}/{entry['path']}"
         if entry["path"] not in objects:
             problems.append(f"{entry['path']}: listed in the manifest, missing in S3")

@@ -97,15 +97,14 @@ def listing_report(published: Published, output_uri: str) -> str:
     if manifest is None:
         lines.append("  (no manifest: not a finished model)")
     else:
-        lines.append(f"manifest kompress.json: {manifest.get('kind')} format {manifest.get('format')}, status {manifest.get('status')}")
-        source = manifest.get("source") or {}
-        lines.append(f"  source      {source.get('uri')} ({human(source.get('bytes'))}, revision {source.get('resolvedRevision')})")
-        recipe = manifest.get("recipe") or {}
-        lines.append(f"  recipe      preset {recipe.get('preset')}; modules per group: {manifest.get('groups')}")
-        calibration = manifest.get("calibration") or {}
-        lines.append(f"  calibration {calibration.get('uri')}, {calibration.get('requestedSamples')} samples of ≤ {calibration.get('maxSequenceLength')} tokens")
-        libraries = manifest.get("libraries") or {}
-        lines.append("  libraries   " + ", ".join(f"{k} {v}" for k, v in libraries.items() if k in ("llmcompressor", "compressed-tensors", "transformers", "torch")))
+        # the view outputs.manifest.read gives (flow.read_published): every part there, whatever the format written
+        lines.append(f"manifest kompress.json: {manifest['kind']} format {manifest['format']}, status {manifest['status']}")
+        source = manifest["source"]
+        lines.append(f"  source      {source['uri']} ({human(source['bytes'])}, revision {source['resolvedRevision']})")
+        lines.append(f"  recipe      preset {manifest['recipe']['preset']}; modules per group: {manifest['groups']}")
+        calibration = manifest["calibration"]
+        lines.append(f"  calibration {calibration['uri']}, {calibration['requestedSamples']} samples of ≤ {calibration['maxSequenceLength']} tokens")
+        lines.append("  libraries   " + ", ".join(f"{k} {v}" for k, v in manifest["libraries"].items() if k in ("llmcompressor", "compressed-tensors", "transformers", "torch")))
         if published.checksum_problems:
             lines.append("  checksums   PROBLEMS:")
             lines += [f"    {p}" for p in published.checksum_problems]
