@@ -31,9 +31,9 @@ def sharded(tmp_path_factory):
     return out
 
 
-def _run(ctx, monkeypatch, stages=STAGES):
+def _run(ctx, monkeypatch, stages=STAGES, loads=None):
     """The stages in order; every from_pretrained of a causal LM and every tensor read of the data-free path,
-    with the stage it happened in."""
+    with the stage it happened in (and, into `loads`, each from_pretrained's keyword arguments)."""
     import llmcompressor.entrypoints.model_free as model_free
 
     builds, reads = [], []
@@ -41,6 +41,8 @@ def _run(ctx, monkeypatch, stages=STAGES):
 
     def load(*args, **kwargs):
         builds.append(ctx.progress.snapshot().stage)
+        if loads is not None:
+            loads.append(kwargs)
         return real_load(*args, **kwargs)
 
     def read(weight_map, device):
@@ -63,11 +65,15 @@ def _run(ctx, monkeypatch, stages=STAGES):
 def test_data_free_preset_never_builds_the_model_and_verifies(preset, sharded, tmp_path, monkeypatch):
     ctx = make_ctx(make_job(sharded, preset=preset), sharded, tmp_path)
     ctx.progress = type(ctx.progress)(STAGES)
-    builds, reads = _run(ctx, monkeypatch)
+    loads = []
+    builds, reads = _run(ctx, monkeypatch, loads=loads)
 
     assert ctx.recipe_path == "data-free"
     # the original is built for its baseline and the checkpoint for verify; nothing before or during compression
     assert builds == ["baseline", "verify"]
+    # both with their weights on disk, read back module by module; an FP4 checkpoint compressed-tensors reloads whole
+    assert [kwargs.get("host_budget") is not None for kwargs in loads] == [True, not preset.endswith("fp4a16")]
+    assert all(kwargs["host_budget"] == max(p.stat().st_size for p in sharded.glob("*.safetensors")) for kwargs in loads if kwargs.get("host_budget"))
     model_bytes = sum(p.stat().st_size for p in sharded.glob("*.safetensors"))
     assert len(reads) == SHARDS and max(reads) < 0.6 * model_bytes  # a file (and fused partners) at a time
 
@@ -152,3 +158,22 @@ def test_the_worker_writes_what_model_free_ptq_writes(scheme, sharded, tmp_path)
     upstream = digests(tmp_path / "upstream")
     assert sum(name.endswith(".safetensors") for name in upstream) == SHARDS
     assert digests(tmp_path / "worker") == upstream
+
+
+def test_a_disk_offloaded_original_records_the_same_baseline_as_one_loaded_whole(sharded, tmp_path):
+    """What the data-free path's baseline (and verify's reload) rely on: with its weights on disk, read back module by
+    module, the model gives the very figures it gives in memory."""
+    from kompress_job.model import disk_offload, fidelity_record
+
+    tokenizer = modelio.load_tokenizer(sharded)
+    rows = [list(ids) for ids in models.calibration_dataset(tokenizer, 6, 48, offset=300)["input_ids"]]
+    whole = fidelity_record.record(modelio.load_causal_lm(sharded), rows, tmp_path / "whole")
+    offloaded_model = disk_offload.load(sharded, tmp_path / "offload", budget=1)
+    from compressed_tensors.offload import get_offloaded_device
+
+    on_disk = [name for name, module in offloaded_model.named_modules() if str(get_offloaded_device(module)) == "disk"]
+    assert len(on_disk) > 10  # the decoder layers' weights are not in host memory
+    offloaded = fidelity_record.record(offloaded_model, rows, tmp_path / "offloaded")
+    assert whole.tokens == offloaded.tokens > 100
+    for path in sorted((tmp_path / "whole").glob("*.safetensors")):
+        assert path.read_bytes() == (tmp_path / "offloaded" / path.name).read_bytes(), path.name

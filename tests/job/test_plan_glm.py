@@ -212,7 +212,11 @@ def test_memory_and_disk():
     # a data-free preset holds no calibration activations and no Hessians
     fp8 = plan_for("fp8-dynamic").footprint
     assert fp8.gpu_parts["hessians"] == 0 and fp8.gpu_memory_bytes < f.gpu_memory_bytes
-    assert fp8.host_memory_bytes >= TOTAL * BF16
+    # ... and its evaluation keeps both models on scratch disk but one file's worth (kompress_job.model.disk_offload)
+    assert fp8.host_memory_bytes < 0.2 * TOTAL * BF16 and "baseline+verify+evaluate (disk-offloaded)" in fp8.host_phases
+    assert fp8.disk_parts["evaluation_offload"] >= TOTAL * BF16
+    # an FP4 checkpoint is reloaded whole (compressed-tensors cannot reload it offloaded): the model's size again
+    assert plan_for("nvfp4a16").footprint.host_memory_bytes >= TOTAL * BF16
 
 
 # one more MoE decoder layer (attention with biases, 2 norms, 128 experts + shared, router)

@@ -84,12 +84,17 @@ def _unsupported(folder: Path, err: Exception, trust_remote_code: bool) -> Unsup
     return UnsupportedArchitecture(f"transformers cannot build {what}: {describe(err)}.{hint}")
 
 
-def load_causal_lm(path: Path | str, *, dtype: str = "auto", trust_remote_code: bool = False, offloaded: bool = False, offload_folder: Path | None = None) -> Any:
+def load_causal_lm(
+    path: Path | str, *, dtype: str = "auto", trust_remote_code: bool = False, offloaded: bool = False, offload_folder: Path | None = None, host_budget: int | None = None
+) -> Any:
     """The model in host memory, MoE experts as per-expert Linear layers (llm-compressor's layout).
 
     offloaded: load through compressed-tensors' offloaded loader (rank 0 reads the weights, other DDP
     ranks build on meta and receive them), as llm-compressor's distributed examples do; what does not
     fit in host memory goes to `offload_folder` on disk.
+    host_budget (with offloaded): at most about this many bytes of weights in host memory, the rest on disk in
+    `offload_folder`, each module's read back for its own forward (onto the accelerator, or the CPU): the same
+    outputs as a model loaded whole (tests compare), for a host that cannot hold the model.
     """
     from kompress_job.model import cpu_workarounds
 
@@ -109,7 +114,9 @@ def load_causal_lm(path: Path | str, *, dtype: str = "auto", trust_remote_code: 
             kwargs["device_map"] = "auto_offload"
             if offload_folder is not None:
                 kwargs["offload_folder"] = str(offload_folder)
-            if not cpu_workarounds.has_accelerator():
+            if host_budget is not None:
+                kwargs["max_memory"] = {"cpu": max(1, host_budget)}  # no accelerator named: what does not fit goes to disk
+            elif not cpu_workarounds.has_accelerator():
                 # compressed-tensors budgets a distributed run's host memory as /dev/shm capped by the mmap
                 # limit times the mean tensor size, minus 5 GB: a tiny test model gets a negative budget
                 # and goes to disk. On a CPU there is no device to onload to: keep it all in memory.

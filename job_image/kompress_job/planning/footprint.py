@@ -16,7 +16,9 @@ host RAM      the peak of the worker's phases (each: what it holds at once), plu
               onto the device, and only the quantized copy is serialized in host memory). The source's file size
               is not in config.json: Hub checkpoints shard at about 5 GB (ASSUMED_SOURCE_SHARD). Without evaluation,
               verify streams the files tensor by tensor (no reload), so nothing holds the model; with evaluation,
-              the baseline and the reload for verify and evaluate still hold the whole model in host memory.
+              the baseline's original and verify's reload keep all but one file's worth of their weights on scratch
+              disk, one layer read back at a time (an FP4 checkpoint is reloaded whole: compressed-tensors 0.19
+              cannot reload it offloaded).
 GPU memory    the largest subgraph onloaded at once: a decoder layer's weights (or embeddings / lm_head with
               the logits of one sample), the Hessians of the layer's pruned (SparseGPT) or GPTQ-quantized
               modules (in² float32 each: the published "2× a layer"), AWQ's activation cache for dense models,
@@ -110,6 +112,7 @@ class Workload:
     evaluation_cost: Any = None  # kompress_job.model.fidelity_cost.EvaluationCost: baseline + evaluate, by their own model; None when off
     data_free: bool = False  # the recipe runs on the data-free path (kompress_job.model.data_free)
     source_shard_bytes: int = ASSUMED_SOURCE_SHARD  # the largest source safetensors file
+    reloads_whole: bool = False  # data-free: verify reloads the checkpoint whole (FP4: kompress_job.model.disk_offload)
     task_cost: Any = None  # kompress_job.model.task_scores.TaskCost: spec.evaluation.tasks on both models; None without tasks
 
     @property
@@ -174,8 +177,15 @@ def footprint(w: Workload) -> Footprint:
     if w.data_free:
         shard = min(w.source_shard_bytes, w.model_bytes)
         phases = {"data-free compress": w.workers * shard * (1 if w.devices else 2) + allowance}
-        if w.evaluation_samples:  # baseline, then the reload verify keeps for evaluate
-            phases["baseline+verify+evaluate"] = w.model_bytes + allowance
+        if w.evaluation_samples:
+            # The original for the baseline, then verify's reload for evaluate, each with all but `shard` bytes of its
+            # weights on scratch disk and one layer read back at a time (kompress_job.model.disk_offload).
+            offloaded = shard + w.layer_bytes + allowance
+            if w.reloads_whole:
+                phases["baseline (disk-offloaded)"] = offloaded
+                phases["verify+evaluate (FP4, reloaded whole)"] = w.model_bytes + allowance
+            else:
+                phases["baseline+verify+evaluate (disk-offloaded)"] = offloaded
         else:
             phases["verify (streamed)"] = shard + allowance
     else:
@@ -211,6 +221,8 @@ def footprint(w: Workload) -> Footprint:
         "distributed_calibration_copy": calibration_copy,
         "data_and_caches": SCRATCH_ALLOWANCE,
         "evaluation_record": w.evaluation_cost.disk_bytes if w.evaluation_cost else 0,
+        # compressed-tensors' disk offload of the original, then of the reload (the first is removed before): at most the model
+        "evaluation_offload": w.model_bytes if w.data_free and w.evaluation_samples else 0,
     }
     disk = _headroom(sum(disk_parts.values()))
 
@@ -286,7 +298,7 @@ def evaluation_time(w: Workload) -> StageTime:
         round(cost.seconds + (tasks.seconds if tasks else 0)),
         f"two forward passes (original before compression, compressed after) over {w.evaluation_samples} x {w.evaluation_length} "
         "held-out tokens: 2 x active parameters x tokens FLOPs at a quarter of an H100's bf16 peak, plus every weight streamed "
-        "from host memory once per batch (kompress_job.model.fidelity_cost.estimate)" + (f"; {tasks.basis} (kompress_job.model.task_scores.estimate)" if tasks else ""),
+        f"from {'scratch disk (data-free: disk-offloaded)' if w.data_free else 'host memory'} once per batch (kompress_job.model.fidelity_cost.estimate)" + (f"; {tasks.basis} (kompress_job.model.task_scores.estimate)" if tasks else ""),
     )
 
 

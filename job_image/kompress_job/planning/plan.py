@@ -32,7 +32,7 @@ from kompress_api.v1alpha1 import CompressionJob, CompressionJobSpec, model_uri_
 
 from kompress_job import collector
 
-from kompress_job.model import fidelity_cost, task_scores
+from kompress_job.model import disk_offload, fidelity_cost, task_scores
 from kompress_job.errors import UnsupportedArchitecture, describe
 from kompress_job.planning import checkpoint, checks, footprint, kernels, problems, serving
 from kompress_job.planning import mtp as mtp_planning
@@ -234,7 +234,9 @@ def _workload(job: CompressionJob, meta: _MetaModel, resolved: ResolvedRecipe | 
     calibrating = bool(resolved.needs_calibration) if resolved is not None else True
     evaluation_length = evaluation.sequence_length(spec.calibration.max_sequence_length)
     # The evaluation stages' own model of their cost (the batches they will really run), from config.json alone.
-    evaluation_cost = fidelity_cost.estimate(config, evaluation.samples, evaluation_length, dtype_bytes=dtype_bytes(dtype)) if evaluation.enabled else None
+    # On the data-free path both models are disk-offloaded (kompress_job.model.disk_offload): weights come from scratch disk.
+    bandwidth = {"weight_bandwidth": footprint.DISK_BYTES_PER_SECOND} if path == "data-free" else {}
+    evaluation_cost = fidelity_cost.estimate(config, evaluation.samples, evaluation_length, dtype_bytes=dtype_bytes(dtype), **bandwidth) if evaluation.enabled else None
     return footprint.Workload(
         model_bytes=model_bytes,
         parameters=total,
@@ -257,6 +259,7 @@ def _workload(job: CompressionJob, meta: _MetaModel, resolved: ResolvedRecipe | 
         evaluation_length=evaluation_length,
         evaluation_cost=evaluation_cost,
         data_free=path == "data-free",
+        reloads_whole=path == "data-free" and not disk_offload.offloads_checkpoint(path, resolved),
         task_cost=task_scores.estimate(config, evaluation.tasks) if evaluation.enabled and evaluation.tasks else None,
         shm_bytes=parse_quantity(spec.resources.shm) if spec.resources.shm is not None else footprint.DEFAULT_SHM,
     )

@@ -5,7 +5,9 @@ log-probabilities with the mass of the rest; per decoder layer, a projection of 
 ctx.workdir/evaluation/baseline (one file per batch), so the original can be released before the
 compressed model is loaded: the two never share memory. ctx.baseline keeps the record's index.
 
-One accelerator or none: ctx.model is the original in host memory; it is only read (hooks are removed,
+On the data-free path ctx.model has no weights, and the original is loaded with its weights left on scratch disk,
+read back module by module (kompress_job.model.disk_offload): host memory stays bounded by the largest source file.
+Otherwise, with one accelerator or none: ctx.model is the original in host memory; it is only read (hooks are removed,
 any dispatch undone), so compression starts from exactly what was loaded. Several accelerators: ctx.model
 is a meta-device structure (the DDP ranks load their own weights), so this stage loads the weights itself
 and drops them before the ranks start.
@@ -26,7 +28,7 @@ import shutil
 
 from kompress_job.io.cache import artifacts
 from kompress_job.io.cache.metrics import STATS
-from kompress_job.model import fidelity_passes, fidelity_record, modelio, task_scores
+from kompress_job.model import disk_offload, fidelity_passes, fidelity_record, modelio, task_scores
 from kompress_job.context import RunContext
 from kompress_job.stages.calibration import cached_artifacts, model_identity
 
@@ -120,8 +122,12 @@ def _with_original(ctx: RunContext, rows: list[list[int]], tasks: list) -> None:
     spec = ctx.job.spec.model
     model, loaded_here = ctx.model, False
     if model is None or _on_meta(model):
-        ctx.progress.message("loading the original's weights for the baseline (the compression ranks load their own)")
-        model = modelio.load_causal_lm(ctx.model_dir, dtype=spec.dtype, trust_remote_code=spec.trust_remote_code)
+        if disk_offload.offloads_original(ctx.recipe_path):
+            ctx.progress.message("loading the original for the baseline, its weights left on disk and read back module by module (data-free path)")
+            model = disk_offload.load(ctx.model_dir, ctx.workdir / disk_offload.ORIGINAL_FOLDER, budget=disk_offload.host_budget(ctx.model_dir), dtype=spec.dtype, trust_remote_code=spec.trust_remote_code)
+        else:
+            ctx.progress.message("loading the original's weights for the baseline (the compression ranks load their own)")
+            model = modelio.load_causal_lm(ctx.model_dir, dtype=spec.dtype, trust_remote_code=spec.trust_remote_code)
         loaded_here = True
     try:
         if rows:
@@ -139,6 +145,7 @@ def _with_original(ctx: RunContext, rows: list[list[int]], tasks: list) -> None:
         if loaded_here:
             del model
             gc.collect()
+            shutil.rmtree(ctx.workdir / disk_offload.ORIGINAL_FOLDER, ignore_errors=True)
 
 
 def _prepare_tasks(ctx: RunContext) -> None:

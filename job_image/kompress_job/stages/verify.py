@@ -6,7 +6,9 @@ a checkpoint that is not what the recipe said is never published.
 On the data-free path without evaluation nothing needs the model in memory, so nothing loads it: the files are
 checked tensor by tensor and config.json against the plan (verification.verify_streamed; no forward pass).
 Otherwise the compressed in-memory model is released first (a second copy of a 100 B model does not fit), and the
-reloaded one is left in ctx.model for the evaluation stage. Fills ctx.verification (JSON-able dict).
+reloaded one is left in ctx.model for the evaluation stage; on the data-free path it is reloaded with its weights
+left on scratch disk (kompress_job.model.disk_offload), except FP4 checkpoints, which compressed-tensors can only
+reload whole. Fills ctx.verification (JSON-able dict).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import gc
 
 from pathlib import Path
 
-from kompress_job.model import data_free, modelio
+from kompress_job.model import data_free, disk_offload, modelio
 from kompress_job.context import RunContext
 from kompress_job.errors import VerificationFailed
 from kompress_job.model.verification import failure_message, verify_checkpoint, verify_streamed
@@ -32,6 +34,9 @@ def run(ctx: RunContext) -> None:
         ctx.progress.message("reloading the checkpoint as users load it")
 
         def load(folder):
+            if disk_offload.offloads_checkpoint(ctx.recipe_path, ctx.recipe):
+                budget = disk_offload.host_budget(ctx.model_dir)
+                return disk_offload.load(folder, ctx.workdir / disk_offload.CHECKPOINT_FOLDER, budget=budget, trust_remote_code=spec.trust_remote_code)
             return modelio.load_causal_lm(folder, dtype="auto", trust_remote_code=spec.trust_remote_code)
 
         report, model = verify_checkpoint(ctx.checkpoint_dir, ctx.recipe, load=load, tokenizer=ctx.tokenizer)
