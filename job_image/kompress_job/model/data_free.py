@@ -20,7 +20,6 @@ Must not: import llm-compressor at module import, or build a model.
 
 from __future__ import annotations
 
-import math
 import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -29,6 +28,7 @@ from typing import Any
 from kompress_api.v1alpha1 import RecipePath
 
 from kompress_job.errors import InvalidSpec
+from kompress_job.io.safetensors_files import read_header
 from kompress_job.recipe.patterns import exact_patterns
 from kompress_job.recipe.resolved import QUANTIZATION_MODIFIER, ResolvedRecipe
 
@@ -141,18 +141,14 @@ def convert(source: Path, out: Path, config: Any, *, device: list[str] | str, wo
 
 def _tensor_bytes(weight_map: dict[str, list[str] | None]) -> int:
     """The bytes of the tensors a shard's job reads (all of a file's when its list is empty), from the headers."""
-    from safetensors import safe_open
-
     total = 0
     for path, names in weight_map.items():
-        with safe_open(path, framework="pt") as handle:
-            for name in names or handle.keys():
-                piece = handle.get_slice(name)
-                total += math.prod(piece.get_shape()) * _DTYPE_BYTES.get(piece.get_dtype(), 4)
+        header = read_header(Path(path))
+        header.pop("__metadata__", None)
+        for name in names or header:
+            start, end = header[name]["data_offsets"]
+            total += end - start
     return total
-
-
-_DTYPE_BYTES = {"F64": 8, "I64": 8, "F32": 4, "I32": 4, "BF16": 2, "F16": 2, "I16": 2, "F8_E4M3": 1, "F8_E5M2": 1, "I8": 1, "U8": 1, "BOOL": 1}
 
 
 # What a checkpoint folder keeps of the files model_free_ptq copies from the source; the save stage adds the
