@@ -14,7 +14,7 @@ source stores it (the last tests here).
 from __future__ import annotations
 
 import pytest
-from kompress_api.v1alpha1 import CompressionJob
+from kompress_api.v1alpha1 import CompressionJob, Preset
 
 from kompress_job.planning.plan import make_plan, read_config
 from kompress_testing.models import config_dir
@@ -336,3 +336,14 @@ def test_lm_eval_tasks_add_their_time_to_the_plan_or_it_says_it_cannot():
     unknown = make_plan(glm_job("w4a16", evaluation={"tasks": [{"name": "my_private_eval"}]}), config)
     (problem,) = [p for p in unknown.problems if p.code == "TaskSizeUnknown"]
     assert problem.severity == "warning" and "my_private_eval" in problem.message and "limit" in problem.fix
+
+
+@pytest.mark.parametrize("preset", [p.value for p in Preset])
+def test_the_presets_page_quotes_the_planners_glm_figures(preset):
+    """docs/presets.md's GLM-4.5-Air column (kept beside the generator, which cannot import the planner) is what
+    `kompress plan` says, to the 0.1 GB it prints, and the MTP layer's size too."""
+    from kompress_job.recipe import presets_doc
+
+    assert round(plan_for(preset).estimated_checkpoint_bytes / 1e9, 1) == presets_doc.GLM_4_5_AIR_CHECKPOINT_GB[Preset(preset)]
+    with_index = make_plan(glm_job(preset), read_config(config_dir("glm-4.5-air")), weight_names=glm_index_names())
+    assert round(with_index.mtp.bytes / 1e9, 1) == presets_doc.GLM_4_5_AIR_MTP_GB
